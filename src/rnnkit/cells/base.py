@@ -1,0 +1,139 @@
+"""The cell contract every recurrence in :mod:`rnnkit.cells` follows.
+
+A cell is one recurrence, for one layer and one direction. It owns its parameters and exposes
+
+* ``init_state(batch_size, *, device=None, dtype=None) -> State``
+* ``step(x_t, state) -> (y_t, state)``: the readable reference for one time step, ``x_t`` is ``(B, F)``;
+* ``forward(x, state=None, *, lengths=None) -> (y, state)`` over a batch-first ``(B, T, F)`` sequence.
+
+State is a tensor ``(B, H)`` or a NamedTuple of them (:class:`LSTMState`), never a bare tuple.
+
+The base class splits a step in two so that ``forward`` can hoist the input projection of all time
+steps into one GEMM: ``project_input(x)`` (any leading shape) and ``recurrence(xp_t, state)``. Its
+``forward`` loops ``recurrence`` over the projected sequence; ``reference_forward`` loops ``step``.
+Both handle the per-sequence ``lengths`` of padded batches (outputs past a sequence's length are zero
+and its state stops changing) and the two recurrent regularisers of the layers:
+
+* ``recurrent_mask``: a ``(B, H_out)`` mask multiplied into the output-state ``h`` where it enters the
+  recurrent weights (variational recurrent dropout, Gal & Ghahramani 2016: one mask for all steps);
+* ``zoneout``: at every step each state unit keeps its previous value with probability ``p``
+  (Krueger et al. 2017). The layer only asks for it in training mode.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LSTMState", "State", "RecurrentCell", "map_state", "check_step_input"]
+
+
+class LSTMState(NamedTuple):
+    """State of an LSTM: ``h`` (the output, ``(..., B, H_out)``) and ``c`` (the cell, ``(..., B, H)``)."""
+
+    h: Tensor
+    c: Tensor
+
+
+State = Union[Tensor, LSTMState]
+
+
+def map_state(fn, *states):
+    """Apply ``fn`` to matching tensors of one or more states of the same structure."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return fn(*states)
+    return type(first)(*(fn(*parts) for parts in zip(*states)))
+
+
+def output_of(state: State) -> Tensor:
+    """The part of a state that is the cell's output ``h``."""
+    return state if isinstance(state, Tensor) else state[0]
+
+
+def check_step_input(cell: "RecurrentCell", x_t: Tensor) -> None:
+    """Raise a clear error for a step input that is not ``(B, input_size)``."""
+    if not isinstance(x_t, Tensor):
+        raise TypeError(f"{type(cell).__name__}.step expects a Tensor, got {type(x_t).__name__}")
+    if x_t.dim() != 2 or x_t.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"{type(cell).__name__}.step expects x_t of shape (batch, {cell.input_size}), "
+            f"got {tuple(x_t.shape)}"
+        )
+
+
+class RecurrentCell(nn.Module):
+    """Base class of the cells. Subclasses define ``project_input``, ``recurrence`` and ``init_state``."""
+
+    input_size: int
+    hidden_size: int
+
+    @property
+    def output_size(self) -> int:
+        """Size of ``y_t`` (the hidden size, or the projection size of a projected LSTM)."""
+        return self.hidden_size
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> State:
+        raise NotImplementedError
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """The part of the step that depends on the input only, for any leading shape."""
+        raise NotImplementedError
+
+    def recurrence(self, xp_t: Tensor, state: State, recurrent_mask: Tensor | None = None) -> State:
+        """The part of the step that depends on the previous state."""
+        raise NotImplementedError
+
+    def step(self, x_t: Tensor, state: State, recurrent_mask: Tensor | None = None):
+        """One time step: ``x_t`` is ``(B, input_size)``; returns ``(y_t, new_state)``."""
+        new = self.recurrence(self.project_input(x_t), state, recurrent_mask)
+        return output_of(new), new
+
+    # -- sequences -----------------------------------------------------------------------------
+    def _default_state(self, x: Tensor, state: State | None) -> State:
+        if state is not None:
+            return state
+        return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+
+    def forward(self, x: Tensor, state: State | None = None, *, lengths: Tensor | None = None,
+                recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
+        """Run over a batch-first ``(B, T, F)`` sequence with the input projection hoisted."""
+        state = self._default_state(x, state)
+        xp = self.project_input(x)  # (B, T, G): all time steps in one GEMM
+        return self._loop(lambda t, s: self.recurrence(xp[:, t], s, recurrent_mask),
+                          x, state, lengths, zoneout)
+
+    def reference_forward(self, x: Tensor, state: State | None = None, *, lengths: Tensor | None = None,
+                          recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
+        """Run over a sequence by looping :meth:`step`: the readable truth the fast paths must equal."""
+        state = self._default_state(x, state)
+        return self._loop(lambda t, s: self.step(x[:, t], s, recurrent_mask)[1],
+                          x, state, lengths, zoneout)
+
+    def _loop(self, advance, x: Tensor, state: State, lengths: Tensor | None, zoneout: float):
+        """Loop ``advance(t, state)`` over time, applying zoneout and freezing finished sequences."""
+        outputs = []
+        for t in range(x.shape[1]):
+            new = advance(t, state)
+            if zoneout > 0.0:
+                new = map_state(lambda n, o: _zoneout(n, o, zoneout), new, state)
+            if lengths is not None:
+                alive = (lengths > t).unsqueeze(-1)  # (B, 1)
+                new = map_state(lambda n, o: torch.where(alive, n, o), new, state)
+                outputs.append(output_of(new) * alive)
+            else:
+                outputs.append(output_of(new))
+            state = new
+        if not outputs:
+            y = x.new_zeros(x.shape[0], 0, self.output_size)
+        else:
+            y = torch.stack(outputs, 1)  # (B, T, H_out)
+        return y, state
+
+
+def _zoneout(new: Tensor, old: Tensor, p: float) -> Tensor:
+    """Keep each unit's previous value with probability ``p`` (a fresh mask every step)."""
+    keep = torch.empty_like(new).bernoulli_(p)
+    return torch.lerp(new, old, keep)

@@ -1,0 +1,95 @@
+"""torch's native recurrent kernels (oneDNN/MKL on CPU, cuDNN on GPU), called as torch.nn calls them.
+
+``run_full`` is exactly what ``torch.nn.LSTM/GRU/RNN.forward`` does for a padded batch or a
+``PackedSequence``. ``run_lengths`` runs one layer and one direction over a padded batch with
+per-sequence lengths without packing: it sorts the batch by length and runs the kernel once per
+distinct length on the still-active prefix of the batch, carrying the state, so the work is the
+packed work while the calls stay large. The final state of each sequence is taken when it ends.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__ = ["NATIVE_OPS", "run_full", "run_packed", "run_lengths"]
+
+NATIVE_OPS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru,
+              "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}
+
+
+def _split_result(mode: str, result):
+    if mode == "lstm":
+        return result[0], (result[1], result[2])
+    return result[0], result[1]
+
+
+def run_full(mode: str, x: Tensor, hx, weights: list[Tensor], has_bias: bool, num_layers: int,
+             dropout: float, training: bool, bidirectional: bool, batch_first: bool):
+    """All layers and directions in one native call; ``hx`` is ``(h, c)`` for LSTM, else ``h``."""
+    result = NATIVE_OPS[mode](x, hx, weights, has_bias, num_layers, dropout, training, bidirectional,
+                              batch_first)
+    return _split_result(mode, result)
+
+
+def run_packed(mode: str, data: Tensor, batch_sizes: Tensor, hx, weights: list[Tensor], has_bias: bool,
+               num_layers: int, dropout: float, training: bool, bidirectional: bool):
+    """The native kernel on packed data (``hx`` already in sorted batch order)."""
+    result = NATIVE_OPS[mode](data, batch_sizes, hx, weights, has_bias, num_layers, dropout, training,
+                              bidirectional)
+    return _split_result(mode, result)
+
+
+def _rows(state, stop: int, start: int = 0):
+    if isinstance(state, tuple):
+        return tuple(s[:, start:stop] for s in state)
+    return state[:, start:stop]
+
+
+def _cat_rows(parts):
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p, 1) for p in zip(*parts))
+    return torch.cat(parts, 1)
+
+
+def run_lengths(mode: str, x: Tensor, h0, weights: list[Tensor], has_bias: bool, lengths: Tensor):
+    """One layer, one direction, batch-first ``x`` (B, T, F) with ``lengths`` (B,).
+
+    ``h0`` is ``(1, B, H)`` (or a pair for LSTM). Returns ``(y, h_n)`` in the original batch order,
+    ``y`` zero past each length.
+    """
+    B, T = x.shape[:2]
+    lens_sorted, order = torch.sort(lengths.cpu(), descending=True, stable=True)
+    order_dev = order.to(x.device)
+    xs = x.index_select(0, order_dev)
+    state = _index_state(h0, order_dev)
+    outs, finished, active, t0 = [], [], B, 0
+    for u in sorted(set(lens_sorted.tolist()) - {0}):
+        n = int((lens_sorted >= u).sum())  # the sequences still running between t0 and u
+        if n < active:
+            finished.append(_rows(state, active, n))
+            state = _rows(state, n)
+            active = n
+        y, state = run_full(mode, xs[:n, t0:u], state, weights, has_bias, 1, 0.0, False, False, True)
+        outs.append(F.pad(y, (0, 0, 0, 0, 0, B - n)))
+        t0 = u
+    final = _cat_rows([state] + finished[::-1]) if outs else _index_state(h0, order_dev)
+    y = torch.cat(outs, 1) if outs else x.new_zeros(B, 0, _out_size(mode, weights))
+    y = F.pad(y, (0, 0, 0, T - y.shape[1]))
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(B)
+    inverse = inverse.to(x.device)
+    return y.index_select(0, inverse), _index_state(final, inverse)
+
+
+def _index_state(state, index: Tensor):
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
+
+
+def _out_size(mode: str, weights: list[Tensor]) -> int:
+    if mode == "lstm" and len(weights) in (3, 5):  # projected LSTM: the last weight is weight_hr
+        return weights[-1].shape[0]
+    return weights[1].shape[1]

@@ -1,0 +1,321 @@
+"""``Recurrent``: a torch.nn-compatible sequence layer composed over cells.
+
+The layer owns the parameters under torch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...) so
+its ``state_dict()`` is a ``torch.nn.LSTM``'s. It keeps one cell per layer and direction, unregistered,
+and binds the layer's parameters into them before each use, so there is one set of parameters and the
+cells stay the readable reference. ``forward`` chooses a backend:
+
+* ``"native"``: torch's own kernels (oneDNN/cuDNN) for configurations they compute exactly;
+* ``"cell"``: the cell's ``forward`` (input projection hoisted; a parallel scan for MinGRU/MinLSTM);
+* ``"reference"``: the cell's ``step`` in a Python loop.
+
+``"auto"`` picks native where exact, else cell. Variable lengths, bidirectional runs, inter-layer
+dropout, recurrent dropout and zoneout are handled here, around the cells.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnkit.cells.base import LSTMState, RecurrentCell, _zoneout, map_state
+from rnnkit.kernels import native
+from rnnkit.layers import masking
+from rnnkit.layers.regularizers import check_probability, variational_mask
+
+__all__ = ["Recurrent", "BACKENDS"]
+
+BACKENDS = ("auto", "native", "cell", "reference")
+
+
+class Recurrent(nn.Module):
+    """Stacked, optionally bidirectional recurrence over cells made by ``make_cell(input_size)``."""
+
+    native_mode: str | None = None  # "lstm", "gru", "rnn_tanh", "rnn_relu" where torch's kernel is exact
+
+    def __init__(self, make_cell: Callable[[int], RecurrentCell], input_size: int, hidden_size: int,
+                 num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, *, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"{name}: num_layers must be an int >= 1, got {num_layers!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
+        dropout = check_probability(f"{name}: dropout", dropout)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{name}: dropout={dropout} acts between layers and has no effect with "
+                          "num_layers=1", stacklevel=3)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
+        self.bidirectional = bool(bidirectional)
+        self.recurrent_dropout = check_probability(f"{name}: recurrent_dropout", recurrent_dropout)
+        self.zoneout = check_probability(f"{name}: zoneout", zoneout)
+        self.backend = backend
+        self._cells: list[RecurrentCell] = []
+        self._bindings: list[list[tuple[str, str]]] = []
+        dirs = 2 if self.bidirectional else 1
+        for layer in range(num_layers):
+            for d in range(dirs):
+                cell = make_cell(input_size if layer == 0 else self._cell_output_size(layer) * dirs)
+                self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
+        self.output_size = self._cells[0].output_size
+        probe = self._cells[0].init_state(1, device=torch.device("meta"))
+        self._lstm_state = isinstance(probe, LSTMState)
+        self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
+
+    def _cell_output_size(self, layer: int) -> int:
+        return self._cells[-1].output_size
+
+    def _adopt(self, cell: RecurrentCell, suffix: str) -> None:
+        """Register the cell's parameters on the layer under torch's names; keep the cell unregistered."""
+        pairs = []
+        for pname, p in list(cell._parameters.items()):
+            if p is not None:
+                self.register_parameter(pname + suffix, p)
+                pairs.append((pname, pname + suffix))
+        self._cells.append(cell)
+        self._bindings.append(pairs)
+
+    def cells(self) -> list[RecurrentCell]:
+        """The cells, one per layer and direction (layer-major), bound to this layer's parameters."""
+        params = self._parameters
+        for cell, pairs in zip(self._cells, self._bindings):
+            for pname, tname in pairs:
+                cell._parameters[pname] = params[tname]
+        return self._cells
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        for key, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                             ("bidirectional", False), ("recurrent_dropout", 0.0), ("zoneout", 0.0),
+                             ("backend", "auto")):
+            if getattr(self, key) != default:
+                s += f", {key}={getattr(self, key)!r}"
+        return s + self._extra_options()
+
+    def _extra_options(self) -> str:
+        return ""
+
+    # -- state ---------------------------------------------------------------------------------
+    def _state_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        """Shapes of the stacked state tensors: ``[(L*D, B, H_out)]`` (+ ``(L*D, B, H)`` for LSTM c)."""
+        n = self.num_layers * self.num_directions
+        return [(n, batch_size, size) for size in self._state_sizes]
+
+    def _is_lstm_state(self) -> bool:
+        return self._lstm_state
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None):
+        """Zeros shaped like ``forward``'s ``hx``: ``(L*D, B, H_out)`` or ``LSTMState(h, c)`` of stacks."""
+        ref = next(self.parameters())
+        device, dtype = device or ref.device, dtype or ref.dtype
+        zeros = [torch.zeros(s, device=device, dtype=dtype) for s in self._state_shapes(batch_size)]
+        return LSTMState(*zeros) if self._is_lstm_state() else zeros[0]
+
+    def _check_state(self, hx, batch_size: int, batched: bool, like: Tensor):
+        """Return ``hx`` as a list of 3-D stacks after checking its type and shapes."""
+        if hx is None:
+            return [torch.zeros(s, device=like.device, dtype=like.dtype) for s in self._state_shapes(batch_size)]
+        lstm = self._is_lstm_state()
+        parts = list(hx) if isinstance(hx, (tuple, list)) else [hx]
+        name = type(self).__name__
+        if (lstm and len(parts) != 2) or (not lstm and (len(parts) != 1 or not isinstance(hx, Tensor))):
+            want = "a pair (h_0, c_0) or LSTMState" if lstm else "a single tensor h_0"
+            raise TypeError(f"{name}: hx must be {want}, got {type(hx).__name__}")
+        out = []
+        for part, shape in zip(parts, self._state_shapes(batch_size)):
+            want = shape if batched else (shape[0], shape[2])
+            if not isinstance(part, Tensor) or tuple(part.shape) != want:
+                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
+                raise ValueError(f"{name}: expected hx of shape {want}, got {got}")
+            out.append(part if batched else part.unsqueeze(1))
+        return out
+
+    def _pack_state(self, parts: list[Tensor]):
+        return LSTMState(*parts) if self._is_lstm_state() else parts[0]
+
+    # -- input ---------------------------------------------------------------------------------
+    def _check_input(self, x) -> bool:
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(x).__name__}")
+        layout = "(batch, seq, features)" if self.batch_first else "(seq, batch, features)"
+        if x.dim() not in (2, 3):
+            raise ValueError(f"{name}: expected a 3-D input {layout} or a 2-D unbatched (seq, features) "
+                             f"input, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input with {self.input_size} features (input_size) in the "
+                             f"last dimension, got {x.shape[-1]} (input shape {tuple(x.shape)})")
+        ref = next(self.parameters())
+        if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"{name}: input dtype must be {ref.dtype} like the weights, got {x.dtype}")
+        return x.dim() == 3
+
+    # -- backends ------------------------------------------------------------------------------
+    def select_backend(self) -> str:
+        """The backend ``forward`` uses now (it depends on the training mode)."""
+        regularised = self.training and (self.recurrent_dropout > 0 or self.zoneout > 0)
+        native_ok = self.native_mode is not None and not regularised
+        if self.backend == "native" and not native_ok:
+            why = "recurrent dropout / zoneout in training" if regularised else "this configuration"
+            raise ValueError(f"{type(self).__name__}: backend='native' is not available for {why}; "
+                             "use backend='auto'")
+        if self.backend == "auto":
+            return "native" if native_ok else "cell"
+        return self.backend
+
+    def _flat_weights(self, index: int | None = None) -> list[Tensor]:
+        """Weights in torch's flat order, for all cells or the cell at ``index``."""
+        params = self._parameters
+        chosen = self._bindings if index is None else [self._bindings[index]]
+        return [params[t] for pairs in chosen for _, t in pairs]
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, input, hx=None, *, lengths=None):
+        """Run the layer. Returns ``(output, h_n)`` as torch.nn does (``h_n`` an ``LSTMState`` for LSTMs).
+
+        ``input`` is ``(B, T, F)`` if ``batch_first`` else ``(T, B, F)``, a 2-D unbatched ``(T, F)``, or
+        a ``PackedSequence``. ``lengths`` (B,) marks the valid steps of a padded batch: outputs past a
+        sequence's length are zero, its final state is its last valid step, and the reverse direction
+        starts at that step.
+        """
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError(f"{type(self).__name__}: give lengths or a PackedSequence, not both")
+            return self._forward_packed(input, hx)
+        batched = self._check_input(input)
+        x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+        B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
+        state = self._check_state(hx, B, batched, x)
+        if lengths is not None:
+            lengths = masking.check_lengths(lengths, B, T, x.device)
+        backend = self.select_backend()
+        if backend == "native" and lengths is None:
+            y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(),
+                                    self.bias, self.num_layers, self.dropout, self.training,
+                                    self.bidirectional, self.batch_first)
+            parts = list(hn) if isinstance(hn, tuple) else [hn]
+        else:
+            xb = x if self.batch_first else x.transpose(0, 1)
+            y, parts = self._run_layers(xb, state, lengths, backend)
+            y = y if self.batch_first else y.transpose(0, 1)
+        if not batched:
+            y = y.squeeze(0 if self.batch_first else 1)
+            parts = [p.squeeze(1) for p in parts]
+        return y, self._pack_state(parts)
+
+    def _pack_native(self, state: list[Tensor]):
+        return tuple(state) if len(state) == 2 else state[0]
+
+    def _run_layers(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, backend: str):
+        """Layer by layer, direction by direction, on batch-first ``x``; returns ``(y, state parts)``."""
+        cells, D = self.cells(), self.num_directions
+        finals: list[list[Tensor]] = []
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                k = layer * D + d
+                s0 = [p[k] for p in state]
+                xin = masking.reverse_within_lengths(x, lengths) if d and lengths is not None else \
+                    (x.flip(1) if d else x)
+                y, sn = self._run_direction(k, cells[k], xin, s0, lengths, backend)
+                outs.append(masking.reverse_within_lengths(y, lengths) if d and lengths is not None else
+                            (y.flip(1) if d else y))
+                finals.append(sn)
+            x = torch.cat(outs, -1) if D > 1 else outs[0]
+            if self.dropout > 0 and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, self.training)
+        parts = [torch.stack([f[i] for f in finals]) for i in range(len(state))]
+        return x, parts
+
+    def _run_direction(self, k: int, cell: RecurrentCell, x: Tensor, s0: list[Tensor],
+                       lengths: Tensor | None, backend: str):
+        """One cell over batch-first ``x``; returns ``(y, [final state parts])``."""
+        if backend == "native":
+            h0 = tuple(s.unsqueeze(0) for s in s0) if len(s0) == 2 else s0[0].unsqueeze(0)
+            if lengths is None:
+                y, hn = native.run_full(self.native_mode, x, h0, self._flat_weights(k), self.bias, 1, 0.0,
+                                        self.training, False, True)
+            else:
+                y, hn = native.run_lengths(self.native_mode, x, h0, self._flat_weights(k), self.bias, lengths)
+            return y, [p.squeeze(0) for p in (hn if isinstance(hn, tuple) else (hn,))]
+        start = LSTMState(*s0) if len(s0) == 2 else s0[0]
+        reg = {}
+        if self.training and self.recurrent_dropout > 0:
+            reg["recurrent_mask"] = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
+        if self.training and self.zoneout > 0:
+            reg["zoneout"] = self.zoneout
+        run = cell.reference_forward if backend == "reference" else cell
+        y, sn = run(x, start, lengths=lengths, **reg)
+        return y, ([sn] if isinstance(sn, Tensor) else list(sn))
+
+    def _forward_packed(self, packed: PackedSequence, hx):
+        """PackedSequence in and out, as torch.nn (``hx`` and ``h_n`` in the caller's batch order)."""
+        data = packed.data
+        self._check_input(data.unsqueeze(0))
+        B = int(packed.batch_sizes[0])
+        state = self._check_state(hx, B, True, data)
+        if self.select_backend() == "native":
+            order = packed.sorted_indices
+            if order is not None:
+                state = [s.index_select(1, order) for s in state]
+            y, hn = native.run_packed(self.native_mode, data, packed.batch_sizes, self._pack_native(state),
+                                      self._flat_weights(), self.bias, self.num_layers, self.dropout,
+                                      self.training, self.bidirectional)
+            parts = list(hn) if isinstance(hn, tuple) else [hn]
+            if packed.unsorted_indices is not None:
+                parts = [p.index_select(1, packed.unsorted_indices) for p in parts]
+            out = PackedSequence(y, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+            return out, self._pack_state(parts)
+        padded, lengths = masking.unpack(packed)
+        y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend())
+        return masking.repack(y, lengths, packed), self._pack_state(parts)
+
+    # -- streaming -----------------------------------------------------------------------------
+    def step(self, x_t: Tensor, hx=None):
+        """One time step with the same weights: ``x_t`` (B, input_size) -> ``(y_t, hx)``.
+
+        ``hx`` is shaped as for ``forward`` (``None`` for zeros). Calling ``step`` T times equals
+        ``forward`` on the sequence. In training mode dropout, recurrent dropout (a fresh mask per
+        call) and zoneout apply; in evaluation mode none do.
+        """
+        name = type(self).__name__
+        if self.bidirectional:
+            raise ValueError(f"{name}.step: a bidirectional layer needs the whole sequence (its reverse "
+                             "direction starts at the end); use forward, or bidirectional=False")
+        if not isinstance(x_t, Tensor) or x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
+            got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"{name}.step: expected x_t of shape (batch, {self.input_size}) or "
+                             f"({self.input_size},), got {got}")
+        batched = x_t.dim() == 2
+        x = x_t if batched else x_t.unsqueeze(0)
+        state = self._check_state(hx, x.shape[0], batched, x)
+        new_parts: list[list[Tensor]] = [[] for _ in state]
+        for layer, cell in enumerate(self.cells()):
+            s = LSTMState(*(p[layer] for p in state)) if len(state) == 2 else state[0][layer]
+            mask = None
+            if self.training and self.recurrent_dropout > 0:
+                mask = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
+            x, s_new = cell.step(x, s, mask)
+            if self.training and self.zoneout > 0:
+                s_new = map_state(lambda n, o: _zoneout(n, o, self.zoneout), s_new, s)
+                x = s_new if isinstance(s_new, Tensor) else s_new[0]
+            for i, p in enumerate([s_new] if isinstance(s_new, Tensor) else s_new):
+                new_parts[i].append(p)
+            if self.dropout > 0 and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, self.training)
+        parts = [torch.stack(p) for p in new_parts]
+        if not batched:
+            x, parts = x.squeeze(0), [p.squeeze(1) for p in parts]
+        return x, self._pack_state(parts)

@@ -1,0 +1,33 @@
+"""Recurrent regularisers of the layers.
+
+* Variational recurrent dropout (Gal & Ghahramani 2016): one Bernoulli mask per sequence and layer,
+  drawn once and applied to ``h_{t-1}`` where it enters the recurrent weights at every time step,
+  scaled by ``1/(1-p)`` so the expectation is unchanged.
+* Zoneout (Krueger et al. 2017): at every step each state unit keeps its previous value with
+  probability ``p``; implemented inside the cells' loop (:meth:`rnnkit.cells.base.RecurrentCell._loop`).
+
+Both act in training mode only; in evaluation mode the layer is exactly the layer without them (so
+torch's native kernels apply). Note that Krueger et al. use the expectation ``p h_{t-1} + (1-p) h_t``
+at test time; rnnkit uses the plain recurrence, so a model trained with zoneout is evaluated as a
+standard one, as Keras and most implementations do for recurrent dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["variational_mask", "check_probability"]
+
+
+def variational_mask(batch_size: int, size: int, p: float, like: Tensor) -> Tensor:
+    """A ``(batch_size, size)`` dropout mask with entries 0 or ``1/(1-p)``, fixed for all steps."""
+    keep = 1.0 - p
+    return torch.empty(batch_size, size, device=like.device, dtype=like.dtype).bernoulli_(keep) / keep
+
+
+def check_probability(name: str, p) -> float:
+    """Refuse a probability outside [0, 1), naming the option."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {p!r}")
+    return float(p)
