@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rnnkit demo
+	$(PY) examples/sine_wave.py
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -88,11 +88,16 @@ class RecurrentCell(nn.Module):
 
     def step(self, x_t: Tensor, state: State, recurrent_mask: Tensor | None = None):
         """One time step: ``x_t`` is ``(B, input_size)``; returns ``(y_t, new_state)``."""
+        check_step_input(self, x_t)
         new = self.recurrence(self.project_input(x_t), state, recurrent_mask)
         return output_of(new), new
 
     # -- sequences -----------------------------------------------------------------------------
     def _default_state(self, x: Tensor, state: State | None) -> State:
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__}.forward expects x of shape (batch, seq, "
+                             f"{self.input_size}), got {got}")
         if state is not None:
             return state
         return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)

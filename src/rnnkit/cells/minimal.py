@@ -78,12 +78,12 @@ class _MinCell(RecurrentCell):
             raise ValueError(f"{type(self).__name__} has no recurrent weights: recurrent dropout does not apply")
         if zoneout > 0.0:
             return super().forward(x, state, lengths=lengths, zoneout=zoneout)
+        h0 = self._default_state(x, state)
         log_a, log_b = self.log_coefficients(self.project_input(x))
-        h = log_space_scan(log_a, log_b, state)  # (B, T, H)
+        h = log_space_scan(log_a, log_b, state)  # (B, T, H); state None is a zero start
         if lengths is None:
-            last = h[:, -1] if h.shape[1] else self._default_state(x, state)
-            return h, last
-        return _mask_by_lengths(h, lengths, self._default_state(x, state))
+            return h, (h[:, -1] if h.shape[1] else h0)
+        return _mask_by_lengths(h, lengths, h0)
 
 
 def _mask_by_lengths(h: Tensor, lengths: Tensor, h0: Tensor):

@@ -1,0 +1,84 @@
+"""Bad input: a ValueError/TypeError saying what was expected and what came."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+
+
+@pytest.fixture
+def lstm():
+    return rnnkit.LSTM(8, 16, num_layers=2, batch_first=True)
+
+
+def test_wrong_rank(lstm):
+    with pytest.raises(ValueError, match=r"3-D input \(batch, seq, features\).*4-D"):
+        lstm(torch.randn(2, 3, 4, 8))
+
+
+def test_wrong_feature_size(lstm):
+    with pytest.raises(ValueError, match=r"8 features.*got 9"):
+        lstm(torch.randn(2, 5, 9))
+
+
+def test_wrong_dtype(lstm):
+    with pytest.raises(ValueError, match="float32.*float64"):
+        lstm(torch.randn(2, 5, 8, dtype=torch.float64))
+
+
+def test_not_a_tensor(lstm):
+    with pytest.raises(TypeError, match="list"):
+        lstm([[1.0] * 8])
+
+
+@pytest.mark.parametrize("lengths,match", [
+    (torch.tensor([5, 6]), r"\[0, 5\].*6"),
+    (torch.tensor([5]), r"shape \(2,\).*\(1,\)"),
+    (torch.tensor([5.0, 2.0]), "integers"),
+    (torch.tensor([-1, 2]), r"\[0, 5\]"),
+    ("5,2", "tensor or list"),
+])
+def test_bad_lengths(lstm, lengths, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        lstm(torch.randn(2, 5, 8), lengths=lengths)
+
+
+def test_bad_state_shape(lstm):
+    with pytest.raises(ValueError, match=r"\(2, 3, 16\).*\(2, 3, 15\)"):
+        lstm(torch.randn(3, 5, 8), (torch.zeros(2, 3, 15), torch.zeros(2, 3, 16)))
+
+
+def test_bad_state_type(lstm):
+    with pytest.raises(TypeError, match=r"pair \(h_0, c_0\)"):
+        lstm(torch.randn(3, 5, 8), torch.zeros(2, 3, 16))
+    gru = rnnkit.GRU(8, 16)
+    with pytest.raises(TypeError, match="single tensor"):
+        gru(torch.randn(5, 3, 8), (torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: rnnkit.LSTM(8, 16, layer_norm=True, proj_size=4), "layer_norm"),
+    (lambda: rnnkit.LSTM(8, 16, dropout=1.5), r"dropout must be a number in \[0, 1\)"),
+    (lambda: rnnkit.GRU(8, 16, zoneout=-0.1), "zoneout"),
+    (lambda: rnnkit.GRU(8, 16, backend="fast"), "backend must be one of"),
+    (lambda: rnnkit.RNN(8, 16, nonlinearity="sigmoid"), "nonlinearity"),
+    (lambda: rnnkit.GRU(8, 16, num_layers=0), "num_layers"),
+    (lambda: rnnkit.LSTM(8, 16, proj_size=16), "proj_size"),
+    (lambda: rnnkit.GRU(8, 0), "hidden_size"),
+])
+def test_bad_options(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_step_bad_input(lstm):
+    with pytest.raises(ValueError, match=r"\(batch, 8\).*\(2, 7\)"):
+        lstm.step(torch.randn(2, 7))
+
+
+def test_lengths_with_packed_sequence_is_refused(lstm):
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(2, 3, 8), [3, 2], batch_first=True)
+    with pytest.raises(ValueError, match="not both"):
+        lstm(packed, lengths=torch.tensor([3, 2]))
