@@ -1,0 +1,275 @@
+"""The ``rnnkit`` command line (typer + rich). Thin: it parses, calls the library, prints and plots.
+
+User mistakes (bad data, bad options, a corrupt bundle) print one ``error:`` line and exit 2;
+``rnnkit --debug ...`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rnnkit import __version__
+from rnnkit.cli_options import config_options, read_toml, resolve_sections
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Recurrent neural networks on sequential data: train, evaluate, generate, "
+                       "complete, diagnose, benchmark.")
+console = Console()
+err = Console(stderr=True)
+_STATE = {"debug": False}
+
+DEMO_MODEL = {"cell": "lstm", "embedding_size": 64, "hidden_size": 256, "num_layers": 1}
+DEMO_DATA = {"dataset": "pydocs", "tokenizer": "char", "batch_size": 32, "seq_len": 128}
+DEMO_TRAINER = {"name": "demo", "max_time": 150.0, "lr": 3e-3, "max_grad_norm": 1.0, "schedule": "cosine",
+                "warmup_steps": 50, "eval_every": 200, "checkpoint_every": 200, "log_every": 20}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"rnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    _STATE["debug"] = debug
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+# -- data sets ---------------------------------------------------------------------------------
+@app.command()
+def datasets() -> None:
+    """List the named data sets and whether each is available here."""
+    from rnnkit.data.registry import DATA_ENV, list_datasets
+    table = Table(title=f"rnnkit data sets (files: ${DATA_ENV})")
+    for col in ("name", "kind", "available", "description"):
+        table.add_column(col)
+    for info in list_datasets():
+        avail = "[green]yes[/]" if info.available else f"[red]no[/] ({info.reason})"
+        table.add_row(info.name, info.kind, avail, info.description)
+    console.print(table)
+
+
+# -- language models ---------------------------------------------------------------------------
+def _bundle_path(path: Path) -> Path:
+    """A bundle folder, or a run folder holding ``bundle/``."""
+    if (path / "bundle" / "config.json").is_file():
+        return path / "bundle"
+    return path
+
+
+def _load_lm(path: Path):
+    from rnnkit.export import load
+    from rnnkit.models.language_model import LanguageModel
+    model = load(_bundle_path(path))
+    if not isinstance(model, LanguageModel):
+        raise typer.BadParameter(f"{path} holds a {type(model).__name__}, not a language model")
+    return model
+
+
+def _note_unknown(model, text: str) -> None:
+    from rnnkit.models.text_generation import unknown_in
+    unknown = unknown_in(model, text)
+    if unknown:
+        err.print(f"note: {len(unknown)} unknown character(s)/word(s) mapped to <unk>: "
+                  + " ".join(repr(u) for u in sorted(unknown)[:10]))
+
+
+@app.command()
+def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
+             prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue."),
+             max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Tokens to generate."),
+             temperature: float = typer.Option(0.8, help="Sampling temperature (0 = greedy)."),
+             top_k: Optional[int] = typer.Option(None, help="Sample among the k most likely tokens."),
+             top_p: Optional[float] = typer.Option(None, help="Nucleus sampling: smallest set with mass p."),
+             repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeating tokens."),
+             seed: Optional[int] = typer.Option(None, help="Seed for reproducible samples."),
+             greedy: bool = typer.Option(False, help="Always take the most likely token.")) -> None:
+    """Generate text from a language model, streaming tokens as they come."""
+    if max_tokens <= 0:
+        raise typer.BadParameter(f"--max-tokens must be > 0, got {max_tokens}")
+    model = _load_lm(run_or_bundle)
+    _note_unknown(model, prompt)
+    sys.stdout.write(prompt)
+    for piece in model.stream(prompt, max_tokens, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+                              repetition_penalty=repetition_penalty, greedy=greedy):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@app.command()
+def complete(bundle: Path = typer.Argument(..., help="A language-model bundle or run folder."),
+             prefix: str = typer.Argument(..., help="The text typed so far."),
+             k: int = typer.Option(3, "-k", help="How many suggestions.")) -> None:
+    """Suggest the k most likely next words (or the rest of the word being typed)."""
+    model = _load_lm(bundle)
+    _note_unknown(model, prefix)
+    for c in model.complete(prefix, k):
+        console.print(f"{c.word}\t{c.probability:.3f}", highlight=False)
+
+
+@app.command()
+def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
+             text: Optional[Path] = typer.Option(None, help="A UTF-8 text file to evaluate on."),
+             dataset: Optional[str] = typer.Option(None, help="A named data set (its validation split).")) -> None:
+    """Evaluate a bundle: loss, perplexity and bits per token on held-out text."""
+    import math
+
+    import torch
+
+    from rnnkit.recipes.lm import LMDataConfig, load_lm_text, stateful_loss
+    model = _load_lm(bundle)
+    if text is not None:
+        from rnnkit.data.text import read_text
+        val = read_text(text)
+    else:
+        from rnnkit.export.bundle import read_bundle_config
+        saved = read_bundle_config(_bundle_path(bundle)).get("extra", {}).get("data", {})
+        data = LMDataConfig(**{**saved, **({"dataset": dataset, "text": ""} if dataset else {})})
+        val = load_lm_text(data)[1]
+    _note_unknown(model, val)
+    loss = stateful_loss(model, torch.tensor(model.tokenizer.encode(val)), batch_size=8)
+    console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
+
+
+def _train_lm(params: dict, base: dict | None = None) -> None:
+    from rnnkit.models.language_model import LanguageModelConfig
+    from rnnkit.recipes.lm import LMDataConfig, train_language_model
+    from rnnkit.training import TrainerConfig
+    sections = {"model": LanguageModelConfig, "data": LMDataConfig, "trainer": TrainerConfig}
+    values = resolve_sections(params, read_toml(params.get("config")), sections, base)
+    values["model"].setdefault("vocab_size", 2)  # replaced by the tokenizer's size
+    values["trainer"].setdefault("name", "lm")
+    if params.get("quiet"):
+        values["trainer"]["quiet"] = True
+    if params.get("resume"):
+        values["trainer"]["resume"] = True
+    trainer_cfg = TrainerConfig(**values["trainer"])
+    result = train_language_model(values["model"], LMDataConfig(**values["data"]), trainer_cfg)
+    m = result.metrics
+    console.print(f"validation loss {m['val_loss']:.4f} (stateful), perplexity {m['val_ppl']:.2f}, "
+                  f"{m['bits_per_token']:.3f} bits/token, {m['params']:,} parameters, {m['steps']} steps")
+    console.print(f"bundle: {result.bundle}   run: {trainer_cfg.out_dir}")
+    return result
+
+
+def _train_group() -> click.Group:
+    from rnnkit.models.language_model import LanguageModelConfig
+    from rnnkit.recipes.lm import LMDataConfig
+    from rnnkit.training import TrainerConfig
+    group = click.Group("train", help="Train a model: rnnkit train TASK [--config run.toml] [--SECTION.FIELD VALUE].")
+    common = [click.Option(["--config"], type=click.Path(), default=None, help="TOML run file with [model], "
+                           "[data], [trainer] tables."),
+              click.Option(["--resume"], is_flag=True, help="Continue runs/<name> from its last checkpoint."),
+              click.Option(["--quiet"], is_flag=True, help="No progress bar.")]
+    lm = click.Command("lm", callback=lambda **p: _train_lm(p), help=(
+        "Language model on a named data set or --data.text FILE (char, word or BPE tokens)."),
+        params=common + config_options("model", LanguageModelConfig, skip=("vocab_size",))
+        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig))
+    group.add_command(lm)
+    return group
+
+
+@app.command()
+def demo(seconds: float = typer.Option(150.0, help="Training wall-clock budget in seconds."),
+         run_dir: str = typer.Option("runs", help="Folder for the run (runs/demo).")) -> None:
+    """Train a character-level LSTM on Python's documentation and show what it learned."""
+    console.print(f"[bold]rnnkit demo[/]: a character-level LSTM learns English and Python from Python's "
+                  f"own documentation ({seconds:.0f} s of training on this machine)")
+    trainer = {**DEMO_TRAINER, "max_time": seconds, "run_dir": run_dir}
+    result = _train_lm({}, {"model": DEMO_MODEL, "data": DEMO_DATA, "trainer": trainer})
+    model = result.model
+    for prompt in ("The ", "def "):
+        console.print(f"\n[bold]sample[/] (prompt {prompt!r}, temperature 0.7):")
+        console.print(prompt + model.generate(prompt, 240, seed=0, temperature=0.7), highlight=False, markup=False)
+    console.print("\n[bold]predictive text[/]: after 'import o' the model suggests "
+                  + ", ".join(f"{c.word!r} ({c.probability:.2f})" for c in model.complete("import o", 3)))
+    console.print(f"\nloss curve: {Path(run_dir) / 'demo' / 'loss.png'}   try: rnnkit generate "
+                  f"{result.bundle} --prompt 'The '")
+
+
+# -- analysis and benchmarks -------------------------------------------------------------------
+@app.command()
+def bench(what: str = typer.Argument("speed", help="speed or memory"),
+          quick: bool = typer.Option(False, help="Tiny shapes, to check it runs."),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON here.")) -> None:
+    """Run a benchmark and print its table."""
+    if what == "speed":
+        from rnnkit.bench import format_table, machine_description, run_speed, to_json
+        rows = run_speed(quick=quick)
+        console.print(f"machine: {machine_description()}")
+        console.print(format_table(rows), markup=False, highlight=False)
+        if json_out:
+            json_out.write_text(to_json(rows) + "\n")
+    elif what == "memory":
+        from rnnkit.analysis import memory
+        memory.main((["--quick"] if quick else []) + (["--json", str(json_out)] if json_out else []))
+    else:
+        raise typer.BadParameter(f"expected 'speed' or 'memory', got {what!r}")
+
+
+@app.command()
+def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to diagnose (else compare cells)."),
+             cell: str = typer.Option("rnn,lstm,gru,mingru", help="Comma-separated recurrences to compare."),
+             length: int = typer.Option(200, help="Sequence length."),
+             out: Path = typer.Option(Path("gradient_flow.png"), help="Where to write the plot.")) -> None:
+    """Gradient flow through time: norms of dL/dh_t and of the recurrent Jacobians, table + PNG."""
+    from rnnkit import analysis
+    if bundle is not None:
+        from rnnkit.export import load
+        rows = analysis.diagnose_bundle(load(_bundle_path(bundle)), out, length=length)
+    else:
+        rows = analysis.diagnose_cells([c.strip() for c in cell.split(",") if c.strip()], length, out)
+    table = Table(title=f"gradient flow over {length} steps")
+    for key in rows[0]:
+        table.add_column(str(key))
+    for row in rows:
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"plot: {out}")
+
+
+# -- entry point -------------------------------------------------------------------------------
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line."""
+    from rnnkit.errors import RnnkitError
+    command = typer.main.get_command(app)
+    command.add_command(_train_group(), "train")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except (RnnkitError, ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
+        if debug:
+            raise
+        if not isinstance(exc, RnnkitError):
+            err.print("[dim](run with --debug for the traceback)[/]")
+        err.print(f"error: {_one_line(exc)}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

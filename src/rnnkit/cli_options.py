@@ -1,0 +1,94 @@
+"""Command-line options generated from the frozen dataclass configs.
+
+``rnnkit train lm --model.hidden_size 512 --trainer.max_time 60`` sets fields of the model, data
+and trainer configs. Every field of each config becomes an option ``--SECTION.FIELD`` whose help
+shows the default; a TOML file (``--config run.toml``, sections ``[model]``, ``[data]``,
+``[trainer]``) sits between the defaults and the flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["config_options", "resolve_sections", "read_toml"]
+
+_SCALARS = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
+
+
+def _click_type(hint: Any):
+    """The click type of a field annotation (``int | None`` -> INT); None for unsupported ones."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        hint = args[0]
+    return _SCALARS.get(hint)
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        return repr(field.default)
+    return "required"
+
+
+def config_options(section: str, config_class: type, skip: tuple[str, ...] = ()) -> list[click.Option]:
+    """One ``--section.field`` option per supported field of ``config_class`` (default None = unset)."""
+    hints = typing.get_type_hints(config_class)
+    options = []
+    for field in dataclasses.fields(config_class):
+        ctype = _click_type(hints[field.name])
+        if ctype is None or field.name in skip:
+            continue
+        options.append(click.Option([f"--{section}.{field.name}", f"{section}__{field.name}"], type=ctype,
+                                    default=None, help=f"[default: {_default_text(field)}]"))
+    return options
+
+
+def read_toml(path: str | None) -> dict[str, dict[str, Any]]:
+    """The sections of a TOML run file (empty without a file)."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{p}: expected tables [model], [data], [trainer]; got a value for {key!r}")
+    return data
+
+
+def resolve_sections(params: dict[str, Any], toml: dict[str, dict[str, Any]],
+                     sections: dict[str, type], base: dict[str, dict[str, Any]] | None = None) -> dict[str, dict]:
+    """Merge defaults < ``base`` (a preset) < TOML < flags into one dict of field values per section."""
+    unknown = sorted(set(toml) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; expected {sorted(sections)}")
+    out: dict[str, dict[str, Any]] = {}
+    for section, cls in sections.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = dict((base or {}).get(section, {}))
+        extra = sorted(set(toml.get(section, {})) - names)
+        if extra:
+            raise ConfigError(f"[{section}] has unknown key(s) {extra}; expected some of {sorted(names)}")
+        values.update(toml.get(section, {}))
+        for name in names:
+            flag = params.get(f"{section}__{name}")
+            if flag is not None:
+                values[name] = flag
+        out[section] = values
+    return out

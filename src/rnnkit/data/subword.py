@@ -1,0 +1,165 @@
+"""Learned subword tokenizers (BPE or unigram) trained with Hugging Face ``tokenizers``.
+
+``tokenizers`` is an optional extra (``pip install 'rnnkit[text]'``); it is imported only
+when a :class:`SubwordTokenizer` is fitted or loaded. Spaces are kept as a ``▁`` marker
+before each word (the SentencePiece "metaspace" scheme, with nothing prepended), so
+``decode(encode(text)) == text`` for any text made of known characters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rnnkit.data._tokenizer_base import Tokenizer, iter_texts
+from rnnkit.errors import DataError
+
+__all__ = ["SubwordTokenizer"]
+
+_MODELS = ("bpe", "unigram")
+_CHUNK = 1 << 16  # characters per training piece fed to the trainer
+
+
+def _hf() -> Any:
+    """Import Hugging Face ``tokenizers`` or explain how to install it."""
+    try:
+        import tokenizers
+    except ImportError as exc:
+        raise ImportError(
+            "SubwordTokenizer needs the Hugging Face 'tokenizers' package; "
+            "install it with: pip install 'rnnkit[text]'"
+        ) from exc
+    return tokenizers
+
+
+def _pieces(texts: str | Iterable[str]) -> Iterator[str]:
+    """Cut texts into lines grouped into pieces of about ``_CHUNK`` characters for training."""
+    for text in iter_texts(texts):
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start + _CHUNK)
+            end = len(text) if end < 0 else end + 1
+            yield text[start:end]
+            start = end
+
+
+class SubwordTokenizer(Tokenizer):
+    """Byte-pair-encoding or unigram subwords learned from text.
+
+    Args:
+        model: ``"bpe"`` or ``"unigram"``.
+        vocab_size: the vocabulary size to learn (the trainer may stop short of it on small
+            text; :attr:`vocab_size` is the real size after fitting).
+        min_freq: (BPE) the least count for a merge.
+        unk_token: the unknown token, id 0.
+        special_tokens: more special tokens, ids 1, 2, ... (e.g. ``["<pad>", "<bos>"]``).
+        lower: lower-case the text first.
+    """
+
+    type_name = "subword"
+
+    def __init__(
+        self,
+        *,
+        model: str = "bpe",
+        vocab_size: int = 8000,
+        min_freq: int = 2,
+        unk_token: str = "<unk>",
+        special_tokens: Iterable[str] = (),
+        lower: bool = False,
+    ):
+        if model not in _MODELS:
+            raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+        specials = [unk_token, *special_tokens]
+        if vocab_size <= len(specials):
+            raise ValueError(f"vocab_size must exceed the {len(specials)} special tokens")
+        self.model, self.target_vocab_size, self.min_freq = model, vocab_size, min_freq
+        self.unk_token, self.special_tokens, self.lower = unk_token, specials[1:], lower
+        self._tok: Any = None
+
+    def _new_hf(self) -> Any:
+        hf = _hf()
+        if self.model == "bpe":
+            tok = hf.Tokenizer(hf.models.BPE(unk_token=self.unk_token))
+        else:
+            tok = hf.Tokenizer(hf.models.Unigram())
+        if self.lower:
+            tok.normalizer = hf.normalizers.Lowercase()
+        tok.pre_tokenizer = hf.pre_tokenizers.Metaspace(prepend_scheme="never")
+        tok.decoder = hf.decoders.Metaspace(prepend_scheme="never")
+        return tok
+
+    def _trainer(self) -> Any:
+        hf = _hf()
+        specials = [self.unk_token, *self.special_tokens]
+        if self.model == "bpe":
+            return hf.trainers.BpeTrainer(
+                vocab_size=self.target_vocab_size, min_frequency=self.min_freq,
+                special_tokens=specials, show_progress=False,
+            )
+        return hf.trainers.UnigramTrainer(
+            vocab_size=self.target_vocab_size, special_tokens=specials,
+            unk_token=self.unk_token, show_progress=False,
+        )
+
+    def fit(self, texts: str | Iterable[str]) -> SubwordTokenizer:
+        """Learn the subword vocabulary from one text or an iterable of texts."""
+        tok = self._new_hf()
+        tok.train_from_iterator(_pieces(texts), trainer=self._trainer())
+        if tok.get_vocab_size() <= 1 + len(self.special_tokens):
+            raise DataError("no text to learn subwords from; pass non-empty training text")
+        # Reload from JSON so the model equals what save/load gives (unigram scores can lose
+        # a last digit in serialisation; this way a loaded tokenizer is the same one).
+        self._tok = _hf().Tokenizer.from_str(tok.to_str())
+        return self
+
+    @property
+    def vocab_size(self) -> int:
+        return 0 if self._tok is None else int(self._tok.get_vocab_size())
+
+    @property
+    def unk_id(self) -> int | None:
+        return None if self._tok is None else self._tok.token_to_id(self.unk_token)
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        """The underlying ``tokenizers.Tokenizer`` (``None`` before fitting)."""
+        return self._tok
+
+    def encode(self, text: str) -> list[int]:
+        self._check_fitted()
+        return list(self._tok.encode(text).ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        self._check_fitted()
+        return str(self._tok.decode(self._check_ids(ids), skip_special_tokens=False))
+
+    def unknown_tokens(self, text: str) -> set[str]:
+        """Characters of ``text`` that encode to ``<unk>``."""
+        self._check_fitted()
+        unk = self.unk_id
+        return {c for c in set(text) if not c.isspace() and unk in self._tok.encode(c).ids}
+
+    unknown_chars = unknown_tokens
+
+    def _state(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "model": self.model, "vocab_size": self.target_vocab_size, "min_freq": self.min_freq,
+            "unk_token": self.unk_token, "special_tokens": self.special_tokens,
+            "lower": self.lower, "hf": json.loads(self._tok.to_str()),
+        }
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any], source: str) -> SubwordTokenizer:
+        keys = ("model", "vocab_size", "min_freq", "unk_token", "special_tokens", "lower")
+        tok = cls(**{k: state[k] for k in keys})
+        try:
+            tok._tok = _hf().Tokenizer.from_str(json.dumps(state["hf"]))
+        except Exception as exc:  # tokenizers raises its own exception type
+            raise DataError(
+                f"{source}: the embedded Hugging Face tokenizer does not load ({exc}); "
+                "re-save the tokenizer"
+            ) from None
+        return tok

@@ -1,0 +1,272 @@
+"""Model bundles: a folder with ``config.json``, ``model.safetensors`` and maybe ``tokenizer.json``.
+
+``config.json`` holds ``{"format": "rnnkit-bundle", "format_version": 1, "rnnkit_version",
+"model_class", "config", "extra", "dtype", "files"}``: ``model_class`` is the name given to
+:func:`register_model`, ``config`` is ``dataclasses.asdict(model.config)`` and ``files`` maps each
+data file to its SHA-256. Loading rebuilds the model from its config (``cls.from_config(dict)`` or
+``cls(cls.config_class(**dict))``), loads the weights with safetensors and never unpickles.
+
+``model.tokenizer`` is set when ``tokenizer.json`` exists: the object returned by
+``rnnkit.data.tokenizers.load_tokenizer(path)`` when that function exists, else the raw JSON text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnkit.errors import CheckpointError
+from rnnkit.training._files import (atomic_folder, load_weights, one_line, read_json, resolve_folder,
+                                    save_weights, sha256_file, write_json)
+
+__all__ = ["register_model", "registered_name", "is_registered", "save_bundle", "load_bundle",
+           "read_bundle_config", "write_bundle_files", "BundleMixin", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT, FORMAT_VERSION = "rnnkit-bundle", 1
+_REGISTRY: dict[str, type] = {}
+
+
+def register_model(name: str):
+    """Class decorator: make ``cls`` loadable from bundles whose ``model_class`` is ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_model: expected a non-empty name, got {name!r}")
+
+    def decorate(cls: type) -> type:
+        known = _REGISTRY.get(name)
+        same = known is not None and (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
+        if known is not None and not same:
+            raise ValueError(f"register_model: name {name!r} already belongs to {known.__qualname__}, "
+                             f"cannot register {cls.__qualname__}")
+        if not (hasattr(cls, "from_config") or hasattr(cls, "config_class")):
+            raise TypeError(f"register_model: {cls.__qualname__} needs a config_class attribute or a "
+                            "from_config(dict) classmethod")
+        cls._rnnkit_model_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def registered_name(model: nn.Module | type) -> str | None:
+    """The registered name of ``model``'s own class (not inherited from a base class), or None."""
+    cls = model if isinstance(model, type) else type(model)
+    name = cls.__dict__.get("_rnnkit_model_name")
+    return name if name is not None and _REGISTRY.get(name) is cls else None
+
+
+def is_registered(model: nn.Module | type) -> bool:
+    """True when ``model``'s class was decorated with :func:`register_model`."""
+    return registered_name(model) is not None
+
+
+def _tokenizer_json(tokenizer: Any) -> str | None:
+    if tokenizer is None or isinstance(tokenizer, str):
+        return tokenizer
+    if callable(getattr(tokenizer, "to_json", None)):
+        return tokenizer.to_json()
+    raise TypeError(f"tokenizer: expected an object with to_json() or a JSON string, got {type(tokenizer).__name__}")
+
+
+def _config_dict(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"{type(model).__name__}.config: expected a dataclass instance, got {type(config).__name__}")
+    return dataclasses.asdict(config)
+
+
+def _dtype_of(model: nn.Module) -> str | None:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return str(tensor.dtype).removeprefix("torch.")
+    return None
+
+
+def write_bundle_files(model: nn.Module, folder: str | Path, *, tokenizer: Any = None,
+                       extra: dict[str, Any] | None = None) -> None:
+    """Write the bundle files into an existing ``folder`` (not atomic; see :func:`save_bundle`)."""
+    import rnnkit
+
+    name = registered_name(model)
+    if name is None:
+        raise TypeError(f"{type(model).__qualname__} is not registered; decorate it with @register_model('name')")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra: expected a dict or None, got {type(extra).__name__}")
+    folder = Path(folder)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": rnnkit.__version__,
+            "model_class": name, "config": _config_dict(model), "extra": extra or {}, "dtype": _dtype_of(model)}
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"bundle config.json: model config and extra must be JSON values ({exc})") from exc
+    save_weights(model, folder / "model.safetensors")
+    text = _tokenizer_json(tokenizer if tokenizer is not None else getattr(model, "tokenizer", None))
+    if text is not None:
+        (folder / "tokenizer.json").write_text(text, encoding="utf-8")
+    files = [p for p in ("model.safetensors", "tokenizer.json") if (folder / p).exists()]
+    meta["files"] = {p: sha256_file(folder / p) for p in files}
+    write_json(folder / "config.json", meta)
+
+
+def save_bundle(model: nn.Module, directory: str | Path, *, tokenizer: Any = None,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` as a bundle folder, atomically (temporary folder, fsync, rename).
+
+    ``tokenizer`` (an object with ``to_json()``, or a JSON string) defaults to ``model.tokenizer``.
+    An existing bundle at ``directory`` is replaced; any other non-empty folder is refused.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory}: expected a folder path, got an existing file")
+    if directory.is_dir() and any(directory.iterdir()) and not _looks_like_bundle(directory):
+        raise ValueError(f"{directory}: exists and is not an rnnkit bundle; expected a new or empty folder")
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    with atomic_folder(directory) as tmp:
+        write_bundle_files(model, tmp, tokenizer=tokenizer, extra=extra)
+    return directory
+
+
+def _looks_like_bundle(directory: Path) -> bool:
+    try:
+        return json.loads((directory / "config.json").read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_bundle_config(directory: str | Path) -> dict[str, Any]:
+    """Read and check a bundle's ``config.json`` (format, version, model class, config)."""
+    path = resolve_folder(directory)
+    if path is None:
+        raise CheckpointError(f"{directory}: no such bundle folder")
+    file = path / "config.json"
+    meta = read_json(file)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: expected format_version {FORMAT_VERSION}, got {meta.get('format_version')!r}")
+    if not isinstance(meta.get("model_class"), str) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{file}: expected a string 'model_class' and an object 'config'")
+    return meta
+
+
+def _model_class(name: str, file: Path) -> type:
+    if name not in _REGISTRY:
+        try:  # registering happens when the model modules are imported
+            importlib.import_module("rnnkit.models")
+        except ImportError:
+            pass
+    if name not in _REGISTRY:
+        raise CheckpointError(f"{file}: unknown model_class {name!r}; expected one of {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def _coerce(value: Any, hint: Any, default: Any) -> Any:
+    """JSON gives lists and dicts; turn them back into the tuples and dataclasses a config declares."""
+    if isinstance(value, dict) and isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value)
+    tuple_hint = hint is tuple or typing.get_origin(hint) is tuple
+    if isinstance(value, list) and (tuple_hint or isinstance(default, tuple)):
+        return tuple(value)
+    return value
+
+
+def config_from_dict(config_class: type, data: dict[str, Any]) -> Any:
+    """Build a (possibly nested) dataclass config from ``dataclasses.asdict`` output read from JSON."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for {config_class.__name__}")
+    try:
+        hints = typing.get_type_hints(config_class)
+    except Exception:  # unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        values[name] = _coerce(value, hints.get(name), default)
+    return config_class(**values)
+
+
+def _build(cls: type, config: dict[str, Any], file: Path) -> nn.Module:
+    try:
+        if hasattr(cls, "from_config"):
+            model = cls.from_config(config)
+        else:
+            model = cls(config_from_dict(cls.config_class, config))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{file}: config does not fit {cls.__name__} ({one_line(exc)})") from exc
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"{file}: {cls.__name__} built a {type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _verify_files(path: Path, meta: dict[str, Any]) -> None:
+    files = meta.get("files", {"model.safetensors": None})
+    if not isinstance(files, dict) or "model.safetensors" not in files:
+        raise CheckpointError(f"{path / 'config.json'}: expected 'files' to list model.safetensors")
+    for name, digest in files.items():
+        file = path / str(name)
+        if Path(str(name)).name != name or not file.is_file():
+            raise CheckpointError(f"{file}: missing file; the bundle is incomplete")
+        if digest is not None and sha256_file(file) != digest:
+            raise CheckpointError(f"{file}: SHA-256 does not match config.json; the file is truncated or corrupt")
+
+
+def _attach_tokenizer(model: nn.Module, path: Path) -> None:
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return
+    try:
+        from rnnkit.data.tokenizers import load_tokenizer
+    except ImportError:
+        model.tokenizer = file.read_text(encoding="utf-8")
+        return
+    try:
+        model.tokenizer = load_tokenizer(file)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise CheckpointError(f"{file}: not a valid tokenizer ({one_line(exc)})") from exc
+
+
+def load_bundle(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved by :func:`save_bundle`, on ``map_location``, in eval mode.
+
+    Raises:
+        CheckpointError: missing folder or file, invalid config.json, unknown model class, digest
+            mismatch, truncated or corrupt safetensors, or weights whose names/shapes do not fit.
+    """
+    meta = read_bundle_config(directory)
+    path = resolve_folder(directory)
+    file = path / "config.json"
+    model = _build(_model_class(meta["model_class"], file), meta["config"], file)
+    _verify_files(path, meta)
+    dtype = getattr(torch, str(meta.get("dtype")), None)
+    if isinstance(dtype, torch.dtype):
+        model = model.to(dtype)
+    model = model.to(map_location)
+    load_weights(model, path / "model.safetensors", device=str(map_location))
+    _attach_tokenizer(model, path)
+    return model.eval()
+
+
+class BundleMixin:
+    """Gives a registered model ``save(directory)`` and ``Model.load(directory)``."""
+
+    def save(self, directory: str | Path, **kwargs: Any) -> Path:
+        """Save this model as a bundle (see :func:`save_bundle` for ``tokenizer`` and ``extra``)."""
+        return save_bundle(self, directory, **kwargs)
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+        """Load a bundle and check that it holds a ``cls``."""
+        model = load_bundle(directory, map_location=map_location)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{directory}: holds a {type(model).__name__}, expected a {cls.__name__}")
+        return model

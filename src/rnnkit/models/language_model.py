@@ -1,0 +1,188 @@
+"""``LanguageModel``: token embedding -> stacked rnnkit recurrence -> softmax over the vocabulary.
+
+With the regularisers of AWD-LSTM (Merity et al. 2018) where they are cheap: embedding dropout
+(whole words dropped from the embedding matrix), locked (variational) dropout on the embeddings,
+between layers and on the output (one mask per sequence, shared over time), weight tying (Press &
+Wolf 2017; Inan et al. 2017) and recurrent dropout / zoneout inside the layers. The state is carried
+by the caller for truncated BPTT over contiguous text (``forward(..., state=...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from rnnkit.errors import ConfigError
+from rnnkit.export.bundle import BundleMixin, register_model, save_bundle
+from rnnkit.layers import GRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM
+
+__all__ = ["LanguageModelConfig", "LanguageModel", "LMOutput", "LMState", "CELLS"]
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM}
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """Configuration of a :class:`LanguageModel` (every field has a default but ``vocab_size``)."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    embedding_size: int = 256
+    hidden_size: int = 512
+    num_layers: int = 1
+    proj_size: int = 0
+    layer_norm: bool = False
+    tie_weights: bool = False
+    embedding_dropout: float = 0.0
+    input_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    output_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    forget_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+            raise ConfigError(f"vocab_size must be an int >= 2, got {self.vocab_size!r}")
+        if self.cell not in CELLS:
+            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.layer_norm and self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"layer_norm is available for the lstm and gru cells, not {self.cell!r}")
+        if self.proj_size and self.cell != "lstm":
+            raise ConfigError(f"proj_size applies to the lstm cell only, not {self.cell!r}")
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout",
+                     "recurrent_dropout", "zoneout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+
+
+class LMState(NamedTuple):
+    """The recurrent state of every layer, in order (each a tensor or an ``LSTMState``)."""
+
+    layers: tuple
+
+
+class LMOutput(NamedTuple):
+    """``logits`` (B, T, V); ``loss`` (mean cross-entropy per token) when targets were given."""
+
+    logits: Tensor
+    loss: Tensor | None
+    state: LMState
+
+
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout with one mask per sequence shared by all time steps (x is (B, T, F))."""
+    if not training or p == 0.0:
+        return x
+    mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+@register_model("LanguageModel")
+class LanguageModel(BundleMixin, nn.Module):
+    """Recurrent language model; ``forward(input_ids, targets=None, state=None) -> LMOutput``."""
+
+    config_class = LanguageModelConfig
+
+    def __init__(self, config: LanguageModelConfig | None = None, *, tokenizer: Any = None, **kwargs) -> None:
+        super().__init__()
+        if config is None:
+            config = LanguageModelConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("give a LanguageModelConfig or keyword arguments, not both")
+        self.config, self.tokenizer = config, tokenizer
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size)
+        self.layers = nn.ModuleList()
+        for i in range(c.num_layers):
+            self.layers.append(self._make_layer(i))
+        out = self.layers[-1].output_size
+        self.proj = nn.Linear(out, c.embedding_size, bias=False) if c.tie_weights and out != c.embedding_size \
+            else None
+        self.decoder = nn.Linear(c.embedding_size if c.tie_weights else out, c.vocab_size)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    def _make_layer(self, i: int) -> nn.Module:
+        c = self.config
+        last = i == c.num_layers - 1
+        in_size = c.embedding_size if i == 0 else self.layers[i - 1].output_size
+        kw: dict[str, Any] = dict(batch_first=True, zoneout=c.zoneout)
+        if c.cell not in ("mingru", "minlstm"):
+            kw["recurrent_dropout"] = c.recurrent_dropout
+        if c.cell in ("lstm", "gru"):
+            kw["layer_norm"] = c.layer_norm
+        if c.cell == "lstm":
+            kw["forget_bias"] = c.forget_bias
+            # a tied model's last LSTM projects straight to the embedding size (Sak et al. 2014)
+            tie_proj = c.tie_weights and last and c.hidden_size > c.embedding_size and not c.layer_norm
+            kw["proj_size"] = c.embedding_size if tie_proj else c.proj_size
+        return CELLS[c.cell](in_size, c.hidden_size, **kw)
+
+    @classmethod
+    def from_config(cls, data: dict) -> "LanguageModel":
+        return cls(LanguageModelConfig(**data))
+
+    def save(self, directory, **kwargs):
+        kwargs.setdefault("tokenizer", self.tokenizer)
+        return save_bundle(self, directory, **kwargs)
+
+    def init_state(self, batch_size: int, *, device=None) -> LMState:
+        return LMState(tuple(layer.init_state(batch_size, device=device) for layer in self.layers))
+
+    def _embed(self, input_ids: Tensor) -> Tensor:
+        c, weight = self.config, self.embedding.weight
+        if self.training and c.embedding_dropout > 0:
+            mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - c.embedding_dropout)
+            weight = weight * mask / (1 - c.embedding_dropout)
+        return F.embedding(input_ids, weight)  # (B, T, E)
+
+    def forward(self, input_ids: Tensor, targets: Tensor | None = None, state: LMState | None = None,
+                **_: Any) -> LMOutput:
+        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+            got = f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, Tensor) else \
+                type(input_ids).__name__
+            raise ValueError(f"LanguageModel expects input_ids as an integer tensor (batch, seq), got {got}")
+        c = self.config
+        x = locked_dropout(self._embed(input_ids), c.input_dropout, self.training)
+        states = state.layers if state is not None else (None,) * c.num_layers
+        new_states = []
+        for i, (layer, s) in enumerate(zip(self.layers, states)):
+            x, s_new = layer(x, s)
+            new_states.append(s_new)
+            p = c.output_dropout if i == c.num_layers - 1 else c.hidden_dropout
+            x = locked_dropout(x, p, self.training)
+        if self.proj is not None:
+            x = self.proj(x)
+        logits = self.decoder(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return LMOutput(logits, loss, LMState(tuple(new_states)))
+
+    # -- text ---------------------------------------------------------------------------------
+    def stream(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling):
+        """Yield generated text piece by piece (see :mod:`rnnkit.models.text_generation`)."""
+        from rnnkit.models.sampling import SamplingConfig
+        from rnnkit.models.text_generation import stream
+        return stream(self, prompt, max_tokens, SamplingConfig(**sampling), seed)
+
+    def generate(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling) -> str:
+        """The continuation of ``prompt``: ``temperature``, ``top_k``, ``top_p``,
+        ``repetition_penalty``, ``greedy`` as in :class:`~rnnkit.models.sampling.SamplingConfig`."""
+        return "".join(self.stream(prompt, max_tokens, seed=seed, **sampling))
+
+    def complete(self, prefix: str, k: int = 3, **kw):
+        """The ``k`` most likely next words after ``prefix`` with their probabilities, best first."""
+        from rnnkit.models.text_generation import complete
+        return complete(self, prefix, k, **kw)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,63 @@
+"""Choosing the next token from logits: greedy, temperature, top-k, top-p (nucleus, Holtzman et al.
+2020) and the repetition penalty of CTRL (Keskar et al. 2019)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["SamplingConfig", "filter_logits", "sample_next"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick tokens. ``temperature=0`` or ``greedy=True`` takes the most likely token."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+def filter_logits(logits: Tensor, cfg: SamplingConfig, history: Tensor | None = None) -> Tensor:
+    """Return ``logits`` (V,) with the disallowed tokens at ``-inf`` and the temperature applied."""
+    logits = logits.float().clone()
+    if cfg.repetition_penalty != 1.0 and history is not None and history.numel():
+        seen = history.unique()
+        vals = logits[seen]
+        logits[seen] = torch.where(vals > 0, vals / cfg.repetition_penalty, vals * cfg.repetition_penalty)
+    if cfg.temperature > 0 and not cfg.greedy:
+        logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.numel():
+        kth = torch.topk(logits, cfg.top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, -1)
+        # keep the smallest prefix whose mass reaches top_p: a token is dropped if the mass before it does
+        drop = probs.cumsum(-1) - probs >= cfg.top_p
+        logits[order[drop]] = float("-inf")
+    return logits
+
+
+def sample_next(logits: Tensor, cfg: SamplingConfig, history: Tensor | None = None,
+                generator: torch.Generator | None = None) -> int:
+    """One token id from ``logits`` (V,) under ``cfg``."""
+    filtered = filter_logits(logits, cfg, history)
+    if cfg.greedy or cfg.temperature == 0:
+        return int(filtered.argmax())
+    probs = torch.softmax(filtered, -1)
+    return int(torch.multinomial(probs, 1, generator=generator))

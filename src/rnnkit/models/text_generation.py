@@ -1,0 +1,175 @@
+"""Text generation and predictive text for :class:`~rnnkit.models.language_model.LanguageModel`.
+
+* :func:`stream` yields text pieces as tokens are sampled (greedy, temperature, top-k, top-p,
+  repetition penalty; reproducible with ``seed``); :func:`generate` joins them.
+* :func:`complete` returns the ``k`` most likely words to type next (or the rest of the word being
+  typed). A word-level model ranks its vocabulary directly; a character or subword model continues
+  the text with a small beam until each hypothesis reaches a word boundary.
+
+Unknown characters or words in a prompt are mapped to ``<unk>`` when the tokenizer has one (and
+reported through :func:`unknown_in`); a tokenizer without ``<unk>`` refuses them with the offending
+characters named.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, NamedTuple
+
+import torch
+
+from rnnkit.data._tokenizer_base import is_word_char, trailing_word
+from rnnkit.errors import ConfigError
+from rnnkit.models.sampling import SamplingConfig, sample_next
+
+__all__ = ["Completion", "stream", "generate", "complete", "unknown_in", "prompt_ids"]
+
+
+class Completion(NamedTuple):
+    word: str
+    probability: float
+
+
+def _tokenizer(model):
+    tok = getattr(model, "tokenizer", None)
+    if tok is None or isinstance(tok, str):
+        raise ConfigError("this language model has no tokenizer: train it with rnnkit or pass "
+                          "LanguageModel(..., tokenizer=...)")
+    return tok
+
+
+def unknown_in(model, text: str) -> set[str]:
+    """Characters (or words) of ``text`` the model's tokenizer does not know."""
+    return set(_tokenizer(model).unknown_tokens(text))
+
+
+def prompt_ids(model, prompt: str) -> list[int]:
+    """Token ids of ``prompt``; an empty prompt starts from ``<eos>`` where the vocabulary has one."""
+    tok = _tokenizer(model)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    ids = tok.encode(prompt) if prompt else []
+    if not ids:
+        eos = getattr(tok, "eos_id", None)
+        if eos is None:
+            raise ConfigError("empty prompt: this model has no start token, give it at least one character")
+        ids = [eos]
+    return ids
+
+
+@torch.no_grad()
+def _advance(model, ids: list[int], state=None):
+    """Feed ``ids`` and return (log-probabilities of the next token (V,), state)."""
+    device = next(model.parameters()).device
+    out = model(torch.tensor([ids], device=device), state=state)
+    return torch.log_softmax(out.logits[0, -1].float(), -1), out.state
+
+
+def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None = None,
+           seed: int | None = None) -> Iterator[str]:
+    """Yield the decoded text of each new token as it is sampled."""
+    if not isinstance(max_tokens, int) or max_tokens <= 0:
+        raise ConfigError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    sampling = sampling or SamplingConfig()
+    tok = _tokenizer(model)
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    ids = prompt_ids(model, prompt)
+    try:
+        logp, state = _advance(model, ids)
+        history = list(ids)
+        banned = getattr(tok, "unk_id", None)  # never write <unk> into generated text
+        for _ in range(max_tokens):
+            if banned is not None:
+                logp[banned] = -math.inf
+            nxt = sample_next(logp, sampling, torch.tensor(history), gen)
+            history.append(nxt)
+            yield tok.decode([nxt])
+            logp, state = _advance(model, [nxt], state)
+    finally:
+        model.train(was_training)
+
+
+def generate(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None = None,
+             seed: int | None = None) -> str:
+    """The prompt's continuation as one string (without the prompt)."""
+    return "".join(stream(model, prompt, max_tokens, sampling, seed))
+
+
+def complete(model, prefix: str, k: int = 3, beam_size: int = 8, max_chars: int = 24) -> list[Completion]:
+    """The ``k`` most likely next words (the whole word, if ``prefix`` ends inside one), best first."""
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a positive int, got {k!r}")
+    tok = _tokenizer(model)
+    was_training = model.training
+    model.eval()
+    try:
+        if getattr(tok, "type_name", "") == "word":
+            return _complete_words(model, tok, prefix, k)
+        return _complete_beam(model, tok, prefix, k, max(beam_size, k), max_chars)
+    finally:
+        model.train(was_training)
+
+
+def _complete_words(model, tok, prefix: str, k: int) -> list[Completion]:
+    partial = trailing_word(prefix)
+    context = prefix[: len(prefix) - len(partial)]
+    logp, _ = _advance(model, prompt_ids(model, context.rstrip(" ")))
+    probs = logp.exp()
+    specials = {i for i in (tok.unk_id, getattr(tok, "eos_id", None)) if i is not None}
+    vocab = tok.vocab
+    allowed = [i for i, w in enumerate(vocab) if i not in specials and w.startswith(partial)]
+    if not allowed:
+        return []
+    idx = torch.tensor(allowed)
+    p = probs[idx]
+    top = torch.topk(p, min(k, len(allowed)))
+    return [Completion(vocab[allowed[j]], float(v)) for v, j in zip(top.values, top.indices)]
+
+
+def _boundary(piece: str, started: bool) -> int | None:
+    """Index in ``piece`` where the word ends, or None if it goes on."""
+    for j, ch in enumerate(piece):
+        if not is_word_char(ch):
+            if started or j > 0:
+                return j
+        else:
+            started = True
+    return None
+
+
+def _complete_beam(model, tok, prefix: str, k: int, beam: int, max_chars: int) -> list[Completion]:
+    partial = trailing_word(prefix)
+    logp, state = _advance(model, prompt_ids(model, prefix))
+    beams = [(0.0, "", logp, state)]  # (log-probability, text added, next log-probs, state)
+    done: dict[str, float] = {}
+    for _ in range(max_chars):
+        cands = []
+        for lp, added, nxt, st in beams:
+            values, ids = torch.topk(nxt, min(beam, nxt.numel()))
+            for v, i in zip(values.tolist(), ids.tolist()):
+                piece = tok.decode([i])
+                cut = _boundary(piece, bool(partial or added))
+                if cut is None:
+                    cands.append((lp + v, added + piece, i, st))
+                    continue
+                word = (partial + added + piece[:cut]).strip()
+                if word and all(is_word_char(ch) for ch in word):
+                    done[word] = _logaddexp(done.get(word, -math.inf), lp + v)
+        cands.sort(key=lambda c: -c[0])
+        cands = cands[:beam]
+        best_done = sorted(done.values(), reverse=True)
+        if not cands or (len(best_done) >= k and best_done[k - 1] >= cands[0][0]):
+            break
+        beams = [(lp, added, *_advance(model, [i], st)) for lp, added, i, st in cands]
+    ranked = sorted(done.items(), key=lambda kv: -kv[1])[:k]
+    return [Completion(w, math.exp(lp)) for w, lp in ranked]
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    m = max(a, b)
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+

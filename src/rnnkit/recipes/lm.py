@@ -1,0 +1,150 @@
+"""Recipe: train a language model on a named data set or a text file, end to end.
+
+Wires the layers together (data -> tokenizer -> streams -> :class:`LanguageModel` -> Trainer ->
+bundle) so the CLI stays thin and a script can do the same in three lines::
+
+    from rnnkit.recipes.lm import LMDataConfig, train_language_model
+    result = train_language_model(LanguageModelConfig(vocab_size=0, hidden_size=256),
+                                  LMDataConfig(text="my.txt"), TrainerConfig(max_time=120))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from rnnkit.errors import ConfigError
+from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
+
+__all__ = ["LMDataConfig", "LMResult", "train_language_model", "build_tokenizer", "load_lm_text",
+           "stateful_loss"]
+
+log = logging.getLogger(__name__)
+TOKENIZERS = ("char", "word", "bpe", "unigram")
+
+
+@dataclass(frozen=True)
+class LMDataConfig:
+    """Where the text comes from and how it is cut.
+
+    ``dataset`` names a registered text data set (``rnnkit datasets``); ``text`` is a UTF-8 file
+    instead (its last ``val_fraction`` becomes the validation text). ``tokenizer`` is ``char``,
+    ``word`` (``vocab_size`` most frequent words, the rest ``<unk>``) or ``bpe``/``unigram``.
+    """
+
+    dataset: str = "pydocs"
+    text: str = ""
+    tokenizer: str = "char"
+    vocab_size: int = 10000
+    val_fraction: float = 0.1
+    batch_size: int = 32
+    seq_len: int = 128
+    max_chars: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"data.tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
+        for name in ("batch_size", "seq_len", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be a positive int, got {getattr(self, name)!r}")
+
+
+class LMResult(NamedTuple):
+    model: LanguageModel
+    bundle: Path
+    val_loss: float
+    metrics: dict[str, Any]
+
+
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    """The first ``1 - val_fraction`` of the characters for training, the rest for validation."""
+    cut = int(len(text) * (1.0 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+def load_lm_text(data: LMDataConfig) -> tuple[str, str]:
+    """(train text, validation text) for the data config."""
+    if data.text:
+        from rnnkit.data.text import read_text
+        train, val = split_text(read_text(data.text), data.val_fraction)
+    else:
+        from rnnkit.data.registry import dataset_info, load_dataset
+        info = dataset_info(data.dataset)
+        if info.kind != "text":
+            raise ConfigError(f"data set {data.dataset!r} is {info.kind} data, not text; "
+                              "choose a text data set (rnnkit datasets) or give --data.text FILE")
+        splits = load_dataset(data.dataset)
+        train, val = splits["train"], splits.get("val") or splits.get("valid")
+    if data.max_chars:
+        train, val = train[: data.max_chars], val[: max(data.max_chars // 9, 1000)]
+    return train, val
+
+
+def build_tokenizer(kind: str, train_text: str, vocab_size: int):
+    """A tokenizer of ``kind`` fitted on the training text only."""
+    from rnnkit.data.tokenizers import CharTokenizer, WordTokenizer
+    if kind == "char":
+        return CharTokenizer().fit(train_text)
+    if kind == "word":
+        return WordTokenizer(max_vocab=vocab_size, eos_token="<eos>").fit(train_text)
+    from rnnkit.data.subword import SubwordTokenizer
+    return SubwordTokenizer(model=kind, vocab_size=vocab_size).fit(train_text)
+
+
+@torch.no_grad()
+def stateful_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 256, batch_size: int = 1) -> float:
+    """Mean next-token loss over ``ids`` read in order with the state carried (the natural measure
+    for a recurrent model). ``batch_size > 1`` reads that many contiguous parts in parallel."""
+    was = model.training
+    model.eval()
+    n = (ids.numel() - 1) // batch_size
+    x = ids[: n * batch_size].view(batch_size, n)
+    y = ids[1: n * batch_size + 1].view(batch_size, n)
+    state, total = None, 0.0
+    device = next(model.parameters()).device
+    for t in range(0, n, seq_len):
+        out = model(x[:, t:t + seq_len].to(device), y[:, t:t + seq_len].to(device), state=state)
+        total += float(out.loss) * x[:, t:t + seq_len].numel()
+        state = out.state
+    model.train(was)
+    return total / (n * batch_size)
+
+
+def train_language_model(model_cfg: LanguageModelConfig | dict, data: LMDataConfig, trainer_cfg) -> LMResult:
+    """Train a language model and save its bundle in ``<run>/bundle``. Returns the model and figures."""
+    from rnnkit.data.text import LMStream
+    from rnnkit.training import Trainer
+    train_text, val_text = load_lm_text(data)
+    tok = build_tokenizer(data.tokenizer, train_text, data.vocab_size)
+    fields = model_cfg if isinstance(model_cfg, dict) else dataclasses.asdict(model_cfg)
+    cfg = LanguageModelConfig(**{**fields, "vocab_size": tok.vocab_size})
+    torch.manual_seed(trainer_cfg.seed)
+    model = LanguageModel(cfg, tokenizer=tok)
+    train = LMStream(tok.encode(train_text), data.batch_size, data.seq_len)
+    val_ids = tok.encode(val_text)
+    val = LMStream(val_ids, min(data.batch_size, 8), data.seq_len)
+    log.info("language model: %s parameters, %d train tokens, vocabulary %d",
+             f"{model.num_parameters():,}", train.num_tokens, tok.vocab_size)
+    trainer = Trainer(model, trainer_cfg)
+    trainer.fit(train, val)
+    val_loss = stateful_loss(model, torch.as_tensor(val_ids), data.seq_len, batch_size=8)
+    bundle = trainer_cfg.out_dir / "bundle"
+    if _is_main_process():
+        model.save(bundle, extra={"data": dataclasses.asdict(data), "val_loss": val_loss})
+    metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
+               "bits_per_token": val_loss / math.log(2), "params": model.num_parameters(),
+               "steps": trainer.state.step}
+    return LMResult(model, bundle, val_loss, metrics)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0

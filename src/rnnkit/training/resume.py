@@ -1,0 +1,136 @@
+"""Between a :class:`~rnnkit.training.Trainer` and its checkpoints: what is saved, how it comes back.
+
+Checkpoints are written only where no gradient is pending (right after an optimizer step or at an
+epoch boundary), so the saved position ``(epoch, batch, chunk)``, the carried recurrent state,
+the optimizer/scheduler state and the RNG states describe the same instant. RNG states and the
+carried state are gathered from every process (rank 0 writes them all); on resume each process
+takes its own, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from rnnkit.errors import CheckpointError
+from rnnkit.training._files import load_weights, one_line
+from rnnkit.training._rng import capture_rng, restore_rng
+from rnnkit.training._tree import flatten_tree, unflatten_tree
+from rnnkit.training.callbacks import TrainerState
+from rnnkit.training.checkpoint import CheckpointData, find_checkpoint, load_checkpoint, save_checkpoint
+from rnnkit.training.distributed import barrier, gather_tensors
+
+if TYPE_CHECKING:
+    from rnnkit.training.trainer import Trainer
+
+__all__ = ["ResumePoint", "write_checkpoint", "resume_from"]
+
+log = logging.getLogger("rnnkit.training")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The next micro-batch to run and the state carried into it, taken when no gradient is pending."""
+
+    epoch: int = 0
+    batch: int = 0
+    chunk: int = 0
+    carry: Any = None
+
+
+def _gather_by_rank(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``{"rank<r>/<name>": tensor}`` for every process (a collective: every rank must call it)."""
+    out: dict[str, Tensor] = {}
+    for name in sorted(tensors):
+        for rank, tensor in enumerate(gather_tensors(tensors[name])):
+            out[f"rank{rank}/{name}"] = tensor
+    return out
+
+
+def _select_rank(tensors: dict[str, Tensor], rank: int, what: str) -> dict[str, Tensor]:
+    """This rank's tensors; rank 0's (with a warning) if the checkpoint came from fewer processes."""
+    for candidate in (rank, 0):
+        prefix = f"rank{candidate}/"
+        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if mine or not tensors:
+            if candidate != rank:
+                log.warning("checkpoint has no %s for rank %d; using rank 0's", what, rank)
+            return mine
+    return {}
+
+
+def write_checkpoint(trainer: Trainer, name: str = "last") -> Path:
+    """Save ``trainer``'s checkpoint ``name`` (every rank calls this; rank 0 writes)."""
+    point: ResumePoint = trainer._point
+    carry, spec = flatten_tree(point.carry)
+    rng, carry = _gather_by_rank(capture_rng()), _gather_by_rank(carry)
+    folder = trainer.checkpoint_dir / name
+    if trainer.env.is_main:
+        state = {**trainer.state.to_dict(), "epoch": point.epoch, "batch": point.batch, "chunk": point.chunk,
+                 "carry_spec": spec, "world_size": trainer.env.world_size, "config": trainer.config.to_dict()}
+        optim = {"optimizer": trainer.optimizer.state_dict(),
+                 "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+                 "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None}
+        save_checkpoint(folder, model=trainer.model, trainer_state=state, optim_state=optim, rng=rng, carry=carry)
+        log.debug("checkpoint %s written at step %d", folder, trainer.state.step)
+    barrier()
+    return folder
+
+
+def _load_optim(trainer: Trainer, data: CheckpointData) -> None:
+    saved = data.optim_state
+    try:
+        trainer.optimizer.load_state_dict(saved["optimizer"])
+        for name in ("scheduler", "scaler"):
+            target = getattr(trainer, name)
+            if target is not None and saved.get(name) is not None:
+                target.load_state_dict(saved[name])
+            elif (target is None) != (saved.get(name) is None):
+                log.warning("resume: the checkpoint's %s does not match this configuration; starting it fresh", name)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{data.path / 'optimizer.pt'}: does not fit this optimizer ({one_line(exc)})") from exc
+
+
+def _changed(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return sorted(k for k in current if k in saved and saved[k] != current[k] and k != "resume")
+
+
+def resume_from(trainer: Trainer) -> CheckpointData | None:
+    """Load ``checkpoints/last`` into model, optimizer, scheduler and state; None if there is none.
+
+    RNG states are returned inside the data and restored by :func:`restore_generators` at the very
+    end of setup, so that nothing in between draws from them.
+    """
+    folder = find_checkpoint(trainer.checkpoint_dir / "last")
+    if folder is None:
+        log.info("resume: no checkpoint in %s; starting a new run", trainer.checkpoint_dir)
+        return None
+    data = load_checkpoint(folder)
+    load_weights(trainer.model, data.weights_path, device=str(trainer.device))
+    _load_optim(trainer, data)
+    saved = data.trainer_state
+    changed = _changed(saved.get("config", {}), trainer.config.to_dict())
+    if changed:
+        log.info("resume: options changed since the checkpoint: %s", ", ".join(changed))
+    trainer.state = TrainerState.from_dict(saved)
+    try:
+        carry = _select_rank(data.carry, trainer.env.rank, "carried state")
+        carry = unflatten_tree(carry, saved.get("carry_spec", {"kind": "none"}), trainer.device)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{data.path / 'state.safetensors'}: does not match trainer_state.json ({exc})") from exc
+    trainer._carry = carry
+    trainer._point = ResumePoint(saved["epoch"], saved["batch"], saved["chunk"], carry)
+    log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, saved["step"], saved["epoch"], saved["batch"])
+    return data
+
+
+def restore_generators(trainer: Trainer, data: CheckpointData) -> None:
+    """Set this process's RNGs to the states saved with the checkpoint."""
+    try:
+        restore_rng(_select_rank(data.rng, trainer.env.rank, "RNG states"))
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{data.path / 'rng.safetensors'}: incomplete RNG states ({exc})") from exc

@@ -1,0 +1,189 @@
+"""Tests of rnnkit.data.tokenizers: round trips, vocabularies, unknowns, JSON files."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnkit.data import (
+    CharTokenizer,
+    SubwordTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    is_word_char,
+    load_tokenizer,
+    trailing_word,
+)
+from rnnkit.errors import DataError
+
+TEXT = "the cat sat on the mat.\nthe dog sat on the log!\n" * 20
+
+
+# -- characters --------------------------------------------------------------------------
+def test_char_vocab_is_unk_then_sorted_chars():
+    tok = CharTokenizer.train("banana")
+    assert tok.vocab == ["<unk>", "a", "b", "n"]
+    assert tok.unk_id == 0 and tok.vocab_size == 4 == len(tok)
+    assert tok.encode("nab") == [3, 1, 2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(min_size=1, max_size=200))
+def test_char_round_trip_any_text(text):
+    tok = CharTokenizer().fit(text)
+    assert tok.decode(tok.encode(text)) == text
+    assert not tok.unknown_chars(text)
+
+
+def test_char_unknown_maps_to_unk_and_is_reported():
+    tok = CharTokenizer.train(["abc", "cde"])
+    ids = tok.encode("axe")
+    assert ids[1] == tok.unk_id == 0
+    assert tok.decode(ids) == "a\ufffde"
+    assert tok.unknown_chars("axez") == {"x", "z"}
+
+
+def test_char_without_unk_raises_naming_the_character():
+    tok = CharTokenizer.train("abc", unk_token=None)
+    assert tok.unk_id is None and tok.vocab == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"'z' \(U\+007A\) at position 2"):
+        tok.encode("abz")
+
+
+def test_char_from_ready_vocabulary():
+    tok = CharTokenizer(["x", "y"])
+    assert tok.encode("yx") == [2, 1]
+
+
+def test_unfitted_and_bad_ids_raise():
+    with pytest.raises(ValueError, match="not fitted"):
+        CharTokenizer().encode("a")
+    tok = CharTokenizer.train("ab")
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode([0, 3])
+
+
+# -- words --------------------------------------------------------------------------------
+def test_word_eos_marks_each_line_end_and_decodes_back():
+    tok = WordTokenizer.train(TEXT, eos_token="<eos>")
+    assert tok.vocab[:2] == ["<unk>", "<eos>"] and tok.eos_id == 1
+    text = "the cat sat\non the mat.\n"
+    ids = tok.encode(text)
+    assert [tok.vocab[i] for i in ids] == ["the", "cat", "sat", "<eos>", "on", "the", "mat.", "<eos>"]
+    assert tok.decode(ids) == text
+    assert tok.encode("the cat")[-1] != tok.eos_id  # a prompt gets no <eos>
+
+
+def test_word_vocab_order_max_vocab_and_min_freq():
+    text = "b a c a b a d"
+    tok = WordTokenizer.train(text)
+    assert tok.vocab == ["<unk>", "a", "b", "c", "d"]  # by count, ties alphabetical
+    small = WordTokenizer.train(text, max_vocab=3)
+    assert small.vocab == ["<unk>", "a", "b"]
+    assert small.encode("a c") == [1, 0] and small.unknown_words("a c d") == {"c", "d"}
+    frequent = WordTokenizer.train(text, min_freq=2)
+    assert frequent.vocab == ["<unk>", "a", "b"]
+
+
+def test_word_existing_unk_tokens_are_not_duplicated():
+    tok = WordTokenizer.train("a <unk> b <unk>")
+    assert tok.vocab.count("<unk>") == 1
+    assert tok.encode("<unk> zzz") == [0, 0]
+
+
+def test_word_without_unk_raises_naming_the_word():
+    tok = WordTokenizer.train("a b", unk_token=None)
+    with pytest.raises(DataError, match="'zebra' is not in the vocabulary"):
+        tok.encode("a zebra")
+
+
+def test_word_lower_and_punctuation_split():
+    tok = WordTokenizer.train("Hello, world! Don't.", lower=True, split="words")
+    words = [tok.vocab[i] for i in tok.encode("HELLO world, don't")]
+    assert words == ["hello", "world", ",", "don't"]
+
+
+# -- subwords -----------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["bpe", "unigram"])
+def test_subword_round_trip_and_json(model, tmp_path):
+    tok = SubwordTokenizer.train(TEXT, model=model, vocab_size=60, min_freq=1)
+    assert 2 < tok.vocab_size <= 60 and tok.unk_id == 0
+    text = " the dog sat on the mat.\nthe cat!\n"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert len(ids) < len(text)  # merged pieces, not single characters
+    path = tok.save(tmp_path)
+    assert path.name == "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["type"] == "subword" and data["hf"]["model"]["type"].lower() == model
+    loaded = load_tokenizer(tmp_path)
+    assert isinstance(loaded, SubwordTokenizer) and loaded == tok
+    assert loaded.encode(text) == ids
+
+
+def test_subword_unknown_character():
+    tok = SubwordTokenizer.train(TEXT, vocab_size=50, min_freq=1)
+    assert tok.unk_id in tok.encode("the ☃")
+    assert tok.unknown_tokens("the ☃ cat") == {"☃"}
+
+
+def test_subword_without_tokenizers_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # makes "import tokenizers" fail
+    with pytest.raises(ImportError, match=r"pip install 'rnnkit\[text\]'"):
+        SubwordTokenizer.train(TEXT)
+
+
+# -- files --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "tok",
+    [CharTokenizer.train(TEXT), WordTokenizer.train(TEXT, eos_token="<eos>", max_vocab=8),
+     CharTokenizer.train("ab", unk_token=None)],
+)
+def test_json_and_file_round_trip(tok, tmp_path):
+    again = Tokenizer.from_json(tok.to_json())
+    assert type(again) is type(tok) and again == tok
+    sample = tok.decode(range(tok.vocab_size))
+    assert again.encode(sample) == tok.encode(sample)
+    path = tok.save(tmp_path / "tok.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["type"] == tok.type_name
+    assert load_tokenizer(path) == tok
+    assert type(tok).load(path) == tok
+
+
+def test_bad_tokenizer_files_raise_naming_the_file(tmp_path):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"type": "char",\n "vocab": [1,]}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"tokenizer.json line 2: invalid JSON"):
+        load_tokenizer(tmp_path)
+    bad.write_text('{"type": "morse", "version": 1}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"unknown tokenizer type 'morse'; expected one of: char"):
+        load_tokenizer(bad)
+    bad.write_text('{"type": "char", "version": 1, "unk_token": "<unk>"}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"tokenizer.json: malformed 'char' tokenizer"):
+        load_tokenizer(bad)
+    bad.write_text('{"type": "char", "version": 99}', encoding="utf-8")
+    with pytest.raises(DataError, match="version 99"):
+        load_tokenizer(bad)
+    with pytest.raises(DataError, match="nope.json: file not found"):
+        load_tokenizer(tmp_path / "nope.json")
+
+
+def test_loading_the_wrong_type_is_refused(tmp_path):
+    path = WordTokenizer.train(TEXT).save(tmp_path)
+    with pytest.raises(DataError, match="holds a 'word' tokenizer, not 'char'"):
+        CharTokenizer.load(path)
+
+
+# -- word boundaries ----------------------------------------------------------------------
+def test_word_boundary_helpers():
+    assert all(is_word_char(c) for c in "aZ9_'é")
+    assert not any(is_word_char(c) for c in " .,!-\n")
+    assert trailing_word("the qui") == "qui"
+    assert trailing_word("don't wor") == "wor" and trailing_word("don't") == "don't"
+    assert trailing_word("end. ") == ""
+    with pytest.raises(ValueError):
+        is_word_char("ab")

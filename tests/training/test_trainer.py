@@ -1,0 +1,257 @@
+"""Trainer behaviour: stopping, clipping, TBPTT carry, accumulation, schedules, logs, errors."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+import tomllib
+
+import pytest
+import torch
+from tiny_models import (ConstValModel, DictDataset, PairState, TinyLM, TinyRegressor, TokenStream,
+                         lm_data, reg_data)
+
+from rnnkit.errors import ConfigError
+from rnnkit.training import Callback, DatasetBatches, Trainer, TrainerConfig
+from rnnkit.training.batches import split_time
+from rnnkit.training.schedules import lr_factor
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.steps, self.evals, self.started, self.ended = [], [], 0, 0
+
+    def on_fit_start(self, trainer):
+        self.started += 1
+
+    def on_step_end(self, trainer, metrics):
+        self.steps.append(dict(metrics))
+
+    def on_eval_end(self, trainer, metrics):
+        self.evals.append(dict(metrics))
+
+    def on_fit_end(self, trainer):
+        self.ended += 1
+
+
+class GradSpy(Callback):
+    """Wraps optimizer.step to see the gradients the update actually uses (after clipping)."""
+
+    def __init__(self):
+        self.grads = []
+
+    def on_fit_start(self, trainer):
+        step = trainer.optimizer.step
+
+        def spy(*args, **kwargs):
+            self.grads.append([p.grad.clone() for p in trainer.model.parameters()])
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = spy
+
+
+def _global_norm(grads):
+    return torch.linalg.vector_norm(torch.cat([g.reshape(-1).double() for g in grads])).item()
+
+
+def test_max_steps_and_run_files(make_config, tmp_path):
+    rec = Recorder()
+    cfg = make_config(max_steps=5, eval_every=2, log_every=2, tensorboard=True, plots=True)
+    state = Trainer(TinyLM(), cfg, callbacks=[rec]).fit(lm_data(), lm_data(seed=1))
+    assert (state.step, state.stop_reason) == (5, "max_steps")
+    assert [m["step"] for m in rec.steps] == [1, 2, 3, 4, 5]
+    assert [m["step"] for m in rec.evals] == [2, 4, 5] and rec.started == rec.ended == 1
+    run = cfg.out_dir
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"step", "epoch", "time", "loss", "lr", "grad_norm", "val_loss"} <= set(rows[0])
+    assert [r["step"] for r in rows if r["loss"]] == ["2", "4", "5"]
+    assert [r["step"] for r in rows if r["val_loss"]] == ["2", "4", "5"]
+    resolved = tomllib.loads((run / "config.toml").read_text())
+    assert resolved["trainer"]["max_steps"] == 5 and resolved["runtime"]["device"] == "cpu"
+    assert (run / "loss.png").stat().st_size > 1000
+    assert list(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last" / "manifest.json").is_file()
+
+
+def test_max_epochs_counts_batches(make_config):
+    state = Trainer(TinyLM(), make_config(max_epochs=2, checkpoint=False)).fit(lm_data(n=16))
+    assert (state.step, state.epoch, state.stop_reason) == (8, 2, "max_epochs")
+
+
+def test_max_time_stops_early(make_config):
+    class Slow(Callback):
+        def on_step_end(self, trainer, metrics):
+            time.sleep(0.05)
+
+    state = Trainer(TinyLM(), make_config(max_steps=10_000, max_time=0.2, checkpoint=False),
+                    callbacks=[Slow()]).fit(lm_data())
+    assert state.stop_reason == "max_time" and 2 <= state.step < 20
+
+
+def test_callback_can_stop(make_config):
+    class Stop(Callback):
+        def on_step_end(self, trainer, metrics):
+            trainer.should_stop = metrics["step"] == 3
+
+    state = Trainer(TinyLM(), make_config(max_steps=50, checkpoint=False), callbacks=[Stop()]).fit(lm_data())
+    assert (state.step, state.stop_reason) == (3, "callback")
+
+
+def test_preclip_norm_logged_and_norm_clipped(make_config):
+    model, data = TinyLM(), lm_data()
+    cfg = make_config(max_steps=1, max_grad_norm=1e-3, checkpoint=False)
+    reference = copy.deepcopy(model)
+    first = next(DatasetBatches(data, cfg.batch_size, seed=cfg.seed).iter_batches(0))
+    reference(**first).loss.backward()
+    true_norm = _global_norm([p.grad for p in reference.parameters()])
+    rec, spy = Recorder(), GradSpy()
+    Trainer(model, cfg, callbacks=[rec, spy]).fit(data)
+    assert rec.steps[0]["grad_norm"] == pytest.approx(true_norm, rel=1e-6)
+    assert true_norm > 1e-2
+    assert _global_norm(spy.grads[0]) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_value_clipping(make_config):
+    rec, spy = Recorder(), GradSpy()
+    Trainer(TinyLM(), make_config(max_steps=2, grad_clip_value=1e-4, checkpoint=False),
+            callbacks=[rec, spy]).fit(lm_data())
+    assert all(g.abs().max() <= 1e-4 for step in spy.grads for g in step)
+    assert all(m["grad_norm"] > 1e-3 for m in rec.steps)  # logged before clipping
+
+
+def test_tbptt_matches_manual_loop_and_detaches(make_config):
+    model, data = TinyRegressor(), reg_data(n=4, t=10)
+    manual = copy.deepcopy(model)
+    Trainer(model, make_config(max_epochs=2, tbptt_steps=4, checkpoint=False)).fit(data)
+
+    opt = torch.optim.Adam(manual.parameters(), lr=1e-3)
+    for epoch in range(2):
+        batch = next(DatasetBatches(data, 4, seed=0).iter_batches(epoch))
+        state = None
+        for chunk in split_time(batch, 4):
+            out = manual(**chunk, state=state)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            state = PairState(out.state.h.detach(), out.state.c.detach())
+
+    assert [s is None for s in model.states_seen] == [True, False, False] * 2
+    for ours, theirs in zip(model.states_seen, manual.states_seen):
+        if ours is not None:
+            assert isinstance(ours, PairState) and not ours.h.requires_grad and ours.h.grad_fn is None
+            assert torch.allclose(ours.h, theirs.h, atol=1e-7) and torch.allclose(ours.c, theirs.c, atol=1e-7)
+    for a, b in zip(model.parameters(), manual.parameters()):
+        assert torch.allclose(a, b, atol=1e-7, rtol=0)
+
+
+def test_stateful_stream_carries_state_between_batches(make_config):
+    model = TinyLM()
+    stream = TokenStream(torch.arange(200) % 11, rows=4, steps=10)  # 4 batches per epoch
+    Trainer(model, make_config(max_epochs=2, checkpoint=False)).fit(stream)
+    seen = model.inputs_seen
+    assert [s is None for s in seen] == [True, False, False, False] * 2
+    assert all(not s.requires_grad for s in seen if s is not None)
+
+
+def test_accumulation_equals_full_batch_float64(make_config):
+    data = reg_data(n=8, t=6, dtype=torch.float64)
+    full, half = TinyRegressor().double(), None
+    half = copy.deepcopy(full)
+    Trainer(full, make_config(name="full", max_steps=3, batch_size=8, checkpoint=False)).fit(data)
+    Trainer(half, make_config(name="half", max_steps=3, batch_size=4, grad_accum_steps=2,
+                              checkpoint=False)).fit(data)
+    for a, b in zip(full.parameters(), half.parameters()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(full.parameters(), TinyRegressor().double().parameters()))
+
+
+def test_early_stopping(make_config):
+    data = DictDataset(x=torch.zeros(8, 1))
+    rec = Recorder()
+    state = Trainer(ConstValModel(), make_config(max_steps=50, eval_every=1, early_stopping_patience=2,
+                                                 checkpoint=False), callbacks=[rec]).fit(data, data)
+    assert (state.step, state.stop_reason, state.bad_evals) == (3, "early_stopping", 2)
+    assert [e["val_loss"] for e in rec.evals] == [1.0, 1.0, 1.0]
+
+
+def test_plateau_schedule_follows_torch(make_config):
+    data = DictDataset(x=torch.zeros(8, 1))
+    rec = Recorder()
+    cfg = make_config(max_steps=8, eval_every=1, schedule="plateau", plateau_patience=1, lr=0.1, checkpoint=False)
+    Trainer(ConstValModel(), cfg, callbacks=[rec]).fit(data, data)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    expected = [0.1]
+    for _ in range(7):
+        sched.step(1.0)
+        expected.append(opt.param_groups[0]["lr"])
+    assert [m["lr"] for m in rec.steps] == pytest.approx(expected)
+    assert expected[-1] < 0.1
+
+
+def test_cosine_with_warmup(make_config):
+    rec = Recorder()
+    cfg = make_config(max_steps=6, schedule="cosine", warmup_steps=2, lr=1e-2, min_lr=1e-3, checkpoint=False)
+    Trainer(TinyLM(), cfg, callbacks=[rec]).fit(lm_data())
+    got = [m["lr"] for m in rec.steps]
+    cos = [1e-3 + 9e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert got == pytest.approx([5e-3, 1e-2, *cos])
+    assert lr_factor(TrainerConfig(schedule="constant"), None)(100) == 1.0
+
+
+def test_constant_schedule_and_adamw(make_config):
+    rec = Recorder()
+    Trainer(TinyLM(), make_config(max_steps=3, optimizer="adamw", weight_decay=0.1, checkpoint=False),
+            callbacks=[rec]).fit(lm_data())
+    assert [m["lr"] for m in rec.steps] == [1e-3] * 3
+
+
+def test_bf16_autocast_on_cpu(make_config):
+    state = Trainer(TinyRegressor(), make_config(max_steps=2, amp="bf16", checkpoint=False)).fit(reg_data())
+    assert state.step == 2
+
+
+def test_evaluate_averages_scalar_outputs(make_config):
+    model, data = TinyRegressor(), reg_data(n=6)
+    metrics = Trainer(model, make_config()).evaluate(data)
+    with torch.no_grad():
+        out = model(x=data.tensors["x"], y=data.tensors["y"])
+    assert set(metrics) == {"loss", "mae"} and model.training  # mode restored
+    assert metrics["loss"] == pytest.approx(out.loss.item(), rel=1e-5)
+    assert metrics["mae"] == pytest.approx(out.mae.item(), rel=1e-5)
+
+
+def test_bad_model_output_is_a_clear_type_error(make_config):
+    class Bad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, state=None):
+            return (self.w * x).sum(), None
+
+    with pytest.raises(TypeError, match="expected a NamedTuple with a scalar .loss"):
+        Trainer(Bad(), make_config(max_steps=1)).fit(DictDataset(x=torch.ones(4, 2)))
+
+
+def test_bad_data_and_config(make_config):
+    with pytest.raises(TypeError, match="iter_batches"):
+        Trainer(TinyLM(), make_config(max_steps=1)).fit(object())
+    with pytest.raises(ConfigError, match="max_steps, max_epochs, max_time"):
+        Trainer(TinyLM(), make_config()).fit(lm_data())
+    with pytest.raises(ConfigError, match="fp16"):
+        Trainer(TinyLM(), make_config(max_steps=1, amp="fp16")).fit(lm_data())
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainerConfig(optimizer="sgd")
+    with pytest.raises(ConfigError, match="lr"):
+        TrainerConfig(lr=-1.0)
+    with pytest.raises(ConfigError, match="eval_every"):
+        TrainerConfig(early_stopping_patience=3)
+    with pytest.raises(ConfigError, match="unknown"):
+        TrainerConfig.from_dict({"max_step": 3})
+    with pytest.raises(ValueError, match="time axis"):
+        split_time({"a": torch.zeros(2, 5), "b": torch.zeros(2, 6)}, 2)
+    assert TrainerConfig.from_dict(TrainerConfig(betas=(0.8, 0.9)).to_dict()).betas == (0.8, 0.9)
