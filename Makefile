@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/sine_wave.py
+	$(VENV)/bin/rnnkit demo
 
 test: $(STAMP)
 	$(PY) -m pytest

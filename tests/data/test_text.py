@@ -100,23 +100,27 @@ def test_lmstream_too_short_and_from_text():
 
 
 # -- TextWindows --------------------------------------------------------------------------
-def test_text_windows_items_and_sharded_shuffled_batches():
+def test_text_windows_items_and_loader_batches():
     ids = torch.arange(50)
-    ds = TextWindows(ids, seq_len=4, batch_size=4, seed=1)
-    assert ds.stateful is False
+    ds = TextWindows(ids, seq_len=4)
+    assert ds.stateful is False and not hasattr(ds, "iter_batches")  # the trainer batches it
     assert len(ds) == 12  # starts 0, 4, ..., 44 (each needs 5 tokens)
     item = ds[2]
-    assert item["input_ids"].tolist() == [8, 9, 10, 11] and item["targets"].tolist() == [9, 10, 11, 12]
-    assert TextWindows(ids, seq_len=4, stride=1).__len__() == 46
-    epoch0 = [b["input_ids"][:, 0].tolist() for b in ds.iter_batches(epoch=0)]
-    assert epoch0 == [b["input_ids"][:, 0].tolist() for b in ds.iter_batches(epoch=0)]
-    assert epoch0 != [b["input_ids"][:, 0].tolist() for b in ds.iter_batches(epoch=1)]
-    assert sorted(s for b in epoch0 for s in b) == list(range(0, 48, 4))
-    shards = [[b["input_ids"][:, 0].tolist() for b in ds.iter_batches(0, r, 2)] for r in range(2)]
-    for k, batch in enumerate(epoch0):
-        assert sorted(shards[0][k] + shards[1][k]) == sorted(batch)
+    assert item["input_ids"].tolist() == [8, 9, 10, 11]
+    assert item["targets"].tolist() == [9, 10, 11, 12]
+    assert torch.equal(ds[-1]["input_ids"], ids[44:48])
+    assert len(TextWindows(ids, seq_len=4, stride=1)) == 46
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    starts = []
+    for batch in loader:
+        assert torch.equal(batch["targets"], batch["input_ids"] + 1)
+        starts += batch["input_ids"][:, 0].tolist()
+    assert sorted(starts) == list(range(0, 48, 4)) and starts != sorted(starts)
     with pytest.raises(DataError, match="shorter than one window"):
         TextWindows(range(4), seq_len=4)
+    with pytest.raises(IndexError):
+        ds[12]
 
 
 # -- LabelledText -------------------------------------------------------------------------

@@ -10,7 +10,13 @@ import torch
 
 pd = pytest.importorskip("pandas")
 
-from rnnkit.data import Scaler, WindowDataset, load_dataset, read_series_csv, split_series  # noqa: E402
+from rnnkit.data import (  # noqa: E402
+    Scaler,
+    WindowDataset,
+    load_dataset,
+    read_series_csv,
+    split_series,
+)
 from rnnkit.errors import DataError  # noqa: E402
 
 GOOD = "timestamp,load,temp\n2024-01-01 00:00,1,10\n2024-01-01 01:00,2,11\n2024-01-01 02:00,4,12\n"

@@ -73,7 +73,8 @@ def test_word_eos_marks_each_line_end_and_decodes_back():
     assert tok.vocab[:2] == ["<unk>", "<eos>"] and tok.eos_id == 1
     text = "the cat sat\non the mat.\n"
     ids = tok.encode(text)
-    assert [tok.vocab[i] for i in ids] == ["the", "cat", "sat", "<eos>", "on", "the", "mat.", "<eos>"]
+    words = [tok.vocab[i] for i in ids]
+    assert words == ["the", "cat", "sat", "<eos>", "on", "the", "mat.", "<eos>"]
     assert tok.decode(ids) == text
     assert tok.encode("the cat")[-1] != tok.eos_id  # a prompt gets no <eos>
 

@@ -62,10 +62,10 @@ def recurrent_layers(module: nn.Module) -> list[Recurrent]:
     else every ``Recurrent`` submodule in registration order.
     """
     if isinstance(module, Recurrent):
-        return [module]
-    if not isinstance(module, nn.Module):
+        found = [module]
+    elif not isinstance(module, nn.Module):
         raise TypeError(f"expected an rnnkit layer or a torch.nn.Module holding one, got {type(module).__name__}")
-    if callable(getattr(module, "recurrent_layers", None)):
+    elif callable(getattr(module, "recurrent_layers", None)):
         found = module.recurrent_layers()
         found = [found] if isinstance(found, Recurrent) else list(found)
     else:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from rnnkit.errors import DataError
 
-__all__ = ["read_bytes", "decode_utf8", "read_text", "read_lines", "line_of_offset", "read_csv_rows"]
+__all__ = [
+    "read_bytes", "decode_utf8", "read_text", "read_lines", "line_of_offset", "read_csv_rows",
+]
 
 PathLike = str | os.PathLike
 

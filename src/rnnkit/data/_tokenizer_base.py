@@ -174,7 +174,9 @@ class Tokenizer(abc.ABC):
         state = {k: v for k, v in data.items() if k not in ("type", "version")}
         try:
             return target._from_state(state, source)
-        except (KeyError, TypeError) as exc:
+        except DataError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
             raise DataError(
                 f"{source}: malformed {kind!r} tokenizer ({type(exc).__name__}: {exc}); "
                 "re-save it with Tokenizer.save"
@@ -193,7 +195,11 @@ class Tokenizer(abc.ABC):
         return cls.from_dict(data, source=source)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``tokenizer.json``; ``path`` is the file, or a folder to write it into."""
+        """Write the JSON file and return its path.
+
+        ``path`` is the file to write, or an existing folder (e.g. a model bundle) to write
+        ``tokenizer.json`` into.
+        """
         p = Path(path)
         if p.is_dir():
             p = p / TOKENIZER_FILE

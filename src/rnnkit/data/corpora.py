@@ -141,8 +141,9 @@ class LabelledText:
                             tuple(self.labels[i] for i in indices), self.classes)
 
     def split(self, fraction: float = 0.1, seed: int = 0) -> tuple[LabelledText, LabelledText]:
-        """Seeded stratified split: ``(rest, held_out)`` with ``fraction`` of each class held out."""
-        groups = [[i for i, y in enumerate(self.labels) if y == c] for c in range(len(self.classes))]
+        """Seeded stratified split ``(rest, held_out)``: ``fraction`` of each class held out."""
+        groups = [[i for i, y in enumerate(self.labels) if y == c]
+                  for c in range(len(self.classes))]
         rest, held = _split_indices(groups, fraction, seed)
         return self.subset(rest), self.subset(held)
 

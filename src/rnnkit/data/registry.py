@@ -126,7 +126,7 @@ def _unavailable(name: str, spec: _Spec) -> str:
         path = Path(root) / rel
         if not path.is_file():
             return f"data set {name!r}: {path} not found ({DATA_ENV}={root}); {fix}"
-    if spec.kind in ("anomaly",) and importlib.util.find_spec("pandas") is None:
+    if spec.kind == "anomaly" and importlib.util.find_spec("pandas") is None:
         return f"data set {name!r} needs pandas; install it with pip install 'rnnkit[timeseries]'"
     return ""
 

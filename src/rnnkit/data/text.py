@@ -6,13 +6,14 @@ Two ways to feed a language model:
   rows (Zaremba et al., 2014) and consecutive batches continue each row, so the recurrent
   state of batch ``k`` is the right initial state for batch ``k + 1``.
 - :class:`TextWindows` (``stateful = False``): a map-style dataset of fixed windows of the
-  stream, shuffled each epoch; each window starts from a fresh state.
+  stream, to be shuffled by the consumer; each window starts from a fresh state.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -56,9 +57,11 @@ class LMStream:
     continues row ``b`` of batch ``k`` and a recurrent state can be carried across. The last
     batch is shorter when ``L - 1`` is not a multiple of ``T`` (unless ``drop_last``).
 
-    Distributed training: with ``world_size`` processes, rank ``r`` gets rows
-    ``[r*B/W, (r+1)*B/W)`` of every batch (``B`` must be divisible by ``W``). Every rank sees
-    the same number of batches, each ``(B/W, T)``, and its rows stay contiguous streams.
+    Distributed training: the ``B`` streams (rows here; the "columns" of Zaremba's
+    time-major ``(L, B)`` layout) are split between the ranks. With ``world_size = W``
+    processes, rank ``r`` gets streams ``[r*B/W, (r+1)*B/W)`` of every batch (``B`` must be
+    divisible by ``W``), so every rank sees the same number of batches, each ``(B/W, T)``,
+    and carries its own streams' state from batch to batch.
 
     Args:
         ids: the 1-D token stream.
@@ -92,10 +95,10 @@ class LMStream:
         self.data = stream[: batch_size * cols].view(batch_size, cols)  # (B, L)
 
     @classmethod
-    def from_text(cls, text: str, tokenizer: object, batch_size: int, seq_len: int,
-                  **kwargs: object) -> LMStream:
+    def from_text(cls, text: str, tokenizer: Any, batch_size: int, seq_len: int,
+                  **kwargs: Any) -> LMStream:
         """Encode ``text`` with ``tokenizer`` (anything with ``encode``) and batchify it."""
-        return cls(tokenizer.encode(text), batch_size, seq_len, **kwargs)  # type: ignore[attr-defined]
+        return cls(tokenizer.encode(text), batch_size, seq_len, **kwargs)
 
     @property
     def num_tokens(self) -> int:
@@ -129,31 +132,31 @@ class TextWindows(Dataset):
     """Fixed windows of a token stream, as a map-style dataset (no state carried).
 
     Item ``i`` is ``{"input_ids": ids[s : s+T], "targets": ids[s+1 : s+T+1]}`` with
-    ``s = i * stride``. Use it with a shuffling ``DataLoader``, or with :meth:`iter_batches`,
-    which shuffles with ``seed + epoch`` and deals the windows out to ranks.
+    ``s = i * stride``; ``len()`` is the number of windows. Shuffling, batching and
+    sharding between ranks are left to the consumer: rnnkit's Trainer wraps a map-style
+    dataset in a seeded, epoch-dependent sampler, and a shuffling ``DataLoader`` works too
+    (the default collate stacks the dicts into ``(B, T)`` tensors).
 
     Args:
         ids: the 1-D token stream.
         seq_len: ``T``, the window length.
         stride: step between window starts (default ``seq_len``: windows do not overlap).
-        batch_size: windows per batch in :meth:`iter_batches` (global, over all ranks).
-        seed: shuffling seed for :meth:`iter_batches`.
     """
 
     stateful = False
 
     def __init__(self, ids: Sequence[int] | torch.Tensor, seq_len: int, *,
-                 stride: int | None = None, batch_size: int = 32, seed: int = 0):
+                 stride: int | None = None):
         stride = seq_len if stride is None else stride
-        if seq_len < 1 or stride < 1 or batch_size < 1:
-            raise ValueError("seq_len, stride and batch_size must be >= 1")
+        if seq_len < 1 or stride < 1:
+            raise ValueError(f"seq_len and stride must be >= 1, got {seq_len}, {stride}")
         self.ids = _as_ids(ids)
         if self.ids.numel() < seq_len + 1:
             raise DataError(
                 f"token stream of {self.ids.numel()} tokens is shorter than one window "
                 f"({seq_len + 1} tokens); use more text or a smaller seq_len"
             )
-        self.seq_len, self.stride, self.batch_size, self.seed = seq_len, stride, batch_size, seed
+        self.seq_len, self.stride = seq_len, stride
 
     def __len__(self) -> int:
         return (self.ids.numel() - self.seq_len - 1) // self.stride + 1
@@ -165,21 +168,3 @@ class TextWindows(Dataset):
         s = (index % n) * self.stride
         return {"input_ids": self.ids[s : s + self.seq_len],
                 "targets": self.ids[s + 1 : s + self.seq_len + 1]}
-
-    def num_batches(self) -> int:
-        """Full batches per epoch (the last incomplete batch is dropped)."""
-        return len(self) // self.batch_size
-
-    def iter_batches(self, epoch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        """Yield shuffled batches ``{"input_ids": (B/W, T), "targets": (B/W, T)}``.
-
-        The permutation depends only on ``seed + epoch``; rank ``r`` takes windows
-        ``r, r + W, ...`` of each global batch, so ranks never share a window.
-        """
-        _check_shard(self.batch_size, rank, world_size)
-        gen = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(len(self), generator=gen)
-        for k in range(self.num_batches()):
-            picks = order[k * self.batch_size : (k + 1) * self.batch_size][rank::world_size]
-            items = [self[int(i)] for i in picks]
-            yield {key: torch.stack([it[key] for it in items]) for key in ("input_ids", "targets")}

@@ -50,7 +50,8 @@ def _check_vocab(vocab: Any, specials: list[str], source: str) -> list[str]:
         raise DataError(f"{source}: token {dup!r} appears twice in \"vocab\"; remove the duplicate")
     if vocab[: len(specials)] != specials:
         raise DataError(
-            f"{source}: \"vocab\" must start with the special tokens {specials}; re-save the tokenizer"
+            f"{source}: \"vocab\" must start with the special tokens {specials}; "
+            "re-save the tokenizer"
         )
     return vocab
 

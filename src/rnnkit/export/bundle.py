@@ -220,7 +220,8 @@ def _verify_files(path: Path, meta: dict[str, Any]) -> None:
             raise CheckpointError(f"{file}: SHA-256 does not match config.json; the file is truncated or corrupt")
 
 
-def _attach_tokenizer(model: nn.Module, path: Path) -> None:
+def attach_tokenizer(model: nn.Module, path: Path) -> None:
+    """Set ``model.tokenizer`` from ``path/tokenizer.json`` if that file exists."""
     file = path / "tokenizer.json"
     if not file.is_file():
         return
@@ -252,7 +253,7 @@ def load_bundle(directory: str | Path, map_location: str | torch.device = "cpu")
         model = model.to(dtype)
     model = model.to(map_location)
     load_weights(model, path / "model.safetensors", device=str(map_location))
-    _attach_tokenizer(model, path)
+    attach_tokenizer(model, path)
     return model.eval()
 
 

@@ -140,10 +140,19 @@ def train_language_model(model_cfg: LanguageModelConfig | dict, data: LMDataConf
     bundle = trainer_cfg.out_dir / "bundle"
     if _is_main_process():
         model.save(bundle, extra={"data": dataclasses.asdict(data), "val_loss": val_loss})
+        _record_data_section(trainer_cfg.out_dir / "config.toml", data)
     metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
                "bits_per_token": val_loss / math.log(2), "params": model.num_parameters(),
                "steps": trainer.state.step}
     return LMResult(model, bundle, val_loss, metrics)
+
+
+def _record_data_section(path: Path, data: LMDataConfig) -> None:
+    """Add the ``[data]`` table to the run's resolved ``config.toml`` (the trainer knows no data)."""
+    import tomli_w
+    if path.is_file() and "[data]" not in path.read_text(encoding="utf-8"):
+        with path.open("a", encoding="utf-8") as f:
+            f.write("\n" + tomli_w.dumps({"data": dataclasses.asdict(data)}))
 
 
 def _is_main_process() -> bool:

@@ -111,6 +111,10 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
         return None
     data = load_checkpoint(folder)
     load_weights(trainer.model, data.weights_path, device=str(trainer.device))
+    if getattr(trainer.model, "tokenizer", None) is None and (data.path / "tokenizer.json").is_file():
+        from rnnkit.export.bundle import attach_tokenizer
+
+        attach_tokenizer(trainer.model, data.path)
     _load_optim(trainer, data)
     saved = data.trainer_state
     changed = _changed(saved.get("config", {}), trainer.config.to_dict())

@@ -1,0 +1,194 @@
+"""Bundles: round trip (tied weights, nested configs, dtype, tokenizer), refusals, atomic replace."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import pytest
+import torch
+from torch import nn
+
+import rnnkit.export
+from rnnkit.errors import CheckpointError
+from rnnkit.export import BundleMixin, load_bundle, read_bundle_config, register_model, save_bundle
+from rnnkit.training import Trainer, TrainerConfig
+from rnnkit.training import _files
+
+
+@dataclass(frozen=True)
+class Inner:
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class TiedConfig:
+    vocab: int = 7
+    hidden: int = 4
+    sizes: tuple[int, ...] = (1, 2)
+    inner: Inner = field(default_factory=Inner)
+
+
+class Out(NamedTuple):
+    loss: torch.Tensor
+    state: Any
+    logits: torch.Tensor
+
+
+@register_model("tests.TiedLM")
+class TiedLM(BundleMixin, nn.Module):
+    """Embedding and output layer share one weight matrix."""
+
+    config_class = TiedConfig
+
+    def __init__(self, config: TiedConfig = TiedConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab, config.hidden)
+        self.head = nn.Linear(config.hidden, config.vocab)
+        self.head.weight = self.embed.weight
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def forward(self, input_ids, targets=None, state=None):
+        logits = self.head(self.embed(input_ids)) * self.config.inner.scale
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()) if targets is not None else None
+        return Out(loss, None, logits)
+
+
+@register_model("tests.Other")
+class Other(BundleMixin, nn.Module):
+    config_class = TiedConfig
+
+    def __init__(self, config: TiedConfig = TiedConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.w = nn.Linear(1, 1)
+
+
+def _model(**kw) -> TiedLM:
+    torch.manual_seed(0)
+    return TiedLM(TiedConfig(sizes=(3, 4, 5), inner=Inner(scale=2.0), **kw))
+
+
+def test_roundtrip_tied_nested_config(tmp_path):
+    model = _model()
+    model.steps += 5
+    save_bundle(model, tmp_path / "b", extra={"note": "hi"})
+    loaded = load_bundle(tmp_path / "b")
+    assert isinstance(loaded, TiedLM) and not loaded.training
+    assert loaded.config == model.config and loaded.config.sizes == (3, 4, 5)
+    assert loaded.head.weight is loaded.embed.weight and int(loaded.steps) == 5
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+    meta = read_bundle_config(tmp_path / "b")
+    assert (meta["format"], meta["format_version"], meta["model_class"]) == ("rnnkit-bundle", 1, "tests.TiedLM")
+    assert meta["extra"] == {"note": "hi"} and meta["config"]["inner"] == {"scale": 2.0} and meta["rnnkit_version"]
+    assert rnnkit.export.load is load_bundle
+
+
+def test_dtype_and_mixin(tmp_path):
+    model = _model().double()
+    model.save(tmp_path / "b")
+    loaded = TiedLM.load(tmp_path / "b")
+    assert loaded.embed.weight.dtype == torch.float64 and torch.equal(loaded.embed.weight, model.embed.weight)
+    with pytest.raises(CheckpointError, match="expected a Other"):
+        Other.load(tmp_path / "b")
+
+
+def test_tokenizer_round_trip(tmp_path):
+    from rnnkit.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer().fit(["hello world"])
+    save_bundle(_model(), tmp_path / "b", tokenizer=tok)
+    loaded = load_bundle(tmp_path / "b")
+    assert (tmp_path / "b" / "tokenizer.json").is_file()
+    assert loaded.tokenizer.to_json() == tok.to_json()
+    save_bundle(loaded, tmp_path / "c")  # the model's own tokenizer is kept by default
+    assert load_bundle(tmp_path / "c").tokenizer.to_json() == tok.to_json()
+
+
+def _edit_config(folder, **changes):
+    meta = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if key == "hidden":
+            meta["config"]["hidden"] = value
+        elif key == "digest":
+            meta["files"]["model.safetensors"] = value
+        else:
+            meta[key] = value
+    (folder / "config.json").write_text(json.dumps(meta))
+
+
+def _truncate(folder):
+    (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:100])
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda f: (f / "config.json").unlink(), r"config\.json: file not found"),
+    (lambda f: (f / "config.json").write_text("{oops"), r"config\.json: not valid JSON"),
+    (lambda f: _edit_config(f, format="something"), r"config\.json: expected format 'rnnkit-bundle'"),
+    (lambda f: _edit_config(f, model_class="Nope"), r"config\.json: unknown model_class 'Nope'"),
+    (lambda f: (f / "model.safetensors").unlink(), r"model\.safetensors: missing file"),
+    (_truncate, r"model\.safetensors: SHA-256 does not match"),
+    (lambda f: (_truncate(f), _edit_config(f, digest=None)), r"model\.safetensors: not a valid safetensors file"),
+    (lambda f: _edit_config(f, hidden=5, digest=None), r"model\.safetensors: weights do not fit TiedLM"),
+    (lambda f: _edit_config(f, config={"vocab": 7, "bogus": 1}), r"config\.json: config does not fit TiedLM"),
+])
+def test_corrupt_bundle_refused(tmp_path, corrupt, message):
+    save_bundle(_model(), tmp_path / "b")
+    corrupt(tmp_path / "b")
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_bundle(tmp_path / "b")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_folder_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no such bundle folder"):
+        load_bundle(tmp_path / "absent")
+
+
+def test_save_refusals(tmp_path):
+    class Plain(nn.Module):
+        config = TiedConfig()
+
+    with pytest.raises(TypeError, match="not registered"):
+        save_bundle(Plain(), tmp_path / "p")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not an rnnkit bundle"):
+        save_bundle(_model(), tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    with pytest.raises(TypeError, match="JSON"):
+        save_bundle(_model(), tmp_path / "x", extra={"bad": object()})
+    with pytest.raises(ValueError, match="already belongs"):
+        register_model("tests.TiedLM")(Other)
+    with pytest.raises(TypeError, match="config_class"):
+        register_model("tests.NoConfig")(type("NoConfig", (nn.Module,), {}))
+
+
+def test_replace_is_atomic(tmp_path, monkeypatch):
+    from rnnkit.data.tokenizers import CharTokenizer
+
+    save_bundle(_model(), tmp_path / "b", tokenizer=CharTokenizer().fit(["ab"]))
+    save_bundle(_model(hidden=6), tmp_path / "b")  # replaces the whole folder
+    assert load_bundle(tmp_path / "b").config.hidden == 6 and not (tmp_path / "b" / "tokenizer.json").exists()
+
+    def crash(src, dst):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(_files, "_replace", crash)
+    with pytest.raises(OSError):
+        save_bundle(_model(hidden=8), tmp_path / "b")
+    assert load_bundle(tmp_path / "b").config.hidden == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_training_checkpoint_is_a_loadable_bundle(tmp_path):
+    model = _model()
+    data = [{"input_ids": torch.tensor([1, 2, 3]), "targets": torch.tensor([2, 3, 4])}] * 4
+    cfg = TrainerConfig(run_dir=str(tmp_path), name="r", max_steps=2, batch_size=2, quiet=True,
+                        tensorboard=False, plots=False, device="cpu")
+    Trainer(model, cfg).fit(data)
+    loaded = load_bundle(tmp_path / "r" / "checkpoints" / "last")
+    assert isinstance(loaded, TiedLM) and torch.equal(loaded.embed.weight, model.embed.weight)

@@ -1,0 +1,186 @@
+"""Checkpoints: exact resume (in process and after SIGKILL), corruption refused, atomic writes."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import TinyLM, TokenStream, lm_data
+
+from rnnkit.errors import CheckpointError
+from rnnkit.training import Trainer, load_checkpoint, save_checkpoint
+from rnnkit.training import _files
+from rnnkit.training._files import sha256_file
+from rnnkit.training.checkpoint import find_checkpoint
+
+HERE = Path(__file__).parent
+
+
+def _write(folder: Path, step: int) -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    save_checkpoint(folder, model=model, trainer_state={"step": step, "epoch": 0, "batch": step, "chunk": 0},
+                    optim_state={"optimizer": opt.state_dict(), "scheduler": None, "scaler": None},
+                    rng={"rank0/torch": torch.get_rng_state()}, carry={"rank0/state": torch.zeros(1, 2, 4)})
+
+
+def _rehash(folder: Path, name: str) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = sha256_file(folder / name)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_roundtrip_and_manifest(tmp_path):
+    _write(tmp_path / "last", step=3)
+    data = load_checkpoint(tmp_path / "last")
+    assert data.trainer_state["step"] == 3 and data.carry["rank0/state"].shape == (1, 2, 4)
+    manifest = json.loads((tmp_path / "last" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.safetensors", "optimizer.pt", "rng.safetensors", "state.safetensors",
+                                      "trainer_state.json"}
+    assert not list(tmp_path.glob(".last*"))
+
+
+def _flip_byte(folder: Path) -> None:
+    raw = bytearray((folder / "model.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(raw))
+
+
+def _truncate_rehashed(folder: Path) -> None:
+    (folder / "rng.safetensors").write_bytes((folder / "rng.safetensors").read_bytes()[:20])
+    _rehash(folder, "rng.safetensors")
+
+
+def _evil_pickle(folder: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {folder / 'pwned'}",))
+
+    torch.save({"optimizer": Evil()}, folder / "optimizer.pt")
+    _rehash(folder, "optimizer.pt")
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (_flip_byte, r"model\.safetensors: SHA-256 does not match"),
+    (lambda f: (f / "optimizer.pt").unlink(), r"optimizer\.pt: missing file"),
+    (_truncate_rehashed, r"rng\.safetensors: not a valid safetensors file"),
+    (lambda f: (f / "manifest.json").write_text("{nope"), r"manifest\.json: not valid JSON"),
+    (_evil_pickle, r"optimizer\.pt: cannot be read with torch\.load\(weights_only=True\)"),
+])
+def test_corrupt_checkpoint_refused(tmp_path, corrupt, message):
+    _write(tmp_path / "last", step=1)
+    corrupt(tmp_path / "last")
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(tmp_path / "last")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "last" / "pwned").exists()
+
+
+def test_trainer_resume_refuses_corrupt_last(make_config):
+    cfg = make_config(max_steps=2)
+    Trainer(TinyLM(), cfg).fit(lm_data())
+    _flip_byte(cfg.out_dir / "checkpoints" / "last")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        Trainer(TinyLM(), cfg.replace(max_steps=4, resume=True)).fit(lm_data())
+
+
+def test_crash_before_first_rename_keeps_old_last(tmp_path, monkeypatch):
+    _write(tmp_path / "last", step=1)
+
+    def crash(src, dst):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(_files, "_replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        _write(tmp_path / "last", step=2)
+    assert load_checkpoint(tmp_path / "last").trainer_state["step"] == 1
+    assert not list(tmp_path.glob(".last.tmp-*"))
+
+
+def test_crash_between_renames_recovers_previous(tmp_path, monkeypatch):
+    _write(tmp_path / "last", step=1)
+    real, calls = os.replace, []
+
+    def crash_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("simulated crash")
+        real(src, dst)
+
+    monkeypatch.setattr(_files, "_replace", crash_second)
+    with pytest.raises(OSError):
+        _write(tmp_path / "last", step=2)
+    assert not (tmp_path / "last").exists() and find_checkpoint(tmp_path / "last") == tmp_path / ".last.old"
+    assert load_checkpoint(tmp_path / "last").trainer_state["step"] == 1
+    monkeypatch.setattr(_files, "_replace", real)
+    _write(tmp_path / "last", step=3)
+    assert load_checkpoint(tmp_path / "last").trainer_state["step"] == 3 and not (tmp_path / ".last.old").exists()
+
+
+def test_in_process_resume_is_exact_with_stateful_stream(make_config, tmp_path):
+    stream = TokenStream(torch.arange(163) % 11, rows=4, steps=10)  # 4 batches, 8 steps per epoch
+    val = TokenStream(torch.arange(97) % 7, rows=2, steps=8)
+    opts = dict(tbptt_steps=5, deterministic=True, schedule="cosine", schedule_steps=9, warmup_steps=2,
+                optimizer="adamw", weight_decay=0.1, max_grad_norm=1.0, eval_every=3, log_every=1)
+    whole = TinyLM(dropout=0.2)
+    part = copy.deepcopy(whole)
+    Trainer(whole, make_config(name="whole", max_steps=9, **opts)).fit(stream, val)
+    Trainer(part, make_config(name="part", max_steps=4, **opts)).fit(stream, val)
+    saved = load_checkpoint(tmp_path / "runs" / "part" / "checkpoints" / "last").trainer_state
+    assert (saved["epoch"], saved["batch"], saved["chunk"]) == (0, 2, 0) and saved["carry_spec"]["kind"] == "tensor"
+    fresh = TinyLM(dropout=0.2)  # other initial weights: everything must come from the checkpoint
+    state = Trainer(fresh, make_config(name="part", max_steps=9, resume=True, **opts)).fit(stream, val)
+    assert state.step == 9
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), fresh.state_dict().values()))
+    with open(tmp_path / "runs" / "part" / "metrics.csv", newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh) if r["loss"]]
+    assert steps == list(range(1, 10))
+
+
+def _train_rows(run: Path) -> list[tuple[str, str]]:
+    with open(run / "metrics.csv", newline="") as fh:
+        return [(r["step"], r["loss"]) for r in csv.DictReader(fh) if r["loss"]]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_exact(tmp_path):
+    script, runs = str(HERE / "resume_script.py"), tmp_path / "runs"
+    runs.mkdir()
+    ref = subprocess.Popen([sys.executable, script, str(runs), "ref", "0", "0"])
+    victim = subprocess.Popen([sys.executable, script, str(runs), "victim", "10", "0"])
+    deadline = time.monotonic() + 120
+    while not (runs / "victim.stalled").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "the run to kill ended or hung"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(30) == -signal.SIGKILL
+    saved = load_checkpoint(runs / "victim" / "checkpoints" / "last").trainer_state
+    assert saved["step"] == 8 and (saved["epoch"], saved["batch"], saved["chunk"]) == (1, 2, 1)  # mid-epoch
+    resumed = subprocess.run([sys.executable, script, str(runs), "victim", "0", "1"], timeout=120)
+    assert resumed.returncode == 0 and ref.wait(120) == 0
+    _assert_same_weights(runs / "ref", runs / "victim")
+    assert _train_rows(runs / "ref") == _train_rows(runs / "victim")
+    assert len(_train_rows(runs / "ref")) == 14
+    shutil.rmtree(runs)

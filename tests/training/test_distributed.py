@@ -1,0 +1,61 @@
+"""Distributed: environment parsing, collectives when alone, and DDP == one process (torchrun, gloo)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import TinyRegressor
+
+from rnnkit.errors import ConfigError
+from rnnkit.training.distributed import all_reduce_sum, detect_env, gather_tensors, launch, torchrun_command
+
+HERE = Path(__file__).parent
+
+
+def test_detect_env():
+    assert detect_env({}).world_size == 1 and detect_env({}).is_main
+    env = detect_env({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"})
+    assert (env.rank, env.local_rank, env.world_size, env.is_main, env.distributed) == (1, 1, 2, False, True)
+    with pytest.raises(ConfigError, match="RANK"):
+        detect_env({"RANK": "2", "WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="WORLD_SIZE"):
+        detect_env({"WORLD_SIZE": "two"})
+
+
+def test_collectives_alone_are_identity():
+    t = torch.arange(6.0).reshape(2, 3)
+    assert torch.equal(all_reduce_sum(t), t)
+    assert len(gather_tensors(t)) == 1 and torch.equal(gather_tensors(t)[0], t)
+    cmd = torchrun_command("x.py", ["a"], nproc_per_node=3)
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=3" in cmd
+
+
+def _val_loss(run: Path) -> float:
+    with open(run / "metrics.csv", newline="") as fh:
+        return [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")][-1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(tmp_path):
+    script, runs = HERE / "ddp_script.py", tmp_path / "runs"
+    single = subprocess.Popen([sys.executable, str(script), str(runs), "single", "8"])
+    ddp = launch(script, [runs, "ddp", 4], nproc_per_node=2, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert single.wait(300) == 0
+    one = load_file(str(runs / "single" / "checkpoints" / "last" / "model.safetensors"))
+    two = load_file(str(runs / "ddp" / "checkpoints" / "last" / "model.safetensors"))
+    assert one.keys() == two.keys()
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=1e-6, rtol=0), name
+    torch.manual_seed(0)
+    initial = TinyRegressor().double().state_dict()
+    assert any(not torch.equal(initial[k], one[k]) for k in one)  # training moved the weights
+    assert _val_loss(runs / "ddp") == pytest.approx(_val_loss(runs / "single"), abs=1e-9)
+    rng = load_file(str(runs / "ddp" / "checkpoints" / "last" / "rng.safetensors"))
+    assert {"rank0/torch", "rank1/torch"} <= set(rng)
