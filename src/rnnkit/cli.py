@@ -245,8 +245,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI, turning user errors into one line."""
+def _run(argv: list[str] | None) -> None:
     from rnnkit.errors import RnnkitError
     command = typer.main.get_command(app)
     command.add_command(_train_group(), "train")
@@ -254,21 +253,35 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv
     try:
         command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        sys.exit(130)
     except (RnnkitError, ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
-        if debug:
+        if debug or _is_click_error(exc):
             raise
-        if not isinstance(exc, RnnkitError):
-            err.print("[dim](run with --debug for the traceback)[/]")
-        err.print(f"error: {_one_line(exc)}", markup=False, highlight=False)
+        hint = "" if isinstance(exc, RnnkitError) else " (rnnkit --debug ... shows the traceback)"
+        print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    return hasattr(exc, "exit_code") and hasattr(exc, "show")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line."""
+    try:
+        _run(argv)
+    except Exception as exc:  # click's and typer's own (vendored) click exceptions: usage errors
+        if type(exc).__name__ in ("Exit",) and hasattr(exc, "exit_code"):
+            sys.exit(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        if _is_click_error(exc):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

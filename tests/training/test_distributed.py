@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import TinyRegressor
+from tiny_models import TinyRegressor, reg_data
 
 from rnnkit.errors import ConfigError
+from rnnkit.training import DatasetBatches
 from rnnkit.training.distributed import all_reduce_sum, detect_env, gather_tensors, launch, torchrun_command
 
 HERE = Path(__file__).parent
@@ -34,6 +35,18 @@ def test_collectives_alone_are_identity():
     assert len(gather_tensors(t)) == 1 and torch.equal(gather_tensors(t)[0], t)
     cmd = torchrun_command("x.py", ["a"], nproc_per_node=3)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=3" in cmd
+
+
+def test_dataset_shards_cover_the_global_batch():
+    data = reg_data(n=16)
+    one = DatasetBatches(data, 8, seed=5)
+    two = DatasetBatches(data, 4, seed=5, world_size=2)
+    assert len(one) == len(two) == 2
+    for epoch in (0, 1):
+        for full, *parts in zip(one.iter_batches(epoch), two.iter_batches(epoch, 0, 2), two.iter_batches(epoch, 1, 2)):
+            key = lambda x: tuple(x.flatten().tolist())  # noqa: E731
+            assert sorted(map(key, full["x"])) == sorted(key(x) for p in parts for x in p["x"])
+    assert [b["x"].shape[0] for b in one.iter_batches(0, start=1)] == [8]
 
 
 def _val_loss(run: Path) -> float:

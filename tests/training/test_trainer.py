@@ -14,7 +14,7 @@ from tiny_models import (ConstValModel, DictDataset, PairState, TinyLM, TinyRegr
                          lm_data, reg_data)
 
 from rnnkit.errors import ConfigError
-from rnnkit.training import Callback, DatasetBatches, Trainer, TrainerConfig
+from rnnkit.training import Callback, DatasetBatches, Trainer, TrainerConfig, load_checkpoint
 from rnnkit.training.batches import split_time
 from rnnkit.training.schedules import lr_factor
 
@@ -58,7 +58,7 @@ def _global_norm(grads):
 
 def test_max_steps_and_run_files(make_config, tmp_path):
     rec = Recorder()
-    cfg = make_config(max_steps=5, eval_every=2, log_every=2, tensorboard=True, plots=True)
+    cfg = make_config(max_steps=5, eval_every=2, log_every=2, tensorboard=True, plots=True, quiet=False)
     state = Trainer(TinyLM(), cfg, callbacks=[rec]).fit(lm_data(), lm_data(seed=1))
     assert (state.step, state.stop_reason) == (5, "max_steps")
     assert [m["step"] for m in rec.steps] == [1, 2, 3, 4, 5]
@@ -171,10 +171,13 @@ def test_accumulation_equals_full_batch_float64(make_config):
 def test_early_stopping(make_config):
     data = DictDataset(x=torch.zeros(8, 1))
     rec = Recorder()
-    state = Trainer(ConstValModel(), make_config(max_steps=50, eval_every=1, early_stopping_patience=2,
-                                                 checkpoint=False), callbacks=[rec]).fit(data, data)
+    cfg = make_config(max_steps=50, eval_every=1, early_stopping_patience=2, save_best=True)
+    state = Trainer(ConstValModel(), cfg, callbacks=[rec]).fit(data, data)
     assert (state.step, state.stop_reason, state.bad_evals) == (3, "early_stopping", 2)
     assert [e["val_loss"] for e in rec.evals] == [1.0, 1.0, 1.0]
+    best = load_checkpoint(cfg.out_dir / "checkpoints" / "best").trainer_state
+    last = load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state
+    assert (best["step"], best["best_val"], last["step"]) == (1, 1.0, 3)
 
 
 def test_plateau_schedule_follows_torch(make_config):

@@ -27,7 +27,8 @@ from rnnkit.training._files import (atomic_folder, load_weights, one_line, read_
                                     save_weights, sha256_file, write_json)
 
 __all__ = ["register_model", "registered_name", "is_registered", "save_bundle", "load_bundle",
-           "read_bundle_config", "write_bundle_files", "BundleMixin", "FORMAT", "FORMAT_VERSION"]
+           "read_bundle_config", "write_bundle_files", "attach_tokenizer", "config_from_dict", "BundleMixin",
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT, FORMAT_VERSION = "rnnkit-bundle", 1
 _REGISTRY: dict[str, type] = {}

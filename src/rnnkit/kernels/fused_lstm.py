@@ -70,14 +70,22 @@ class _LSTMLoop(torch.autograd.Function):
         for t, n in enumerate(b.sizes):
             if n:
                 _forward_step(s, xa[t, :n], w_t, t, n)
-        ctx.s, ctx.b = s, b
-        ctx.save_for_backward(xa, h0, c0, w, ln_w, lnc_w, lnc_b, peep, mask, keep)
-        ctx.mark_non_differentiable()
-        return s.hs, s.cs
+        hs, cs = s.hs, s.cs
+        s.hs = s.cs = None  # outputs go through save_for_backward (no reference cycle)
+        s.cn = s.cn if keep is not None else None
+        s.hin = s.hin if mask is not None else None
+        ctx.s, ctx.b, ctx.zoneout, ctx.masked = s, b, keep is not None, mask is not None
+        ctx.save_for_backward(hs, cs)
+        return hs, cs
 
     @staticmethod
     def backward(ctx, d_hs, d_cs):
         s, b = ctx.s, ctx.b
+        s.hs, s.cs = ctx.saved_tensors
+        if not ctx.zoneout:
+            s.cn = s.cs[1:]
+        if not ctx.masked:
+            s.hin = s.hs
         s.dh, s.dc = d_hs.contiguous().clone(), d_cs.contiguous().clone()  # (T+1, B, H), updated in place
         s.dpre = fc.new_buffer(b, *s.act.shape, like=s.act)  # (T, B, 4H): grad of the gate pre-activations
         s.dcn = fc.new_buffer(b, *s.tc.shape, like=s.tc)  # grad of LN(c_t)
@@ -214,7 +222,8 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     peep = None
     if not ln and cell.peephole:
         peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
-    keep = None if keep is None else keep.index_select(2, b.order) if b.order is not None else keep
+    if keep is not None and b.order is not None:
+        keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
     hs, cs = _LSTMLoop.apply(
         xa, b.rows(state.h), b.rows(state.c), cell.weight_hh.index_select(0, perm),
         cell.ln_hh_weight.index_select(0, perm) if ln else None,

@@ -27,7 +27,7 @@ from rnnkit.training.distributed import barrier, gather_tensors
 if TYPE_CHECKING:
     from rnnkit.training.trainer import Trainer
 
-__all__ = ["ResumePoint", "write_checkpoint", "resume_from"]
+__all__ = ["ResumePoint", "write_checkpoint", "resume_from", "restore_generators", "warn_if_replacing"]
 
 log = logging.getLogger("rnnkit.training")
 
@@ -138,3 +138,11 @@ def restore_generators(trainer: Trainer, data: CheckpointData) -> None:
         restore_rng(_select_rank(data.rng, trainer.env.rank, "RNG states"))
     except (KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{data.path / 'rng.safetensors'}: incomplete RNG states ({exc})") from exc
+
+
+def warn_if_replacing(trainer: Trainer) -> None:
+    """Say so when a new run (``resume=False``) will overwrite an earlier run's checkpoints."""
+    if trainer.env.is_main and find_checkpoint(trainer.checkpoint_dir / "last") is not None:
+        log.warning("starting a new run in %s: its checkpoints will be replaced (resume=True continues it)",
+                    trainer.out_dir)
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from rnnkit.training.distributed import DistEnv
 if TYPE_CHECKING:
     from rnnkit.training.trainer import Trainer
 
-__all__ = ["resolve_device", "set_determinism", "grad_norm", "config_record"]
+__all__ = ["resolve_device", "set_determinism", "grad_norm", "planned_steps", "config_record"]
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
@@ -67,6 +68,18 @@ def grad_norm(params: Iterable[torch.nn.Parameter]) -> Tensor:
         return torch.zeros((), dtype=torch.float64)
     norms = [torch.linalg.vector_norm(g, 2.0).to(grads[0].device, torch.float64) for g in grads]
     return torch.linalg.vector_norm(torch.stack(norms), 2.0)
+
+
+def planned_steps(config: Any, train_data: Any) -> int | None:
+    """The run's length in steps when known in advance: ``max_steps``, or epochs times batches.
+
+    ``None`` when only ``max_time`` bounds the run, or with TBPTT (chunks per batch are unknown).
+    """
+    candidates = [config.max_steps]
+    if config.max_epochs is not None and config.tbptt_steps is None and hasattr(train_data, "__len__"):
+        candidates.append(math.ceil(config.max_epochs * len(train_data) / config.grad_accum_steps))
+    candidates = [c for c in candidates if c]
+    return min(candidates) if candidates else None
 
 
 def _model_record(model: torch.nn.Module) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from rnnkit.training.distributed import DistEnv, all_reduce_sum, detect_env, ini
 from rnnkit.training.evaluation import evaluate_model, model_loss
 from rnnkit.training.logging import RunLogger, StepMeter
 from rnnkit.training.schedules import build_optimizer, build_scheduler
-from rnnkit.training.setup import config_record, grad_norm, resolve_device, set_determinism
+from rnnkit.training.setup import config_record, grad_norm, planned_steps, resolve_device, set_determinism
 
 __all__ = ["Trainer"]
 
@@ -85,8 +84,9 @@ class Trainer:
         if val is None and cfg.eval_every is not None and (cfg.early_stopping_patience or cfg.save_best
                                                             or cfg.schedule == "plateau"):
             raise ConfigError("early stopping, save_best and schedule='plateau' need validation data: fit(train, val)")
-        saved = self._setup(train, val)
+        self._restore: dict[str, Any] = {"group": False, "determinism": None}
         try:
+            self._setup(train, val)
             self._call("on_fit_start")
             self.phase, self._t0, self._elapsed0 = "train", time.monotonic(), self.state.elapsed
             self._window = StepMeter()
@@ -94,7 +94,7 @@ class Trainer:
                 self._train_epoch()
             self._finish()
         finally:
-            self._teardown(saved)
+            self._teardown()
         return self.state
 
     def evaluate(self, data: Any) -> dict[str, float]:
@@ -119,25 +119,25 @@ class Trainer:
                           drop_last=cfg.drop_last and shuffle, world_size=self.env.world_size,
                           num_workers=cfg.num_workers)
 
-    def _setup(self, train: Any, val: Any) -> dict[str, Any]:
+    def _setup(self, train: Any, val: Any) -> None:
         cfg = self.config
         self.phase, self.env = "setup", detect_env()
         self.device = resolve_device(cfg.device, self.env)
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError(f"amp='fp16' needs a CUDA device, got {self.device}; use amp='bf16' on CPU")
-        saved = {"group": init_process_group(self.env, self.device),
-                 "determinism": set_determinism(cfg.deterministic, self.device)}
+        self._restore["group"] = init_process_group(self.env, self.device)
+        self._restore["determinism"] = set_determinism(cfg.deterministic, self.device)
         self.train_data = self._as_batches(train, shuffle=True)
         self.val_data = self._as_batches(val, shuffle=False) if val is not None else None
         self.model.to(self.device).train()
         self.optimizer = build_optimizer(self.model, cfg)
-        planned = self._planned_steps()
+        planned = planned_steps(cfg, self.train_data)
         self.scheduler = build_scheduler(self.optimizer, cfg, cfg.schedule_steps or planned)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.state, self._carry, self._point = TrainerState(), None, _resume.ResumePoint()
         self._pending, self._saved_step, self._stop_flag = 0, -1, ""
         self.should_stop = False
-        data = _resume.resume_from(self) if cfg.resume else None
+        data = _resume.resume_from(self) if cfg.resume else _resume.warn_if_replacing(self)
         self._net = self.model
         if self.env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -149,19 +149,12 @@ class Trainer:
             _resume.restore_generators(self, data)  # last: nothing above may draw from them
         else:
             seed_everything(cfg.seed + self.env.rank)
-        return saved
 
-    def _planned_steps(self) -> int | None:
-        cfg, candidates = self.config, [self.config.max_steps]
-        if cfg.max_epochs is not None and cfg.tbptt_steps is None and hasattr(self.train_data, "__len__"):
-            candidates.append(math.ceil(cfg.max_epochs * len(self.train_data) / cfg.grad_accum_steps))
-        candidates = [c for c in candidates if c]
-        return min(candidates) if candidates else None
-
-    def _teardown(self, saved: dict[str, Any]) -> None:
+    def _teardown(self) -> None:
         self.logger.close()
-        set_determinism(None, self.device, restore=saved["determinism"])
-        if saved["group"]:
+        if self._restore["determinism"] is not None:
+            set_determinism(None, self.device, restore=self._restore["determinism"])
+        if self._restore["group"]:
             torch.distributed.destroy_process_group()
         self.phase = "idle"
 

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Tiny Shakespeare, character level, nanoGPT's split (first 90% train, last 10% validation), trained
+for a fixed wall-clock budget on this machine. Reports the validation loss two ways:
+
+* ``val_loss`` (stateful): the whole validation text in order with the state carried, the natural
+  measure for a recurrent model;
+* ``val_loss_windowed``: random 256-character windows each from a zero state, as nanoGPT evaluates.
+
+    RNNKIT_DATA=../shared/data python benchmarks/quality/lm_shakespeare.py --seconds 97 --json
+
+Prints one JSON line at the end (``--json``) with the losses, ``train_seconds``, ``params`` and the
+configuration used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+
+import torch
+
+from rnnkit.data.registry import load_dataset
+from rnnkit.data.tokenizers import CharTokenizer
+from rnnkit.data.text import LMStream
+from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit.recipes.lm import stateful_loss
+from rnnkit.training import Trainer, TrainerConfig
+
+
+class TimeCosine:
+    """Callback: learning rate from a linear warm-up and a cosine decay over the wall-clock budget."""
+
+    def __init__(self, lr: float, seconds: float, warmup_steps: int, final: float = 0.05):
+        self.lr, self.seconds, self.warmup, self.final = lr, seconds, warmup_steps, final
+        self.t0 = None
+
+    def on_fit_start(self, trainer) -> None:
+        self.t0 = time.monotonic()
+
+    def on_step_end(self, trainer, metrics) -> None:
+        frac = min((time.monotonic() - self.t0) / self.seconds, 1.0)
+        scale = self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * frac))
+        scale *= min(1.0, (trainer.state.step + 1) / max(self.warmup, 1))
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = self.lr * scale
+
+
+@torch.no_grad()
+def windowed_loss(model, ids: torch.Tensor, n: int = 200, length: int = 256, seed: int = 0) -> float:
+    """Mean loss over ``n`` random windows, each from a zero state (nanoGPT's estimate)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, ids.numel() - length - 1, (n,), generator=gen)
+    x = torch.stack([ids[s:s + length] for s in starts])
+    y = torch.stack([ids[s + 1:s + length + 1] for s in starts])
+    return sum(float(model(x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=97.0, help="training wall-clock budget")
+    ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
+    ap.add_argument("--cell", default="lstm")
+    ap.add_argument("--layer-norm", action="store_true")
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--embedding", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--dropout", type=float, default=0.0, help="output (locked) dropout")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    splits = load_dataset("tinyshakespeare")
+    tok = CharTokenizer().fit(splits["train"])
+    train_ids, val_ids = tok.encode(splits["train"]), torch.tensor(tok.encode(splits["val"]))
+    cfg = LanguageModelConfig(vocab_size=tok.vocab_size, cell=args.cell, embedding_size=args.embedding,
+                              hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
+                              output_dropout=args.dropout)
+    model = LanguageModel(cfg, tokenizer=tok)
+    with tempfile.TemporaryDirectory() as run_dir:
+        tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
+                             max_grad_norm=1.0, seed=args.seed, quiet=True, checkpoint=False,
+                             tensorboard=False, plots=False, log_every=50)
+        start = time.monotonic()
+        state = Trainer(model, tcfg, callbacks=[TimeCosine(args.lr, args.seconds, 20)]).fit(
+            LMStream(train_ids, args.batch, args.seq_len))
+        train_seconds = time.monotonic() - start
+    t_eval = time.monotonic()
+    val = stateful_loss(model, val_ids, seq_len=256, batch_size=1)
+    windowed = windowed_loss(model, val_ids)
+    result = {"val_loss": round(val, 4), "val_loss_windowed": round(windowed, 4),
+              "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.monotonic() - t_eval, 1),
+              "steps": state.step, "params": model.num_parameters(), "config": vars(args),
+              "torch_threads": torch.get_num_threads()}
+    print(f"tiny shakespeare: stateful val loss {val:.4f}, windowed {windowed:.4f} after "
+          f"{train_seconds:.0f} s ({state.step} steps, {model.num_parameters():,} parameters)")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Long-range memory suite: how long a dependency each recurrence learns in a fixed CPU budget.
+
+Tasks (:mod:`rnnkit.analysis._memory_tasks`): the adding problem (solved: MSE < 0.01, against 0.167 for
+always answering 1), copy memory and selective copy (solved: > 99% accuracy on the recalled symbols),
+and scikit-learn's 8x8 digits read pixel by pixel (64 steps) or row by row (8 steps) (solved: >= 97%
+test accuracy). Contenders (:mod:`rnnkit.analysis._memory_models`): ``rnn`` (tanh), ``lstm``, ``gru``,
+``indrnn``, ``mingru``, ``minlstm`` and a small causal ``transformer``.
+
+Every (task, model, length) cell trains a fresh model with Adam (lr 1e-3, gradient norm clipped at 1,
+batches of 64 fresh sequences) for at most ``budget`` seconds of wall-clock time, evaluating on a fixed
+held-out set about 20 times along the way and stopping as soon as the bar is met. Lengths run from short
+to long; after a failure the longer lengths of that (task, model) are skipped. The budget counts
+training and evaluation; the final evaluation may overrun it by its own duration.
+
+Library entry point for ``rnnkit bench memory`` and ``benchmarks/memory.py``: :func:`run_memory_suite`,
+then :func:`format_memory_tables` and :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import torch
+
+from rnnkit.analysis._memory_models import MODELS, build_model
+from rnnkit.analysis._memory_tasks import TASKS, MemoryTask
+
+__all__ = ["MemoryResult", "TASKS", "MODELS", "train_cell", "run_memory_suite", "longest_solved",
+           "format_memory_tables", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryResult(NamedTuple):
+    """One cell of the suite: the best score seen (``value`` of ``metric``), whether it met the bar,
+    optimizer ``steps`` and wall-clock ``seconds`` used, and the model's parameter count."""
+
+    task: str
+    model: str
+    length: int
+    metric: str
+    value: float
+    solved: bool
+    steps: int
+    seconds: float
+    params: int
+    budget: float
+
+
+def _evaluate(model: torch.nn.Module, task: MemoryTask, data: tuple) -> float:
+    x, y = data
+    chunk = max(8, 20_000 // max(1, x.shape[1]))  # bounds the Transformer's attention memory
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    model.train()
+    return task.score(out, y)
+
+
+def train_cell(task: str | MemoryTask, model: str, length: int, budget: float, *, seed: int = 0,
+               batch_size: int = 64, lr: float = 1e-3, max_grad_norm: float = 1.0,
+               evaluations: int = 20) -> MemoryResult:
+    """Train ``model`` on ``task`` at ``length`` for at most ``budget`` seconds; see the module docstring."""
+    task = TASKS[task] if isinstance(task, str) else task
+    if not budget > 0:
+        raise ValueError(f"train_cell: budget must be > 0 seconds, got {budget!r}")
+    eval_data = task.eval_set(length)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(model, task, length)
+    gen = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    better = (lambda a, b: a < b) if task.lower_is_better else (lambda a, b: a > b)
+    best = math.inf if task.lower_is_better else -math.inf
+    start = time.perf_counter()
+    next_eval, steps = budget / evaluations, 0
+    while True:
+        x, y = task.batch(batch_size, length, gen)
+        loss = task.loss(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
+        opt.step()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= next_eval or elapsed >= budget:
+            value = _evaluate(net, task, eval_data)
+            best = value if better(value, best) else best
+            next_eval = time.perf_counter() - start + budget / evaluations
+            if task.solved(best) or time.perf_counter() - start >= budget:
+                break
+    params = sum(p.numel() for p in net.parameters())
+    return MemoryResult(task.name, model, length, task.metric, float(best), task.solved(best), steps,
+                        round(time.perf_counter() - start, 2), params, float(budget))
+
+
+def _lengths_for(task: MemoryTask, lengths: Mapping[str, Sequence[int]] | Sequence[int] | None) -> list[int]:
+    if task.extra_steps == 0 and task.name.startswith("digits"):
+        return list(task.lengths)  # fixed by the data
+    if lengths is None:
+        return list(task.lengths)
+    chosen = lengths.get(task.name, task.lengths) if isinstance(lengths, Mapping) else lengths
+    return sorted(int(n) for n in chosen)
+
+
+def run_memory_suite(tasks: Sequence[str] | None = None, models: Sequence[str] | None = None,
+                     lengths: Mapping[str, Sequence[int]] | Sequence[int] | None = None, budget: float = 60.0, *,
+                     seed: int = 0, threads: int | None = None,
+                     progress: Callable[[MemoryResult], None] | None = None, **train_kwargs) -> list[MemoryResult]:
+    """Run the suite; returns one :class:`MemoryResult` per cell that ran.
+
+    ``tasks`` and ``models`` default to all (``TASKS``, ``MODELS``); ``lengths`` is one list for every
+    length-swept task or a ``{task: lengths}`` dict (the digits tasks have fixed lengths). ``threads``
+    sets ``torch.set_num_threads`` for the run (restored after); ``progress`` is called after each cell.
+    """
+    tasks = list(tasks or TASKS)
+    models = list(models or MODELS)
+    bad = [t for t in tasks if t not in TASKS] + [m for m in models if m not in MODELS]
+    if bad:
+        raise ValueError(f"unknown task or model {bad}; tasks: {', '.join(TASKS)}; models: {', '.join(MODELS)}")
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    results = []
+    try:
+        for name in tasks:
+            task = TASKS[name]
+            for model in models:
+                for length in _lengths_for(task, lengths):
+                    result = train_cell(task, model, length, budget, seed=seed, **train_kwargs)
+                    logger.info("memory %s/%s T=%d: %s %.4g (%s) in %d steps, %.0f s", name, model, length,
+                                result.metric, result.value, "solved" if result.solved else "not solved",
+                                result.steps, result.seconds)
+                    results.append(result)
+                    if progress is not None:
+                        progress(result)
+                    if not result.solved:
+                        break  # longer lengths are harder: skip them
+    finally:
+        torch.set_num_threads(saved_threads)
+    return results
+
+
+def longest_solved(results: Sequence[MemoryResult]) -> dict[tuple[str, str], int | None]:
+    """``{(task, model): longest solved length or None}``."""
+    best: dict[tuple[str, str], int | None] = {}
+    for r in results:
+        key = (r.task, r.model)
+        best.setdefault(key, None)
+        if r.solved and (best[key] is None or r.length > best[key]):
+            best[key] = r.length
+    return best
+
+
+def _summary_cell(results: Sequence[MemoryResult], task: str, model: str) -> str:
+    rows = [r for r in results if r.task == task and r.model == model]
+    if not rows:
+        return ""
+    if task.startswith("digits"):
+        r = rows[-1]
+        return f"{100 * r.value:.1f}%" + (" ✓" if r.solved else "")
+    solved = [r.length for r in rows if r.solved]
+    failed = [r for r in rows if not r.solved]
+    text = str(max(solved)) if solved else "none"
+    if failed:
+        f = failed[0]
+        value = f"{f.value:.3g}" if f.metric == "MSE" else f"{100 * f.value:.1f}%"
+        text += f" (T={f.length}: {value})"
+    return text
+
+
+def format_memory_tables(results: Sequence[MemoryResult]) -> str:
+    """Markdown: longest solved length per (model, task) (digits: test accuracy), then every cell."""
+    tasks = list(dict.fromkeys(r.task for r in results))
+    models = list(dict.fromkeys(r.model for r in results))
+    lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines += [f"| {m} | " + " | ".join(_summary_cell(results, t, m) for t in tasks) + " |" for m in models]
+    lines += ["", "| task | model | T | metric | value | solved | steps | seconds | params |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.task} | {r.model} | {r.length} | {r.metric} | {r.value:.4g} | {'yes' if r.solved else 'no'} | "
+              f"{r.steps} | {r.seconds:.0f} | {r.params} |" for r in results]
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[MemoryResult], json_path: str | Path, md_path: str | Path | None = None,
+                 meta: dict | None = None) -> None:
+    """Write the results as JSON (``{"meta": ..., "results": [...]}``) and the tables as Markdown."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta or {}, "results": [r._asdict() for r in results]}
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    if md_path is not None:
+        Path(md_path).write_text(format_memory_tables(results) + "\n")

@@ -1,0 +1,100 @@
+"""The rnnkit command line: commands listed, a tiny training run, generate/complete/evaluate on its
+bundle, and one-line errors for user mistakes (corrupt bundle, bad options)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rnnkit.cli import main
+
+
+def run(args, capsys):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_commands(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for name in ("train", "evaluate", "generate", "complete", "datasets", "demo", "bench", "diagnose"):
+        assert name in out
+
+
+def test_train_help_shows_every_option_with_its_default(capsys):
+    code, out, _ = run(["train", "lm", "--help"], capsys)
+    assert code == 0
+    assert "--model.hidden_size" in out and "[default: 512]" in out and "--trainer.max_time" in out
+    assert "--data.tokenizer" in out
+
+
+def test_datasets_lists_pydocs(capsys):
+    code, out, _ = run(["datasets"], capsys)
+    assert code == 0 and "pydocs" in out and "tinyshakespeare" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 25-step character model on the first 60k characters of pydocs."""
+    root = tmp_path_factory.mktemp("cli")
+    text = root / "corpus.txt"
+    text.write_text(("to be or not to be, that is the question. " * 400), encoding="utf-8")
+    args = ["train", "lm", "--data.text", str(text), "--model.hidden_size", "32", "--model.embedding_size",
+            "16", "--data.seq_len", "32", "--data.batch_size", "8", "--trainer.max_steps", "25",
+            "--trainer.run_dir", str(root / "runs"), "--trainer.name", "tiny", "--quiet"]
+    try:
+        main(args)
+    except SystemExit as exc:
+        assert not exc.code
+    return root / "runs" / "tiny"
+
+
+def test_training_leaves_a_run_and_a_bundle(tiny_run):
+    for name in ("config.toml", "metrics.csv", "loss.png", "bundle/config.json", "bundle/model.safetensors",
+                 "bundle/tokenizer.json", "checkpoints/last/manifest.json"):
+        assert (tiny_run / name).is_file(), name
+    assert "[data]" in (tiny_run / "config.toml").read_text()
+
+
+def test_generate_complete_evaluate(tiny_run, capsys):
+    code, out, _ = run(["generate", str(tiny_run), "--prompt", "to be", "--max-tokens", "30", "--seed", "1"],
+                       capsys)
+    assert code == 0 and out.startswith("to be") and len(out.strip()) >= 30
+    code, out, _ = run(["complete", str(tiny_run / "bundle"), "to be or no"], capsys)
+    assert code == 0 and len(out.strip().splitlines()) >= 1
+    code, out, _ = run(["evaluate", str(tiny_run)], capsys)
+    assert code == 0 and "perplexity" in out
+
+
+def test_corrupt_bundle_is_one_clear_line(tiny_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run / "bundle", bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[:100])
+    code, out, err = run(["evaluate", str(bad)], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "model.safetensors" in err
+
+
+@pytest.mark.parametrize("args,match", [
+    (["generate", "GEN", "--max-tokens", "0"], "max-tokens"),
+    (["train", "lm", "--model.cell", "transformer", "--trainer.max_steps", "1"], "cell must be one of"),
+    (["train", "lm", "--data.dataset", "nope", "--trainer.max_steps", "1"], "nope"),
+])
+def test_user_mistakes_are_one_line(args, match, tiny_run, capsys):
+    args = [str(tiny_run) if a == "GEN" else a for a in args]
+    code, _, err = run(args, capsys)
+    assert code != 0 and "Traceback" not in err and match in err
+
+
+def test_console_script_entry_point_works():
+    out = subprocess.run([sys.executable, "-m", "rnnkit.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "rnnkit" in out.stdout
