@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,15 +55,21 @@ def _val_loss(run: Path) -> float:
         return [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")][-1]
 
 
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+
+
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process(tmp_path):
+def test_ddp_matches_one_process_and_resumes_exactly(tmp_path):
     script, runs = HERE / "ddp_script.py", tmp_path / "runs"
+    env = {"OMP_NUM_THREADS": "1"}
     single = subprocess.Popen([sys.executable, str(script), str(runs), "single", "8"])
-    ddp = launch(script, [runs, "ddp", 4], nproc_per_node=2, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    part = subprocess.Popen(torchrun_command(script, [runs, "part", 4, 3, 0]), env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stops after step 3
+    ddp = launch(script, [runs, "ddp", 4], nproc_per_node=2, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert single.wait(300) == 0
-    one = load_file(str(runs / "single" / "checkpoints" / "last" / "model.safetensors"))
-    two = load_file(str(runs / "ddp" / "checkpoints" / "last" / "model.safetensors"))
+    assert single.wait(300) == 0 and part.wait(300) == 0
+    one, two = _weights(runs / "single"), _weights(runs / "ddp")
     assert one.keys() == two.keys()
     for name in one:
         assert torch.allclose(one[name], two[name], atol=1e-6, rtol=0), name
@@ -72,3 +79,8 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert _val_loss(runs / "ddp") == pytest.approx(_val_loss(runs / "single"), abs=1e-9)
     rng = load_file(str(runs / "ddp" / "checkpoints" / "last" / "rng.safetensors"))
     assert {"rank0/torch", "rank1/torch"} <= set(rng)
+    # "part" stopped after step 3 (mid-batch, a carried state per process); resume it to step 5
+    resumed = launch(script, [runs, "part", 4, 5, 1], nproc_per_node=2, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full, resumed = _weights(runs / "ddp"), _weights(runs / "part")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

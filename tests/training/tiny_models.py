@@ -48,16 +48,17 @@ class TinyLM(nn.Module):
 class TinyRegressor(nn.Module):
     """LSTM over (B, T, F) -> Linear; MSE against y (B, T, 1); state is a NamedTuple (h, c)."""
 
-    def __init__(self, features: int = 3, hidden: int = 6) -> None:
+    def __init__(self, features: int = 3, hidden: int = 6, dropout: float = 0.0) -> None:
         super().__init__()
         self.rnn = nn.LSTM(features, hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 1)
         self.states_seen: list[PairState | None] = []
 
     def forward(self, x: Tensor, y: Tensor, state: PairState | None = None) -> RegOut:
         self.states_seen.append(state)
         out, (h, c) = self.rnn(x, None if state is None else tuple(state))
-        pred = self.head(out)
+        pred = self.head(self.drop(out))
         return RegOut(nn.functional.mse_loss(pred, y), PairState(h, c), (pred - y).abs().mean())
 
 

@@ -19,7 +19,7 @@ from rnnkit.data import synthetic
 
 __all__ = ["MemoryTask", "TASKS", "EVAL_SIZE"]
 
-EVAL_SIZE = 500
+EVAL_SIZE = 256
 COPY_LEN, N_SYMBOLS, N_MEMORIZE = 10, 8, 16
 
 

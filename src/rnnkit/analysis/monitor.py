@@ -9,7 +9,11 @@ optimizer step. It is silent on a healthy run and warns at most once per kind:
   factor of 10 sits above the ordinary step-to-step noise of SGD/Adam gradient norms (spikes of 2-5x the
   median are routine in healthy runs) but below the 10-1000x jumps of the "cliffs" that exploding
   recurrent gradients produce (Pascanu, Mikolov & Bengio 2013, sec. 3). The warm-up skips the first
-  steps, whose norms change fast while the initial loss falls;
+  steps, whose norms change fast while the initial loss falls. It also fires when, after the warm-up,
+  the median itself exceeds ``explode_absolute`` (default 1000): with losses averaged over the batch
+  (torch's default) healthy pre-clip norms are of order 0.1-10 whatever the model size, so a median
+  in the thousands means every step is clipped a hundredfold or more (a recurrence whose Jacobians
+  exceed 1: its gradient norm grows exponentially with the sequence length);
 * ``"vanishing"``: ``vanish_steps`` (default 50) steps in a row below ``vanish_relative`` (default 1e-6)
   times the median norm of the warm-up steps, or below ``vanish_absolute`` (default 1e-10) at any time.
   A healthy run's gradient seldom shrinks a millionfold while it still learns; a long stretch there
@@ -56,19 +60,21 @@ class GradientMonitor:
     """
 
     def __init__(self, *, window: int = 100, warmup: int = 50, explode_factor: float = 10.0,
-                 vanish_relative: float = 1e-6, vanish_absolute: float = 1e-10, vanish_steps: int = 50,
+                 explode_absolute: float | None = 1e3, vanish_relative: float = 1e-6, vanish_absolute: float = 1e-10, vanish_steps: int = 50,
                  emit: str = "warn") -> None:
         if emit not in ("warn", "log", "none"):
             raise ValueError(f"GradientMonitor: emit must be 'warn', 'log' or 'none', got {emit!r}")
         for key, value in (("window", window), ("warmup", warmup), ("vanish_steps", vanish_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"GradientMonitor: {key} must be an int >= 1, got {value!r}")
-        if not explode_factor > 1:
-            raise ValueError(f"GradientMonitor: explode_factor must be > 1, got {explode_factor!r}")
+        if not explode_factor > 1 or (explode_absolute is not None and not explode_absolute > 0):
+            raise ValueError(f"GradientMonitor: explode_factor must be > 1 and explode_absolute > 0 or None, "
+                             f"got {explode_factor!r} and {explode_absolute!r}")
         if not (vanish_relative >= 0 and vanish_absolute >= 0):
             raise ValueError("GradientMonitor: vanish_relative and vanish_absolute must be >= 0, got "
                              f"{vanish_relative!r} and {vanish_absolute!r}")
         self.window, self.warmup, self.explode_factor = window, warmup, float(explode_factor)
+        self.explode_absolute = None if explode_absolute is None else float(explode_absolute)
         self.vanish_relative, self.vanish_absolute = float(vanish_relative), float(vanish_absolute)
         self.vanish_steps, self.emit = vanish_steps, emit
         self.reset()
@@ -87,13 +93,7 @@ class GradientMonitor:
         self.seen += 1
         if not math.isfinite(g):
             return self._fire("nonfinite", step, f"gradient norm is {g} at step {step}")
-        message = None
-        if self.seen > self.warmup and self.history:
-            median = statistics.median(self.history)
-            if median > 0 and g > self.explode_factor * median:
-                message = self._fire("exploding", step, f"gradient norm {g:.3g} at step {step} is "
-                                     f"{g / median:.0f}x the median {median:.3g} of the last "
-                                     f"{len(self.history)} steps")
+        message = self._check_explosion(step, g) if self.seen > self.warmup and self.history else None
         self.history.append(g)
         if self.reference is None and self.seen >= self.warmup:
             self.reference = statistics.median(self.history)
@@ -104,6 +104,16 @@ class GradientMonitor:
             message = self._fire("vanishing", step, f"gradient norm has stayed below {floor:.3g}{start} for "
                                  f"{self.low_run} steps (now {g:.3g} at step {step})") or message
         return message
+
+    def _check_explosion(self, step: int, g: float) -> str | None:
+        median = statistics.median(self.history)
+        if median > 0 and g > self.explode_factor * median:
+            return self._fire("exploding", step, f"gradient norm {g:.3g} at step {step} is {g / median:.0f}x "
+                              f"the median {median:.3g} of the last {len(self.history)} steps")
+        if self.explode_absolute is not None and median > self.explode_absolute:
+            return self._fire("exploding", step, f"the median gradient norm of the last {len(self.history)} "
+                              f"steps is {median:.3g} (above {self.explode_absolute:g}) at step {step}")
+        return None
 
     def _fire(self, kind: str, step: int, what: str) -> str | None:
         if kind in self.warned:

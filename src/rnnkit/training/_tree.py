@@ -82,7 +82,9 @@ def unflatten_tree(tensors: dict[str, Tensor], spec: Any, device: torch.device |
     if kind == "none":
         return None
     if kind == "tensor":
-        return tensors[spec["key"]].to(device)
+        # a fresh copy: tensors read from a file may sit at any address, and CPU kernels (GEMM) can
+        # round differently on unaligned memory, which would break bit-exact resume
+        return tensors[spec["key"]].to(device).clone(memory_format=torch.contiguous_format)
     items = [unflatten_tree(tensors, item, device) for item in spec["items"]]
     if kind == "list":
         return items

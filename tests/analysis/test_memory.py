@@ -1,0 +1,79 @@
+"""Memory suite smoke tests on tiny settings (the real table is benchmarks/memory.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit.analysis import memory
+from rnnkit.analysis.memory import (TASKS, format_memory_tables, longest_solved, run_memory_suite, train_cell,
+                                    write_report)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("task", ["adding", "copy", "selective_copy"])
+def test_synthetic_tasks_shapes(task):
+    t = TASKS[task]
+    x, y = t.batch(3, 20, torch.Generator().manual_seed(0))
+    assert x.shape[:2] == (3, 20 + t.extra_steps)
+    model = memory.build_model("transformer", t, 20)
+    out = model(x)
+    assert t.loss(out, y).ndim == 0 and math.isfinite(t.score(out, y))
+
+
+def test_digits_tasks():
+    pytest.importorskip("sklearn")
+    x, y = TASKS["digits_pixel"].eval_set(64)
+    assert tuple(x.shape) == (360, 64, 1) and tuple(y.shape) == (360,) and 0 <= x.min() and x.max() <= 1
+    x, _ = TASKS["digits_row"].eval_set(8)
+    assert tuple(x.shape) == (360, 8, 8)
+
+
+def test_failure_skips_longer_lengths(tmp_path):
+    seen = []
+    results = run_memory_suite(["adding", "copy"], ["rnn", "mingru"], [8, 16], budget=0.2, progress=seen.append,
+                               evaluations=2, batch_size=8)
+    assert seen == results and {(r.task, r.model) for r in results} == {
+        (t, m) for t in ("adding", "copy") for m in ("rnn", "mingru")}
+    assert all(r.length == 8 and not r.solved and r.steps >= 1 and r.params > 0 for r in results)
+    assert all(v is None for v in longest_solved(results).values())
+    write_report(results, tmp_path / "m.json", tmp_path / "m.md", meta={"budget": 0.2})
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["meta"]["budget"] == 0.2 and len(data["results"]) == 4
+    assert "| model | adding | copy |" in (tmp_path / "m.md").read_text()
+
+
+def test_solved_moves_to_the_next_length(monkeypatch):
+    easy = dataclasses.replace(TASKS["adding"], threshold=100.0)  # any MSE counts as solved
+    monkeypatch.setitem(TASKS, "adding", easy)
+    results = run_memory_suite(["adding"], ["gru"], {"adding": [6, 3]}, budget=5.0, clock="cpu", batch_size=4)
+    assert [(r.length, r.solved) for r in results] == [(3, True), (6, True)]
+    assert longest_solved(results) == {("adding", "gru"): 6}
+    assert "| gru | 6 |" in format_memory_tables(results)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown task or model"):
+        run_memory_suite(["adding"], ["rnn", "mamba"], budget=1)
+    with pytest.raises(ValueError, match="budget"):
+        train_cell("adding", "rnn", 10, 0)
+    with pytest.raises(ValueError, match="clock"):
+        train_cell("adding", "rnn", 10, 1, clock="gpu")
+
+
+def test_benchmark_script_writes_json(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("memory_benchmark", ROOT / "benchmarks" / "memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "memory.json"
+    assert script.main(["--tasks", "adding", "--models", "lstm", "--lengths", "5", "--budget", "0.2",
+                        "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["model"] == "lstm"
+    assert out.with_suffix(".md").exists() and "adding" in capsys.readouterr().out
