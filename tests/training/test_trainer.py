@@ -6,7 +6,11 @@ import copy
 import csv
 import math
 import time
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import pytest
 import torch
@@ -88,7 +92,7 @@ def test_max_time_stops_early(make_config):
 
     state = Trainer(TinyLM(), make_config(max_steps=10_000, max_time=0.2, checkpoint=False),
                     callbacks=[Slow()]).fit(lm_data())
-    assert state.stop_reason == "max_time" and 2 <= state.step < 20
+    assert state.stop_reason == "max_time" and 1 <= state.step <= 5  # 0.2 s at >= 0.05 s a step
 
 
 def test_callback_can_stop(make_config):

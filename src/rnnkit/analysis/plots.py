@@ -77,15 +77,20 @@ def plot_gradient_flow(flows: Mapping[str, GradientFlow] | GradientFlow, path: s
 
 
 def plot_pca_trajectory(states: Tensor, path: str | Path | None = None, *, title: str | None = None,
-                        labels: list[str] | None = None):
+                        labels: list[str] | None = None, color: Tensor | None = None,
+                        color_label: str = "time step"):
     """The hidden-state trajectory ``states`` (T, H) projected on its first two principal components,
-    coloured by time; ``labels`` (one string per step, e.g. the characters) annotate up to 60 points."""
+    coloured by time or by ``color`` (T,) values (e.g. a feature such as bracket depth, named by
+    ``color_label``); ``labels`` (one string per step, e.g. the characters) annotate up to 60 points."""
     result = pca(states, k=2)
     xy = result.projected
     fig, (ax,) = new_figure(6, 5)
     T = xy.shape[0]
+    if color is not None and tuple(color.shape) != (T,):
+        raise ValueError(f"plot_pca_trajectory: expected color of shape ({T},), got {tuple(color.shape)}")
     ax.plot(xy[:, 0], xy[:, 1], color="0.75", lw=0.8, zorder=1)
-    points = ax.scatter(xy[:, 0], xy[:, 1], c=range(T), cmap="viridis", s=12, zorder=2)
+    values = range(T) if color is None else color.detach().double().numpy()
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap="viridis", s=12, zorder=2)
     ax.scatter(*xy[0], marker="o", s=80, facecolors="none", edgecolors="k", label="start", zorder=3)
     ax.scatter(*xy[-1], marker="X", s=80, color="k", label="end", zorder=3)
     if labels is not None:
@@ -93,7 +98,7 @@ def plot_pca_trajectory(states: Tensor, path: str | Path | None = None, *, title
             raise ValueError(f"plot_pca_trajectory: expected {T} labels (one per step), got {len(labels)}")
         for t in range(0, T, max(1, T // 60)):
             ax.annotate(labels[t], (float(xy[t, 0]), float(xy[t, 1])), fontsize=7, alpha=0.8)
-    fig.colorbar(points, ax=ax, label="time step")
+    fig.colorbar(points, ax=ax, label=color_label)
     ev = result.explained_variance_ratio
     ax.set(xlabel=f"PC1 ({100 * float(ev[0]):.0f}% var.)", ylabel=f"PC2 ({100 * float(ev[1]):.0f}% var.)",
            title=title or "hidden-state trajectory (PCA)")

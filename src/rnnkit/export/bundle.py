@@ -143,6 +143,10 @@ def _looks_like_bundle(directory: Path) -> bool:
 
 def read_bundle_config(directory: str | Path) -> dict[str, Any]:
     """Read and check a bundle's ``config.json`` (format, version, model class, config)."""
+    return _read_config(directory)[1]
+
+
+def _read_config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
     path = resolve_folder(directory)
     if path is None:
         raise CheckpointError(f"{directory}: no such bundle folder")
@@ -154,7 +158,7 @@ def read_bundle_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: expected format_version {FORMAT_VERSION}, got {meta.get('format_version')!r}")
     if not isinstance(meta.get("model_class"), str) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{file}: expected a string 'model_class' and an object 'config'")
-    return meta
+    return path, meta
 
 
 def _model_class(name: str, file: Path) -> type:
@@ -244,11 +248,10 @@ def load_bundle(directory: str | Path, map_location: str | torch.device = "cpu")
         CheckpointError: missing folder or file, invalid config.json, unknown model class, digest
             mismatch, truncated or corrupt safetensors, or weights whose names/shapes do not fit.
     """
-    meta = read_bundle_config(directory)
-    path = resolve_folder(directory)
+    path, meta = _read_config(directory)
     file = path / "config.json"
-    model = _build(_model_class(meta["model_class"], file), meta["config"], file)
     _verify_files(path, meta)
+    model = _build(_model_class(meta["model_class"], file), meta["config"], file)
     dtype = getattr(torch, str(meta.get("dtype")), None)
     if isinstance(dtype, torch.dtype):
         model = model.to(dtype)

@@ -46,13 +46,14 @@ class RunLogger:
     """Writes one run's logs under ``out_dir``; every method is a no-op when ``enabled`` is False."""
 
     def __init__(self, out_dir: Path, *, enabled: bool = True, quiet: bool = False, tensorboard: bool = True,
-                 plots: bool = True, total_steps: int | None = None) -> None:
+                 plots: bool = True, total_steps: int | None = None, total_time: float | None = None) -> None:
         self.out_dir, self.enabled, self.plots = Path(out_dir), enabled, plots
         self.rows: list[dict[str, Any]] = []
         self.columns = list(BASE_COLUMNS)
         self._writer = None
         self._progress = None
-        self._want_tb, self._quiet, self._total = tensorboard, quiet, total_steps
+        self._want_tb, self._quiet = tensorboard, quiet
+        self._total_steps, self._total_time = total_steps, total_time
 
     # -- files -----------------------------------------------------------------------------------
     def start(self, config: dict[str, Any], resume_step: int | None) -> None:
@@ -115,23 +116,28 @@ class RunLogger:
                 self._writer.add_scalar(prefix + name, value, step)
 
     # -- progress bar --------------------------------------------------------------------------
-    def _open_progress(self, completed: int) -> None:
+    def _open_progress(self, step: int) -> None:
         if self._quiet:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), TaskProgressColumn(),
                                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
                                   console=Console(stderr=True), transient=False)
         self._progress.start()
-        self._task = self._progress.add_task("train", total=self._total, completed=completed, info="")
+        # the bar counts steps when the run's length in steps is known, else seconds of max_time
+        total = self._total_steps or self._total_time
+        self._task = self._progress.add_task("train", total=total, completed=0, info=f"step {step}")
 
-    def progress(self, step: int, *, loss: float, steps_per_s: float, tokens_per_s: float) -> None:
-        """Move the bar to ``step`` and show loss, steps/s and tokens/s."""
-        if self._progress is not None:
-            info = f"loss {loss:.4f}  {steps_per_s:.2f} steps/s  {tokens_per_s:,.0f} tok/s"
-            self._progress.update(self._task, completed=step, info=info)
+    def progress(self, step: int, *, elapsed: float, loss: float, steps_per_s: float, tokens_per_s: float) -> None:
+        """Move the bar and show the step, loss, steps/s and tokens/s (the ETA comes from the bar)."""
+        if self._progress is None:
+            return
+        of = f"/{self._total_steps}" if self._total_steps else ""
+        info = f"step {step}{of}  loss {loss:.4f}  {steps_per_s:.2f} steps/s  {tokens_per_s:,.0f} tok/s"
+        done = step if self._total_steps else min(elapsed, self._total_time or elapsed)
+        self._progress.update(self._task, completed=done, info=info)
 
     # -- plot ----------------------------------------------------------------------------------
     def plot(self) -> None:

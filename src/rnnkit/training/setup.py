@@ -18,7 +18,8 @@ from rnnkit.training.distributed import DistEnv
 if TYPE_CHECKING:
     from rnnkit.training.trainer import Trainer
 
-__all__ = ["resolve_device", "set_determinism", "grad_norm", "planned_steps", "config_record"]
+__all__ = ["resolve_device", "set_determinism", "grad_norm", "clip_gradients", "planned_steps",
+           "config_record"]
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
@@ -66,8 +67,23 @@ def grad_norm(params: Iterable[torch.nn.Parameter]) -> Tensor:
     grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
         return torch.zeros((), dtype=torch.float64)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: foreach kernels
+        return torch.nn.utils.get_total_norm(grads, 2.0)
     norms = [torch.linalg.vector_norm(g, 2.0).to(grads[0].device, torch.float64) for g in grads]
     return torch.linalg.vector_norm(torch.stack(norms), 2.0)
+
+
+def clip_gradients(params: list[torch.nn.Parameter], norm: Tensor, *, max_norm: float | None,
+                   clip_value: float | None) -> None:
+    """Clip by value (each element to ``[-clip_value, clip_value]``), then by global norm."""
+    if clip_value is not None:
+        torch.nn.utils.clip_grad_value_(params, clip_value)
+    if max_norm is None:
+        return
+    if clip_value is None and hasattr(torch.nn.utils, "clip_grads_with_norm_"):
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)  # reuse the norm just computed
+    else:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def planned_steps(config: Any, train_data: Any) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,8 @@ from rnnkit.training.distributed import DistEnv, all_reduce_sum, detect_env, ini
 from rnnkit.training.evaluation import evaluate_model, model_loss
 from rnnkit.training.logging import RunLogger, StepMeter
 from rnnkit.training.schedules import build_optimizer, build_scheduler
-from rnnkit.training.setup import config_record, grad_norm, planned_steps, resolve_device, set_determinism
+from rnnkit.training.setup import (clip_gradients, config_record, grad_norm, planned_steps, resolve_device,
+                                   set_determinism)
 
 __all__ = ["Trainer"]
 
@@ -143,7 +145,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.logger = RunLogger(cfg.out_dir, enabled=self.env.is_main, quiet=cfg.quiet or not self.env.is_main,
-                                tensorboard=cfg.tensorboard, plots=cfg.plots, total_steps=planned)
+                                tensorboard=cfg.tensorboard, plots=cfg.plots, total_steps=planned,
+                                total_time=cfg.max_time)
         self.logger.start(config_record(self, resumed=data is not None), self.state.step if data else None)
         if data is not None:
             _resume.restore_generators(self, data)  # last: nothing above may draw from them
@@ -205,10 +208,7 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = grad_norm(params)  # before any clipping: what callbacks and logs see
-        if cfg.grad_clip_value is not None:
-            nn.utils.clip_grad_value_(params, cfg.grad_clip_value)
-        if cfg.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        clip_gradients(params, norm, max_norm=cfg.max_grad_norm, clip_value=cfg.grad_clip_value)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -231,7 +231,7 @@ class Trainer:
         metrics = {"step": st.step, "epoch": st.epoch, "loss": loss, "lr": lr, "grad_norm": norm,
                    "tokens": tokens, "time": st.elapsed}
         self.logger.scalars(st.step, {"loss": loss, "lr": lr, "grad_norm": norm}, prefix="train/")
-        self.logger.progress(st.step, loss=loss, **self._window.rates())
+        self.logger.progress(st.step, elapsed=st.elapsed, loss=loss, **self._window.rates())
         if st.step % cfg.log_every == 0:
             self._log_window(lr)
         self._call("on_step_end", metrics)
@@ -256,9 +256,10 @@ class Trainer:
         self.phase, val, prev = "train", metrics["val_loss"], st.best_val
         st.last_eval_step = st.step
         if not final:
-            improved = prev is None or val < prev
+            improved = math.isfinite(val) and (prev is None or val < prev)
             st.best_val = val if improved else prev
-            st.bad_evals = 0 if prev is None or val < prev - cfg.early_stopping_min_delta else st.bad_evals + 1
+            enough = improved and (prev is None or val < prev - cfg.early_stopping_min_delta)
+            st.bad_evals = 0 if enough else st.bad_evals + 1
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val)
             if cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience:
