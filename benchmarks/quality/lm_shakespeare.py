@@ -30,24 +30,6 @@ from rnnkit.recipes.lm import stateful_loss
 from rnnkit.training import Trainer, TrainerConfig
 
 
-class TimeCosine:
-    """Callback: learning rate from a linear warm-up and a cosine decay over the wall-clock budget."""
-
-    def __init__(self, lr: float, seconds: float, warmup_steps: int, final: float = 0.05):
-        self.lr, self.seconds, self.warmup, self.final = lr, seconds, warmup_steps, final
-        self.t0 = None
-
-    def on_fit_start(self, trainer) -> None:
-        self.t0 = time.monotonic()
-
-    def on_step_end(self, trainer, metrics) -> None:
-        frac = min((time.monotonic() - self.t0) / self.seconds, 1.0)
-        scale = self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * frac))
-        scale *= min(1.0, (trainer.state.step + 1) / max(self.warmup, 1))
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = self.lr * scale
-
-
 @torch.no_grad()
 def windowed_loss(model, ids: torch.Tensor, n: int = 200, length: int = 256, seed: int = 0) -> float:
     """Mean loss over ``n`` random windows, each from a zero state (nanoGPT's estimate)."""
@@ -83,11 +65,13 @@ def main() -> None:
                               output_dropout=args.dropout)
     model = LanguageModel(cfg, tokenizer=tok)
     with tempfile.TemporaryDirectory() as run_dir:
+        # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
         tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
-                             max_grad_norm=1.0, seed=args.seed, quiet=True, checkpoint=False,
-                             tensorboard=False, plots=False, log_every=50)
+                             schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,
+                             seed=args.seed, quiet=True, checkpoint=False, tensorboard=False, plots=False,
+                             log_every=50)
         start = time.monotonic()
-        state = Trainer(model, tcfg, callbacks=[TimeCosine(args.lr, args.seconds, 20)]).fit(
+        state = Trainer(model, tcfg).fit(
             LMStream(train_ids, args.batch, args.seq_len))
         train_seconds = time.monotonic() - start
     t_eval = time.monotonic()

@@ -28,7 +28,7 @@ _STATE = {"debug": False}
 
 DEMO_MODEL = {"cell": "lstm", "embedding_size": 64, "hidden_size": 256, "num_layers": 1}
 DEMO_DATA = {"dataset": "pydocs", "tokenizer": "char", "batch_size": 32, "seq_len": 128}
-DEMO_TRAINER = {"name": "demo", "max_time": 150.0, "lr": 2e-3, "max_grad_norm": 1.0,
+DEMO_TRAINER = {"name": "demo", "max_time": 150.0, "lr": 3e-3, "max_grad_norm": 1.0, "schedule": "cosine",
                 "warmup_steps": 50, "eval_every": 200, "checkpoint_every": 200, "log_every": 20}
 
 

@@ -262,3 +262,16 @@ def test_bad_data_and_config(make_config):
     with pytest.raises(ValueError, match="time axis"):
         split_time({"a": torch.zeros(2, 5), "b": torch.zeros(2, 6)}, 2)
     assert TrainerConfig.from_dict(TrainerConfig(betas=(0.8, 0.9)).to_dict()).betas == (0.8, 0.9)
+
+
+def test_cosine_over_a_wall_clock_budget():
+    cfg = TrainerConfig(schedule="cosine", max_time=100.0, lr=1.0, min_lr=0.0)
+    clock = {"t": 0.0}
+    factor = lr_factor(cfg, None, elapsed=lambda: clock["t"])
+    assert factor(0) == pytest.approx(1.0)
+    clock["t"] = 50.0
+    assert factor(7) == pytest.approx(0.5)
+    clock["t"] = 150.0
+    assert factor(9) == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="max_time"):
+        lr_factor(TrainerConfig(schedule="cosine"), None)

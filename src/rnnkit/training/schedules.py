@@ -31,30 +31,38 @@ def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.Opti
     return cls(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
-def lr_factor(config: TrainerConfig, total_steps: int | None) -> Callable[[int], float]:
+def lr_factor(config: TrainerConfig, total_steps: int | None,
+              elapsed: Callable[[], float] | None = None) -> Callable[[int], float]:
     """The multiplier of the base learning rate at update ``t`` (0-based) for constant/cosine.
 
     Linear warmup over ``warmup_steps`` (update ``t`` uses ``(t + 1) / warmup_steps``); then
-    constant, or a half cosine from 1 down to ``min_lr / lr`` at ``total_steps``.
+    constant, or a half cosine from 1 down to ``min_lr / lr`` at ``total_steps``. A run bounded
+    only by ``max_time`` decays over its wall-clock budget instead (``elapsed()`` seconds of
+    ``max_time``): the right schedule for fixed-budget comparisons, though not bit-reproducible.
     """
     warmup = config.warmup_steps
     floor = config.min_lr / config.lr if config.lr > 0 else 0.0
-    if config.schedule == "cosine" and total_steps is None:
-        raise ConfigError("schedule='cosine' needs the run's length: set max_steps, schedule_steps or max_epochs")
+    by_time = config.schedule == "cosine" and total_steps is None and config.max_time and elapsed is not None
+    if config.schedule == "cosine" and total_steps is None and not by_time:
+        raise ConfigError("schedule='cosine' needs the run's length: set max_steps, schedule_steps, "
+                          "max_epochs or max_time")
 
     def factor(t: int) -> float:
         if t < warmup:
             return (t + 1) / warmup
         if config.schedule != "cosine":
             return 1.0
-        progress = min(1.0, (t - warmup) / max(1, total_steps - warmup))
+        if by_time:
+            progress = min(1.0, max(0.0, elapsed()) / config.max_time)
+        else:
+            progress = min(1.0, (t - warmup) / max(1, total_steps - warmup))
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig,
-                    total_steps: int | None) -> torch.optim.lr_scheduler.LRScheduler | None:
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig, total_steps: int | None,
+                    elapsed: Callable[[], float] | None = None) -> torch.optim.lr_scheduler.LRScheduler | None:
     """A per-step ``LambdaLR`` (constant/cosine), or ``ReduceLROnPlateau`` stepped on validation loss.
 
     ``LambdaLR`` keeps no closure in its ``state_dict``: the schedule always comes from the config.
@@ -64,4 +72,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig,
             optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
     if config.schedule == "constant" and not config.warmup_steps:
         return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps, elapsed))

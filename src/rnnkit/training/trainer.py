@@ -134,7 +134,8 @@ class Trainer:
         self.model.to(self.device).train()
         self.optimizer = build_optimizer(self.model, cfg)
         planned = planned_steps(cfg, self.train_data)
-        self.scheduler = build_scheduler(self.optimizer, cfg, cfg.schedule_steps or planned)
+        self.scheduler = build_scheduler(self.optimizer, cfg, cfg.schedule_steps or planned,
+                                         elapsed=self._elapsed)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.state, self._carry, self._point = TrainerState(), None, _resume.ResumePoint()
         self._pending, self._saved_step, self._stop_flag = 0, -1, ""
@@ -288,6 +289,8 @@ class Trainer:
         return hits[0] if hits else None
 
     def _elapsed(self) -> float:
+        if not hasattr(self, "_t0"):  # before fit's clock starts (the scheduler's first call)
+            return self.state.elapsed
         return self._elapsed0 + time.monotonic() - self._t0
 
     def _finish(self) -> None:
