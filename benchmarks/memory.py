@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
           f"total {time.perf_counter() - start:.0f} s\n")
     print(format_memory_tables(results))
     if args.json:
-        meta = dict(machine=machine_description(), budget=budget, clock=args.clock, seed=args.seed, threads=torch.get_num_threads()
-                    if args.threads is None else args.threads, command=" ".join(sys.argv))
+        threads = torch.get_num_threads() if args.threads is None else args.threads
+        meta = dict(machine=machine_description(), budget=budget, clock=args.clock, seed=args.seed, threads=threads,
+                    command=" ".join(sys.argv))
         write_report(results, args.json, args.json.with_suffix(".md"), meta)
     return 0
 

@@ -21,7 +21,6 @@ from torch.nn import functional as F
 
 from rnnkit.analysis import CELLS, gradient_flow
 from rnnkit.analysis.plots import new_figure, save_figure
-from rnnkit.cells.base import output_of
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 NAMES = ("lstm", "lstm_fb1", "gru", "indrnn", "mingru", "minlstm")

@@ -7,6 +7,7 @@ User mistakes (bad data, bad options, a corrupt bundle) print one ``error:`` lin
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -157,6 +158,8 @@ def _train_lm(params: dict, base: dict | None = None) -> None:
         values["trainer"]["resume"] = True
     trainer_cfg = TrainerConfig(**values["trainer"])
     result = train_language_model(values["model"], LMDataConfig(**values["data"]), trainer_cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return result
     m = result.metrics
     console.print(f"validation loss {m['val_loss']:.4f} (stateful), perplexity {m['val_ppl']:.2f}, "
                   f"{m['bits_per_token']:.3f} bits/token, {m['params']:,} parameters, {m['steps']} steps")

@@ -106,20 +106,25 @@ def gradient_flow(module: nn.Module, inputs: Any, loss_fn: Callable[[Any], Tenso
             raise ValueError(f"gradient_flow: the traced layers must see one non-empty sequence length, got "
                              f"{sorted(lengths)}; define module.recurrent_layers() to choose the layers")
         loss = _loss(tr.output, tr.layers, loss_fn)
-        parts = [p for lt in tr.layers for s in lt.states for p in ([s] if isinstance(s, Tensor) else s)]
+        parts = [p for lt in tr.layers for s in lt.states for p in parts_of(s)]
         grads = torch.autograd.grad(loss, parts, allow_unused=True, materialize_grads=True)
-    grad_norms, state_norms, k = [], [], 0
-    for lt in tr.layers:
-        n = len(parts_of(lt.states[0]))
-        per_step = [grads[k + i * n: k + (i + 1) * n] for i in range(len(lt.states))]
-        k += n * len(lt.states)
-        grad_norms.append(torch.stack([torch.linalg.vector_norm(torch.cat([g.flatten() for g in gs]))
-                                       for gs in per_step]))
-        state_norms.append(torch.stack([flatten_state(s).detach().norm(dim=-1).mean() for s in lt.states]))
     jac = torch.stack([jacobian_norms(lt) for lt in tr.layers]) if jacobians else \
         torch.full((len(tr.layers), lengths.pop() - 1), float("nan"))
-    return GradientFlow(torch.stack(grad_norms).detach(), jac, torch.stack(state_norms), float(loss.detach()),
+    state_norms = torch.stack([torch.stack([flatten_state(s).detach().norm(dim=-1).mean() for s in lt.states])
+                               for lt in tr.layers])
+    return GradientFlow(_grad_norms(tr.layers, grads), jac, state_norms, float(loss.detach()),
                         tuple(lt.name for lt in tr.layers))
+
+
+def _grad_norms(layers: list, grads: tuple) -> Tensor:
+    """(L, T) norms of the state gradients; ``grads`` is flat in (layer, step, state part) order."""
+    rows, k = [], 0
+    for lt in layers:
+        n = len(parts_of(lt.states[0]))
+        per_step = [grads[k + i * n:k + (i + 1) * n] for i in range(len(lt.states))]
+        rows.append(torch.stack([sum(g.detach().square().sum() for g in gs).sqrt() for gs in per_step]))
+        k += n * len(lt.states)
+    return torch.stack(rows)
 
 
 def parts_of(state) -> list[Tensor]:

@@ -82,9 +82,7 @@ def train_cell(task: str | MemoryTask, model: str, length: int, budget: float, *
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_model(model, task, length)
-    gen = torch.Generator().manual_seed(seed + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    better = (lambda a, b: a < b) if task.lower_is_better else (lambda a, b: a > b)
+    gen, opt = torch.Generator().manual_seed(seed + 1), torch.optim.Adam(net.parameters(), lr=lr)
     best = math.inf if task.lower_is_better else -math.inf
     start = now()
     next_eval, steps = budget / evaluations, 0
@@ -99,7 +97,7 @@ def train_cell(task: str | MemoryTask, model: str, length: int, budget: float, *
         elapsed = now() - start
         if elapsed >= next_eval or elapsed >= budget:
             value = _evaluate(net, task, eval_data)
-            best = value if better(value, best) else best
+            best = min(best, value) if task.lower_is_better else max(best, value)
             next_eval = now() - start + budget / evaluations
             if task.solved(best) or now() - start >= budget:
                 break

@@ -60,8 +60,8 @@ class GradientMonitor:
     """
 
     def __init__(self, *, window: int = 100, warmup: int = 50, explode_factor: float = 10.0,
-                 explode_absolute: float | None = 1e3, vanish_relative: float = 1e-6, vanish_absolute: float = 1e-10, vanish_steps: int = 50,
-                 emit: str = "warn") -> None:
+                 explode_absolute: float | None = 1e3, vanish_relative: float = 1e-6,
+                 vanish_absolute: float = 1e-10, vanish_steps: int = 50, emit: str = "warn") -> None:
         if emit not in ("warn", "log", "none"):
             raise ValueError(f"GradientMonitor: emit must be 'warn', 'log' or 'none', got {emit!r}")
         for key, value in (("window", window), ("warmup", warmup), ("vanish_steps", vanish_steps)):

@@ -254,7 +254,7 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     if keep is not None and b.order is not None:
         keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
     w_ih, bias, ln_ih, w_hh, ln_hh = _gate_params(cell, fc.gate_perm(4, _ORDER, H, x.device), ln)
-    xt = b.rows(x).transpose(0, 1)  # (T, B, I)
+    xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I): one GEMM below, not T small ones
     xa = F.layer_norm(F.linear(xt, w_ih), (4 * H,), ln_ih, bias, EPS) if ln else F.linear(xt, w_ih, bias)
     peep = None
     if not ln and cell.peephole:
