@@ -110,6 +110,22 @@ def test_models_protocol_and_loss_fn():
     assert float32.grad_norms.dtype == torch.float32
 
 
+def test_tied_weights_in_float64():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.rnn, self.out = nn.Embedding(10, 8), rnnkit.GRU(8, 8, batch_first=True), nn.Linear(8, 10)
+            self.out.weight = self.embed.weight
+
+        def forward(self, ids):
+            return self.out(self.rnn(self.embed(ids))[0])
+
+    model, ids = Tied(), torch.randint(0, 10, (2, 6))
+    flow = gradient_flow(model, ids, loss_fn=lambda logits: logits.logsumexp(-1).mean())
+    assert flow.loss == pytest.approx(model(ids).logsumexp(-1).mean().item(), rel=1e-5)
+    assert model.out.weight is model.embed.weight and model.embed.weight.dtype == torch.float32
+
+
 def test_errors():
     with pytest.raises(ValueError, match="bidirectional"):
         gradient_flow(rnnkit.GRU(3, 4, bidirectional=True), torch.randn(5, 2, 3))

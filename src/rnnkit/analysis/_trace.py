@@ -11,9 +11,10 @@ Each state is cloned right after the step that made it. For an LSTM the returned
 only by the next step, not by the ``h_t`` of its own step, so ``d loss / d s_t`` is the adjoint of the
 Markov state ``s_t = (h_t, c_t)``: what the future of the sequence wants from it.
 
-The trace is of the deterministic network: inter-layer dropout, recurrent dropout and zoneout are
-not applied, whatever the module's training mode. Bidirectional layers, ``lengths`` and
-``PackedSequence`` inputs are refused with a ``ValueError``.
+A layer that the module calls several times is traced on its first call only. The trace is of the
+deterministic network: inter-layer dropout, recurrent dropout and zoneout are not applied, whatever
+the module's training mode. Bidirectional layers, ``lengths`` and ``PackedSequence`` inputs are
+refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -101,8 +102,10 @@ def _trace_stack(layer: Recurrent, x: Tensor, hx: Any, name: str, record: list) 
             states.append(s)
         record.append(LayerTrace(f"{name}[{index}]" if layer.num_layers > 1 else name, cell, projected, states,
                                  dict(cell._parameters)))
-        x = torch.stack([output_of(s) for s in states], 1) if states else x.new_zeros(x.shape[0], 0,
-                                                                                       cell.output_size)
+        if states:
+            x = torch.stack([output_of(s) for s in states], 1)  # (B, T, H_out): the next layer's input
+        else:
+            x = x.new_zeros(x.shape[0], 0, cell.output_size)
         finals.append(s)
     stacked = [torch.stack([f if isinstance(f, Tensor) else f[i] for f in finals]) for i in range(len(parts))]
     return x, (LSTMState(*stacked) if len(stacked) == 2 else stacked[0])
@@ -166,8 +169,8 @@ def call_module(module: nn.Module, inputs: Any, dtype: torch.dtype | None = None
         args, kwargs = (_cast(inputs, dtype),), {}
     if dtype is None:
         return module(*args, **kwargs)
-    tensors = {name: _cast(t, dtype) for name, t in
-               [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]}
+    # one entry per tensor: functional_call re-ties shared ones (a language model's tied embedding)
+    tensors = {name: _cast(t, dtype) for name, t in [*module.named_parameters(), *module.named_buffers()]}
     try:
         return torch.func.functional_call(module, tensors, args, kwargs)
     finally:

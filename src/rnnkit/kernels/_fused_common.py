@@ -1,27 +1,31 @@
-"""Shared plumbing of the fused CPU kernels (private): lengths as shrinking batch prefixes, the
-zoneout masks, the layer-norm backward, and gathering the outputs back in the caller's batch order.
+"""Shared plumbing of the fused CPU kernels (private): lengths as shrinking batch prefixes, chunks of
+steps, scratch buffers reused across calls, zoneout masks, and the outputs in the caller's order.
 
 Variable lengths are handled the way packed sequences are: the batch is sorted by length (longest
 first), so at step ``t`` the sequences still running are the prefix ``[:n_t]`` with
-``n_t = #{b : lengths[b] > t}`` non-increasing. Each step computes only its prefix (the work is the
-packed work, with no per-step masking), rows past a sequence's end stay zero in the zero-initialised
-buffers (the padded outputs), and the final state of sequence ``b`` is the buffer entry at time
-``lengths[b]``. Without lengths every ``n_t`` is ``B``.
+``n_t = #{b : lengths[b] > t}`` non-increasing. Each step computes only its prefix (the packed work,
+no per-step masking), rows past a sequence's end stay zero in zero-initialised buffers (the padded
+outputs), and a sequence's final state is taken at its last step. Without lengths every ``n_t = B``.
+
+Time is cut into chunks of ``chunk_size(B)`` steps: the input projection of a chunk is computed just
+before the loop reaches it and the backward works chunk by chunk, so the per-chunk data (a few MB)
+stays in cache and the weight-gradient GEMMs have ``K = chunk * B`` rows.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-__all__ = ["Batching", "batching", "zoneout_keep", "ln_backward", "packed", "finish", "gate_perm", "linear",
-           "tanh_from_sigmoid_"]
+__all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "zoneout_keep", "last", "arrive",
+           "finish", "gate_perm", "tanh_from_sigmoid_"]
 
 
 class Batching:
-    """How a batch runs: ``order`` (sorted -> original rows, or None), active rows per step ``sizes``."""
+    """How a batch runs: ``order`` (running -> caller rows, None if unsorted), rows per step ``sizes``."""
 
     def __init__(self, order: Tensor | None, inverse: Tensor | None, lengths: Tensor | None,
                  sizes: tuple[int, ...]) -> None:
@@ -49,8 +53,58 @@ def batching(lengths: Tensor | None, B: int, T: int) -> Batching:
     return Batching(order, inverse, lens, tuple(alive[:T].tolist()))
 
 
+def chunk_size(B: int) -> int:
+    """Steps per chunk: ~512 rows, so a chunk's gates (rows x 4H) stay in cache."""
+    return max(4, min(64, 512 // max(B, 1)))
+
+
+def chunks(b: Batching, C: int, reverse: bool = False) -> list[tuple[int, int]]:
+    """``(t0, t1)`` of the chunks that have a running row, in time order or reversed."""
+    T = len(b.sizes)
+    out = [(t0, min(T, t0 + C)) for t0 in range(0, T, C) if b.sizes[t0]]
+    return out[::-1] if reverse else out
+
+
+class Scratch:
+    """Buffers kept from a kernel's forward to its backward, drawn from a pool reused across calls.
+
+    A fresh ``(T, B, 4H)`` buffer costs a page fault per 4 KiB on its first write, ~20% of a
+    layer-norm LSTM step on the machine of docs/performance.md; pooled buffers are touched once. They
+    go back to the pool when this object is collected, i.e. when the autograd graph holding it is
+    freed, so never while a backward may still read them, and they are never handed to the caller.
+    """
+
+    _pool: dict[tuple, list[Tensor]] = {}
+    _lock = threading.Lock()
+    MAX_PER_SHAPE = 2
+
+    def __init__(self, b: Batching, like: Tensor) -> None:
+        self.b, self.like, self.taken = b, like, []
+
+    def take(self, *shape: int) -> Tensor:
+        """A ``shape`` buffer; zeroed when some rows do not run (they are the padding)."""
+        key = (shape, self.like.dtype, self.like.device)
+        with Scratch._lock:
+            free = Scratch._pool.get(key)
+            buf = free.pop() if free else None
+        if buf is None:
+            buf = torch.empty(*shape, dtype=self.like.dtype, device=self.like.device)
+        if not self.b.full:
+            buf.zero_()
+        self.taken.append(buf)
+        return buf
+
+    def __del__(self) -> None:
+        with Scratch._lock:
+            for buf in self.taken:
+                free = Scratch._pool.setdefault((tuple(buf.shape), buf.dtype, buf.device), [])
+                if len(free) < Scratch.MAX_PER_SHAPE:
+                    free.append(buf)
+        self.taken = []
+
+
 def new_buffer(b: Batching, *shape: int, like: Tensor) -> Tensor:
-    """A step buffer: uninitialised when every row is computed, else zeros (the padding)."""
+    """A fresh buffer: uninitialised when every row is computed, else zeros (the padding)."""
     make = torch.empty if b.full else torch.zeros
     return make(*shape, device=like.device, dtype=like.dtype)
 
@@ -71,90 +125,55 @@ def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor) -> 
     return keep
 
 
-def ln_backward(grad: Tensor, inp: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None) -> Tensor:
-    """Gradient w.r.t. the input of ``layer_norm`` over the last axis (weight/bias grads done in bulk)."""
-    return torch.ops.aten.native_layer_norm_backward(grad, inp, inp.shape[-1:], mean, rstd, weight, None,
-                                                     [True, False, False])[0]
+def last(ys: Tensor, first: Tensor, b: Batching, offset: int = 0) -> Tensor:
+    """Each sequence's final state: ``ys[lengths - 1 + offset]`` (``first`` where that is before 0).
 
-
-def packed(buf: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    """The running rows of a step buffer ``(T, B, ...)`` stacked as ``(sum n_t, ...)``."""
-    if all(n == buf.shape[1] for n in sizes):
-        return buf.reshape(-1, *buf.shape[2:])
-    return torch.cat([buf[t, :n] for t, n in enumerate(sizes) if n])
-
-
-def finish(b: Batching, hs: Tensor, finals: list[Tensor]):
-    """Batch-first outputs and final states in the caller's order from ``(T+1, B, ·)`` buffers.
-
-    ``hs[t+1]`` is the output at step ``t``; ``finals`` are state buffers whose entry at time
-    ``lengths[b]`` is sequence ``b``'s final state.
+    ``ys`` (T, B, H) holds the states after each step (``offset=0``) or ``(T+1, B, H)`` with the
+    initial state first (``offset=1``).
     """
-    T = hs.shape[0] - 1
     if b.full:
-        return hs[1:].transpose(0, 1).contiguous(), [f[T] for f in finals]
-    rows = torch.arange(hs.shape[1], device=hs.device)
-    states = [f[b.lengths, rows].index_select(0, b.inverse) for f in finals]
-    return hs[1:].transpose(0, 1).index_select(0, b.inverse), states
+        return (ys[-1] if ys.shape[0] > offset else first).clone()
+    idx = (b.lengths - 1 + offset).clamp(min=0)
+    got = ys[idx, torch.arange(ys.shape[1], device=ys.device)] if ys.shape[0] else first
+    return torch.where((b.lengths > 0).unsqueeze(1), got, first)
 
 
-class loop_threads:
-    """Context for the sequential loops: intra-op threads for their small per-step ops (experimental)."""
+def arrive(carry: Tensor | None, n: int, d_last: Tensor, d_out: Tensor | None = None) -> Tensor:
+    """The state gradient of the ``n`` running rows at a step, walking time backwards.
 
-    def __enter__(self):
-        import os
-        self.saved = torch.get_num_threads()
-        n = int(os.environ.get("RNNKIT_LOOP_THREADS", "0"))
-        if n:
-            torch.set_num_threads(n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.saved)
-
-
-@lru_cache(maxsize=1)
-def _onednn() -> bool:
-    """Whether oneDNN's fused linear op is there (a CPU build of torch with mkldnn)."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        op(torch.ones(1, 1), torch.ones(1, 1), None, "none", [], "")
-        return torch.backends.mkldnn.is_available()
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def linear(x: Tensor, w: Tensor, other: Tensor | None = None) -> Tensor:
-    """``x @ w.T (+ other)`` for the per-step GEMMs.
-
-    On CPU in float32 this is oneDNN's matmul (the library torch.nn.LSTM's kernel uses), which on
-    small-batch recurrent GEMMs is ~1.5x faster than the BLAS behind ``torch.mm`` on the machines
-    measured (docs/performance.md); elsewhere it is ``addmm``. Both are exact float32 GEMMs that
-    differ only in summation order.
+    ``carry`` holds the rows that also ran the next step (their output gradient already added); the
+    rows that end at this step start from the gradient of their final state ``d_last`` plus their
+    output gradient ``d_out``.
     """
-    if x.dtype == torch.float32 and x.device.type == "cpu" and _onednn():
-        if other is None:
-            return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, w, None, "add")
-    return torch.mm(x, w.t()) if other is None else torch.addmm(other, x, w.t())
+    m = 0 if carry is None else carry.shape[0]
+    if m == n:
+        return carry
+    new = d_last[m:n] if d_out is None else d_last[m:n] + d_out[m:n]
+    return new if carry is None else torch.cat([carry, new])
+
+
+def finish(b: Batching, ys: Tensor, finals: list[Tensor]):
+    """Batch-first outputs and final states in the caller's batch order from running-order ones."""
+    if b.full:
+        return ys.transpose(0, 1), finals
+    return ys.transpose(0, 1).index_select(0, b.inverse), [f.index_select(0, b.inverse) for f in finals]
+
+
+@lru_cache(maxsize=32)
+def _perm(n_gates: int, order: tuple[int, ...], H: int, device: str) -> Tensor:
+    return torch.cat([torch.arange(k * H, (k + 1) * H) for k in order]).to(device)
+
+
+def gate_perm(n_gates: int, order: tuple[int, ...], H: int, device: torch.device) -> Tensor:
+    """Row index that reorders ``n_gates`` blocks of ``H`` rows into ``order``."""
+    return _perm(n_gates, order, H, str(device))
 
 
 def tanh_from_sigmoid_(s: Tensor) -> Tensor:
     """Turn ``s = sigmoid(2a)`` into ``tanh(a) = 2s - 1`` in place.
 
-    On CPU ``torch.tanh`` of a small float32 tensor costs ~8x a ``sigmoid`` (it goes through MKL's
-    vector math); the kernels feed the tanh gates pre-scaled by 2 and use one sigmoid for all gates.
-    The absolute error is below 2e-7 in float32.
+    On CPU a float32 ``torch.tanh`` costs ~8 ``sigmoid``s (it goes through MKL's vector math), so the
+    kernels feed the tanh gates pre-scaled by 2 and use one sigmoid for all gates. The absolute error
+    is below 2e-7 in float32.
     """
-    return s.mul_(2.0).sub_(1.0)
-
-
-@lru_cache(maxsize=32)
-def _perm(sizes: tuple[int, ...], order: tuple[int, ...], H: int, device: str) -> Tensor:
-    starts = [sum(sizes[:k]) for k in range(len(sizes))]
-    idx = [torch.arange(starts[k] * H, (starts[k] + sizes[k]) * H) for k in order]
-    return torch.cat(idx).to(device)
-
-
-def gate_perm(n_gates: int, order: tuple[int, ...], H: int, device: torch.device) -> Tensor:
-    """Row index that reorders ``n_gates`` blocks of ``H`` rows into ``order``."""
-    return _perm((1,) * n_gates, order, H, str(device))
+    return s.add_(s).sub_(1)

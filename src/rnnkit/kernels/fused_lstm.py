@@ -51,11 +51,16 @@ def supports(cell) -> bool:
     return isinstance(cell, LayerNormLSTMCell) or (isinstance(cell, LSTMCell) and not cell.proj_size)
 
 
-class _LSTMLoop(torch.autograd.Function):
-    """``(xa, h0, c0, w, ln_w, lnc_w, lnc_b, peep, mask, keep, batching) -> (hs, cs)``, time-major.
+CHUNK = 16  # backward steps per chunk: the chunk's scratch stays in cache, its dW GEMM has K = 16 B
+_SIG_B = torch.ops.aten.sigmoid_backward.grad_input  # (g, s) -> g s (1 - s)
+_TANH_B = torch.ops.aten.tanh_backward.grad_input  # (g, y) -> g (1 - y^2)
 
-    ``xa`` (T, B, 4H) is the input side of the gates incl. both biases; ``hs``/``cs`` (T+1, B, H) hold
-    ``h0``/``c0`` then every step's state (rows past a sequence's end stay zero).
+
+class _LSTMLoop(torch.autograd.Function):
+    """``(xa, h0, c0, w, ln_w, lnc_w, lnc_b, peep, mask, keep, batching) -> (ys, h_n, c_n)``.
+
+    Time-major and in running (length-sorted) order: ``xa`` (T, B, 4H) is the input side of the gates
+    incl. both biases, ``ys`` (T, B, H) the outputs (zero past each length), ``h_n``/``c_n`` (B, H).
     """
 
     @staticmethod
@@ -63,49 +68,66 @@ class _LSTMLoop(torch.autograd.Function):
         T, B, G = xa.shape
         H = G // 4
         s = SimpleNamespace(w=w, ln_w=ln_w, lnc_w=lnc_w, lnc_b=lnc_b, peep=peep, mask=mask, keep=keep)
-        hs, cs = fc.new_buffer(b, T + 1, B, H, like=xa), fc.new_buffer(b, T + 1, B, H, like=xa)
-        hs[0], cs[0] = h0, c0
-        s.cn = cs[1:] if keep is None else fc.new_buffer(b, T, B, H, like=xa)  # c_t before zoneout
-        s.hin = hs if mask is None else fc.new_buffer(b, T, B, H, like=xa)  # h_{t-1} (masked)
-        s.act = fc.new_buffer(b, T, B, G, like=xa)  # (T, B, 4H): g, i, f, o
-        s.tc = fc.new_buffer(b, T, B, H, like=xa)  # tanh(LN(c_t))
-        s.hp, s.stats, s.cstats = [], [], []
+        s.scratch = sc = fc.Scratch(b, xa)
+        ys = fc.new_buffer(b, T, B, H, like=xa)
+        s.cs = sc.take(T + 1, B, H)  # c_0 .. c_T
+        s.cs[0] = c0
+        s.cn = s.cs[1:] if keep is None else sc.take(T, B, H)  # c_t before zoneout
+        s.hin = None if mask is None else sc.take(T, B, H)  # masked h_{t-1}
+        s.act = sc.take(T, B, G)  # (T, B, 4H): g, i, f, o
+        s.tc = sc.take(T, B, H)  # tanh(LN(c_t))
+        s.hp = None if ln_w is None else sc.take(T, B, G)  # W_hh h_{t-1} before its norm
+        s.stats, s.cstats = [], []
         with fc.loop_threads():
             for t, n in enumerate(b.sizes):
                 if n:
-                    _forward_step(s, xa[t, :n], hs, cs, t, n)
-        s.cn = None if keep is None else s.cn  # outputs go through save_for_backward (no ref cycle)
-        s.hin = None if mask is None else s.hin
+                    _forward_step(s, xa[t, :n], h0[:n] if t == 0 else ys[t - 1, :n], ys[t, :n], t, n)
         ctx.s, ctx.b = s, b
-        ctx.save_for_backward(hs, cs)
-        return hs, cs
+        ctx.save_for_backward(ys, h0)
+        return ys, _last_h(ys, h0, b), fc.last(s.cs, b)
 
     @staticmethod
-    def backward(ctx, d_hs, d_cs):
+    def backward(ctx, d_ys, d_hn, d_cn):
         s, b = ctx.s, ctx.b
-        hs, cs = ctx.saved_tensors
-        s.cs, s.cn = cs, cs[1:] if s.keep is None else s.cn
-        s.hin = hs if s.mask is None else s.hin
-        s.dhs, s.dcs = d_hs.clone(memory_format=torch.contiguous_format), d_cs.clone(
-            memory_format=torch.contiguous_format)  # (T+1, B, H); the loop writes into them
-        s.dpre = fc.new_buffer(b, *s.act.shape, like=s.act)  # (T, B, 4H): grads of the pre-activations
-        s.du = fc.new_buffer(b, *s.tc.shape, like=s.tc) if s.lnc_w is not None else None
-        s.w_t, s.dhp = s.w.t().contiguous(), []  # (H, 4H)
-        _backward_factors(s)
+        s.ys, s.h0 = ctx.saved_tensors
+        T, B, H = s.ys.shape
+        s.dpre = fc.new_buffer(b, T, B, 4 * H, like=s.ys)  # grads of the gate pre-activations
+        s.w_t, s.d_w = s.w.t().contiguous(), torch.zeros_like(s.w)  # (H, 4H), (4H, H)
+        s.dgam, s.dgc = [], []
+        s.d_peep = None if s.peep is None else torch.zeros_like(s.peep)
         with fc.loop_threads():
-            dh0, dc0 = _backward_loop(s, b, ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        return (s.dpre, dh0, dc0, *_parameter_grads(s, b), None, None, None)
+            dh0, dc0 = _backward_chunks(s, b, d_ys.contiguous(), d_hn, d_cn,
+                                        ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
+        d_ln = _sum(s.dgam, s.ln_w)
+        d_lnc_w, d_lnc_b = _sum([g for g, _ in s.dgc], s.lnc_w), _sum([g for _, g in s.dgc], s.lnc_b)
+        return s.dpre, dh0, dc0, s.d_w, d_ln, d_lnc_w, d_lnc_b, s.d_peep, None, None, None
 
 
-def _forward_step(s, xa_t: Tensor, hs: Tensor, cs: Tensor, t: int, n: int) -> None:
+def _last_h(ys: Tensor, h0: Tensor, b) -> Tensor:
+    """Each sequence's final output (``h0`` where the length is 0)."""
+    if b.full:
+        return (ys[-1] if ys.shape[0] else h0).clone()
+    idx = (b.lengths - 1).clamp(min=0)
+    last = ys[idx, torch.arange(ys.shape[1], device=ys.device)] if ys.shape[0] else h0
+    return torch.where((b.lengths > 0).unsqueeze(1), last, h0)
+
+
+def _sum(parts: list, like: Tensor | None) -> Tensor | None:
+    if like is None:
+        return None
+    return torch.stack(parts).sum(0) if parts else torch.zeros_like(like)
+
+
+def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int) -> None:
     H = s.w.shape[1]
-    h_prev, c_prev = hs[t, :n], cs[t, :n]
+    c_prev = s.cs[t, :n]
     hin = h_prev if s.mask is None else torch.mul(h_prev, s.mask[:n], out=s.hin[t, :n])
     if s.ln_w is None:
         pre = fc.linear(hin, s.w, xa_t)  # (n, 4H)
     else:
-        s.hp.append(fc.linear(hin, s.w))
-        pre, mean, rstd = torch.native_layer_norm(s.hp[-1], (4 * H,), s.ln_w, None, EPS)
+        hp = s.hp[t, :n]
+        hp.copy_(fc.linear(hin, s.w))
+        pre, mean, rstd = torch.native_layer_norm(hp, (4 * H,), s.ln_w, None, EPS)
         pre.add_(xa_t)
         s.stats.append((mean, rstd))
     act = s.act[t, :n]
@@ -124,107 +146,107 @@ def _forward_step(s, xa_t: Tensor, hs: Tensor, cs: Tensor, t: int, n: int) -> No
         u = c_new * 2.0
     tc = fc.tanh_from_sigmoid_(torch.sigmoid(u, out=s.tc[t, :n]))
     if s.keep is None:
-        torch.mul(o, tc, out=hs[t + 1, :n])
+        torch.mul(o, tc, out=h_out)
     else:
-        torch.lerp(o * tc, h_prev, s.keep[t, 0, :n], out=hs[t + 1, :n])
-        torch.lerp(c_new, c_prev, s.keep[t, 1, :n], out=cs[t + 1, :n])
+        torch.lerp(o * tc, h_prev, s.keep[t, 0, :n], out=h_out)
+        torch.lerp(c_new, c_prev, s.keep[t, 1, :n], out=s.cs[t + 1, :n])
 
 
-def _backward_factors(s) -> None:
-    """Per-step factors that depend only on saved activations, for all steps in a few bulk ops."""
-    H = s.tc.shape[-1]
-    g, i, f, o = s.act.unflatten(-1, (4, H)).unbind(2)  # each (T, B, H)
-    s.fo = s.tc * o * (1 - o)  # dh -> grad of a_o
-    s.ft = o * (1 - s.tc * s.tc)  # dh -> grad of c_t (no cell norm) or, halved, of u = 2 LN(c_t)
-    if s.lnc_w is not None:
-        s.ft.mul_(0.5)
-    if s.keep is not None:
-        one_minus_kh = 1 - s.keep[:, 0]
-        s.fo.mul_(one_minus_kh)
-        s.ft.mul_(one_minus_kh)
-    s.fg = torch.stack([i * (1 - g * g) * 0.5, g * i * (1 - i), s.cs[:-1] * f * (1 - f)], 2)  # (T,B,3,H)
-    s.k = f  # dc_t -> dc_{t-1}
-    if s.peep is not None:
-        s.k = f + s.peep[0] * s.fg[:, :, 1] + s.peep[1] * s.fg[:, :, 2]
-        s.fop = s.fo * s.peep[2]
-    s.kc = None if s.keep is None else 1 - s.keep[:, 1]
-
-
-def _backward_loop(s, b, need_h0: bool):
-    """Steps in reverse; ``dh``/``dc`` carry the state gradients of the running rows."""
+def _backward_chunks(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool):
+    """Chunks of steps in reverse; ``dh``/``dc`` carry the state gradients of the running rows."""
+    T, B, H = s.ys.shape
+    wk = SimpleNamespace(fo=d_ys.new_empty(CHUNK, B, H), ft=d_ys.new_empty(CHUNK, B, H),
+                         fg=d_ys.new_empty(CHUNK, B, 3, H), kc=d_ys.new_empty(CHUNK, B, H),
+                         dhp=None if s.ln_w is None else d_ys.new_zeros(CHUNK, B, 4 * H))
     dh = dc = None
-    for t in range(len(b.sizes) - 1, -1, -1):
-        n = b.sizes[t]
-        if n:
-            dh = _extend(dh, s.dhs[t + 1], n)
-            dc = _extend(dc, s.dcs[t + 1], n)
-            dh, dc = _backward_step(s, dh, dc, t, n, t > 0 or need_h0)
-    B = s.dhs.shape[1]
-    return _extend(dh, s.dhs[0], B), _extend(dc, s.dcs[0], B)
+    for t1 in range(T, 0, -CHUNK):
+        t0 = max(t1 - CHUNK, 0)
+        _chunk_factors(s, wk, t0, t1)
+        if wk.dhp is not None and not b.full:
+            wk.dhp.zero_()  # rows that do not run must not enter dW
+        for t in range(t1 - 1, t0 - 1, -1):
+            n = b.sizes[t]
+            if n:
+                dh = fc.arrive(dh, n, d_hn, d_ys[t])
+                dc = fc.arrive(dc, n, d_cn)
+                dh, dc = _backward_step(s, wk, d_ys, dh, dc, t, t - t0, n, t > 0 or need_h0)
+        _chunk_weight_grads(s, wk, t0, t1)
+    return fc.arrive(dh, B, d_hn), fc.arrive(dc, B, d_cn)
 
 
-def _extend(carry: Tensor | None, row: Tensor, n: int) -> Tensor:
-    """The first ``n`` rows of a state gradient: ``carry`` for the rows that ran the later step."""
-    if carry is None:
-        return row[:n]
-    if carry.shape[0] == n:
-        return carry
-    row[:carry.shape[0]].copy_(carry)
-    return row[:n]
+def _chunk_factors(s, wk, t0: int, t1: int) -> None:
+    """Factors of the chunk's steps that depend only on saved activations, in a few bulk ops."""
+    c, H = t1 - t0, s.tc.shape[-1]
+    g, i, f, o = s.act[t0:t1].unflatten(-1, (4, H)).unbind(2)  # each (c, B, H)
+    tc, fo, ft, fg = s.tc[t0:t1], wk.fo[:c], wk.ft[:c], wk.fg[:c]
+    _SIG_B(tc, o, grad_input=fo)  # dh -> grad of a_o
+    _TANH_B(o, tc, grad_input=ft)  # dh -> grad of c_t (no cell norm) or, halved, of u = 2 LN(c_t)
+    if s.lnc_w is not None:
+        ft.mul_(0.5)
+    if s.keep is not None:
+        torch.sub(1.0, s.keep[t0:t1, 1], out=wk.kc[:c])
+        kh = 1.0 - s.keep[t0:t1, 0]
+        fo.mul_(kh)
+        ft.mul_(kh)
+    _TANH_B(i, g, grad_input=fg[:, :, 0]).mul_(0.5)  # the g block enters scaled by 2
+    _SIG_B(g, i, grad_input=fg[:, :, 1])
+    _SIG_B(s.cs[t0:t1], f, grad_input=fg[:, :, 2])
+    wk.k = f  # dc_t -> dc_{t-1}
+    if s.peep is not None:
+        wk.k = f + s.peep[0] * fg[:, :, 1] + s.peep[1] * fg[:, :, 2]
+        wk.fop = fo * s.peep[2]
 
 
-def _backward_step(s, dh: Tensor, dc: Tensor, t: int, n: int, need_dh_prev: bool):
+def _backward_step(s, wk, d_ys: Tensor, dh: Tensor, dc: Tensor, t: int, j: int, n: int, need_prev: bool):
     H = s.tc.shape[-1]
     dpre = s.dpre[t, :n]
-    torch.mul(dh, s.fo[t, :n], out=dpre[:, 3 * H:])
+    torch.mul(dh, wk.fo[j, :n], out=dpre[:, 3 * H:])
+    du = torch.mul(dh, wk.ft[j, :n])
     if s.lnc_w is not None:
-        du = torch.mul(dh, s.ft[t, :n], out=s.du[t, :n])
-        du = fc.ln_backward(du, s.cn[t, :n], *s.cstats[t], s.lnc_w)
-    else:
-        du = torch.mul(dh, s.ft[t, :n])
-    dc_new = du.add_(dc) if s.kc is None else du.addcmul_(dc, s.kc[t, :n])
+        du, dgw, dgb = torch.ops.aten.native_layer_norm_backward(
+            du, s.cn[t, :n], (H,), *s.cstats[t], s.lnc_w, s.lnc_b, [True, True, True])
+        s.dgc.append((dgw, dgb))
+    dc_new = du.add_(dc) if s.keep is None else du.addcmul_(dc, wk.kc[j, :n])
     if s.peep is not None:
-        dc_new.addcmul_(dh, s.fop[t, :n])
-    torch.mul(dc_new.unsqueeze(1), s.fg[t, :n], out=dpre[:, :3 * H].unflatten(1, (3, H)))
-    dc_prev = torch.addcmul(s.dcs[t, :n], dc_new, s.k[t, :n])
-    dhp = dpre if s.ln_w is None else fc.ln_backward(dpre, s.hp[t], *s.stats[t], s.ln_w)
-    s.dhp.append(dhp)
-    if not need_dh_prev:
-        dh_prev = s.dhs[t, :n].clone()
-    elif s.mask is None:
-        dh_prev = fc.linear(dhp, s.w_t, s.dhs[t, :n])
+        dc_new.addcmul_(dh, wk.fop[j, :n])
+    torch.mul(dc_new.unsqueeze(1), wk.fg[j, :n], out=dpre[:, :3 * H].unflatten(1, (3, H)))
+    dc_prev = torch.mul(dc_new, wk.k[j, :n])
+    dhp = dpre
+    if s.ln_w is not None:
+        dhp, dgam, _ = torch.ops.aten.native_layer_norm_backward(
+            dpre, s.hp[t, :n], (4 * H,), *s.stats[t], s.ln_w, None, [True, True, False])
+        s.dgam.append(dgam)
+        wk.dhp[j, :n] = dhp
+    if not need_prev:
+        return None, dc_prev
+    other = d_ys[t - 1, :n] if t else None
+    if s.mask is None:
+        dh_prev = fc.linear(dhp, s.w_t, other)
     else:
-        dh_prev = torch.addcmul(s.dhs[t, :n], fc.linear(dhp, s.w_t), s.mask[:n])
+        dh_prev = fc.linear(dhp, s.w_t).mul_(s.mask[:n])
+        dh_prev = dh_prev if other is None else dh_prev.add_(other)
     if s.keep is not None:
         dh_prev.addcmul_(dh, s.keep[t, 0, :n])
         dc_prev.addcmul_(dc, s.keep[t, 1, :n])
     return dh_prev, dc_prev
 
 
-def _parameter_grads(s, b) -> tuple:
-    """Gradients of ``w, ln_w, lnc_w, lnc_b, peep``, each a bulk op over all steps."""
-    H, sizes = s.tc.shape[-1], b.sizes
-    dhp = torch.cat(s.dhp[::-1]) if s.dhp else s.dpre.new_zeros(0, 4 * H)  # (N, 4H), N = sum n_t
-    hin = fc.packed(s.hin[:-1] if s.mask is None else s.hin, sizes)  # (N, H)
-    d_w = torch.mm(dhp.t(), hin)  # (4H, H): one GEMM over all steps
-    d_ln = d_lnc_w = d_lnc_b = d_peep = None
-    if s.ln_w is not None:
-        d_ln = _gain_grad(fc.packed(s.dpre, sizes), torch.cat(s.hp), s.stats)
-    if s.lnc_w is not None:
-        du = fc.packed(s.du, sizes)
-        d_lnc_w, d_lnc_b = _gain_grad(du, fc.packed(s.cn, sizes), s.cstats), du.sum(0)
+def _chunk_weight_grads(s, wk, t0: int, t1: int) -> None:
+    """``dW += dhp^T h_{t-1}`` over the chunk's steps as one GEMM; peephole gradients likewise."""
+    c, (T, B, H) = t1 - t0, s.ys.shape
+    dhp = (s.dpre[t0:t1] if wk.dhp is None else wk.dhp[:c]).reshape(c * B, 4 * H)
+    if s.mask is not None:
+        s.d_w.addmm_(dhp.t(), s.hin[t0:t1].reshape(c * B, H))
+    elif t0 > 0:
+        s.d_w.addmm_(dhp.t(), s.ys[t0 - 1:t1 - 1].reshape(c * B, H))
+    else:
+        s.d_w.addmm_(dhp[:B].t(), s.h0)
+        s.d_w.addmm_(dhp[B:].t(), s.ys[:t1 - 1].reshape(-1, H))
     if s.peep is not None:
-        dpre = s.dpre.unflatten(-1, (4, H))
-        d_peep = torch.stack([(dpre[:, :, 1] * s.cs[:-1]).sum((0, 1)), (dpre[:, :, 2] * s.cs[:-1]).sum((0, 1)),
-                              (dpre[:, :, 3] * s.cn).sum((0, 1))])
-    return d_w, d_ln, d_lnc_w, d_lnc_b, d_peep
-
-
-def _gain_grad(grad: Tensor, inp: Tensor, stats: list) -> Tensor:
-    """``sum_rows grad * (inp - mean) * rstd``: a layer-norm gain's gradient over all steps."""
-    mean = torch.cat([m for m, _ in stats])  # (N, 1)
-    rstd = torch.cat([r for _, r in stats])
-    return ((inp - mean) * rstd * grad).sum(0)
+        dp = s.dpre[t0:t1].unflatten(-1, (4, H))
+        s.d_peep[0] += (dp[:, :, 1] * s.cs[t0:t1]).sum((0, 1))
+        s.d_peep[1] += (dp[:, :, 2] * s.cs[t0:t1]).sum((0, 1))
+        s.d_peep[2] += (dp[:, :, 3] * s.cn[t0:t1]).sum((0, 1))
 
 
 def _gate_params(cell, perm: Tensor, ln: bool):
@@ -260,7 +282,7 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     if not ln and cell.peephole:
         peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
     lnc = (cell.ln_c_weight * 2.0, cell.ln_c_bias * 2.0) if ln else (None, None)
-    hs, cs = _LSTMLoop.apply(xa, b.rows(state.h), b.rows(state.c), w_hh, ln_hh, *lnc, peep,
-                             b.rows(recurrent_mask), keep, b)
-    y, (h_n, c_n) = fc.finish(b, hs, [hs, cs])
+    ys, h_n, c_n = _LSTMLoop.apply(xa, b.rows(state.h), b.rows(state.c), w_hh, ln_hh, *lnc, peep,
+                                   b.rows(recurrent_mask), keep, b)
+    y, (h_n, c_n) = fc.finish(b, ys, [h_n, c_n])
     return y, LSTMState(h_n, c_n)

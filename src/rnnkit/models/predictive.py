@@ -33,16 +33,16 @@ class PredictiveScore(NamedTuple):
 
 
 @torch.no_grad()
-def _next_log_probs(model, ids: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """(T-1, V) log-probabilities of token t+1 given tokens <= t, read in order with the state carried."""
+def _next_log_probs(model, ids: torch.Tensor, chunk: int = 256):
+    """Yield (start, (n, V) log-probabilities of tokens start+1.. given the text before), in order,
+    with the state carried: one chunk at a time, so a long text never holds T x V numbers."""
     model.eval()
     device = next(model.parameters()).device
-    state, outs = None, []
+    state = None
     for t in range(0, ids.numel() - 1, chunk):
         out = model(ids[t:min(t + chunk, ids.numel() - 1)].view(1, -1).to(device), state=state)
-        outs.append(torch.log_softmax(out.logits[0].float(), -1).cpu())
         state = out.state
-    return torch.cat(outs)
+        yield t, torch.log_softmax(out.logits[0].float(), -1).cpu()
 
 
 def _savings(word: str, probs: torch.Tensor, sorted_words: list[str], sorted_ids: torch.Tensor, k: int) -> int:
@@ -57,33 +57,40 @@ def _savings(word: str, probs: torch.Tensor, sorted_words: list[str], sorted_ids
     return 0
 
 
+def _score_chunk(logp, targets, specials, vocab, sorted_words, sorted_ids, k, counts, max_words) -> bool:
+    """Add one chunk's figures to ``counts``; False once ``max_words`` words were scored."""
+    best = torch.topk(logp, k, dim=-1).indices  # (n, k)
+    for pos, target in enumerate(targets.tolist()):
+        if target in specials:
+            continue
+        if max_words is not None and counts["words"] >= max_words:
+            return False
+        word = vocab[target]
+        counts["words"] += 1
+        counts["top1"] += int(best[pos, 0]) == target
+        counts["topk"] += target in best[pos].tolist()
+        counts["letters"] += len(word)
+        counts["saved"] += _savings(word, logp[pos], sorted_words, sorted_ids, k)
+    return True
+
+
 def predictive_metrics(model, text: str, k: int = 3, max_words: int | None = None) -> PredictiveScore:
     """Top-1/top-k next-word accuracy and keystroke savings of a word-level model on ``text``."""
     tok = model.tokenizer
     if getattr(tok, "type_name", "") != "word":
         raise ValueError(f"predictive_metrics needs a word-level model, got a {type(tok).__name__}")
     ids = torch.tensor(tok.encode(text))
-    logp = _next_log_probs(model, ids)
     vocab = tok.vocab
-    specials = {i for i in (tok.unk_id, tok.eos_id) if i is not None}
-    logp[:, list(specials)] = float("-inf")
+    specials = [i for i in (tok.unk_id, tok.eos_id) if i is not None]
     order = sorted((w, i) for i, w in enumerate(vocab) if i not in specials)
     sorted_words, sorted_ids = [w for w, _ in order], torch.tensor([i for _, i in order])
-    top1 = topk = saved = letters = words = 0
-    for pos in range(ids.numel() - 1):
-        target = int(ids[pos + 1])
-        if target in specials:
-            continue
-        if max_words is not None and words >= max_words:
+    counts = {"top1": 0, "topk": 0, "saved": 0, "letters": 0, "words": 0}
+    for start, logp in _next_log_probs(model, ids):
+        logp[:, specials] = float("-inf")
+        targets = ids[start + 1:start + 1 + logp.shape[0]]
+        if not _score_chunk(logp, targets, set(specials), vocab, sorted_words, sorted_ids, k, counts, max_words):
             break
-        probs = logp[pos]
-        best = torch.topk(probs, k).indices.tolist()
-        words += 1
-        top1 += best[0] == target
-        topk += target in best
-        word = vocab[target]
-        letters += len(word)
-        saved += _savings(word, probs, sorted_words, sorted_ids, k)
+    top1, topk, saved, letters, words = (counts[n] for n in ("top1", "topk", "saved", "letters", "words"))
     if not words:
         raise ValueError("predictive_metrics: the text has no words the model could be scored on")
     return PredictiveScore(top1 / words, topk / words, saved / letters, words, k)

@@ -1,0 +1,105 @@
+"""The GEMMs of the fused CPU kernels (private): prepacked oneDNN matmuls and the chunked input side.
+
+On CPU in float32 the per-step GEMMs go through oneDNN (the library behind ``torch.nn.LSTM``'s CPU
+kernel) with the weight reordered once per call into its blocked layout
+(``torch.ops.mkldnn._reorder_linear_weight``): on the machine of docs/performance.md that is ~2x
+the throughput of ``torch.mm`` for a (32, 256) @ (256, 1024) step. Elsewhere (float64, other devices,
+a torch built without oneDNN) the same calls fall back to ``torch.mm``/``addmm``. Both are exact GEMMs
+that differ only in summation order.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+__all__ = ["onednn_available", "Weight", "add_outer", "InputSide"]
+
+
+@lru_cache(maxsize=1)
+def onednn_available() -> bool:
+    """Whether oneDNN's linear ops are there and work (a CPU build of torch with mkldnn)."""
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 2), 1)
+        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), w, None, "none", [], "")
+        return bool(torch.backends.mkldnn.is_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn(t: Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and onednn_available()
+
+
+class Weight:
+    """``x @ w.T`` (``+ bias``, ``+ other``) for a fixed ``w`` (out, in) used many times in one call."""
+
+    def __init__(self, w: Tensor, rows: int) -> None:
+        self.w = w.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w, rows) if _onednn(self.w) else None
+
+    def __call__(self, x: Tensor, bias: Tensor | None = None, other: Tensor | None = None) -> Tensor:
+        if self.packed is not None:
+            if other is not None:
+                return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, bias, "add")
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+        y = torch.mm(x, self.w.t()) if bias is None else torch.addmm(bias, x, self.w.t())
+        return y if other is None else y.add_(other)
+
+
+def add_outer(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """``acc += a^T @ b`` for ``a`` (K, M), ``b`` (K, N): a weight gradient summed over K rows."""
+    if _onednn(a):
+        at, bt = a.t().contiguous(), b.t().contiguous()  # (M, K), (N, K): oneDNN's row-major operands
+        acc.add_(torch.ops.mkldnn._linear_pointwise(at, bt, None, "none", [], ""))
+    else:
+        acc.addmm_(a.t(), b)
+
+
+class InputSide:
+    r"""The input side of the gates, one chunk of steps at a time: :math:`\mathrm{LN}(x W^\top; \gamma) +
+    b` with a ``gain`` :math:`\gamma`, else :math:`x W^\top + b`.
+
+    ``forward(t0, t1)`` computes a chunk just before the recurrence uses it, so it is consumed while in
+    cache; ``backward(t0, t1, d)`` takes the chunk's gradient ``d`` (rows, G) and accumulates
+    ``d_w``, ``d_gain``, ``d_bias`` and the chunk of ``dx``. With a gain the GEMM output is
+    recomputed in backward (one small GEMM) rather than kept for all steps.
+    """
+
+    def __init__(self, x: Tensor, w: Tensor, bias: Tensor | None, gain: Tensor | None, eps: float,
+                 rows: int) -> None:
+        self.x, self.bias, self.gain, self.eps = x, bias, gain, eps  # x (T, B, I)
+        self.w, self.rows, self.stats = Weight(w, rows), rows, {}
+
+    def forward(self, t0: int, t1: int) -> Tensor:
+        xc = self.x[t0:t1].reshape(-1, self.x.shape[-1])  # (c B, I)
+        if self.gain is None:
+            return self.w(xc, self.bias)  # (c B, G)
+        xa, mean, rstd = torch.native_layer_norm(self.w(xc), self.gain.shape, self.gain, self.bias, self.eps)
+        self.stats[t0] = (mean, rstd)
+        return xa
+
+    def begin_backward(self, need_dx: bool) -> None:
+        w = self.w.w
+        self.d_w = torch.zeros_like(w)
+        self.d_bias = None if self.bias is None else torch.zeros_like(self.bias)
+        self.d_gain = None if self.gain is None else torch.zeros_like(self.gain)
+        self.dx = torch.empty_like(self.x) if need_dx else None
+        self.w_t = Weight(w.t().contiguous(), self.rows) if need_dx else None
+
+    def backward(self, t0: int, t1: int, d: Tensor) -> None:
+        xc = self.x[t0:t1].reshape(-1, self.x.shape[-1])
+        if self.gain is not None:
+            mask = [True, True, self.bias is not None]
+            d, dg, db = torch.ops.aten.native_layer_norm_backward(
+                d, self.w(xc), self.gain.shape, *self.stats[t0], self.gain, self.bias, mask)
+            self.d_gain.add_(dg)
+            if self.bias is not None:
+                self.d_bias.add_(db)
+        elif self.bias is not None:
+            self.d_bias.add_(d.sum(0))
+        add_outer(self.d_w, d, xc)
+        if self.dx is not None:
+            self.dx[t0:t1] = self.w_t(d).view(t1 - t0, *self.x.shape[1:])

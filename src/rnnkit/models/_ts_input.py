@@ -1,0 +1,239 @@
+"""Checked conversion of forecasting inputs: series, covariates, time index and calendar.
+
+Policies (each bad case is one :class:`~rnnkit.errors.DataError` line):
+
+- duplicate or unsorted timestamps: refused.
+- missing timestamps (gaps in a regular frequency): refused, or with ``nan="interpolate"``
+  reindexed to the full frequency and filled like NaNs.
+- irregular steps (not a regular frequency, even with gaps): refused.
+- NaNs: refused (``nan="refuse"``, the default), or linearly interpolated in time with the ends
+  taking the nearest value (``nan="interpolate"``); the count is logged and kept in
+  ``Forecaster.fill_counts_``.
+- infinite values, a constant target, an unknown column: refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rnnkit.errors import DataError
+
+__all__ = ["SeriesData", "to_series", "check_index", "calendar_features", "future_index",
+           "season_from_index", "column_names"]
+
+log = logging.getLogger(__name__)
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    """One checked series: targets ``(N, C)``, past ``(N, P)`` and known-future ``(N, K)`` columns."""
+
+    target: np.ndarray
+    past: np.ndarray
+    future: np.ndarray
+    index: Any  # DatetimeIndex or None (positions)
+    freq: str | None
+    filled: int = 0
+
+
+def _step_seconds(index: pd.DatetimeIndex) -> float:
+    return float(np.median(np.diff(index.asi8)) / 1e9) if len(index) > 1 else _DAY
+
+
+def _guess_freq(index: pd.DatetimeIndex) -> str | None:
+    """The most common frequency pandas infers on short runs of the index (gaps allowed)."""
+    guesses = Counter()
+    for start in range(0, max(1, len(index) - 5), max(1, len(index) // 20)):
+        try:
+            guesses[pd.infer_freq(index[start:start + 5])] += 1
+        except (TypeError, ValueError):
+            continue
+    guesses.pop(None, None)
+    return guesses.most_common(1)[0][0] if guesses else None
+
+
+def check_index(index: Any, name: str = "y") -> tuple[Any, str | None, int]:
+    """``(index, freq, n_missing)``: refuse duplicate, unsorted or irregular timestamps."""
+    if not isinstance(index, pd.DatetimeIndex):
+        return None, None, 0
+    if index.has_duplicates:
+        dup = index[index.duplicated()]
+        raise DataError(f"{name}: {len(dup)} duplicate timestamp(s), first {dup[0]}; remove them "
+                        "(e.g. read_series_csv(..., duplicates='mean'))")
+    if not index.is_monotonic_increasing:
+        raise DataError(f"{name}: timestamps are not in increasing order; sort them first")
+    if len(index) < 3:
+        return index, None, 0
+    freq = index.freqstr or pd.infer_freq(index)
+    if freq is not None:
+        return index, freq, 0
+    freq = _guess_freq(index)
+    full = pd.date_range(index[0], index[-1], freq=freq) if freq else None
+    if full is None or not index.isin(full).all():
+        raise DataError(f"{name}: irregular time steps (no regular frequency fits the "
+                        f"{len(index)} timestamps); resample to a regular frequency first")
+    return index, freq, len(full) - len(index)
+
+
+def _frame(values: Any, name: str) -> pd.DataFrame:
+    """``values`` (Series, DataFrame, 1-D or 2-D array) as a float DataFrame."""
+    if isinstance(values, pd.Series):
+        return values.to_frame(name=str(values.name) if values.name is not None else name)
+    if isinstance(values, pd.DataFrame):
+        return values.copy()
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf" or arr.ndim not in (1, 2):
+        raise TypeError(f"{name}: expected a pandas Series/DataFrame or a 1-D/2-D numeric array, "
+                        f"got {type(values).__name__} of shape {getattr(arr, 'shape', None)}")
+    if arr.ndim == 1:
+        return pd.DataFrame({name: arr.astype(np.float64)})
+    return pd.DataFrame(arr.astype(np.float64), columns=[f"{name}{j}" for j in range(arr.shape[1])])
+
+
+def column_names(df: pd.DataFrame, wanted: tuple[str, ...], name: str) -> list[str]:
+    """Check that every wanted column exists (``DataError`` naming the available ones)."""
+    cols = [str(c) for c in df.columns]
+    for col in wanted:
+        if col not in cols:
+            raise DataError(f"{name}: no column {col!r}; available columns: {', '.join(cols)}")
+    return list(wanted)
+
+
+def _numeric(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    df.columns = [str(c) for c in df.columns]
+    bad = [c for c in df.columns if df[c].dtype.kind not in "biuf"]
+    if bad:
+        raise DataError(f"{name}: column {bad[0]!r} is not numeric ({df[bad[0]].dtype}); "
+                        "convert or drop it")
+    df = df.astype(np.float64)
+    if np.isinf(df.to_numpy()).any():
+        raise DataError(f"{name}: {int(np.isinf(df.to_numpy()).sum())} infinite value(s); "
+                        "replace them with numbers or NaN")
+    return df
+
+
+def _fill(df: pd.DataFrame, nan: str, name: str, n_missing: int, freq: str | None) -> tuple:
+    """Apply the NaN/missing-timestamp policy; returns ``(frame, number of filled cells)``."""
+    if n_missing:
+        if nan != "interpolate":
+            full = pd.date_range(df.index[0], df.index[-1], freq=freq)
+            first = full[~full.isin(df.index)][0]
+            raise DataError(f"{name}: {n_missing} missing timestamp(s) at frequency {freq!r}, "
+                            f"first {first}; fill the gaps or pass nan='interpolate'")
+        df = df.reindex(pd.date_range(df.index[0], df.index[-1], freq=freq))
+    count = int(df.isna().to_numpy().sum())
+    if count and nan != "interpolate":
+        col = df.columns[df.isna().any().to_numpy()][0]
+        where = df.index[df[col].isna().to_numpy()][0]
+        raise DataError(f"{name}: {count} NaN value(s), first in column {col!r} at {where}; "
+                        "fill them or pass nan='interpolate'")
+    if count:
+        empty = [c for c in df.columns if df[c].isna().all()]
+        if empty:
+            raise DataError(f"{name}: column {empty[0]!r} has no values at all; remove it")
+        method = "time" if isinstance(df.index, pd.DatetimeIndex) else "linear"
+        df = df.interpolate(method=method).ffill().bfill()
+        log.info("%s: interpolated %d missing value(s)", name, count)
+    return df, count
+
+
+def _check_constant(target: np.ndarray, names: list[str], name: str) -> None:
+    for j, col in enumerate(names):
+        values = target[:, j]
+        if np.ptp(values) == 0:
+            raise DataError(f"{name}: target {col!r} is constant (every value is {values[0]:g}); "
+                            "there is nothing to learn, forecast it with its last value")
+
+
+def _split_columns(df: pd.DataFrame, targets: tuple[str, ...], future: tuple[str, ...],
+                   name: str) -> tuple[list[str], list[str], list[str]]:
+    cols = [str(c) for c in df.columns]
+    tgt = column_names(df, targets, name) if targets else [c for c in cols if c not in future]
+    fut = [c for c in future if c in cols]
+    past = [c for c in cols if c not in tgt and c not in fut]
+    return tgt, past, fut
+
+
+def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tuple[str, ...],
+              nan: str, name: str = "y") -> tuple[SeriesData, list[str], list[str], list[str]]:
+    """Check one series and its covariates; returns ``(data, targets, past, future)`` names."""
+    df = _numeric(_frame(y, "y"), name)
+    if covariates is not None:
+        cov = _numeric(_frame(covariates, "x"), f"{name} covariates")
+        if len(cov) != len(df):
+            raise DataError(f"{name}: covariates have {len(cov)} rows, expected one per y row "
+                            f"({len(df)})")
+        cov.index = df.index
+        clash = [c for c in cov.columns if c in df.columns]
+        if clash:
+            raise DataError(f"{name}: covariate column {clash[0]!r} is also a column of y; rename it")
+        df = pd.concat([df, cov], axis=1)
+    for col in future:
+        column_names(df, (col,), name)
+    tgt, past, fut = _split_columns(df, targets, future, name)
+    index, freq, n_missing = check_index(df.index, name)
+    df, filled = _fill(df, nan, name, n_missing, freq)
+    index = df.index if index is not None else None
+    target = df[tgt].to_numpy(np.float64)
+    _check_constant(target, tgt, name)
+    data = SeriesData(target, df[past].to_numpy(np.float64).reshape(len(df), -1),
+                      df[fut].to_numpy(np.float64).reshape(len(df), -1), index, freq, filled)
+    return data, tgt, past, fut
+
+
+def season_from_index(index: Any) -> int:
+    """Season length implied by the time step: 12 monthly, 4 quarterly, 7 daily, 24 hourly..."""
+    if index is None or len(index) < 2:
+        return 1
+    step = _step_seconds(index)
+    for low, high, season in ((25 * _DAY, 32 * _DAY, 12), (85 * _DAY, 95 * _DAY, 4),
+                              (6.5 * _DAY, 7.5 * _DAY, 52), (0.99 * _DAY, 1.01 * _DAY, 7)):
+        if low <= step <= high:
+            return season
+    if step < _DAY and _DAY % step == 0:
+        return int(_DAY // step)
+    return 1
+
+
+def calendar_features(index: Any) -> np.ndarray:
+    """Cyclic calendar features ``(N, K)`` finer than a year but coarser than the step.
+
+    Sine and cosine of: hour of day and day of week (sub-daily steps), day of week and day of
+    year (daily), day of year (weekly), month of year (monthly and quarterly); none for yearly
+    steps or a positional index.
+    """
+    if index is None or len(index) < 2:
+        return np.zeros((0 if index is None else len(index), 0))
+    step = _step_seconds(index)
+    hour = (index.hour + index.minute / 60.0) / 24.0
+    dow = index.dayofweek / 7.0
+    doy = (index.dayofyear - 1) / 365.25
+    month = (index.month - 1) / 12.0
+    if step < _DAY:
+        phases = [hour, dow]
+    elif step < 6 * _DAY:
+        phases = [dow, doy]
+    elif step < 25 * _DAY:
+        phases = [doy]
+    elif step < 300 * _DAY:
+        phases = [month]
+    else:
+        phases = []
+    cols = [f(2 * np.pi * np.asarray(p, dtype=np.float64)) for p in phases for f in (np.sin, np.cos)]
+    return np.stack(cols, axis=1) if cols else np.zeros((len(index), 0))
+
+
+def future_index(index: Any, freq: str | None, horizon: int) -> Any:
+    """The ``horizon`` timestamps after ``index`` (``None`` for a positional index)."""
+    if index is None or freq is None:
+        return None
+    return pd.date_range(index[-1], periods=horizon + 1, freq=freq)[1:]

@@ -1,0 +1,324 @@
+"""``Forecaster``: an ES-RNN-style hybrid forecaster with a scikit-learn-like estimator API.
+
+>>> f = Forecaster(horizon=24, season_length=12).fit(y)      # y: Series with a DatetimeIndex
+>>> f.predict()                                               # (24,) point forecast
+>>> f.predict_frame()                                         # mean, median, q0.05 ... q0.95
+>>> f.save("bundle"); rnnkit.load("bundle").predict()         # identical forecasts
+
+The model (see :mod:`rnnkit.models._es` and :mod:`rnnkit.models._forecast_net`): exponential
+smoothing fitted per series on the training part gives the level :math:`\\ell_T` and seasonal
+indices :math:`s`; the recurrence reads the normalised window
+:math:`x_t = (u_t - \\ell_T - s_t)/\\sigma` and predicts quantiles of
+:math:`x_{T+1..T+H}`; the forecast is :math:`u = \\ell_T + \\hat s_{T+h} + \\sigma \\hat x_{T+h}`
+(and :math:`y = e^u` when the series was modelled in logs). A few seeds are trained with early
+stopping on the last part of the history (then refitted on all of it) and their quantiles are
+averaged. Everything fitted (smoothing parameters, scalers, the state at the forecast origin)
+is stored in the bundle's ``config.json``; the weights in ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.export.bundle import BundleMixin, register_model
+from rnnkit.models import _forecast_core as core
+from rnnkit.models._forecast_config import ForecasterConfig, auto_sizes
+from rnnkit.models._forecast_net import ForecastNet, NetSpec
+from rnnkit.models._forecast_train import FitPlan, fit_net, make_windows
+from rnnkit.models._ts_input import SeriesData, calendar_features, future_index, season_from_index, to_series
+
+__all__ = ["Forecaster", "ForecasterConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BundleConfig:
+    """What ``config.json`` holds: the options and everything fitted (JSON values only)."""
+
+    options: dict
+    fitted: dict
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: unchanged), restoring the setting afterwards.
+
+    Tiny recurrent models train several times faster on one thread than on a busy pool.
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _as_list(y: Any) -> tuple[list, bool]:
+    return (list(y), True) if isinstance(y, (list, tuple)) else ([y], False)
+
+
+def _per_series(value: Any, n: int, name: str) -> list:
+    if value is None:
+        return [None] * n
+    if n == 1 and not isinstance(value, (list, tuple)):
+        return [value]
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise DataError(f"{name}: expected a list of {n} (one per series), got {type(value).__name__}")
+    return list(value)
+
+
+@register_model("forecaster")
+class Forecaster(BundleMixin, nn.Module):
+    """Probabilistic multi-step forecaster: exponential smoothing + an rnnkit recurrence.
+
+    Args:
+        horizon: steps to forecast.
+        season_length: season length ``m``; ``0`` infers it from the time index (12 monthly, 4
+            quarterly, 7 daily, 24 hourly, ...); ``1`` means no season.
+        **options: any field of :class:`ForecasterConfig` (``hidden_size``, ``cell``,
+            ``strategy``, ``head``, ``quantiles``, ``ensemble``, ``max_time``, ``nan``, ...).
+    """
+
+    def __init__(self, horizon: int = 24, season_length: int = 0, **options: Any) -> None:
+        super().__init__()
+        try:
+            self.options = ForecasterConfig(horizon=horizon, season_length=season_length, **options)
+        except TypeError as exc:
+            names = ", ".join(f.name for f in dataclasses.fields(ForecasterConfig))
+            raise ConfigError(f"Forecaster: {exc}; known options: {names}") from None
+        self.members = nn.ModuleList()
+        self.fitted_: dict[str, Any] | None = None
+
+    # -- bundle ---------------------------------------------------------------------------------
+    @property
+    def config(self) -> _BundleConfig:
+        return _BundleConfig(dataclasses.asdict(self.options), self.fitted_ or {})
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> Forecaster:
+        model = cls(**data["options"])
+        fitted = data.get("fitted") or {}
+        if fitted:
+            spec = NetSpec(**{**fitted["spec"], "quantiles": tuple(fitted["spec"]["quantiles"])})
+            model.members = nn.ModuleList(ForecastNet(spec) for _ in range(fitted["n_members"]))
+            model.fitted_ = fitted
+        return model
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def _check(self, y: Any, covariates: Any) -> tuple[list[SeriesData], dict[str, list]]:
+        o = self.options
+        ys, _ = _as_list(y)
+        if not ys:
+            raise DataError("y: expected at least one series, got an empty list")
+        covs = _per_series(covariates, len(ys), "covariates")
+        out, names = [], None
+        for i, (yi, ci) in enumerate(zip(ys, covs)):
+            label = "y" if len(ys) == 1 else f"y[{i}]"
+            data, tgt, past, fut = to_series(yi, ci, targets=o.target, future=o.future_covariates,
+                                             nan=o.nan, name=label)
+            got = {"targets": tgt, "past": past, "future": fut}
+            if names is not None and got != names:
+                raise DataError(f"{label}: columns {got} differ from the first series' {names}")
+            out.append(data)
+            names = got
+        if o.strategy == "recursive" and names["past"]:
+            raise ConfigError(f"strategy='recursive' cannot use past covariates {names['past']} "
+                              "(their future is unknown); use strategy='direct'")
+        return out, names
+
+    def _static(self, static: Any, n: int) -> np.ndarray:
+        if static is None:
+            return np.zeros((n, 0))
+        arr = np.asarray(static, dtype=np.float64)
+        arr = arr.reshape(1, -1) if n == 1 and arr.ndim == 1 else arr
+        if arr.ndim != 2 or arr.shape[0] != n or not np.isfinite(arr).all():
+            raise DataError(f"static: expected {n} row(s) of finite numbers, got shape {arr.shape}")
+        return arr
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, y: Any, covariates: Any = None, *, static: Any = None) -> Forecaster:
+        """Fit on ``y`` (Series, DataFrame, 1-D/2-D array, or a list of them for a global model).
+
+        ``covariates`` (a DataFrame or array with one row per ``y`` row, a list for several
+        series) are past covariates, except the columns named in ``future_covariates``, which
+        are known in advance (pass their horizon rows to :meth:`predict`). ``static`` holds one
+        row of numbers per series.
+        """
+        o = self.options
+        series, names = self._check(y, covariates)
+        statics = self._static(static, len(series))
+        m = o.season_length or season_from_index(series[0].index)
+        L, V = auto_sizes([len(s.target) for s in series], o, m)
+        tfs = [core.fit_transforms(s, len(s.target) - V, m, o.normalize, o.log_flag) for s in series]
+        prepared = [core.prepare(s, tf, st, o.calendar) for s, tf, st in zip(series, tfs, statics)]
+        spec = self._spec(series, names, prepared, statics, L)
+        self.members, info = self._train(spec, prepared, L, V)
+        _, is_list = _as_list(y)
+        n_cal = calendar_features(series[0].index).shape[1] if o.calendar and series[0].index is not None else 0
+        self.fitted_ = {
+            **names, "is_list": is_list, "season_length": int(m), "input_len": L, "val_size": V, "n_calendar": n_cal,
+            "spec": dataclasses.asdict(spec), "n_members": len(self.members), "train": info,
+            "series": [self._record(s, tf, p, st, L) for s, tf, p, st in
+                       zip(series, tfs, prepared, statics)],
+        }
+        return self
+
+    def _spec(self, series, names, prepared, statics, L) -> NetSpec:
+        o = self.options
+        return NetSpec(n_targets=len(names["targets"]), n_past=len(names["past"]),
+                       n_future=prepared[0].future.shape[1], n_static=statics.shape[1],
+                       n_series=len(series), input_len=L, horizon=o.horizon, cell=o.cell,
+                       hidden_size=o.hidden_size, num_layers=o.num_layers, embed_size=o.embed_size,
+                       dropout=o.dropout, head=o.head, quantiles=o.quantiles, strategy=o.strategy)
+
+    def _train(self, spec: NetSpec, prepared: list, L: int, V: int) -> tuple[nn.ModuleList, list]:
+        o, H = self.options, self.options.horizon
+        ns = [len(p.u) for p in prepared]
+        train = make_windows(prepared, L, H, [(0, n - V - H) for n in ns])
+        val = make_windows(prepared, L, H, [(n - V - 1, n - H) for n in ns]) if V else None
+        everything = make_windows(prepared, L, H, [(0, n - H) for n in ns])
+        k = o.ensemble or (5 if len(everything) <= 5000 else 2)
+        steps = o.max_steps if V else min(o.max_steps, 300)
+        plan = FitPlan(lr=o.lr, batch_size=o.batch_size, max_steps=steps, patience=o.patience,
+                       refit=o.refit)
+        start, members, info = time.monotonic(), [], []
+        with _threads(o.threads):
+            for j in range(k):
+                deadline = start + o.max_time * (j + 1) / k
+                net, record = fit_net(spec, train, val, everything, plan, o.seed + j, deadline)
+                members.append(net)
+                info.append(record)
+        log.info("forecaster: %d member(s), %d training windows, %.1fs", k, len(train),
+                 time.monotonic() - start)
+        return nn.ModuleList(members), info
+
+    def _record(self, s: SeriesData, tf: dict, p, static: np.ndarray, L: int) -> dict[str, Any]:
+        tail = None if s.index is None else [str(t) for t in s.index[-2:]]
+        return {"transforms": tf, "state": core.origin_state(p, L, self.options.horizon),
+                "n": len(s.target), "freq": s.freq, "tail": tail, "static": static.tolist(),
+                "filled": s.filled}
+
+    # -- predict --------------------------------------------------------------------------------
+    def _fitted(self) -> dict[str, Any]:
+        if self.fitted_ is None:
+            raise ConfigError("Forecaster is not fitted; call fit(y) first")
+        return self.fitted_
+
+    def _records(self, y: Any, y_covariates: Any, static: Any) -> list[dict[str, Any]]:
+        """The stored series records, or fresh ones for new history ``y`` (same columns)."""
+        f = self._fitted()
+        if y is None:
+            return f["series"]
+        series, names = self._check(y, y_covariates)
+        want = {k: f[k] for k in ("targets", "past", "future")}
+        if names != want or len(series) != len(f["series"]):
+            raise DataError(f"y: expected {len(f['series'])} series with columns {want}, got "
+                            f"{len(series)} with {names}")
+        statics = self._static(static, len(series)) if static is not None else \
+            np.array([r["static"] for r in f["series"]]).reshape(len(series), -1)
+        L = f["input_len"]
+        out = []
+        for s, old, st in zip(series, f["series"], statics):
+            if len(s.target) < L:
+                raise DataError(f"y: {len(s.target)} rows, expected at least input_len={L}")
+            p = core.prepare(s, old["transforms"], st, self.options.calendar)
+            out.append(self._record(s, old["transforms"], p, st, L))
+        return out
+
+    def _run(self, covariates: Any, y: Any, y_covariates: Any, static: Any) -> tuple[list, list]:
+        f, o = self._fitted(), self.options
+        records = self._records(y, y_covariates, static)
+        rows = _per_series(covariates, len(records), "covariates")
+        states = []
+        for rec, r in zip(records, rows):
+            if f["future"] and r is None:
+                raise DataError(f"covariates: expected the {o.horizon} future rows of "
+                                f"{f['future']}, got None")
+            if r is not None:
+                r = self._future_rows(r, f["future"])
+            tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
+            hz = core.horizon_future(tail, rec["freq"], rec["transforms"], r, o.horizon,
+                                     f["n_calendar"])
+            states.append({**rec["state"], "future": rec["state"]["future_hist"] + hz.tolist()})
+        sid = torch.arange(len(records))
+        static_t = torch.tensor([r["static"] for r in records], dtype=torch.float32)
+        static_t = static_t.reshape(len(records), -1)
+        nets = list(self.members)
+        with torch.no_grad():
+            out = core.forecast(nets, states, [r["transforms"]["es"] for r in records], sid,
+                                static_t, o.quantiles, o.n_samples, o.seed)
+        return out, records
+
+    def _future_rows(self, rows: Any, names: list[str]) -> np.ndarray:
+        H = self.options.horizon
+        if isinstance(rows, pd.DataFrame):
+            missing = [c for c in names if c not in rows.columns]
+            if missing:
+                raise DataError(f"covariates: no column {missing[0]!r}; available columns: "
+                                f"{', '.join(map(str, rows.columns))}")
+            rows = rows[names]
+        arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+        if arr.shape != (H, len(names)) or not np.isfinite(arr).all():
+            raise DataError(f"covariates: expected {H} finite rows of {names}, got shape {arr.shape}")
+        return arr
+
+    def predict(self, covariates: Any = None, *, y: Any = None, y_covariates: Any = None,
+                static: Any = None) -> Any:
+        """Point forecasts (the predictive median) from the end of the history.
+
+        Returns ``(horizon,)`` for one target, ``(horizon, n_targets)`` for several, and a list
+        of those for a list of series. ``covariates``: the horizon rows of the known-future
+        columns. ``y`` (with ``y_covariates``): forecast from this new history instead, with
+        everything fitted kept as is.
+        """
+        out, _ = self._run(covariates, y, y_covariates, static)
+        points = [r["median"][:, 0] if r["median"].shape[1] == 1 else r["median"] for r in out]
+        return points if len(points) > 1 or self._fitted()["is_list"] else points[0]
+
+    def predict_frame(self, covariates: Any = None, *, y: Any = None, y_covariates: Any = None,
+                      static: Any = None) -> pd.DataFrame:
+        """Forecast table: ``mean``, ``median`` and ``q<level>`` columns (prefixed ``<target>:``
+        for several targets), indexed by the future timestamps (or positions); a ``series``
+        column for a list of series."""
+        out, records = self._run(covariates, y, y_covariates, static)
+        f, H = self._fitted(), self.options.horizon
+        frames = []
+        for i, (r, rec) in enumerate(zip(out, records)):
+            tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
+            index = future_index(tail, rec["freq"], H)
+            index = pd.RangeIndex(rec["n"], rec["n"] + H) if index is None else index
+            cols = {}
+            for c, name in enumerate(f["targets"]):
+                pre = "" if len(f["targets"]) == 1 else f"{name}:"
+                cols[f"{pre}mean"], cols[f"{pre}median"] = r["mean"][:, c], r["median"][:, c]
+                for k, q in enumerate(self.options.quantiles):
+                    cols[f"{pre}q{q:g}"] = r["quantiles"][:, c, k]
+            frame = pd.DataFrame(cols, index=index)
+            if len(out) > 1 or f["is_list"]:
+                frame.insert(0, "series", i)
+            frames.append(frame)
+        return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+    # -- fitted attributes ----------------------------------------------------------------------
+    @property
+    def scaling_(self) -> list[dict[str, Any]]:
+        """Per series, the fitted normalisation: smoothing parameters and covariate scalers."""
+        return [r["transforms"] for r in self._fitted()["series"]]
+
+    @property
+    def fill_counts_(self) -> list[int]:
+        """Per series, how many NaNs / missing rows were interpolated (``nan="interpolate"``)."""
+        return [r["filled"] for r in self._fitted()["series"]]
