@@ -14,13 +14,14 @@ stays in cache and the weight-gradient GEMMs have ``K = chunk * B`` rows.
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-__all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "zoneout_keep", "last", "arrive",
+__all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "loop_threads", "zoneout_keep", "last", "arrive",
            "finish", "gate_perm", "tanh_from_sigmoid_"]
 
 
@@ -101,6 +102,27 @@ class Scratch:
                 if len(free) < Scratch.MAX_PER_SHAPE:
                     free.append(buf)
         self.taken = []
+
+
+class loop_threads:
+    """Run the sequential loops of the kernels with ``RNNKIT_LOOP_THREADS`` intra-op threads (default 1).
+
+    A step's ops are small (a (B, 4H) GEMM, ~10 pointwise ops on B x H): splitting each over threads
+    buys little, and every split is a barrier, which on a machine whose cores are shared (the measured
+    one, docs/performance.md) waits for a descheduled thread many times per step. One thread per loop
+    is the robust choice; ``RNNKIT_LOOP_THREADS=0`` keeps torch's setting. The previous setting is
+    restored on exit.
+    """
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        want = int(os.environ.get("RNNKIT_LOOP_THREADS", "1"))
+        if want > 0 and want != self.saved:
+            torch.set_num_threads(want)
+
+    def __exit__(self, *exc) -> None:
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
 
 
 def new_buffer(b: Batching, *shape: int, like: Tensor) -> Tensor:

@@ -1,15 +1,18 @@
 r"""Fused CPU forward and backward of the LSTM family: layer-normalised, peephole, and plain LSTM under
 recurrent dropout or zoneout (:mod:`rnnkit.cells.lstm`, :mod:`rnnkit.cells.layernorm`).
 
-The input side of all time steps is one GEMM (and one layer norm) before the loop, with autograd. The
-loop is a :class:`torch.autograd.Function` whose forward does, per step, one GEMM and a handful of
-pointwise ops written into saved buffers, and whose backward is hand-written: no per-op autograd graph.
+One :class:`torch.autograd.Function` runs the whole sequence. Forward, chunk by chunk: the input side
+of the chunk's gates as one GEMM (+ layer norm), then per step one prepacked GEMM and a handful of
+pointwise ops written into saved buffers. Backward is hand-written, no per-op autograd graph: chunks
+in reverse, per step ~10 small ops and one GEMM; per chunk the factors that depend only on saved
+activations in a few bulk ops, :math:`\bar W_{hh} \mathrel{+}= \sum_t \bar a_t^\top h_{t-1}` as one GEMM
+with ``K = chunk * B`` rows, and the input side's backward.
 
-Layout: gates are reordered to ``(g, i, f, o)`` and the two tanh's are computed as
-:math:`\tanh(a) = 2\sigma(2a) - 1` (one sigmoid over all gates: on CPU a float32 ``tanh`` costs ~8
-sigmoids). So the loop receives the ``g`` block of its pre-activations, and the cell-norm gain and
-bias, already scaled by 2 (the wrapper scales the parameters; autograd carries the factor back).
-Per step, with :math:`u = 2\,\mathrm{LN}_c(c_t)` and :math:`\tau = \tanh(u/2)`:
+Layout: gates are reordered to ``(g, i, f, o)`` and both tanh's are computed as
+:math:`\tanh(a) = 2\sigma(2a) - 1` (one sigmoid over all gates): the loop receives the ``g`` block of
+its pre-activations, and the cell-norm gain and bias, already scaled by 2 (the wrapper scales the
+parameters; autograd carries the factor back). With :math:`u = 2\,\mathrm{LN}_c(c_t)`,
+:math:`\tau = \tanh(u/2)` and pre-activations :math:`a`, the backward of a step is
 
 .. math::
 
@@ -17,15 +20,11 @@ Per step, with :math:`u = 2\,\mathrm{LN}_c(c_t)` and :math:`\tau = \tanh(u/2)`:
     \bar a_o &= \bar h\,\tau\,o(1-o), \qquad \bar u = \bar h\,o\,(1-\tau^2)/2, \qquad
     \bar c_t = \bar c + \mathrm{LN}_c^\top(\bar u) + p_o \bar a_o \\
     \bar a_g &= \bar c_t\, i(1-g^2)/2, \quad \bar a_i = \bar c_t\, g\, i(1-i), \quad
-    \bar a_f = \bar c_t\, c_{t-1} f(1-f), \quad
-    \bar c_{t-1} = \bar c_t f + p_i \bar a_i + p_f \bar a_f \\
+    \bar a_f = \bar c_t\, c_{t-1} f(1-f), \quad \bar c_{t-1} = \bar c_t f + p_i \bar a_i + p_f \bar a_f \\
     \bar h_{t-1} &= \mathrm{LN}_{hh}^\top(\bar a)\, W_{hh} + \bar y_{t-1}
     \end{aligned}
 
-Every factor that depends only on saved activations (``fo``, ``ft``, ``fg``, ``k``) is computed for all
-steps at once before the backward loop, so the loop is ~8 ops per step. Zoneout's keep mask ``k`` folds
-into those factors as ``(1-k)`` plus one ``addcmul`` per state. :math:`\bar W_{hh} = \sum_t \bar a_t^\top
-h_{t-1}` is one ``(4H, N) @ (N, H)`` GEMM over all steps at the end; the gains likewise.
+Zoneout's keep mask :math:`k` folds into those factors as :math:`(1-k)` plus one ``addcmul`` per state.
 """
 
 from __future__ import annotations
@@ -34,16 +33,19 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.kernels import _fused_common as fc
+from rnnkit.kernels._gemm import InputSide, Weight, add_outer
 
 __all__ = ["lstm_sequence", "supports"]
 
 _ORDER = (2, 0, 1, 3)  # torch's (i, f, g, o) -> (g, i, f, o)
+_SIG_B = torch.ops.aten.sigmoid_backward.grad_input  # (d, s) -> d s (1 - s)
+_TANH_B = torch.ops.aten.tanh_backward.grad_input  # (d, y) -> d (1 - y^2)
+_LN_B = torch.ops.aten.native_layer_norm_backward
 
 
 def supports(cell) -> bool:
@@ -51,65 +53,64 @@ def supports(cell) -> bool:
     return isinstance(cell, LayerNormLSTMCell) or (isinstance(cell, LSTMCell) and not cell.proj_size)
 
 
-CHUNK = 16  # backward steps per chunk: the chunk's scratch stays in cache, its dW GEMM has K = 16 B
-_SIG_B = torch.ops.aten.sigmoid_backward.grad_input  # (g, s) -> g s (1 - s)
-_TANH_B = torch.ops.aten.tanh_backward.grad_input  # (g, y) -> g (1 - y^2)
+class _LSTMFn(torch.autograd.Function):
+    """``(x, w_ih, bias, ln_ih, h0, c0, w_hh, ln_hh, lnc_w, lnc_b, peep, mask, keep, b) -> (ys, h_n, c_n)``.
 
-
-class _LSTMLoop(torch.autograd.Function):
-    """``(xa, h0, c0, w, ln_w, lnc_w, lnc_b, peep, mask, keep, batching) -> (ys, h_n, c_n)``.
-
-    Time-major and in running (length-sorted) order: ``xa`` (T, B, 4H) is the input side of the gates
-    incl. both biases, ``ys`` (T, B, H) the outputs (zero past each length), ``h_n``/``c_n`` (B, H).
+    Time-major, in running (length-sorted) order: ``x`` (T, B, I), ``ys`` (T, B, H) zero past each
+    length, ``h_n``/``c_n`` (B, H). Parameters are in ``(g, i, f, o)`` order, pre-scaled (module doc).
     """
 
     @staticmethod
-    def forward(ctx, xa, h0, c0, w, ln_w, lnc_w, lnc_b, peep, mask, keep, b):
-        T, B, G = xa.shape
-        H = G // 4
-        s = SimpleNamespace(w=w, ln_w=ln_w, lnc_w=lnc_w, lnc_b=lnc_b, peep=peep, mask=mask, keep=keep)
-        s.scratch = sc = fc.Scratch(b, xa)
-        ys = fc.new_buffer(b, T, B, H, like=xa)
+    def forward(ctx, *args):
+        with fc.loop_threads():
+            return _LSTMFn._forward(ctx, *args)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        with fc.loop_threads():
+            return _LSTMFn._backward(ctx, *grads)
+
+    @staticmethod
+    def _forward(ctx, x, w_ih, bias, ln_ih, h0, c0, w_hh, ln_hh, lnc_w, lnc_b, peep, mask, keep, b):
+        T, B, _ = x.shape
+        H, C = h0.shape[1], fc.chunk_size(B)
+        s = SimpleNamespace(ln_w=ln_hh, lnc_w=lnc_w, lnc_b=lnc_b, peep=peep, mask=mask, keep=keep, C=C)
+        s.inp, s.w = InputSide(x, w_ih, bias, ln_ih, EPS, C * B), Weight(w_hh, B)
+        s.scratch = sc = fc.Scratch(b, x)
+        ys = fc.new_buffer(b, T, B, H, like=x)
         s.cs = sc.take(T + 1, B, H)  # c_0 .. c_T
         s.cs[0] = c0
         s.cn = s.cs[1:] if keep is None else sc.take(T, B, H)  # c_t before zoneout
         s.hin = None if mask is None else sc.take(T, B, H)  # masked h_{t-1}
-        s.act = sc.take(T, B, G)  # (T, B, 4H): g, i, f, o
-        s.tc = sc.take(T, B, H)  # tanh(LN(c_t))
-        s.hp = None if ln_w is None else sc.take(T, B, G)  # W_hh h_{t-1} before its norm
-        s.stats, s.cstats = [], []
-        with fc.loop_threads():
-            for t, n in enumerate(b.sizes):
+        s.act, s.tc = sc.take(T, B, 4 * H), sc.take(T, B, H)  # g, i, f, o; tanh(LN(c_t))
+        s.hp = None if ln_hh is None else sc.take(T, B, 4 * H)  # W_hh h_{t-1} before its norm
+        s.stats, s.cstats = {}, {}
+        for t0, t1 in fc.chunks(b, C):
+            xa = s.inp.forward(t0, t1).view(t1 - t0, B, 4 * H)
+            for t in range(t0, t1):
+                n = b.sizes[t]
                 if n:
-                    _forward_step(s, xa[t, :n], h0[:n] if t == 0 else ys[t - 1, :n], ys[t, :n], t, n)
+                    _forward_step(s, xa[t - t0, :n], h0[:n] if t == 0 else ys[t - 1, :n], ys[t, :n], t, n)
         ctx.s, ctx.b = s, b
         ctx.save_for_backward(ys, h0)
-        return ys, _last_h(ys, h0, b), fc.last(s.cs, b)
+        return ys, fc.last(ys, h0, b), fc.last(s.cs, c0, b, offset=1)
 
     @staticmethod
-    def backward(ctx, d_ys, d_hn, d_cn):
+    def _backward(ctx, d_ys, d_hn, d_cn):
         s, b = ctx.s, ctx.b
         s.ys, s.h0 = ctx.saved_tensors
         T, B, H = s.ys.shape
-        s.dpre = fc.new_buffer(b, T, B, 4 * H, like=s.ys)  # grads of the gate pre-activations
-        s.w_t, s.d_w = s.w.t().contiguous(), torch.zeros_like(s.w)  # (H, 4H), (4H, H)
+        s.w_t, s.d_w = Weight(s.w.w.t().contiguous(), B), torch.zeros_like(s.w.w)  # (H, 4H), (4H, H)
+        s.inp.begin_backward(ctx.needs_input_grad[0])
         s.dgam, s.dgc = [], []
         s.d_peep = None if s.peep is None else torch.zeros_like(s.peep)
-        with fc.loop_threads():
-            dh0, dc0 = _backward_chunks(s, b, d_ys.contiguous(), d_hn, d_cn,
-                                        ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
+        need_h0 = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        dh0, dc0 = _backward_chunks(s, b, d_ys, d_hn, d_cn, need_h0)
         d_ln = _sum(s.dgam, s.ln_w)
         d_lnc_w, d_lnc_b = _sum([g for g, _ in s.dgc], s.lnc_w), _sum([g for _, g in s.dgc], s.lnc_b)
-        return s.dpre, dh0, dc0, s.d_w, d_ln, d_lnc_w, d_lnc_b, s.d_peep, None, None, None
-
-
-def _last_h(ys: Tensor, h0: Tensor, b) -> Tensor:
-    """Each sequence's final output (``h0`` where the length is 0)."""
-    if b.full:
-        return (ys[-1] if ys.shape[0] else h0).clone()
-    idx = (b.lengths - 1).clamp(min=0)
-    last = ys[idx, torch.arange(ys.shape[1], device=ys.device)] if ys.shape[0] else h0
-    return torch.where((b.lengths > 0).unsqueeze(1), last, h0)
+        inp = s.inp
+        return (inp.dx, inp.d_w, inp.d_bias, inp.d_gain, dh0, dc0, s.d_w, d_ln, d_lnc_w, d_lnc_b, s.d_peep,
+                None, None, None)
 
 
 def _sum(parts: list, like: Tensor | None) -> Tensor | None:
@@ -119,17 +120,17 @@ def _sum(parts: list, like: Tensor | None) -> Tensor | None:
 
 
 def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int) -> None:
-    H = s.w.shape[1]
+    H = h_prev.shape[1]
     c_prev = s.cs[t, :n]
     hin = h_prev if s.mask is None else torch.mul(h_prev, s.mask[:n], out=s.hin[t, :n])
     if s.ln_w is None:
-        pre = fc.linear(hin, s.w, xa_t)  # (n, 4H)
+        pre = s.w(hin, other=xa_t)  # (n, 4H)
     else:
         hp = s.hp[t, :n]
-        hp.copy_(fc.linear(hin, s.w))
+        hp.copy_(s.w(hin))
         pre, mean, rstd = torch.native_layer_norm(hp, (4 * H,), s.ln_w, None, EPS)
         pre.add_(xa_t)
-        s.stats.append((mean, rstd))
+        s.stats[t] = (mean, rstd)
     act = s.act[t, :n]
     if s.peep is not None:
         pre[:, H:3 * H].unflatten(1, (2, H)).addcmul_(c_prev.unsqueeze(1), s.peep[:2])
@@ -141,9 +142,9 @@ def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int
         torch.sigmoid(pre[:, 3 * H:].addcmul_(c_new, s.peep[2]), out=o)
     if s.lnc_w is not None:
         u, mean, rstd = torch.native_layer_norm(c_new, (H,), s.lnc_w, s.lnc_b, EPS)  # 2 LN(c_t)
-        s.cstats.append((mean, rstd))
+        s.cstats[t] = (mean, rstd)
     else:
-        u = c_new * 2.0
+        u = c_new * 2
     tc = fc.tanh_from_sigmoid_(torch.sigmoid(u, out=s.tc[t, :n]))
     if s.keep is None:
         torch.mul(o, tc, out=h_out)
@@ -155,15 +156,16 @@ def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int
 def _backward_chunks(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool):
     """Chunks of steps in reverse; ``dh``/``dc`` carry the state gradients of the running rows."""
     T, B, H = s.ys.shape
-    wk = SimpleNamespace(fo=d_ys.new_empty(CHUNK, B, H), ft=d_ys.new_empty(CHUNK, B, H),
-                         fg=d_ys.new_empty(CHUNK, B, 3, H), kc=d_ys.new_empty(CHUNK, B, H),
-                         dhp=None if s.ln_w is None else d_ys.new_zeros(CHUNK, B, 4 * H))
+    C, new = s.C, d_ys.new_empty
+    wk = SimpleNamespace(fo=new(C, B, H), ft=new(C, B, H), fg=new(C, B, 3, H), kc=new(C, B, H),
+                         dpre=new(C, B, 4 * H), dhp=None if s.ln_w is None else new(C, B, 4 * H))
     dh = dc = None
-    for t1 in range(T, 0, -CHUNK):
-        t0 = max(t1 - CHUNK, 0)
+    for t0, t1 in fc.chunks(b, C, reverse=True):
         _chunk_factors(s, wk, t0, t1)
-        if wk.dhp is not None and not b.full:
-            wk.dhp.zero_()  # rows that do not run must not enter dW
+        if not b.full:
+            wk.dpre.zero_()  # rows that do not run must not enter the weight gradients
+            if wk.dhp is not None:
+                wk.dhp.zero_()
         for t in range(t1 - 1, t0 - 1, -1):
             n = b.sizes[t]
             if n:
@@ -199,12 +201,11 @@ def _chunk_factors(s, wk, t0: int, t1: int) -> None:
 
 def _backward_step(s, wk, d_ys: Tensor, dh: Tensor, dc: Tensor, t: int, j: int, n: int, need_prev: bool):
     H = s.tc.shape[-1]
-    dpre = s.dpre[t, :n]
+    dpre = wk.dpre[j, :n]
     torch.mul(dh, wk.fo[j, :n], out=dpre[:, 3 * H:])
     du = torch.mul(dh, wk.ft[j, :n])
     if s.lnc_w is not None:
-        du, dgw, dgb = torch.ops.aten.native_layer_norm_backward(
-            du, s.cn[t, :n], (H,), *s.cstats[t], s.lnc_w, s.lnc_b, [True, True, True])
+        du, dgw, dgb = _LN_B(du, s.cn[t, :n], (H,), *s.cstats[t], s.lnc_w, s.lnc_b, [True, True, True])
         s.dgc.append((dgw, dgb))
     dc_new = du.add_(dc) if s.keep is None else du.addcmul_(dc, wk.kc[j, :n])
     if s.peep is not None:
@@ -213,17 +214,16 @@ def _backward_step(s, wk, d_ys: Tensor, dh: Tensor, dc: Tensor, t: int, j: int, 
     dc_prev = torch.mul(dc_new, wk.k[j, :n])
     dhp = dpre
     if s.ln_w is not None:
-        dhp, dgam, _ = torch.ops.aten.native_layer_norm_backward(
-            dpre, s.hp[t, :n], (4 * H,), *s.stats[t], s.ln_w, None, [True, True, False])
+        dhp, dgam, _ = _LN_B(dpre, s.hp[t, :n], (4 * H,), *s.stats[t], s.ln_w, None, [True, True, False])
         s.dgam.append(dgam)
         wk.dhp[j, :n] = dhp
     if not need_prev:
         return None, dc_prev
     other = d_ys[t - 1, :n] if t else None
     if s.mask is None:
-        dh_prev = fc.linear(dhp, s.w_t, other)
+        dh_prev = s.w_t(dhp, other=other)
     else:
-        dh_prev = fc.linear(dhp, s.w_t).mul_(s.mask[:n])
+        dh_prev = s.w_t(dhp).mul_(s.mask[:n])
         dh_prev = dh_prev if other is None else dh_prev.add_(other)
     if s.keep is not None:
         dh_prev.addcmul_(dh, s.keep[t, 0, :n])
@@ -232,27 +232,29 @@ def _backward_step(s, wk, d_ys: Tensor, dh: Tensor, dc: Tensor, t: int, j: int, 
 
 
 def _chunk_weight_grads(s, wk, t0: int, t1: int) -> None:
-    """``dW += dhp^T h_{t-1}`` over the chunk's steps as one GEMM; peephole gradients likewise."""
+    """``dW_hh += dhp^T h_{t-1}`` over the chunk as one GEMM, the input side's backward, peepholes."""
     c, (T, B, H) = t1 - t0, s.ys.shape
-    dhp = (s.dpre[t0:t1] if wk.dhp is None else wk.dhp[:c]).reshape(c * B, 4 * H)
+    dhp = (wk.dpre if wk.dhp is None else wk.dhp)[:c].reshape(c * B, 4 * H)
     if s.mask is not None:
-        s.d_w.addmm_(dhp.t(), s.hin[t0:t1].reshape(c * B, H))
+        add_outer(s.d_w, dhp, s.hin[t0:t1].reshape(c * B, H))
     elif t0 > 0:
-        s.d_w.addmm_(dhp.t(), s.ys[t0 - 1:t1 - 1].reshape(c * B, H))
+        add_outer(s.d_w, dhp, s.ys[t0 - 1:t1 - 1].reshape(c * B, H))
     else:
-        s.d_w.addmm_(dhp[:B].t(), s.h0)
-        s.d_w.addmm_(dhp[B:].t(), s.ys[:t1 - 1].reshape(-1, H))
+        add_outer(s.d_w, dhp[:B], s.h0)
+        add_outer(s.d_w, dhp[B:], s.ys[:t1 - 1].reshape(-1, H))
+    s.inp.backward(t0, t1, wk.dpre[:c].reshape(c * B, 4 * H))
     if s.peep is not None:
-        dp = s.dpre[t0:t1].unflatten(-1, (4, H))
+        dp = wk.dpre[:c].unflatten(-1, (4, H))
         s.d_peep[0] += (dp[:, :, 1] * s.cs[t0:t1]).sum((0, 1))
         s.d_peep[1] += (dp[:, :, 2] * s.cs[t0:t1]).sum((0, 1))
         s.d_peep[2] += (dp[:, :, 3] * s.cn[t0:t1]).sum((0, 1))
 
 
-def _gate_params(cell, perm: Tensor, ln: bool):
+def _gate_params(cell, ln: bool):
     """Weights in ``(g, i, f, o)`` order with the ``g`` block scaled by 2 where it enters a sigmoid."""
-    H = cell.hidden_size
-    scale = torch.ones(4 * H, 1, device=perm.device, dtype=cell.weight_ih.dtype)
+    H, like = cell.hidden_size, cell.weight_ih
+    perm = fc.gate_perm(4, _ORDER, H, like.device)
+    scale = torch.ones(4 * H, 1, device=like.device, dtype=like.dtype)
     scale[:H] = 2.0  # (4H, 1)
     bias = None if cell.bias_ih is None else (cell.bias_ih + cell.bias_hh).index_select(0, perm) * scale[:, 0]
     if ln:
@@ -275,14 +277,13 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     keep = fc.zoneout_keep(zoneout, T, 2, B, H, x)
     if keep is not None and b.order is not None:
         keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
-    w_ih, bias, ln_ih, w_hh, ln_hh = _gate_params(cell, fc.gate_perm(4, _ORDER, H, x.device), ln)
-    xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I): one GEMM below, not T small ones
-    xa = F.layer_norm(F.linear(xt, w_ih), (4 * H,), ln_ih, bias, EPS) if ln else F.linear(xt, w_ih, bias)
+    w_ih, bias, ln_ih, w_hh, ln_hh = _gate_params(cell, ln)
     peep = None
     if not ln and cell.peephole:
         peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
     lnc = (cell.ln_c_weight * 2.0, cell.ln_c_bias * 2.0) if ln else (None, None)
-    ys, h_n, c_n = _LSTMLoop.apply(xa, b.rows(state.h), b.rows(state.c), w_hh, ln_hh, *lnc, peep,
-                                   b.rows(recurrent_mask), keep, b)
+    xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I)
+    ys, h_n, c_n = _LSTMFn.apply(xt, w_ih, bias, ln_ih, b.rows(state.h), b.rows(state.c), w_hh, ln_hh, *lnc,
+                                 peep, b.rows(recurrent_mask), keep, b)
     y, (h_n, c_n) = fc.finish(b, ys, [h_n, c_n])
     return y, LSTMState(h_n, c_n)

@@ -1,23 +1,28 @@
 """Exponential-smoothing normalisation of one series channel, the first half of the ES hybrid.
 
 On :math:`u_t = \\log y_t` (all training values positive) or :math:`u_t = y_t`, additive
-Holt-Winters level and seasonality with season length :math:`m` (error-correction form):
+Holt-Winters level, optional damped trend and seasonality with season length :math:`m`
+(error-correction form):
 
 .. math::
 
-    e_t = u_t - \\ell_{t-1} - s_{t-m}, \\qquad
-    \\ell_t = \\ell_{t-1} + \\alpha e_t, \\qquad
+    e_t = u_t - \\ell_{t-1} - \\phi b_{t-1} - s_{t-m}, \\qquad
+    \\ell_t = \\ell_{t-1} + \\phi b_{t-1} + \\alpha e_t, \\qquad
+    b_t = \\phi b_{t-1} + \\beta e_t, \\qquad
     s_t = s_{t-m} + \\gamma (1 - \\alpha) e_t
 
-:math:`\\alpha` and :math:`\\gamma` minimise the one-step squared error :math:`\\sum e_t^2` over a
-grid, on the training part only; :math:`\\ell_0` and :math:`s_{1-m..0}` come from a classical
-decomposition of the first (at most four) cycles. A window ending at the forecast origin
-:math:`T` is normalised by the *last* level and each step's seasonal index (Smyl 2020):
+:math:`(\\alpha, \\beta, \\phi, \\gamma)` minimise the one-step squared error :math:`\\sum e_t^2` over
+a grid, on the training part only; the damped trend is kept only when it lowers
+:math:`n \\log(\\mathrm{SSE}/n) + 2k` (AIC with :math:`k` smoothing parameters). :math:`\\ell_0`,
+:math:`b_0` and :math:`s_{1-m..0}` come from a classical decomposition of the first (at most
+four) cycles. A window ending at the forecast origin :math:`T` is normalised by the *last*
+level and each step's seasonal index (Smyl 2020); the targets also by the trend's forecast:
 
 .. math::
 
     x_t = (u_t - \\ell_T - s_t) / \\sigma \\quad (t \\le T), \\qquad
-    \\hat u_{T+h} = \\ell_T + s_{T+h-m\\lceil h/m \\rceil} + \\sigma\\, \\hat x_{T+h}
+    \\hat u_{T+h} = \\ell_T + \\textstyle\\sum_{i=1}^{h} \\phi^i b_T + s_{T+h-m\\lceil h/m \\rceil}
+    + \\sigma\\, \\hat x_{T+h}
 
 where :math:`\\sigma` is the standard deviation of the training one-step errors :math:`e_t`, so
 the recurrent network sees level- and season-free values of unit scale and predicts the rest.
@@ -32,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EsParams", "fit_es", "es_filter", "future_season", "to_u", "from_u"]
+__all__ = ["EsParams", "fit_es", "es_filter", "damped_sum", "to_u", "from_u"]
 
 _ALPHAS = np.array([0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 _GAMMAS = np.array([0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5])
+_BETAS = np.array([0.01, 0.03, 0.1, 0.2])
+_PHIS = np.array([0.8, 0.9, 0.95, 0.98, 1.0])
 _MAX_CYCLES = 4
 
 
@@ -50,6 +57,8 @@ class EsParams:
     gamma: float
     sigma: float
     mean: float  # the level of mode "scale"
+    beta: float = 0.0
+    phi: float = 0.0  # 0: no trend
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,10 +79,17 @@ def from_u(p: EsParams, u: np.ndarray) -> np.ndarray:
     return np.exp(np.clip(u, -700.0, 700.0)) if p.log else u
 
 
-def _initial(u: np.ndarray, m: int) -> tuple[float, np.ndarray]:
-    """``(level_0, seasonal indices s_{1-m..0})`` by classical decomposition of the first cycles."""
+def damped_sum(phi: float, horizon: int) -> np.ndarray:
+    """:math:`\\sum_{i=1}^{h} \\phi^i` for ``h = 1..horizon`` (zeros without a trend)."""
+    return np.cumsum(phi ** np.arange(1, horizon + 1)) if phi > 0 else np.zeros(horizon)
+
+
+def _initial(u: np.ndarray, m: int) -> tuple[float, float, np.ndarray]:
+    """``(level_0, trend_0, s_{1-m..0})`` by classical decomposition of the first cycles."""
+    head = u[: max(min(len(u), 2 * max(m, 5)), 2)]
+    slope = float(np.polyfit(np.arange(len(head)), head, 1)[0])
     if m <= 1 or len(u) < 2 * m:
-        return float(u[0]), np.zeros(max(m, 1))
+        return float(u[0]), slope, np.zeros(max(m, 1))
     k = min(_MAX_CYCLES, len(u) // m)
     head = u[: k * m]
     kernel = np.ones(m + 1) / m if m % 2 == 0 else np.ones(m) / m
@@ -86,58 +102,75 @@ def _initial(u: np.ndarray, m: int) -> tuple[float, np.ndarray]:
     detrended = np.where(valid, head - trend, np.nan).reshape(k, m)
     season = np.nanmean(detrended, axis=0) if valid.reshape(k, m).any(axis=0).all() else np.zeros(m)
     season = season - season.mean()
-    return float(np.mean(head[:m] - season)), season
+    return float(np.mean(head[:m] - season)), slope, season
 
 
-def _run(u: np.ndarray, m: int, alpha: np.ndarray, gamma: np.ndarray) -> tuple:
-    """Filter ``u`` for every ``(alpha, gamma)`` pair at once: ``(level, season, error)``, (G, n)."""
-    level0, season0 = _initial(u, m)
-    mm = max(m, 1)
-    g = alpha.shape[0]
-    ring = np.tile(season0, (g, 1))  # (G, m): the latest index of each season phase
-    lev = np.full(g, level0)
-    levels, seasons, errors = (np.empty((g, len(u))) for _ in range(3))
+def _run(u: np.ndarray, m: int, a: np.ndarray, b: np.ndarray, phi: np.ndarray, g: np.ndarray,
+         keep: bool = False) -> tuple:
+    """Filter ``u`` for G parameter sets at once: SSE per set (skipping the first cycle) and,
+    with ``keep``, the ``(level, trend, season)`` paths, each (G, n)."""
+    level0, trend0, season0 = _initial(u, m)
+    mm, n = max(m, 1), len(u)
+    ring = np.tile(season0, (len(a), 1))  # (G, m): the latest index of each season phase
+    lev, tr = np.full(len(a), level0), np.where(phi > 0, trend0, 0.0)
+    sse, skip = np.zeros(len(a)), (m if n > 2 * m else 1)
+    paths = [np.empty((len(a), n)) for _ in range(3)] if keep else None
     for t, value in enumerate(u):
         j = t % mm
-        err = value - lev - ring[:, j]
-        lev = lev + alpha * err
-        ring[:, j] = ring[:, j] + gamma * (1.0 - alpha) * err
-        levels[:, t], seasons[:, t], errors[:, t] = lev, ring[:, j], err
-    return levels, seasons, errors
+        damped = phi * tr
+        err = value - lev - damped - ring[:, j]
+        if t >= skip:
+            sse += err * err
+        lev = lev + damped + a * err
+        tr = damped + b * err
+        ring[:, j] = ring[:, j] + g * (1.0 - a) * err
+        if paths is not None:
+            paths[0][:, t], paths[1][:, t], paths[2][:, t] = lev, tr, ring[:, j]
+    return sse, paths
 
 
-def fit_es(y_train: np.ndarray, season_length: int, mode: str = "es", log: bool | None = None) -> EsParams:
-    """Fit the normalisation of one channel on its training part (``log=None``: when positive)."""
+def _grid(m: int, trend: bool) -> list[np.ndarray]:
+    gammas = _GAMMAS if m > 1 else np.zeros(1)
+    if not trend:
+        a, g = (x.reshape(-1) for x in np.meshgrid(_ALPHAS, gammas, indexing="ij"))
+        return [a, np.zeros_like(a), np.zeros_like(a), g]
+    a, b, phi, g = (x.reshape(-1) for x in np.meshgrid(_ALPHAS, _BETAS, _PHIS, gammas, indexing="ij"))
+    keep = b <= a
+    return [a[keep], b[keep], phi[keep], g[keep]]
+
+
+def fit_es(y_train: np.ndarray, season_length: int, mode: str = "es", log: bool | None = None,
+           trend: str = "auto") -> EsParams:
+    """Fit one channel's normalisation on its training part (``log=None``: when positive;
+    ``trend``: ``auto`` by AIC, ``damped`` or ``none``)."""
     y = np.asarray(y_train, dtype=np.float64)
     use_log = bool((y > 0).all()) if log is None else bool(log and (y > 0).all())
     m = int(season_length) if season_length > 1 and len(y) >= 2 * season_length else 1
-    probe = EsParams(mode, use_log, m, 1.0, 0.0, 1.0, 0.0)
-    u = to_u(probe, y)
+    u = to_u(EsParams(mode, use_log, m, 1.0, 0.0, 1.0, 0.0), y)
     if mode == "scale":
         sd = float(np.std(u))
         return EsParams(mode, use_log, m, 1.0, 0.0, sd if sd > 0 else 1.0, float(np.mean(u)))
-    gammas = _GAMMAS if m > 1 else np.zeros(1)
-    a, g = (x.reshape(-1) for x in np.meshgrid(_ALPHAS, gammas, indexing="ij"))
-    _, _, errors = _run(u, m, a, g)
-    skip = m if len(u) > 2 * m else 1  # the first cycle's errors mostly reflect the initial state
-    best = int(np.argmin(np.sum(errors[:, skip:] ** 2, axis=1)))
+    best = None
+    n_eff = max(len(u) - (m if len(u) > 2 * m else 1), 1)
+    for with_trend in {"auto": (False, True), "damped": (True,), "none": (False,)}[trend]:
+        grid = _grid(m, with_trend)
+        sse, _ = _run(u, m, *grid)
+        i = int(np.argmin(sse))
+        k = 1 + (m > 1) + 2 * with_trend
+        aic = n_eff * np.log(sse[i] / n_eff + 1e-300) + 2 * k
+        if best is None or aic < best[0]:
+            best = (aic, [float(v[i]) for v in grid], sse[i])
+    (alpha, beta, phi, gamma), sse = best[1], best[2]
     floor = 1e-2 * float(np.std(np.diff(u))) + 1e-9
-    sigma = max(float(np.std(errors[best, skip:])), floor)
-    return EsParams(mode, use_log, m, float(a[best]), float(g[best]), sigma, 0.0)
+    sigma = max(float(np.sqrt(sse / n_eff)), floor)
+    return EsParams(mode, use_log, m, alpha, gamma, sigma, 0.0, beta, phi)
 
 
-def es_filter(p: EsParams, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(level, season)`` of ``y`` in the smoothing space, each ``(n,)``; :math:`s_t` as of ``t``."""
+def es_filter(p: EsParams, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(level, trend, season)`` of ``y`` in the smoothing space, each ``(n,)``, as of ``t``."""
     u = to_u(p, y)
     if p.mode == "scale":
-        return np.full(len(u), p.mean), np.zeros(len(u))
-    levels, seasons, _ = _run(u, p.season_length, np.array([p.alpha]), np.array([p.gamma]))
-    return levels[0], seasons[0]
-
-
-def future_season(season: np.ndarray, origin: int, horizon: int, m: int) -> np.ndarray:
-    """:math:`s_{T+h-m\\lceil h/m \\rceil}` for ``h = 1..horizon`` at origin ``T = origin``."""
-    if m <= 1:
-        return np.zeros(horizon)
-    h = np.arange(1, horizon + 1)
-    return season[origin + h - m * np.ceil(h / m).astype(int)]
+        return np.full(len(u), p.mean), np.zeros(len(u)), np.zeros(len(u))
+    one = lambda v: np.array([v], dtype=np.float64)  # noqa: E731
+    _, paths = _run(u, p.season_length, one(p.alpha), one(p.beta), one(p.phi), one(p.gamma), keep=True)
+    return paths[0][0], paths[1][0], paths[2][0]

@@ -12,7 +12,7 @@ __all__ = ["ForecasterConfig", "auto_sizes", "MIN_EXTRA"]
 
 log = logging.getLogger(__name__)
 MIN_EXTRA = 12  # history beyond the horizon needed to cut at least a few training windows
-_CHOICES = {"normalize": ("es", "scale"), "log": ("auto", "always", "never"),
+_CHOICES = {"normalize": ("es", "scale"), "trend": ("auto", "damped", "none"), "log": ("auto", "always", "never"),
             "strategy": ("direct", "recursive"), "head": ("quantile", "gaussian"),
             "nan": ("refuse", "interpolate"), "cell": tuple(CELLS)}
 
@@ -35,7 +35,8 @@ class ForecasterConfig:
     missing timestamps).
 
     Model: ``normalize`` (``es``: exponential-smoothing level and season, the ES hybrid;
-    ``scale``: plain standard scaling); ``log`` (model positive series in logs: ``auto`` when
+    ``scale``: plain standard scaling); ``trend`` (the smoothing's damped trend: ``auto`` keeps
+    it when it lowers the AIC, ``damped``, ``none``); ``log`` (model positive series in logs: ``auto`` when
     every training value is positive); ``strategy`` (``direct`` MLP head for all steps, or
     ``recursive`` one-step head rolled forward); ``head`` (``quantile`` or ``gaussian``);
     ``quantiles`` (levels with two decimals, must include 0.5); ``cell``, ``hidden_size``,
@@ -57,6 +58,7 @@ class ForecasterConfig:
     calendar: bool = True
     nan: str = "refuse"
     normalize: str = "es"
+    trend: str = "auto"
     log: str = "auto"
     strategy: str = "direct"
     head: str = "quantile"
@@ -76,6 +78,7 @@ class ForecasterConfig:
     max_time: float = 120.0
     refit: bool = True
     n_samples: int = 200
+    rnn_weight: float = 1.0
     threads: int = 1
     seed: int = 0
 
@@ -102,6 +105,8 @@ class ForecasterConfig:
         if 0.5 not in qs or any(not 0 < q < 1 or round(q, 2) != q for q in qs):
             raise ConfigError(f"quantiles: expected levels in (0, 1) with two decimals including "
                               f"0.5, got {qs}")
+        if not 0.0 < self.rnn_weight <= 1.0:
+            raise ConfigError(f"rnn_weight: expected a value in (0, 1], got {self.rnn_weight!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
         if not self.lr > 0 or not self.max_time > 0:

@@ -15,7 +15,7 @@ import torch
 from rnnkit.data.scaling import Scaler
 from rnnkit.models._es import EsParams, fit_es, from_u
 from rnnkit.models._forecast_net import ForecastNet, NetSpec, interp_quantiles, to_quantiles
-from rnnkit.models._forecast_train import Prepared, origin_z, prepare_series
+from rnnkit.models._forecast_train import Prepared, horizon_offset, origin_z, prepare_series
 from rnnkit.models._ts_input import SeriesData, calendar_features, future_index
 
 __all__ = ["fit_transforms", "prepare", "origin_state", "horizon_future", "forecast", "GRID"]
@@ -35,15 +35,17 @@ def _apply(scaler: dict[str, Any], values: np.ndarray) -> np.ndarray:
     return np.asarray(Scaler.from_dict(scaler).transform(values), dtype=np.float64)
 
 
-def fit_transforms(s: SeriesData, n_fit: int, season: int, mode: str, log: bool | None) -> dict:
+def fit_transforms(s: SeriesData, n_fit: int, season: int, mode: str, log: bool | None,
+                   trend: str = "auto") -> dict:
     """Per-series normalisation fitted on rows ``[0, n_fit)`` only (nothing later is seen)."""
-    es = [fit_es(s.target[:n_fit, c], season, mode, log).to_dict() for c in range(s.target.shape[1])]
+    es = [fit_es(s.target[:n_fit, c], season, mode, log, trend).to_dict()
+          for c in range(s.target.shape[1])]
     return {"es": es, "past": _scaler(s.past[:n_fit]), "future": _scaler(s.future[:n_fit])}
 
 
 def prepare(s: SeriesData, tf: dict, static: np.ndarray, calendar: bool) -> Prepared:
     """Apply the fitted transforms to a whole series (calendar features first among the future)."""
-    cal = calendar_features(s.index) if calendar else np.zeros((len(s.target), 0))
+    cal = calendar_features(s.index) if calendar and s.index is not None else np.zeros((len(s.target), 0))
     future = np.concatenate([cal, _apply(tf["future"], s.future)], 1)
     params = [EsParams.from_dict(d) for d in tf["es"]]
     return prepare_series(s.target, params, _apply(tf["past"], s.past), future, static)
@@ -71,9 +73,7 @@ def origin_state(p: Prepared, L: int, H: int) -> dict[str, Any]:
     n = len(p.u)
     T = np.array([n - 1])
     z = origin_z(p, T, L, H, n)[0]  # (L + H, C); the horizon part carries only zeros
-    h = np.arange(1, H + 1)
-    s_hat = np.stack([p.season[n - 1 + h - m * np.ceil(h / m).astype(int), c] if m > 1
-                      else np.zeros(H) for c, m in enumerate(p.m)], 1)
+    s_hat = horizon_offset(p, T, H)[0]  # (H, C): trend and season ahead of the last level
     return {"z": z[:L].tolist(), "past": p.past[n - L:].tolist(),
             "future_hist": p.future[n - L: n].tolist(), "level": p.level[n - 1].tolist(),
             "s_hat": s_hat.tolist()}
@@ -132,13 +132,20 @@ def _recursive(nets, states, sid, static, n_samples: int, seed: int) -> np.ndarr
 
 
 def forecast(nets: list[ForecastNet], states: list[dict], es: list[list[dict]], sid, static,
-             levels: tuple[float, ...], n_samples: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Per series ``{"quantiles": (H, C, Q), "median": (H, C), "mean": (H, C)}`` in y units."""
+             levels: tuple[float, ...], n_samples: int, seed: int,
+             weight: float = 1.0) -> list[dict[str, np.ndarray]]:
+    """Per series ``{"quantiles": (H, C, Q), "median": (H, C), "mean": (H, C)}`` in y units.
+
+    ``weight`` scales the network's shift of the median away from the smoothing forecast
+    (:math:`\\hat x \\to \\hat x - (1 - w)\\,\\mathrm{median}(\\hat x)`), keeping the interval widths.
+    """
     spec = nets[0].spec
     if spec.strategy == "recursive":
         paths = _recursive(nets, states, sid, static, n_samples, seed)
+        paths = paths - (1.0 - weight) * np.median(paths, axis=1, keepdims=True)
     else:
         grid = _direct(nets, states, sid, static)
+        grid = grid - (1.0 - weight) * grid[..., GRID.index(0.5)][..., None]
     out = []
     for b, state in enumerate(states):
         params = [EsParams.from_dict(d) for d in es[b]]

@@ -10,18 +10,21 @@ of steps that was best.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from rnnkit.models._es import EsParams, es_filter, to_u
+from rnnkit.models._es import EsParams, damped_sum, es_filter, to_u
 from rnnkit.models._forecast_net import ForecastNet, NetSpec, head_loss
 
-__all__ = ["Prepared", "Windows", "prepare_series", "make_windows", "fit_net", "FitPlan"]
+__all__ = ["Prepared", "Windows", "prepare_series", "horizon_offset", "origin_z", "make_windows",
+           "fit_net", "FitPlan", "torch_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,11 @@ class Prepared:
 
     u: np.ndarray  # (n, C) targets in the smoothing space
     level: np.ndarray  # (n, C)
+    trend: np.ndarray  # (n, C)
     season: np.ndarray  # (n, C)
     sigma: np.ndarray  # (C,)
     m: tuple[int, ...]  # season length used per channel
+    phi: tuple[float, ...]  # trend damping per channel (0: no trend)
     past: np.ndarray  # (n, P) scaled
     future: np.ndarray  # (n + extra, K) scaled known-future covariates (calendar included)
     static: np.ndarray  # (S,)
@@ -72,14 +77,41 @@ class FitPlan:
     refit: bool = True
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: unchanged), restoring the setting afterwards.
+
+    Tiny recurrent models train several times faster on one thread than on a busy pool.
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def prepare_series(target: np.ndarray, params: list[EsParams], past: np.ndarray,
                    future: np.ndarray, static: np.ndarray) -> Prepared:
     """Filter every channel with its fitted parameters (covariates already scaled)."""
     cols = [es_filter(p, target[:, c]) for c, p in enumerate(params)]
     u = np.stack([to_u(p, target[:, c]) for c, p in enumerate(params)], 1)
-    return Prepared(u, np.stack([c[0] for c in cols], 1), np.stack([c[1] for c in cols], 1),
-                    np.array([p.sigma for p in params]), tuple(p.season_length for p in params),
+    level, trend, season = (np.stack([c[k] for c in cols], 1) for k in range(3))
+    return Prepared(u, level, trend, season, np.array([p.sigma for p in params]),
+                    tuple(p.season_length for p in params), tuple(p.phi for p in params),
                     past, future, static)
+
+
+def horizon_offset(p: Prepared, origins: np.ndarray, H: int) -> np.ndarray:
+    """:math:`\\sum_{i \\le h} \\phi^i b_T + s_{T+h-m\\lceil h/m \\rceil}` for ``h = 1..H``: (N, H, C)."""
+    h = np.arange(1, H + 1)
+    out = np.zeros((len(origins), H, p.u.shape[1]))
+    for c, (m, phi) in enumerate(zip(p.m, p.phi)):
+        if m > 1:
+            out[..., c] = p.season[origins[:, None] + h - m * np.ceil(h / m).astype(int), c]
+        out[..., c] += damped_sum(phi, H)[None] * p.trend[origins, c][:, None]
+    return out
 
 
 def origin_z(p: Prepared, origins: np.ndarray, L: int, H: int, known: int) -> np.ndarray:
@@ -87,14 +119,10 @@ def origin_z(p: Prepared, origins: np.ndarray, L: int, H: int, known: int) -> np
     steps = origins[:, None] + np.arange(-L + 1, H + 1)  # (N, L + H)
     clipped = np.minimum(steps, known - 1)
     out = np.zeros((len(origins), L + H, p.u.shape[1]))
-    h = np.arange(1, H + 1)
-    for c, m in enumerate(p.m):
-        s_hat = p.season[clipped, c]
-        if m > 1:
-            s_hat[:, L:] = p.season[origins[:, None] + h - m * np.ceil(h / m).astype(int), c]
-        else:
-            s_hat[:, L:] = 0.0
-        out[..., c] = (p.u[clipped, c] - p.level[origins, c][:, None] - s_hat) / p.sigma[c]
+    ahead = horizon_offset(p, origins, H)  # (N, H, C)
+    for c in range(p.u.shape[1]):
+        offset = np.concatenate([p.season[clipped[:, :L], c], ahead[..., c]], 1)
+        out[..., c] = (p.u[clipped, c] - p.level[origins, c][:, None] - offset) / p.sigma[c]
     out[steps >= known] = 0.0
     return out
 

@@ -15,6 +15,7 @@ Policies (each bad case is one :class:`~rnnkit.errors.DataError` line):
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,18 @@ class SeriesData:
 
 
 def _step_seconds(index: pd.DatetimeIndex) -> float:
-    return float(np.median(np.diff(index.asi8)) / 1e9) if len(index) > 1 else _DAY
+    """Median time step in seconds (whatever the index's resolution unit)."""
+    if len(index) < 2:
+        return _DAY
+    return float(np.median(np.diff(index.as_unit("ns").asi8)) / 1e9)
+
+
+def _infer_freq(index: pd.DatetimeIndex) -> str | None:
+    """``pd.infer_freq`` as a string, without pandas' warning about its future return type."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        freq = pd.infer_freq(index)
+    return getattr(freq, "freqstr", freq)
 
 
 def _guess_freq(index: pd.DatetimeIndex) -> str | None:
@@ -52,7 +64,7 @@ def _guess_freq(index: pd.DatetimeIndex) -> str | None:
     guesses = Counter()
     for start in range(0, max(1, len(index) - 5), max(1, len(index) // 20)):
         try:
-            guesses[pd.infer_freq(index[start:start + 5])] += 1
+            guesses[_infer_freq(index[start:start + 5])] += 1
         except (TypeError, ValueError):
             continue
     guesses.pop(None, None)
@@ -71,7 +83,7 @@ def check_index(index: Any, name: str = "y") -> tuple[Any, str | None, int]:
         raise DataError(f"{name}: timestamps are not in increasing order; sort them first")
     if len(index) < 3:
         return index, None, 0
-    freq = index.freqstr or pd.infer_freq(index)
+    freq = index.freqstr or _infer_freq(index)
     if freq is not None:
         return index, freq, 0
     freq = _guess_freq(index)
@@ -154,10 +166,11 @@ def _check_constant(target: np.ndarray, names: list[str], name: str) -> None:
                             "there is nothing to learn, forecast it with its last value")
 
 
-def _split_columns(df: pd.DataFrame, targets: tuple[str, ...], future: tuple[str, ...],
-                   name: str) -> tuple[list[str], list[str], list[str]]:
+def _split_columns(df: pd.DataFrame, y_cols: list[str], targets: tuple[str, ...],
+                   future: tuple[str, ...], name: str) -> tuple[list[str], list[str], list[str]]:
+    """Targets (default: y's columns that are not known-future), past and future columns."""
     cols = [str(c) for c in df.columns]
-    tgt = column_names(df, targets, name) if targets else [c for c in cols if c not in future]
+    tgt = column_names(df, targets, name) if targets else [c for c in y_cols if c not in future]
     fut = [c for c in future if c in cols]
     past = [c for c in cols if c not in tgt and c not in fut]
     return tgt, past, fut
@@ -167,6 +180,7 @@ def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tupl
               nan: str, name: str = "y") -> tuple[SeriesData, list[str], list[str], list[str]]:
     """Check one series and its covariates; returns ``(data, targets, past, future)`` names."""
     df = _numeric(_frame(y, "y"), name)
+    y_cols = list(df.columns)
     if covariates is not None:
         cov = _numeric(_frame(covariates, "x"), f"{name} covariates")
         if len(cov) != len(df):
@@ -179,7 +193,7 @@ def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tupl
         df = pd.concat([df, cov], axis=1)
     for col in future:
         column_names(df, (col,), name)
-    tgt, past, fut = _split_columns(df, targets, future, name)
+    tgt, past, fut = _split_columns(df, y_cols, targets, future, name)
     index, freq, n_missing = check_index(df.index, name)
     df, filled = _fill(df, nan, name, n_missing, freq)
     index = df.index if index is not None else None
@@ -215,8 +229,8 @@ def calendar_features(index: Any) -> np.ndarray:
         return np.zeros((0 if index is None else len(index), 0))
     step = _step_seconds(index)
     hour = (index.hour + index.minute / 60.0) / 24.0
-    dow = index.dayofweek / 7.0
-    doy = (index.dayofyear - 1) / 365.25
+    dow = index.day_of_week / 7.0
+    doy = (index.day_of_year - 1) / 365.25
     month = (index.month - 1) / 12.0
     if step < _DAY:
         phases = [hour, dow]

@@ -18,11 +18,9 @@ is stored in the bundle's ``config.json``; the weights in ``model.safetensors``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,7 +33,7 @@ from rnnkit.export.bundle import BundleMixin, register_model
 from rnnkit.models import _forecast_core as core
 from rnnkit.models._forecast_config import ForecasterConfig, auto_sizes
 from rnnkit.models._forecast_net import ForecastNet, NetSpec
-from rnnkit.models._forecast_train import FitPlan, fit_net, make_windows
+from rnnkit.models._forecast_train import FitPlan, fit_net, make_windows, torch_threads
 from rnnkit.models._ts_input import SeriesData, calendar_features, future_index, season_from_index, to_series
 
 __all__ = ["Forecaster", "ForecasterConfig"]
@@ -49,21 +47,6 @@ class _BundleConfig:
 
     options: dict
     fitted: dict
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: unchanged), restoring the setting afterwards.
-
-    Tiny recurrent models train several times faster on one thread than on a busy pool.
-    """
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _as_list(y: Any) -> tuple[list, bool]:
@@ -162,7 +145,8 @@ class Forecaster(BundleMixin, nn.Module):
         statics = self._static(static, len(series))
         m = o.season_length or season_from_index(series[0].index)
         L, V = auto_sizes([len(s.target) for s in series], o, m)
-        tfs = [core.fit_transforms(s, len(s.target) - V, m, o.normalize, o.log_flag) for s in series]
+        tfs = [core.fit_transforms(s, len(s.target) - V, m, o.normalize, o.log_flag, o.trend)
+               for s in series]
         prepared = [core.prepare(s, tf, st, o.calendar) for s, tf, st in zip(series, tfs, statics)]
         spec = self._spec(series, names, prepared, statics, L)
         self.members, info = self._train(spec, prepared, L, V)
@@ -195,7 +179,7 @@ class Forecaster(BundleMixin, nn.Module):
         plan = FitPlan(lr=o.lr, batch_size=o.batch_size, max_steps=steps, patience=o.patience,
                        refit=o.refit)
         start, members, info = time.monotonic(), [], []
-        with _threads(o.threads):
+        with torch_threads(o.threads):
             for j in range(k):
                 deadline = start + o.max_time * (j + 1) / k
                 net, record = fit_net(spec, train, val, everything, plan, o.seed + j, deadline)
@@ -259,7 +243,7 @@ class Forecaster(BundleMixin, nn.Module):
         nets = list(self.members)
         with torch.no_grad():
             out = core.forecast(nets, states, [r["transforms"]["es"] for r in records], sid,
-                                static_t, o.quantiles, o.n_samples, o.seed)
+                                static_t, o.quantiles, o.n_samples, o.seed, o.rnn_weight)
         return out, records
 
     def _future_rows(self, rows: Any, names: list[str]) -> np.ndarray:

@@ -40,17 +40,19 @@ def _pair(y: Any, f: Any) -> tuple[np.ndarray, np.ndarray]:
 def mase_scale(insample: Any, season_length: int = 1) -> float:
     """Mean absolute ``m``-step difference of the in-sample series (MASE's denominator).
 
-    Falls back to the one-step difference when the series is shorter than two seasons, and to
-    1.0 when the series is constant (so MASE is then the plain MAE).
+    Uses the one-step difference when the series is shorter than two seasons or exactly
+    periodic (a zero seasonal scale), and 1.0 when the series is constant (MASE = MAE).
     """
     x = np.asarray(insample, dtype=np.float64).reshape(len(insample), -1)
-    m = int(season_length) if season_length and season_length > 1 else 1
-    if len(x) <= m:
-        m = 1
     if len(x) < 2:
         raise ValueError(f"MASE needs at least 2 in-sample points, got {len(x)}")
-    scale = float(np.mean(np.abs(x[m:] - x[:-m])))
-    return scale if scale > 0 else 1.0
+    tiny = 1e-12 * (float(np.max(np.abs(x))) + 1e-300)
+    m = int(season_length) if season_length and season_length > 1 else 1
+    for lag in ((m, 1) if m > 1 and len(x) > m else (1,)):
+        scale = float(np.mean(np.abs(x[lag:] - x[:-lag])))
+        if scale > tiny:
+            return scale
+    return 1.0
 
 
 def mae(y: Any, f: Any) -> float:

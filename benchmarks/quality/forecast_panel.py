@@ -1,0 +1,97 @@
+"""Forecast panel: rnnkit's Forecaster against naive, seasonal naive, ETS and ARIMA (statsmodels).
+
+Ten real series shipped with statsmodels, the last horizon of each held out; every model is
+fitted on the rest in the same run and scored with MASE (scaled by the seasonal naive in-sample
+error) and sMAPE. Prints a Markdown table, the panel means and the two targets:
+rnnkit's mean MASE below ETS's and ARIMA's, and never worse than seasonal naive by more than 10%.
+
+    python benchmarks/quality/forecast_panel.py [--json] [--series co2,nile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from rnnkit.data.registry import load_dataset
+from rnnkit.models import ts_metrics
+from rnnkit.models.baselines import BASELINES, baseline_forecast
+from rnnkit.models.forecaster import Forecaster
+
+MODELS = ("rnnkit",) + tuple(BASELINES)
+
+
+def panel() -> dict:
+    """name -> (series, season length, horizon); weekly CO2 averaged to months."""
+    macro = load_dataset("macrodata", "all")
+    out = {
+        "co2": (load_dataset("co2", "all")["co2"].resample("MS").mean(), 12, 24),
+        "elec_equip": (load_dataset("elec_equip", "all")["orders"], 12, 24),
+        "elnino": (load_dataset("elnino", "all")["temperature"], 12, 24),
+        "nile": (load_dataset("nile", "all")["volume"], 1, 10),
+        "sunspots": (load_dataset("sunspots", "all")["sunactivity"], 11, 11),
+    }
+    for col in ("realgdp", "realcons", "cpi", "unemp", "tbilrate"):
+        out[col] = (macro[col], 4, 8)
+    return out
+
+
+def run_series(series, m: int, h: int, seed: int) -> dict:
+    train, truth = series.iloc[:-h], series.to_numpy()[-h:]
+    insample = train.to_numpy()
+    out = {}
+    for model in MODELS:
+        start = time.perf_counter()
+        if model == "rnnkit":
+            point = Forecaster(horizon=h, season_length=m, seed=seed).fit(train).predict()
+        else:
+            point = baseline_forecast(model, insample, h, m)
+        out[model] = {"mase": ts_metrics.mase(truth, point, insample, m),
+                      "smape": ts_metrics.smape(truth, point), "seconds": time.perf_counter() - start}
+    return out
+
+
+def markdown(results: dict, metric: str) -> str:
+    lines = [f"| series ({metric}) | " + " | ".join(MODELS) + " |", "|---" * (len(MODELS) + 1) + "|"]
+    for name, res in results.items():
+        best = min(res[m][metric] for m in MODELS)
+        cells = [(f"**{res[m][metric]:.3f}**" if res[m][metric] == best else f"{res[m][metric]:.3f}") for m in MODELS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    means = [np.mean([r[m][metric] for r in results.values()]) for m in MODELS]
+    lines.append("| **mean** | " + " | ".join(f"{v:.3f}" for v in means) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON line after the tables")
+    parser.add_argument("--series", default="", help="comma-separated subset of the panel")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    t0, items = time.perf_counter(), panel()
+    wanted = [s for s in args.series.split(",") if s] or list(items)
+    results = {name: run_series(*items[name], seed=args.seed) for name in wanted}
+    wall = time.perf_counter() - t0
+    print(markdown(results, "mase"), "\n")
+    print(markdown(results, "smape"), "\n")
+    mean = {m: float(np.mean([r[m]["mase"] for r in results.values()])) for m in MODELS}
+    ratio = {n: r["rnnkit"]["mase"] / r["seasonal_naive"]["mase"] for n, r in results.items()}
+    worst = max(ratio, key=ratio.get)
+    beats = mean["rnnkit"] < min(mean["ets"], mean["arima"])
+    print(f"target 1 (mean MASE below ETS and ARIMA): {'met' if beats else 'NOT met'} "
+          f"(rnnkit {mean['rnnkit']:.3f}, ETS {mean['ets']:.3f}, ARIMA {mean['arima']:.3f})")
+    print(f"target 2 (never > 1.10 x seasonal naive): {'met' if ratio[worst] <= 1.10 else 'NOT met'} "
+          f"(worst {worst}: {ratio[worst]:.2f} x)")
+    seconds = {m: round(sum(r[m]["seconds"] for r in results.values()), 1) for m in MODELS}
+    print(f"fit+forecast seconds per model: {seconds}; wall time {wall:.0f} s")
+    if args.json:
+        print(json.dumps({"benchmark": "forecast_panel", "wall_s": round(wall, 1), "mean_mase": mean,
+                          "worst_ratio_to_snaive": [worst, ratio[worst]], "seconds": seconds,
+                          "results": results}, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+r"""MinGRU and MinLSTM (:mod:`rnnkit.cells.minimal`) as one chunked parallel scan, forward and backward.
+
+The recurrence is linear, :math:`h_t = a_t h_{t-1} + b_t`, with coefficients from the input only:
+
+.. math::
+
+    \text{MinGRU: } a = 1 - z = \sigma(-k),\ b = z\,g(\tilde h); \qquad
+    \text{MinLSTM: } a = f' = \sigma(d),\ b = \sigma(-d)\,g(\tilde h),\ d = \log f - \log i
+        = \mathrm{sp}(-k_i) - \mathrm{sp}(-k_f)
+
+all computed in real space (``a`` in [0, 1], ``b >= 0``). Time is cut into chunks of
+:data:`~rnnkit.kernels.chunked_scan.CHUNK` steps; for each chunk: the input projection as one GEMM,
+the coefficients, and :func:`~rnnkit.kernels.chunked_scan.scan_chunk` started from the previous
+chunk's last state, so a chunk's tensors are used while in cache. The backward walks the chunks in
+reverse: :math:`\lambda_t = \bar y_t + a_{t+1}\lambda_{t+1}` by the same scan reversed, then
+:math:`\bar a = \lambda h_{t-1}`, :math:`\bar b = \lambda` through the coefficients by hand:
+
+.. math::
+
+    \text{MinGRU: } \bar k = z(1-z)(\bar b\,g - \bar a), \ \bar{\tilde h} = \bar b\,z\,g'; \quad
+    \text{MinLSTM: } \bar d = f'(1-f')(\bar a - \bar b\,g),\ \bar k_f = \bar d\,\sigma(-k_f),\
+    \bar k_i = -\bar d\,\sigma(-k_i),\ \bar{\tilde h} = \bar b\,\sigma(-d)\,g'
+
+and the weight gradient one GEMM per chunk. The projected inputs are kept for the backward (in a
+reused scratch buffer); everything else is recomputed per chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell, _mask_by_lengths
+from rnnkit.kernels import _fused_common as fc
+from rnnkit.kernels._gemm import Weight
+from rnnkit.kernels.chunked_scan import CHUNK, scan_chunk
+
+__all__ = ["min_sequence", "supports"]
+
+_SIG_B = torch.ops.aten.sigmoid_backward.grad_input
+
+
+def supports(cell) -> bool:
+    return isinstance(cell, (MinGRUCell, MinLSTMCell))
+
+
+def _g(hh: Tensor) -> tuple[Tensor, Tensor]:
+    """``(g(hh), sigmoid(hh))`` with ``g = max(hh + 1/2, sigmoid(hh))``.
+
+    That maximum is Feng et al.'s ``g`` (``hh + 1/2`` for ``hh >= 0``, ``sigmoid(hh)`` below): the two
+    branches meet at 0 and ``sigmoid(x) - x - 1/2`` decreases, so the right one is always the larger.
+    """
+    sig = torch.sigmoid(hh)
+    return torch.maximum(hh + 0.5, sig), sig
+
+
+def _times_g_prime(grad: Tensor, hh: Tensor, sig: Tensor, out: Tensor) -> Tensor:
+    """``grad * g'(hh)`` into ``out``: ``grad`` for ``hh >= 0``, ``grad * sigmoid'(hh)`` below (the
+    right derivative at 0, as autograd takes it through the reference's ``where``)."""
+    return torch.where(hh >= 0, grad, _SIG_B(grad, sig, grad_input=torch.empty_like(grad)), out=out)
+
+
+def _coefficients(kind: str, xp: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a, b)`` (B, c, H) from the projected chunk ``xp`` (B, c, G)."""
+    if kind == "gru":
+        k, hh = xp.chunk(2, -1)
+        z = torch.sigmoid(k)
+        return torch.sub(1, z), z.mul_(_g(hh)[0])  # 1 - z as the reference's lerp forms it
+    kf, ki, hh = xp.chunk(3, -1)
+    d = F.softplus(-ki).sub_(F.softplus(-kf))  # log f - log i
+    return torch.sigmoid(d), torch.sigmoid(d.neg_()).mul_(_g(hh)[0])
+
+
+def _a(kind: str, xp: Tensor) -> Tensor:
+    """Only ``a`` (what the backward scan needs)."""
+    if kind == "gru":
+        return torch.sigmoid(xp[..., :xp.shape[-1] // 2]).neg_().add_(1)
+    kf, ki, _ = xp.chunk(3, -1)
+    return torch.sigmoid(F.softplus(-ki).sub_(F.softplus(-kf)))
+
+
+def _coefficient_grads(kind: str, xp: Tensor, lam: Tensor, h_prev: Tensor, out: Tensor) -> Tensor:
+    """The gradient of the projected chunk into ``out`` (B, c, G), from ``lam = db`` and ``da = lam h_prev``."""
+    H = lam.shape[-1]
+    if kind == "gru":
+        k, hh = xp.chunk(2, -1)
+        z = torch.sigmoid(k)
+        g, sig = _g(hh)
+        _SIG_B(g.sub_(h_prev).mul_(lam), z, grad_input=out[..., :H])  # z(1-z)(db g - da)
+        _times_g_prime(z.mul_(lam), hh, sig, out[..., H:])
+        return out
+    kf, ki, hh = xp.chunk(3, -1)
+    d = F.softplus(-ki).sub_(F.softplus(-kf))
+    g, sig = _g(hh)
+    dd = _SIG_B(g.mul_(lam).neg_().addcmul_(lam, h_prev), torch.sigmoid(d), grad_input=torch.empty_like(d))
+    torch.mul(dd, torch.sigmoid(-kf), out=out[..., :H])
+    torch.mul(dd.neg_(), torch.sigmoid(-ki), out=out[..., H:2 * H])
+    _times_g_prime(torch.sigmoid(d.neg_()).mul_(lam), hh, sig, out[..., 2 * H:])
+    return out
+
+
+class _MinFn(torch.autograd.Function):
+    """``(x, w, bias, h0, kind) -> ys``: batch-first ``x`` (B, T, I), ``h0`` (B, H), ``ys`` (B, T, H)."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, h0, kind):
+        with fc.loop_threads():
+            B, T, I = x.shape
+            sc = fc.Scratch(fc.batching(None, B, T), x)
+            xps, ws = sc.take(B, T, w.shape[0]), Weight(w, B * CHUNK)  # projected inputs, kept
+            ys, carry = x.new_empty(B, T, h0.shape[1]), h0
+            for t0 in range(0, T, CHUNK):
+                t1 = min(T, t0 + CHUNK)
+                xp = xps[:, t0:t1]
+                xp.copy_(ws(x[:, t0:t1].reshape(-1, I), bias).view(B, t1 - t0, -1))
+                a, b = _coefficients(kind, xp)
+                carry = scan_chunk(a, b, carry, ys[:, t0:t1])
+            ctx.kind, ctx.scratch, ctx.xps, ctx.has_bias = kind, sc, xps, bias is not None
+            ctx.save_for_backward(x, w, ys, h0)
+            return ys
+
+    @staticmethod
+    def backward(ctx, d_ys):
+        with fc.loop_threads():
+            return _backward(ctx, d_ys)
+
+
+def _backward(ctx, d_ys: Tensor):
+    x, w, ys, h0 = ctx.saved_tensors
+    B, T, I = x.shape
+    need_dx, need_h0 = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+    d_w, d_bias = torch.zeros_like(w), x.new_zeros(w.shape[0]) if ctx.has_bias else None
+    dx, w_t = (torch.empty_like(x), Weight(w.t().contiguous(), B * CHUNK)) if need_dx else (None, None)
+    lam_buf, carry = ys.new_empty(B, CHUNK, ys.shape[2]), torch.zeros_like(h0)
+    dxp_buf = x.new_empty(B, CHUNK, w.shape[0])
+    a_after = ys.new_ones(B, 1, ys.shape[2])  # a_{t1} of the chunk after this one (1 past the end)
+    for t0 in reversed(range(0, T, CHUNK)):
+        t1 = min(T, t0 + CHUNK)
+        xp = ctx.xps[:, t0:t1]
+        a = _a(ctx.kind, xp)
+        lam = lam_buf[:, :t1 - t0]
+        carry = scan_chunk(torch.cat([a[:, 1:], a_after], 1), d_ys[:, t0:t1], carry, lam, reverse=True)
+        a_after = a[:, :1]
+        h_prev = ys[:, t0 - 1:t1 - 1] if t0 else torch.cat([h0.unsqueeze(1), ys[:, :t1 - 1]], 1)
+        out = dxp_buf if t1 - t0 == CHUNK else x.new_empty(B, t1 - t0, w.shape[0])
+        dxp = _coefficient_grads(ctx.kind, xp, lam, h_prev, out).view(-1, w.shape[0])  # (B c, G)
+        xc = x[:, t0:t1].reshape(-1, I)
+        d_w.addmm_(dxp.t(), xc)  # (G, I): K = B c rows; BLAS takes the transpose as it is
+        if d_bias is not None:
+            d_bias.add_(dxp.sum(0))
+        if dx is not None:
+            dx[:, t0:t1] = w_t(dxp).view(B, t1 - t0, I)
+    dh0 = a_after[:, 0] * carry if need_h0 else None  # a_1 lambda_1: carry is lambda at t = 0
+    return dx, d_w, d_bias, dh0, None
+
+
+def min_sequence(cell, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None):
+    """The scan equivalent of ``cell.forward(x, state, lengths=...)`` for MinGRU/MinLSTM cells."""
+    h0 = cell._default_state(x, state)
+    kind = "gru" if isinstance(cell, MinGRUCell) else "lstm"
+    h = _MinFn.apply(x, cell.weight_ih, cell.bias_ih, h0, kind)
+    if lengths is None:
+        return h, (h[:, -1] if h.shape[1] else h0)
+    return _mask_by_lengths(h, lengths, h0)

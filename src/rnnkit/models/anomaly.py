@@ -1,0 +1,212 @@
+"""``AnomalyDetector``: anomaly scores from forecast or reconstruction error, then windows.
+
+Scores (one per row, in standard-deviation units):
+
+- ``method="forecast"``: a one-step :class:`~rnnkit.models.forecaster.Forecaster` with a
+  Gaussian head reads the last ``window`` rows; :math:`a_t = |x_t - \\mu_t| / \\sigma_t` in the
+  scaled space (root mean square over several columns).
+- ``method="reconstruction"``: an LSTM autoencoder (:mod:`rnnkit.models._autoencoder`);
+  :math:`a_t = \\sqrt{r_t / \\bar r}`, the row's mean squared reconstruction error :math:`r_t`
+  relative to its mean :math:`\\bar r` over the training rows (about 1 for normal rows, like
+  the forecast score).
+
+Scores are smoothed causally, :math:`\\tilde a_t = \\mathrm{EWMA}_{span}(a)_t`, and flagged when
+above a threshold: ``fixed`` (:math:`\\tilde a_t > c`), ``quantile`` (the ``q`` quantile of the
+training scores), or ``adaptive`` (:math:`\\tilde a_t > \\max(c, \\bar a_{t} + k\\, s_{t})`, mean
+and standard deviation of the previous ``history`` smoothed scores). Runs of flagged rows closer
+than ``merge`` rows become one window ``(start, end, score = max smoothed score)``.
+
+Rows need not be regular in time (NAB files repeat a few timestamps): they are scored in order.
+Calendar features of a DatetimeIndex (hour, day of week, ...) are given to the forecaster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from rnnkit.data.scaling import Scaler
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.export.bundle import BundleMixin, register_model
+from rnnkit.models._anomaly_scores import forecast_scores, values_and_calendar
+from rnnkit.models._forecast_train import torch_threads
+from rnnkit.models._autoencoder import AESpec, LSTMAutoencoder, fit_autoencoder, row_errors
+from rnnkit.models.forecaster import Forecaster
+
+__all__ = ["AnomalyDetector", "DetectorConfig", "AnomalyWindow"]
+
+_CHOICES = {"method": ("forecast", "reconstruction"), "threshold": ("fixed", "quantile", "adaptive"),
+            "nan": ("refuse", "interpolate")}
+
+
+class AnomalyWindow(NamedTuple):
+    """A detected window: first and last row (timestamps, or positions) and its peak score."""
+
+    start: Any
+    end: Any
+    score: float
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Options of :class:`AnomalyDetector` (see the module docstring for the equations)."""
+
+    method: str = "forecast"
+    window: int = 48
+    hidden_size: int = 32
+    cell: str = "lstm"
+    threshold: str = "adaptive"
+    value: float = 4.0
+    quantile: float = 0.999
+    k: float = 4.0
+    history: int = 0
+    smooth: int = 3
+    merge: int = 0
+    max_steps: int = 400
+    max_time: float = 60.0
+    nan: str = "refuse"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name}: expected one of {choices}, got {getattr(self, name)!r}")
+        for name in ("window", "hidden_size", "smooth", "max_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ConfigError(f"quantile: expected a value in (0, 1), got {self.quantile!r}")
+        if self.history < 0 or self.merge < 0 or self.value <= 0 or self.k <= 0:
+            raise ConfigError("history and merge must be >= 0, value and k > 0; got "
+                              f"{self.history}, {self.merge}, {self.value}, {self.k}")
+
+
+@register_model("anomaly_detector")
+class AnomalyDetector(BundleMixin, nn.Module):
+    """Unsupervised anomaly detector over a recurrent forecaster or autoencoder.
+
+    ``fit(y)`` on data that is mostly normal, ``score(y)`` per row, ``detect(y)`` windows.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        try:
+            self.options = DetectorConfig(**options)
+        except TypeError as exc:
+            names = ", ".join(f.name for f in dataclasses.fields(DetectorConfig))
+            raise ConfigError(f"AnomalyDetector: {exc}; known options: {names}") from None
+        self.forecaster: Forecaster | None = None
+        self.autoencoder: LSTMAutoencoder | None = None
+        self.fitted_: dict[str, Any] | None = None
+
+    @property
+    def config(self) -> Any:
+        from rnnkit.models.forecaster import _BundleConfig
+        return _BundleConfig(dataclasses.asdict(self.options), self.fitted_ or {})
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> AnomalyDetector:
+        model = cls(**data["options"])
+        fitted = data.get("fitted") or {}
+        if fitted.get("forecaster"):
+            model.forecaster = Forecaster.from_config(fitted["forecaster"])
+        if fitted.get("autoencoder"):
+            model.autoencoder = LSTMAutoencoder(AESpec(**fitted["autoencoder"]))
+        model.fitted_ = fitted or None
+        return model
+
+    # -- fit / score ----------------------------------------------------------------------------
+    def fit(self, y: Any) -> AnomalyDetector:
+        """Learn what normal looks like from ``y`` (Series, DataFrame or array, rows in order)."""
+        o = self.options
+        values, cal, _ = values_and_calendar(y, o.nan)
+        if len(values) < 4 * o.window:
+            raise DataError(f"y has {len(values)} rows; window={o.window} needs at least "
+                            f"{4 * o.window} to fit; use a shorter window")
+        fitted: dict[str, Any] = {"n_features": values.shape[1], "n_calendar": cal.shape[1]}
+        if o.method == "forecast":
+            self.forecaster = Forecaster(
+                horizon=1, season_length=1, normalize="scale", log="never", head="gaussian",
+                input_len=o.window, val_size=max(len(values) // 10, o.window), calendar=False,
+                future_covariates=tuple(f"cal{j}" for j in range(cal.shape[1])), ensemble=1,
+                hidden_size=o.hidden_size, cell=o.cell, max_steps=o.max_steps,
+                max_time=o.max_time, batch_size=64, seed=o.seed)
+            frame, covs = _frames(values, cal)
+            self.forecaster.fit(frame, covs)
+            fitted["forecaster"] = dataclasses.asdict(self.forecaster.config)
+        else:
+            scaler = Scaler("standard").fit(values)
+            spec = AESpec(values.shape[1], o.window, o.hidden_size, o.cell)
+            with torch.random.fork_rng(), torch_threads(1):
+                self.autoencoder = fit_autoencoder(scaler.transform(values), spec, seed=o.seed,
+                                                   max_steps=o.max_steps, max_time=o.max_time)
+            fitted.update(scaler=scaler.to_dict(), autoencoder=dataclasses.asdict(spec))
+            err = row_errors(self.autoencoder, scaler.transform(values))
+            fitted["mean_error"] = float(np.mean(err)) + 1e-12
+        self.fitted_ = fitted
+        train = self._smoothed(values, cal)
+        fitted["train_quantile"] = float(np.quantile(train[o.window:], o.quantile))
+        return self
+
+    def _raw_scores(self, values: np.ndarray, cal: np.ndarray) -> np.ndarray:
+        f = self.fitted_
+        if f is None:
+            raise ConfigError("AnomalyDetector is not fitted; call fit(y) first")
+        if values.shape[1] != f["n_features"]:
+            raise DataError(f"y: expected {f['n_features']} column(s) as in fit, got {values.shape[1]}")
+        if self.forecaster is not None:
+            frame, covs = _frames(values, cal)
+            return forecast_scores(self.forecaster, frame, covs)
+        x = Scaler.from_dict(f["scaler"]).transform(values)
+        return np.sqrt(row_errors(self.autoencoder, x) / f["mean_error"])
+
+    def _smoothed(self, values: np.ndarray, cal: np.ndarray) -> np.ndarray:
+        raw = self._raw_scores(values, cal)
+        return pd.Series(raw).ewm(span=self.options.smooth, adjust=False).mean().to_numpy()
+
+    def score(self, y: Any) -> np.ndarray:
+        """Smoothed anomaly score of every row (``0`` for the first ``window`` rows)."""
+        values, cal, _ = values_and_calendar(y, self.options.nan)
+        return self._smoothed(values, cal)
+
+    def thresholds(self, scores: np.ndarray) -> np.ndarray:
+        """The threshold each row's score is compared with (per the ``threshold`` option)."""
+        o, f = self.options, self.fitted_ or {}
+        if o.threshold == "fixed":
+            return np.full(len(scores), o.value)
+        if o.threshold == "quantile":
+            return np.full(len(scores), f.get("train_quantile", o.value))
+        trail = pd.Series(scores).shift(1).rolling(o.history or 10 * o.window, min_periods=o.window)
+        adaptive = (trail.mean() + o.k * trail.std()).to_numpy()
+        return np.maximum(np.nan_to_num(adaptive, nan=np.inf), o.value)
+
+    def detect(self, y: Any) -> list[AnomalyWindow]:
+        """Anomaly windows of ``y``: ``AnomalyWindow(start, end, score)`` in time order."""
+        values, cal, index = values_and_calendar(y, self.options.nan)
+        scores = self._smoothed(values, cal)
+        flags = scores > self.thresholds(scores)
+        flags[: self.options.window] = False
+        return _windows(flags, scores, index, self.options.merge or self.options.window // 2)
+
+
+def _frames(values: np.ndarray, cal: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = pd.DataFrame(values, columns=[f"y{j}" for j in range(values.shape[1])])
+    return frame, pd.DataFrame(cal, columns=[f"cal{j}" for j in range(cal.shape[1])])
+
+
+def _windows(flags: np.ndarray, scores: np.ndarray, index: Any, merge: int) -> list[AnomalyWindow]:
+    """Runs of flagged rows (gaps of at most ``merge`` rows bridged) as windows."""
+    rows = np.flatnonzero(flags)
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) > merge + 1)
+    starts = np.concatenate([[rows[0]], rows[breaks + 1]])
+    ends = np.concatenate([rows[breaks], [rows[-1]]])
+    label = (lambda i: index[i]) if index is not None else int
+    return [AnomalyWindow(label(a), label(b), float(scores[a: b + 1].max())) for a, b in zip(starts, ends)]

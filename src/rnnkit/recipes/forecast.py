@@ -1,0 +1,263 @@
+"""Recipes: forecasting and anomaly detection from a CSV, end to end (used by the CLI).
+
+::
+
+    fc, bundle, metrics = train_forecaster(ForecastModelConfig(), ForecastDataConfig(
+        csv="sales.csv", time_col="date", target="units", horizon=12), "runs", "sales")
+    frame = forecast_from_bundle(bundle, "sales.csv", "date", "units", plot="forecast.png")
+
+``train_forecaster`` first fits on all rows but the last ``horizon`` and scores that holdout
+against seasonal naive and ETS (``metrics.json``), then refits on every row for the bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.models import ts_metrics
+from rnnkit.models.anomaly import AnomalyDetector, AnomalyWindow, DetectorConfig
+from rnnkit.models.baselines import BASELINES, baseline_forecast
+from rnnkit.models.forecaster import Forecaster
+from rnnkit.recipes._forecast_plots import plot_detection, plot_forecast
+
+__all__ = ["ForecastDataConfig", "ForecastModelConfig", "DetectDataConfig", "train_forecaster",
+           "forecast_from_bundle", "train_detector", "detect_from_bundle", "DetectorConfig"]
+
+log = logging.getLogger(__name__)
+
+
+def _cols(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+@dataclass(frozen=True)
+class ForecastDataConfig:
+    """A CSV to forecast: ``target`` (comma-separated for several), optional covariate columns
+    (``covariates`` past, ``future_covariates`` known ahead), ``season_length`` 0 = from the
+    time step. ``nan`` is ``refuse`` or ``interpolate``; ``baselines`` are scored on the holdout."""
+
+    csv: str = ""
+    time_col: str = ""
+    target: str = ""
+    horizon: int = 24
+    season_length: int = 0
+    covariates: str = ""
+    future_covariates: str = ""
+    nan: str = "refuse"
+    holdout: bool = True
+    baselines: str = "seasonal_naive,ets"
+
+    def __post_init__(self) -> None:
+        if not self.csv:
+            raise ConfigError("data.csv: expected the path of a CSV file, got ''")
+        if self.horizon < 1 or self.season_length < 0:
+            raise ConfigError(f"data.horizon must be >= 1 and data.season_length >= 0, got "
+                              f"{self.horizon}, {self.season_length}")
+        unknown = [b for b in _cols(self.baselines) if b not in BASELINES]
+        if unknown:
+            raise ConfigError(f"data.baselines: unknown {unknown[0]!r}; expected some of {sorted(BASELINES)}")
+
+
+@dataclass(frozen=True)
+class ForecastModelConfig:
+    """The Forecaster's main options (see :class:`rnnkit.models.forecaster.ForecasterConfig`)."""
+
+    cell: str = "lstm"
+    hidden_size: int = 32
+    num_layers: int = 1
+    input_len: int = 0
+    strategy: str = "direct"
+    head: str = "quantile"
+    normalize: str = "es"
+    ensemble: int = 0
+    max_steps: int = 800
+    max_time: float = 120.0
+    lr: float = 3e-3
+    dropout: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DetectDataConfig:
+    """A CSV (or ``dataset="nab/<series>"``) to learn normal behaviour from: the detector is
+    fitted on the first ``train_fraction`` of the rows and detects on all of them."""
+
+    csv: str = ""
+    time_col: str = ""
+    target: str = ""
+    dataset: str = ""
+    train_fraction: float = 0.15
+    nan: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if not self.csv and not self.dataset:
+            raise ConfigError("data: expected csv or dataset (e.g. dataset='nab/nyc_taxi'), got neither")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"data.train_fraction: expected a value in (0, 1], got {self.train_fraction}")
+
+
+def _read(csv: str, time_col: str, columns: list[str], nan: str, duplicates: str = "refuse") -> pd.DataFrame:
+    from rnnkit.data.timeseries import read_series_csv
+    return read_series_csv(csv, time_col or None, columns or None, nan=nan, duplicates=duplicates)
+
+
+def _forecaster(model: ForecastModelConfig, data: ForecastDataConfig, targets: list[str]) -> Forecaster:
+    return Forecaster(horizon=data.horizon, season_length=data.season_length, target=tuple(targets),
+                      future_covariates=tuple(_cols(data.future_covariates)), nan=data.nan,
+                      **dataclasses.asdict(model))
+
+
+def _split(frame: pd.DataFrame, targets: list[str], data: ForecastDataConfig):
+    covs = _cols(data.covariates) + _cols(data.future_covariates)
+    return frame[targets], (frame[covs] if covs else None)
+
+
+def _holdout(model: ForecastModelConfig, data: ForecastDataConfig, frame: pd.DataFrame,
+             targets: list[str]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Fit on all rows but the last horizon; metrics of rnnkit and the baselines on them."""
+    H = data.horizon
+    y, x = _split(frame, targets, data)
+    fc = _forecaster(model, data, targets).fit(y.iloc[:-H], None if x is None else x.iloc[:-H])
+    future = None if x is None or not data.future_covariates else x.iloc[-H:][_cols(data.future_covariates)]
+    pred = fc.predict_frame(future)
+    m = fc.fitted_["season_length"]
+    out: dict[str, Any] = {}
+    for t in targets:
+        pre = "" if len(targets) == 1 else f"{t}:"
+        train, truth = y[t].to_numpy()[:-H], y[t].to_numpy()[-H:]
+        row = {"rnnkit": {"mase": ts_metrics.mase(truth, pred[f"{pre}median"], train, m),
+                          "smape": ts_metrics.smape(truth, pred[f"{pre}median"]),
+                          "rmse": ts_metrics.rmse(truth, pred[f"{pre}median"]),
+                          "coverage80": ts_metrics.coverage(truth, pred[f"{pre}q0.1"], pred[f"{pre}q0.9"])}}
+        for b in _cols(data.baselines):
+            point = baseline_forecast(b, train, H, m)
+            row[b] = {"mase": ts_metrics.mase(truth, point, train, m), "smape": ts_metrics.smape(truth, point)}
+        out[t] = row
+    return out, pred
+
+
+def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfig,
+                     run_dir: str | Path = "runs", name: str = "forecast") -> tuple[Forecaster, Path, dict]:
+    """Train on the CSV, write ``<run_dir>/<name>/bundle``, ``forecast.png`` and ``metrics.json``.
+
+    Returns ``(forecaster, bundle path, metrics)``; metrics hold the holdout scores (when the
+    series is long enough) and the fit summary.
+    """
+    targets = _cols(data_cfg.target)
+    covs = _cols(data_cfg.covariates) + _cols(data_cfg.future_covariates)
+    frame = _read(data_cfg.csv, data_cfg.time_col, targets + covs if targets else [], data_cfg.nan)
+    targets = targets or [c for c in map(str, frame.columns) if c not in covs]
+    out = Path(run_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {"rows": len(frame), "targets": targets}
+    if data_cfg.holdout and len(frame) >= 2 * data_cfg.horizon + 12:
+        metrics["holdout"], pred = _holdout(model_cfg, data_cfg, frame, targets)
+        plot_forecast(frame[targets].iloc[:-data_cfg.horizon], pred, out / "holdout.png",
+                      title=f"{name}: holdout forecast vs actual", truth=frame[targets].iloc[-data_cfg.horizon:])
+    y, x = _split(frame, targets, data_cfg)
+    fc = _forecaster(model_cfg, data_cfg, targets).fit(y, x)
+    bundle = fc.save(out / "bundle")
+    metrics["fit"] = {"input_len": fc.fitted_["input_len"], "season_length": fc.fitted_["season_length"],
+                      "members": fc.fitted_["n_members"], "filled": fc.fill_counts_}
+    if not data_cfg.future_covariates:
+        plot_forecast(y, fc.predict_frame(), out / "forecast.png", title=f"{name}: forecast")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    return fc, bundle, metrics
+
+
+def _load(bundle: str | Path, kind: type) -> Any:
+    from rnnkit.export.bundle import load_bundle
+    path = Path(bundle)
+    path = path / "bundle" if (path / "bundle" / "config.json").is_file() else path
+    model = load_bundle(path)
+    if not isinstance(model, kind):
+        raise ConfigError(f"{bundle}: holds a {type(model).__name__}, expected a {kind.__name__}")
+    return model
+
+
+def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: str | None = None,
+                         target: str | None = None, plot: str | None = None,
+                         future_csv: str | None = None) -> pd.DataFrame:
+    """Forecast with a saved Forecaster: from the end of its training data, or of ``csv``.
+
+    ``future_csv`` holds the horizon rows of the known-future covariates, if the model has any.
+    """
+    fc = _load(bundle, Forecaster)
+    f = fc.fitted_ or {}
+    targets = _cols(target) if target else list(f.get("targets", []))
+    future = None
+    if f.get("future"):
+        if not future_csv:
+            raise DataError(f"the model needs the future rows of {f['future']}; pass future_csv")
+        future = _read(future_csv, time_col or "", list(f["future"]), "refuse")
+    if csv is None:
+        frame, history = fc.predict_frame(future), None
+    else:
+        history = _read(csv, time_col or "", targets + list(f["past"]) + list(f["future"]), fc.options.nan)
+        covs = history[list(f["past"]) + list(f["future"])] if f["past"] or f["future"] else None
+        frame = fc.predict_frame(future, y=history[targets], y_covariates=covs)
+    if plot:
+        if history is None:
+            raise DataError("plot: pass csv (the history to draw) along with plot")
+        plot_forecast(history[targets], frame, plot, title=f"Forecast: {Path(str(bundle)).name}")
+    return frame
+
+
+def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list[tuple]]:
+    if data.dataset:
+        from rnnkit.data.registry import load_dataset
+        kind, _, series = data.dataset.partition("/")
+        if kind != "nab" or not series:
+            raise ConfigError(f"data.dataset: expected 'nab/<series>', got {data.dataset!r}")
+        item = load_dataset("nab", series)
+        return item.data["value"], list(item.windows)
+    frame = _read(data.csv, data.time_col, _cols(data.target), data.nan, duplicates="keep")
+    return (frame.iloc[:, 0] if frame.shape[1] == 1 else frame), []
+
+
+def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
+                   run_dir: str | Path = "runs", name: str = "detect") -> tuple[AnomalyDetector, Path, dict]:
+    """Fit an AnomalyDetector on the first ``train_fraction`` rows; bundle, plot and summary."""
+    y, labelled = _detect_data(data_cfg)
+    n_fit = max(int(len(y) * data_cfg.train_fraction), 4 * detector_cfg.window)
+    det = AnomalyDetector(**dataclasses.asdict(detector_cfg)).fit(y.iloc[:n_fit])
+    out = Path(run_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = det.save(out / "bundle")
+    windows = det.detect(y)
+    summary: dict[str, Any] = {"rows": len(y), "fit_rows": n_fit, "windows": [list(map(str, w)) for w in windows]}
+    if labelled:
+        from rnnkit.models.anomaly_metrics import window_metrics
+        summary["metrics"] = window_metrics(windows, labelled, unit=pd.Timedelta("1h"))
+    _plot_detection(det, y, windows, labelled, out / "detection.png", name)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return det, bundle, summary
+
+
+def _plot_detection(det: AnomalyDetector, y: Any, windows: list, labelled: list, path: Any, title: str) -> None:
+    scores = det.score(y)
+    series = y if isinstance(y, pd.Series) else y.iloc[:, 0]
+    plot_detection(series, windows, path, title=title, scores=scores,
+                   thresholds=det.thresholds(scores), labelled=labelled)
+
+
+def detect_from_bundle(bundle: str | Path, csv: str, time_col: str | None = None,
+                       target: str | None = None, plot: str | None = None,
+                       labelled: list[tuple] | None = None) -> list[AnomalyWindow]:
+    """Anomaly windows ``(start, end, score)`` of ``csv`` under a saved AnomalyDetector."""
+    det = _load(bundle, AnomalyDetector)
+    frame = _read(csv, time_col or "", _cols(target or ""), det.options.nan, duplicates="keep")
+    y = frame.iloc[:, 0] if frame.shape[1] == 1 else frame
+    windows = det.detect(y)
+    if plot:
+        _plot_detection(det, y, windows, labelled or [], plot, f"Anomalies: {Path(csv).name}")
+    return windows

@@ -1,0 +1,85 @@
+"""AnomalyDetector and the window/NAB metrics: tiny models, a few seconds each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rnnkit
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.models.anomaly import AnomalyDetector
+from rnnkit.models.anomaly_metrics import nab_normalized, nab_raw_score, scaled_sigmoid, window_metrics
+
+FAST = dict(window=24, hidden_size=16, max_steps=150)
+
+
+def sine(n=900, seed=0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    values = np.sin(2 * np.pi * t / 40) + 0.05 * rng.standard_normal(n)
+    return pd.Series(values, pd.date_range("2024-01-01", periods=n, freq="h"), name="value")
+
+
+@pytest.mark.parametrize("method", ["forecast", "reconstruction"])
+def test_flags_an_injected_spike_and_nothing_on_a_clean_sine(method):
+    clean = sine()
+    det = AnomalyDetector(method=method, **FAST).fit(clean.iloc[:400])
+    assert det.detect(clean) == []
+    spiky = clean.copy()
+    spiky.iloc[700] += 2.5
+    windows = det.detect(spiky)
+    assert len(windows) == 1
+    start, end, score = windows[0]
+    assert start <= spiky.index[700] <= end + pd.Timedelta("3h") and score > 4
+
+
+def test_thresholds_fixed_quantile_adaptive():
+    y = sine()
+    det = AnomalyDetector(threshold="fixed", value=2.5, **FAST).fit(y.iloc[:400])
+    scores = det.score(y)
+    assert (det.thresholds(scores) == 2.5).all()
+    q = AnomalyDetector(threshold="quantile", quantile=0.9, **FAST).fit(y.iloc[:400])
+    assert q.thresholds(scores)[0] == pytest.approx(q.fitted_["train_quantile"])
+    adaptive = AnomalyDetector(**FAST).fit(y.iloc[:400]).thresholds(scores)
+    assert (adaptive >= 4.0).all()
+
+
+def test_bundle_round_trip_and_bad_input(tmp_path):
+    y = sine(600)
+    det = AnomalyDetector(**FAST).fit(y)
+    det.save(tmp_path / "d")
+    again = rnnkit.load(tmp_path / "d")
+    np.testing.assert_array_equal(det.score(y), again.score(y))
+    with pytest.raises(DataError, match="NaN"):
+        det.score(y.where(y.index != y.index[5]))
+    with pytest.raises(DataError, match="constant"):
+        AnomalyDetector(**FAST).fit(pd.Series(np.ones(200)))
+    with pytest.raises(ConfigError, match="threshold"):
+        AnomalyDetector(threshold="magic")
+
+
+def test_window_metrics_count_overlaps_and_delay():
+    labelled = [(10, 20), (50, 60), (80, 90)]
+    detected = [(15, 16, 5.0), (30, 31, 5.0), (45, 52, 6.0)]
+    m = window_metrics(detected, labelled)
+    assert (m["found"], m["recall"], m["precision"]) == (2, pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert m["delay"] == pytest.approx(2.5)  # 5 steps late, and 0 for the early detection
+
+
+def test_nab_score_of_perfect_null_and_noisy_detectors():
+    times = list(range(1000))
+    windows = [(400, 449), (700, 749)]
+    assert scaled_sigmoid(-1.0) == pytest.approx(0.98661, abs=1e-5) and scaled_sigmoid(0.0) == 0.0
+    none = nab_raw_score(times, np.zeros(1000, bool), windows)
+    perfect = np.zeros(1000, bool)
+    perfect[[400, 700]] = True
+    best = nab_raw_score(times, perfect, windows)
+    assert nab_normalized([none["raw"]], [none["windows"]]) == pytest.approx(0.0)
+    assert nab_normalized([best["raw"]], [best["windows"]]) == pytest.approx(100.0)
+    late = perfect.copy()
+    late[[400, 700]], late[[449, 749]] = False, True  # at the windows' last rows
+    assert nab_raw_score(times, late, windows)["raw"] < best["raw"]
+    noisy = perfect.copy()
+    noisy[200] = True  # a false positive before any window costs A_FP = 0.11
+    assert nab_raw_score(times, noisy, windows)["raw"] == pytest.approx(best["raw"] - 0.11)

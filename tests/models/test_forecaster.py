@@ -1,0 +1,148 @@
+"""Forecaster: leakage-free scaling, exact seasonal forecasts, calibrated intervals, bad input,
+bundle round trips. Tiny models and few steps keep every test to a few seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rnnkit
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.models.backtest import backtest
+from rnnkit.models.forecaster import Forecaster
+
+FAST = dict(hidden_size=8, ensemble=1, max_steps=40, max_time=20.0)
+
+
+def monthly(values, start="2000-01-01") -> pd.Series:
+    return pd.Series(np.asarray(values, dtype=float), pd.date_range(start, periods=len(values), freq="MS"))
+
+
+def seasonal(n=96, level=10.0):
+    t = np.arange(n)
+    return monthly(level + np.sin(2 * np.pi * t / 12) + 0.5 * np.cos(4 * np.pi * t / 12))
+
+
+def test_scaling_sees_only_the_training_part():
+    rng = np.random.default_rng(0)
+    y = monthly(50 + rng.normal(0, 1, 120))
+    x = pd.DataFrame({"temp": rng.normal(0, 1, 120)}, index=y.index)
+    y.iloc[-3], x.iloc[-2, 0] = 1e6, 1e6  # huge values in the held-out validation tail
+    f = Forecaster(horizon=6, season_length=1, normalize="scale", log="never", val_size=12, **FAST)
+    f.fit(y, x)
+    es, past = f.scaling_[0]["es"][0], f.scaling_[0]["past"]
+    train = y.to_numpy()[:-12]
+    assert es["mean"] == pytest.approx(train.mean()) and es["sigma"] == pytest.approx(train.std())
+    assert past["shift"][0] == pytest.approx(x["temp"].to_numpy()[:-12].mean())
+    assert abs(es["mean"] - 50) < 1 and past["scale"][0] < 2
+
+
+def test_es_normalisation_ignores_the_validation_tail():
+    y = seasonal(120)
+    spiked = y.copy()
+    spiked.iloc[-5] = 1e6
+    a = Forecaster(horizon=6, val_size=12, **FAST).fit(y).scaling_[0]["es"][0]
+    b = Forecaster(horizon=6, val_size=12, **FAST).fit(spiked).scaling_[0]["es"][0]
+    assert a == b  # alpha, gamma, sigma fitted on the first 108 rows only
+
+
+def test_pure_seasonal_series_is_forecast_almost_exactly():
+    y = seasonal(108)
+    f = Forecaster(horizon=12, season_length=12, hidden_size=8, ensemble=1, max_steps=60).fit(y.iloc[:96])
+    err = np.abs(f.predict() - y.to_numpy()[96:])
+    assert err.max() < 0.02 * np.ptp(y.to_numpy())
+
+
+@pytest.mark.parametrize("head", ["quantile", "gaussian"])
+def test_prediction_intervals_cover_at_their_nominal_rate(head):
+    rng = np.random.default_rng(1)
+    n, y = 1400, np.zeros(1400)
+    for t in range(1, n):
+        y[t] = 0.6 * y[t - 1] + rng.normal()
+    f = Forecaster(horizon=2, season_length=1, normalize="scale", log="never", head=head,
+                   hidden_size=16, ensemble=1, max_steps=300, input_len=8).fit(y[:1000])
+    inside = []
+    for origin in range(1000, n - 2, 4):
+        frame = f.predict_frame(y=y[:origin])
+        truth = y[origin: origin + 2]
+        inside += list((truth >= frame["q0.1"].to_numpy()) & (truth <= frame["q0.9"].to_numpy()))
+    assert 0.7 <= np.mean(inside) <= 0.9, np.mean(inside)
+
+
+def _bad(y, **kw):
+    with pytest.raises((DataError, ConfigError)) as info:
+        Forecaster(**{**FAST, **kw}).fit(y)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_inputs_each_raise_one_clear_line():
+    y = seasonal(60)
+    assert "missing timestamp" in _bad(y.drop(y.index[20]), horizon=6)
+    assert "duplicate timestamp" in _bad(pd.concat([y, y.iloc[[5]]]).sort_index(), horizon=6)
+    irregular = pd.Series(y.to_numpy(), pd.DatetimeIndex(np.sort(
+        pd.Timestamp("2000-01-01") + pd.to_timedelta(np.random.default_rng(0).uniform(0, 9e3, 60), "h"))))
+    assert "irregular" in _bad(irregular, horizon=6)
+    nan = y.copy()
+    nan.iloc[[3, 7]] = np.nan
+    assert "2 NaN" in _bad(nan, horizon=6)
+    assert "horizon=50" in _bad(y, horizon=50)
+    assert "no column 'sales'" in _bad(y.to_frame("units"), horizon=6, target="sales")
+    assert "constant" in _bad(monthly(np.full(60, 3.0)), horizon=6)
+    assert "strategy" in _bad(y, horizon=6, strategy="sideways")
+    with pytest.raises(ConfigError, match="known options"):
+        Forecaster(horizon=6, hidden=3)
+
+
+def test_nan_interpolation_is_counted_and_forecasts_are_finite():
+    y = seasonal(60)
+    y.iloc[[3, 7]] = np.nan
+    f = Forecaster(horizon=6, nan="interpolate", **FAST).fit(y.drop(y.index[30]))
+    assert f.fill_counts_ == [3]  # two NaNs and one missing month
+    assert np.isfinite(f.predict()).all()
+
+
+def test_bundle_round_trip_gives_identical_forecasts(tmp_path):
+    y = seasonal(80)
+    f = Forecaster(horizon=6, hidden_size=8, ensemble=2, max_steps=30).fit(y)
+    f.save(tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json", "model.safetensors"]
+    g = rnnkit.load(tmp_path / "b")
+    assert isinstance(g, Forecaster)
+    np.testing.assert_array_equal(f.predict(), g.predict())
+    pd.testing.assert_frame_equal(f.predict_frame(), g.predict_frame())
+    assert g.predict_frame().index[0] == pd.Timestamp("2006-09-01")  # continues the months
+    np.testing.assert_array_equal(f.predict(y=y.iloc[:70]), g.predict(y=y.iloc[:70]))
+
+
+def test_recursive_strategy_round_trip_and_shapes(tmp_path):
+    y = seasonal(80)
+    f = Forecaster(horizon=5, strategy="recursive", n_samples=50, **FAST).fit(y)
+    f.save(tmp_path / "r")
+    frame = rnnkit.load(tmp_path / "r").predict_frame()
+    pd.testing.assert_frame_equal(frame, f.predict_frame())
+    assert (frame["q0.05"] <= frame["median"]).all() and (frame["median"] <= frame["q0.95"]).all()
+
+
+def test_multivariate_global_and_covariates():
+    y = seasonal(80)
+    frame = pd.DataFrame({"a": y, "b": y * 2 + 1, "promo": np.arange(80) % 3}, index=y.index)
+    f = Forecaster(horizon=4, target="a,b", future_covariates="promo", **FAST)
+    f.fit(frame[["a", "b"]], frame[["promo"]])
+    with pytest.raises(DataError, match="future rows"):
+        f.predict()
+    out = f.predict(pd.DataFrame({"promo": [0, 1, 2, 0]}))
+    assert out.shape == (4, 2) and np.isfinite(out).all()
+    g = Forecaster(horizon=4, **FAST).fit([y, y * 3], static=[[0.0], [1.0]])
+    preds = g.predict()
+    assert len(preds) == 2 and preds[1].shape == (4,)
+    assert set(g.predict_frame()["series"]) == {0, 1}
+
+
+def test_backtest_scores_every_model_at_every_origin():
+    y = seasonal(84)
+    table = backtest(Forecaster(horizon=6, **FAST), y, n_origins=2, baselines=("naive", "seasonal_naive"))
+    assert len(table) == 6 and table["mase"].notna().all()
+    assert table.loc[table.model == "seasonal_naive", "mase"].max() < 1e-9
