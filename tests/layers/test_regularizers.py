@@ -25,7 +25,9 @@ def test_identity_in_eval_mode(kind, option):
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_recurrent_dropout_mask_is_the_same_at_every_step(kind, monkeypatch):
-    layer = getattr(rnnkit, kind)(4, 6, batch_first=True, recurrent_dropout=0.5).train()
+    # the cell path, where the mask is visible per step (the fused kernels take the same one mask:
+    # tests/kernels/test_fused_lstm.py and test_fused_gru.py compare them with the reference)
+    layer = getattr(rnnkit, kind)(4, 6, batch_first=True, recurrent_dropout=0.5, backend="cell").train()
     cell = layer.cells()[0]
     seen = []
     original = type(cell).recurrence
@@ -62,11 +64,12 @@ def test_min_layers_refuse_recurrent_dropout_but_take_zoneout():
 
 def test_backend_selection():
     assert rnnkit.LSTM(4, 6).select_backend() == "native"
-    assert rnnkit.LSTM(4, 6, layer_norm=True).select_backend() == "cell"
-    assert rnnkit.LSTM(4, 6, peephole=True).select_backend() == "cell"
-    assert rnnkit.MinGRU(4, 6).select_backend() == "cell"
+    assert rnnkit.LSTM(4, 6, layer_norm=True).select_backend() == "fused"
+    assert rnnkit.LSTM(4, 6, peephole=True).select_backend() == "fused"
+    assert rnnkit.MinGRU(4, 6).select_backend() == "scan"
     z = rnnkit.GRU(4, 6, zoneout=0.1)
-    assert z.train().select_backend() == "cell" and z.eval().select_backend() == "native"
+    assert z.train().select_backend() == "fused" and z.eval().select_backend() == "native"
+    assert rnnkit.RNN(4, 6, zoneout=0.1).train().select_backend() == "cell"
     assert rnnkit.GRU(4, 6, backend="reference").select_backend() == "reference"
     with pytest.raises(ValueError, match="native"):
         rnnkit.LSTM(4, 6, layer_norm=True, backend="native").select_backend()

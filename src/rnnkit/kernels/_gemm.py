@@ -51,6 +51,8 @@ class Weight:
 
 def add_outer(acc: Tensor, a: Tensor, b: Tensor) -> None:
     """``acc += a^T @ b`` for ``a`` (K, M), ``b`` (K, N): a weight gradient summed over K rows."""
+    if a.shape[0] == 0:
+        return
     if _onednn(a):
         at, bt = a.t().contiguous(), b.t().contiguous()  # (M, K), (N, K): oneDNN's row-major operands
         acc.add_(torch.ops.mkldnn._linear_pointwise(at, bt, None, "none", [], ""))

@@ -2,10 +2,10 @@ r"""Chunked parallel scan of :math:`h_t = a_t \odot h_{t-1} + b_t` in real space
 
 A sequence of ``c`` steps is cut into ``S`` sub-chunks of ``L`` steps (``c = S L``, ``L`` near
 :math:`\sqrt c`). Within every sub-chunk at once, a scan from zero, :math:`\tilde h_j = a_j \tilde h_{j-1}
-+ b_j`, is ``L`` elementwise ops on ``(B, S, H)`` slices, and :math:`P_j = \prod_{r \le j} a_r` is one
-``cumprod``; then a sequential carry over the ``S`` sub-chunks, :math:`C_s = P^{(s)}_L C_{s-1} +
-\tilde h^{(s)}_L`, and one fix-up :math:`h_j = \tilde h_j + P_j C_{s-1}`. That is O(c) work in
-``L + 2S`` ops instead of ``c``.
++ b_j`, is ``L`` elementwise ops on ``(B, S, H)`` slices, keeping only its last state
+:math:`\tilde h^{(s)}_L`, and :math:`P^{(s)} = \prod_j a_j` is one reduction; then a sequential carry
+over the ``S`` sub-chunks, :math:`C_s = P^{(s)} C_{s-1} + \tilde h^{(s)}_L`, and a second pass over every
+sub-chunk from its true start :math:`C_{s-1}`. That is O(c) work in ``2L + 2S`` ops instead of ``c``.
 
 Stability: every quantity is a product of the :math:`a` (never a quotient or a difference of
 logarithms) or a sum of :math:`a`-weighted terms, exactly as in the sequential loop, so the rounding
@@ -45,8 +45,10 @@ def scan_chunk(a: Tensor, b: Tensor, h_in: Tensor, out: Tensor, reverse: bool = 
     """``out[:, j] = a[:, j] * out[:, j-1] + b[:, j]`` over dim 1 from ``h_in``; returns the last state.
 
     ``a``, ``b`` are (B, c, H) (any strides), ``out`` (B, c, H) with dim 1 viewable as (S, L) (a
-    contiguous buffer or a slice of one along dim 1), ``h_in`` (B, H).
-    With ``reverse`` the recurrence runs from ``j = c-1`` down to 0 (``out[:, j+1]`` on the right).
+    contiguous buffer or a slice of one along dim 1), ``h_in`` (B, H). With ``reverse`` the recurrence
+    runs from ``j = c-1`` down to 0 (``out[:, j+1]`` on the right). Three passes: every sub-chunk's
+    last state from zero and its product of ``a``; the carries into the sub-chunks, in sequence; every
+    sub-chunk again from its carry, writing ``out``.
     """
     B, c, H = a.shape
     if c == 0:
@@ -55,17 +57,17 @@ def scan_chunk(a: Tensor, b: Tensor, h_in: Tensor, out: Tensor, reverse: bool = 
     S = c // L
     a4, b4, o4 = a.reshape(B, S, L, H), b.reshape(B, S, L, H), out.view(B, S, L, H)
     js = range(L - 1, -1, -1) if reverse else range(L)
-    o4[:, :, js[0]] = b4[:, :, js[0]]
-    for prev, j in zip(js, js[1:]):
-        torch.addcmul(b4[:, :, j], a4[:, :, j], o4[:, :, prev], out=o4[:, :, j])  # (B, S, H)
-    prod = torch.cumprod(a4.flip(2) if reverse else a4, 2)  # P_j, reversed along L when reverse
-    ends = prod[:, :, -1]  # (B, S, H): the product over each sub-chunk
+    state = b4[:, :, js[0]].clone()  # (B, S, H)
+    for j in js[1:]:
+        torch.addcmul(b4[:, :, j], a4[:, :, j], state, out=state)
+    prod = a4.prod(2)  # (B, S, H): the product of a over each sub-chunk
     carries, carry = [], h_in
     for s in (range(S - 1, -1, -1) if reverse else range(S)):
         carries.append(carry)
-        carry = torch.addcmul(o4[:, s, js[-1]], ends[:, s], carry)
-    carries = torch.stack(carries[::-1] if reverse else carries, 1)  # (B, S, H): each sub-chunk's h_in
-    o4.addcmul_(prod.flip(2) if reverse else prod, carries.unsqueeze(2))
+        carry = torch.addcmul(state[:, s], prod[:, s], carry)
+    state = torch.stack(carries[::-1] if reverse else carries, 1)  # (B, S, H): each sub-chunk's start
+    for j in js:
+        state = torch.addcmul(b4[:, :, j], a4[:, :, j], state, out=o4[:, :, j])
     return carry
 
 

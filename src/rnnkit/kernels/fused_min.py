@@ -45,59 +45,77 @@ def supports(cell) -> bool:
     return isinstance(cell, (MinGRUCell, MinLSTMCell))
 
 
-def _g(hh: Tensor) -> tuple[Tensor, Tensor]:
+def _g(hh: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(g(hh), sigmoid(hh))`` with ``g = max(hh + 1/2, sigmoid(hh))``.
 
     That maximum is Feng et al.'s ``g`` (``hh + 1/2`` for ``hh >= 0``, ``sigmoid(hh)`` below): the two
     branches meet at 0 and ``sigmoid(x) - x - 1/2`` decreases, so the right one is always the larger.
     """
     sig = torch.sigmoid(hh)
-    return torch.maximum(hh + 0.5, sig), sig
+    return torch.maximum(hh + 0.5, sig, out=out), sig
 
 
-def _times_g_prime(grad: Tensor, hh: Tensor, sig: Tensor, out: Tensor) -> Tensor:
-    """``grad * g'(hh)`` into ``out``: ``grad`` for ``hh >= 0``, ``grad * sigmoid'(hh)`` below (the
-    right derivative at 0, as autograd takes it through the reference's ``where``)."""
-    return torch.where(hh >= 0, grad, _SIG_B(grad, sig, grad_input=torch.empty_like(grad)), out=out)
+def _times_g_prime(grad: Tensor, positive: Tensor, sig: Tensor, out: Tensor) -> Tensor:
+    """``grad * g'(hh)`` into ``out``: ``grad`` where ``hh >= 0`` (``positive``), ``grad sigmoid'(hh)``
+    below (the right derivative at 0, as autograd takes it through the reference's ``where``)."""
+    return torch.where(positive, grad, _SIG_B(grad, sig, grad_input=torch.empty_like(grad)), out=out)
 
 
-def _coefficients(kind: str, xp: Tensor) -> tuple[Tensor, Tensor]:
-    """``(a, b)`` (B, c, H) from the projected chunk ``xp`` (B, c, G)."""
-    if kind == "gru":
+class _MinGRU:
+    """MinGRU's coefficients; keeps ``z``, ``g`` and the sign of ``hh`` for the backward."""
+
+    n_gates = 2
+
+    def __init__(self, sc, B: int, T: int, H: int) -> None:
+        self.z, self.g = sc.take(B, T, H), sc.take(B, T, H)
+        self.pos = torch.empty(B, T, H, dtype=torch.bool, device=self.z.device)
+
+    def forward(self, xp: Tensor, t0: int, t1: int) -> tuple[Tensor, Tensor]:
         k, hh = xp.chunk(2, -1)
-        z = torch.sigmoid(k)
-        return torch.sub(1, z), z.mul_(_g(hh)[0])  # 1 - z as the reference's lerp forms it
-    kf, ki, hh = xp.chunk(3, -1)
-    d = F.softplus(-ki).sub_(F.softplus(-kf))  # log f - log i
-    return torch.sigmoid(d), torch.sigmoid(d.neg_()).mul_(_g(hh)[0])
+        z = torch.sigmoid(k, out=self.z[:, t0:t1])
+        torch.ge(hh, 0, out=self.pos[:, t0:t1])
+        g = _g(hh, out=self.g[:, t0:t1])[0]
+        return torch.sub(1, z), z * g  # 1 - z as the reference's lerp forms it
+
+    def a(self, t0: int, t1: int) -> Tensor:
+        return torch.sub(1, self.z[:, t0:t1])
+
+    def grads(self, t0: int, t1: int, lam: Tensor, h_prev: Tensor, out: Tensor) -> Tensor:
+        """``dk = z(1-z)(db g - da)``, ``dhh = db z g'`` with ``db = lam``, ``da = lam h_prev``."""
+        H = lam.shape[-1]
+        z, g = self.z[:, t0:t1], self.g[:, t0:t1]
+        _SIG_B((g - h_prev).mul_(lam), z, grad_input=out[..., :H])
+        return _times_g_prime(z * lam, self.pos[:, t0:t1], g, out[..., H:])  # g = sigmoid(hh) below 0
 
 
-def _a(kind: str, xp: Tensor) -> Tensor:
-    """Only ``a`` (what the backward scan needs)."""
-    if kind == "gru":
-        return torch.sigmoid(xp[..., :xp.shape[-1] // 2]).neg_().add_(1)
-    kf, ki, _ = xp.chunk(3, -1)
-    return torch.sigmoid(F.softplus(-ki).sub_(F.softplus(-kf)))
+class _MinLSTM:
+    """MinLSTM's coefficients; keeps the projected input and recomputes the rest in the backward."""
 
+    n_gates = 3
 
-def _coefficient_grads(kind: str, xp: Tensor, lam: Tensor, h_prev: Tensor, out: Tensor) -> Tensor:
-    """The gradient of the projected chunk into ``out`` (B, c, G), from ``lam = db`` and ``da = lam h_prev``."""
-    H = lam.shape[-1]
-    if kind == "gru":
-        k, hh = xp.chunk(2, -1)
-        z = torch.sigmoid(k)
+    def __init__(self, sc, B: int, T: int, H: int) -> None:
+        self.xp = sc.take(B, T, 3 * H)
+
+    def forward(self, xp: Tensor, t0: int, t1: int) -> tuple[Tensor, Tensor]:
+        self.xp[:, t0:t1] = xp
+        kf, ki, hh = xp.chunk(3, -1)
+        d = F.softplus(-ki).sub_(F.softplus(-kf))  # log f - log i
+        return torch.sigmoid(d), torch.sigmoid(d.neg_()).mul_(_g(hh)[0])
+
+    def a(self, t0: int, t1: int) -> Tensor:
+        kf, ki, _ = self.xp[:, t0:t1].chunk(3, -1)
+        return torch.sigmoid(F.softplus(-ki).sub_(F.softplus(-kf)))
+
+    def grads(self, t0: int, t1: int, lam: Tensor, h_prev: Tensor, out: Tensor) -> Tensor:
+        """``dd = f'(1-f')(da - db g)``, ``dkf = dd sigmoid(-kf)``, ``dki = -dd sigmoid(-ki)``, ``dhh``."""
+        H = lam.shape[-1]
+        kf, ki, hh = self.xp[:, t0:t1].chunk(3, -1)
+        d = F.softplus(-ki).sub_(F.softplus(-kf))
         g, sig = _g(hh)
-        _SIG_B(g.sub_(h_prev).mul_(lam), z, grad_input=out[..., :H])  # z(1-z)(db g - da)
-        _times_g_prime(z.mul_(lam), hh, sig, out[..., H:])
-        return out
-    kf, ki, hh = xp.chunk(3, -1)
-    d = F.softplus(-ki).sub_(F.softplus(-kf))
-    g, sig = _g(hh)
-    dd = _SIG_B(g.mul_(lam).neg_().addcmul_(lam, h_prev), torch.sigmoid(d), grad_input=torch.empty_like(d))
-    torch.mul(dd, torch.sigmoid(-kf), out=out[..., :H])
-    torch.mul(dd.neg_(), torch.sigmoid(-ki), out=out[..., H:2 * H])
-    _times_g_prime(torch.sigmoid(d.neg_()).mul_(lam), hh, sig, out[..., 2 * H:])
-    return out
+        dd = _SIG_B(g.mul_(lam).neg_().addcmul_(lam, h_prev), torch.sigmoid(d), grad_input=torch.empty_like(d))
+        torch.mul(dd, torch.sigmoid(-kf), out=out[..., :H])
+        torch.mul(dd.neg_(), torch.sigmoid(-ki), out=out[..., H:2 * H])
+        return _times_g_prime(torch.sigmoid(d.neg_()).mul_(lam), hh >= 0, sig, out[..., 2 * H:])
 
 
 class _MinFn(torch.autograd.Function):
@@ -105,60 +123,51 @@ class _MinFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, bias, h0, kind):
-        with fc.loop_threads():
-            B, T, I = x.shape
-            sc = fc.Scratch(fc.batching(None, B, T), x)
-            xps, ws = sc.take(B, T, w.shape[0]), Weight(w, B * CHUNK)  # projected inputs, kept
-            ys, carry = x.new_empty(B, T, h0.shape[1]), h0
-            for t0 in range(0, T, CHUNK):
-                t1 = min(T, t0 + CHUNK)
-                xp = xps[:, t0:t1]
-                xp.copy_(ws(x[:, t0:t1].reshape(-1, I), bias).view(B, t1 - t0, -1))
-                a, b = _coefficients(kind, xp)
-                carry = scan_chunk(a, b, carry, ys[:, t0:t1])
-            ctx.kind, ctx.scratch, ctx.xps, ctx.has_bias = kind, sc, xps, bias is not None
-            ctx.save_for_backward(x, w, ys, h0)
-            return ys
+        B, T, I = x.shape
+        H = h0.shape[1]
+        sc = fc.Scratch(fc.batching(None, B, T), x)
+        coef, ws = kind(sc, B, T, H), Weight(w, B * CHUNK)
+        ys, carry = x.new_empty(B, T, H), h0
+        for t0 in range(0, T, CHUNK):
+            t1 = min(T, t0 + CHUNK)
+            xp = ws(x[:, t0:t1].reshape(-1, I), bias).view(B, t1 - t0, -1)  # (B, c, G): one GEMM
+            a, b = coef.forward(xp, t0, t1)
+            carry = scan_chunk(a, b, carry, ys[:, t0:t1])
+        ctx.coef, ctx.scratch, ctx.has_bias = coef, sc, bias is not None
+        ctx.save_for_backward(x, w, ys, h0)
+        return ys
 
     @staticmethod
     def backward(ctx, d_ys):
-        with fc.loop_threads():
-            return _backward(ctx, d_ys)
-
-
-def _backward(ctx, d_ys: Tensor):
-    x, w, ys, h0 = ctx.saved_tensors
-    B, T, I = x.shape
-    need_dx, need_h0 = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
-    d_w, d_bias = torch.zeros_like(w), x.new_zeros(w.shape[0]) if ctx.has_bias else None
-    dx, w_t = (torch.empty_like(x), Weight(w.t().contiguous(), B * CHUNK)) if need_dx else (None, None)
-    lam_buf, carry = ys.new_empty(B, CHUNK, ys.shape[2]), torch.zeros_like(h0)
-    dxp_buf = x.new_empty(B, CHUNK, w.shape[0])
-    a_after = ys.new_ones(B, 1, ys.shape[2])  # a_{t1} of the chunk after this one (1 past the end)
-    for t0 in reversed(range(0, T, CHUNK)):
-        t1 = min(T, t0 + CHUNK)
-        xp = ctx.xps[:, t0:t1]
-        a = _a(ctx.kind, xp)
-        lam = lam_buf[:, :t1 - t0]
-        carry = scan_chunk(torch.cat([a[:, 1:], a_after], 1), d_ys[:, t0:t1], carry, lam, reverse=True)
-        a_after = a[:, :1]
-        h_prev = ys[:, t0 - 1:t1 - 1] if t0 else torch.cat([h0.unsqueeze(1), ys[:, :t1 - 1]], 1)
-        out = dxp_buf if t1 - t0 == CHUNK else x.new_empty(B, t1 - t0, w.shape[0])
-        dxp = _coefficient_grads(ctx.kind, xp, lam, h_prev, out).view(-1, w.shape[0])  # (B c, G)
-        xc = x[:, t0:t1].reshape(-1, I)
-        d_w.addmm_(dxp.t(), xc)  # (G, I): K = B c rows; BLAS takes the transpose as it is
-        if d_bias is not None:
-            d_bias.add_(dxp.sum(0))
-        if dx is not None:
-            dx[:, t0:t1] = w_t(dxp).view(B, t1 - t0, I)
-    dh0 = a_after[:, 0] * carry if need_h0 else None  # a_1 lambda_1: carry is lambda at t = 0
-    return dx, d_w, d_bias, dh0, None
+        x, w, ys, h0 = ctx.saved_tensors
+        B, T, I = x.shape
+        d_w, d_bias = torch.zeros_like(w), x.new_zeros(w.shape[0]) if ctx.has_bias else None
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        w_t = Weight(w.t().contiguous(), B * CHUNK) if dx is not None else None
+        lam_buf, carry = ys.new_empty(B, CHUNK, ys.shape[2]), torch.zeros_like(h0)
+        a_after = ys.new_ones(B, 1, ys.shape[2])  # a of the step after the chunk (1 past the end)
+        for t0 in reversed(range(0, T, CHUNK)):
+            t1, c = min(T, t0 + CHUNK), min(T, t0 + CHUNK) - t0
+            a, lam = ctx.coef.a(t0, t1), lam_buf[:, :c]
+            carry = scan_chunk(torch.cat([a[:, 1:], a_after], 1), d_ys[:, t0:t1], carry, lam, reverse=True)
+            a_after = a[:, :1]
+            h_prev = ys[:, t0 - 1:t1 - 1] if t0 else torch.cat([h0.unsqueeze(1), ys[:, :t1 - 1]], 1)
+            dxp = x.new_empty(B, c, w.shape[0])
+            ctx.coef.grads(t0, t1, lam, h_prev, dxp)
+            dxp, xc = dxp.view(B * c, -1), x[:, t0:t1].reshape(-1, I)
+            d_w.addmm_(dxp.t(), xc)  # (G, I), K = B c rows: BLAS takes the transpose as it is
+            if d_bias is not None:
+                d_bias.add_(dxp.sum(0))
+            if dx is not None:
+                dx[:, t0:t1] = w_t(dxp).view(B, c, I)
+        dh0 = a_after[:, 0] * carry if ctx.needs_input_grad[3] else None  # a_1 lambda_1
+        return dx, d_w, d_bias, dh0, None
 
 
 def min_sequence(cell, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None):
     """The scan equivalent of ``cell.forward(x, state, lengths=...)`` for MinGRU/MinLSTM cells."""
     h0 = cell._default_state(x, state)
-    kind = "gru" if isinstance(cell, MinGRUCell) else "lstm"
+    kind = _MinGRU if isinstance(cell, MinGRUCell) else _MinLSTM
     h = _MinFn.apply(x, cell.weight_ih, cell.bias_ih, h0, kind)
     if lengths is None:
         return h, (h[:, -1] if h.shape[1] else h0)

@@ -6,10 +6,13 @@ and binds the layer's parameters into them before each use, so there is one set 
 cells stay the readable reference. ``forward`` chooses a backend:
 
 * ``"native"``: torch's own kernels (oneDNN/cuDNN) for configurations they compute exactly;
-* ``"cell"``: the cell's ``forward`` (input projection hoisted; a parallel scan for MinGRU/MinLSTM);
+* ``"fused"``: one autograd Function per sequence with a hand-written backward (LSTM incl. layer norm
+  and peepholes, GRU incl. layer norm; any lengths, recurrent dropout, zoneout), :mod:`rnnkit.kernels`;
+* ``"scan"``: MinGRU/MinLSTM as one chunked real-space parallel scan, forward and backward;
+* ``"cell"``: the cell's ``forward`` (input projection hoisted; a log-space scan for MinGRU/MinLSTM);
 * ``"reference"``: the cell's ``step`` in a Python loop.
 
-``"auto"`` picks native where exact, else cell. Variable lengths, bidirectional runs, inter-layer
+``"auto"`` picks native where exact, else fused, else scan, else cell. Variable lengths, bidirectional runs, inter-layer
 dropout, recurrent dropout and zoneout are handled here, around the cells.
 """
 
@@ -24,13 +27,14 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells.base import LSTMState, RecurrentCell, _zoneout, map_state
-from rnnkit.kernels import native
+from rnnkit.kernels import dispatch, native
+from rnnkit.kernels.step import try_step
 from rnnkit.layers import masking
 from rnnkit.layers.regularizers import check_probability, variational_mask
 
 __all__ = ["Recurrent", "BACKENDS"]
 
-BACKENDS = ("auto", "native", "cell", "reference")
+BACKENDS = ("auto", "native", "fused", "scan", "cell", "reference")
 
 
 class Recurrent(nn.Module):
@@ -171,8 +175,14 @@ class Recurrent(nn.Module):
             why = "recurrent dropout / zoneout in training" if regularised else "this configuration"
             raise ValueError(f"{type(self).__name__}: backend='native' is not available for {why}; "
                              "use backend='auto'")
+        zoneout = self.training and self.zoneout > 0
+        fast = {"fused": dispatch.fused_supports(self._cells[0]),
+                "scan": dispatch.scan_supports(self._cells[0], zoneout)}
+        if self.backend in fast and not fast[self.backend]:
+            raise ValueError(f"{type(self).__name__}: backend={self.backend!r} is not available for this "
+                             "configuration; use backend='auto'")
         if self.backend == "auto":
-            return "native" if native_ok else "cell"
+            return "native" if native_ok else next((k for k, ok in fast.items() if ok), "cell")
         return self.backend
 
     def _flat_weights(self, index: int | None = None) -> list[Tensor]:
@@ -209,7 +219,7 @@ class Recurrent(nn.Module):
         else:
             xb = x if self.batch_first else x.transpose(0, 1)
             y, parts = self._run_layers(xb, state, lengths, backend)
-            y = y if self.batch_first else y.transpose(0, 1)
+            y = (y if self.batch_first else y.transpose(0, 1)).contiguous()  # as torch.nn returns it
         if not batched:
             y = y.squeeze(0 if self.batch_first else 1)
             parts = [p.squeeze(1) for p in parts]
@@ -256,8 +266,13 @@ class Recurrent(nn.Module):
             reg["recurrent_mask"] = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
         if self.training and self.zoneout > 0:
             reg["zoneout"] = self.zoneout
-        run = cell.reference_forward if backend == "reference" else cell
-        y, sn = run(x, start, lengths=lengths, **reg)
+        if backend == "fused":
+            y, sn = dispatch.run_fused(cell, x, start, lengths, **reg)
+        elif backend == "scan":
+            y, sn = dispatch.run_scan(cell, x, start, lengths)
+        else:
+            run = cell.reference_forward if backend == "reference" else cell
+            y, sn = run(x, start, lengths=lengths, **reg)
         return y, ([sn] if isinstance(sn, Tensor) else list(sn))
 
     def _forward_packed(self, packed: PackedSequence, hx):
@@ -290,6 +305,9 @@ class Recurrent(nn.Module):
         ``forward`` on the sequence. In training mode dropout, recurrent dropout (a fresh mask per
         call) and zoneout apply; in evaluation mode none do.
         """
+        fast = try_step(self, x_t, hx)  # plain layers without autograd: cached weights, few ops
+        if fast is not None:
+            return fast
         name = type(self).__name__
         if self.bidirectional:
             raise ValueError(f"{name}.step: a bidirectional layer needs the whole sequence (its reverse "

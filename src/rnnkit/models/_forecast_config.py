@@ -47,7 +47,9 @@ class ForecasterConfig:
     hold out for early stopping); ``ensemble`` (seeds averaged; 0: 5 for small data, 2 for
     large); ``lr``, ``batch_size``, ``max_steps`` (per member), ``patience`` (evaluations of
     25 steps without improvement), ``max_time`` (seconds for the whole fit), ``refit`` (retrain
-    on all rows for the best number of steps), ``n_samples`` (recursive sample paths),
+    on all rows for the best number of steps), ``rnn_weight`` (the share of the network's
+    correction of the smoothing forecast kept in the point forecast, 0.7: a forecast
+    combination with the smoothing model; ``normalize="scale"`` keeps all of it), ``n_samples`` (recursive sample paths),
     ``threads`` (torch CPU threads while fitting, restored afterwards; 0 leaves them), ``seed``.
     """
 
@@ -71,14 +73,14 @@ class ForecasterConfig:
     input_len: int = 0
     val_size: int = 0
     ensemble: int = 0
-    lr: float = 3e-3
+    lr: float = 1e-3
     batch_size: int = 32
-    max_steps: int = 800
+    max_steps: int = 600
     patience: int = 8
     max_time: float = 120.0
-    refit: bool = True
+    refit: bool = False
     n_samples: int = 200
-    rnn_weight: float = 1.0
+    rnn_weight: float = 0.7
     threads: int = 1
     seed: int = 0
 

@@ -26,7 +26,7 @@ import pandas as pd
 from rnnkit.errors import DataError
 
 __all__ = ["SeriesData", "to_series", "check_index", "calendar_features", "future_index",
-           "season_from_index", "column_names"]
+           "season_from_index", "column_names", "as_list", "per_series", "static_rows", "future_rows"]
 
 log = logging.getLogger(__name__)
 _DAY = 86400.0
@@ -251,3 +251,44 @@ def future_index(index: Any, freq: str | None, horizon: int) -> Any:
     if index is None or freq is None:
         return None
     return pd.date_range(index[-1], periods=horizon + 1, freq=freq)[1:]
+
+
+def as_list(y: Any) -> tuple[list, bool]:
+    """``(list of series, whether y was a list)``."""
+    return (list(y), True) if isinstance(y, (list, tuple)) else ([y], False)
+
+
+def per_series(value: Any, n: int, name: str) -> list:
+    """One item per series: ``value`` itself for one series, else a list of ``n``."""
+    if value is None:
+        return [None] * n
+    if n == 1 and not isinstance(value, (list, tuple)):
+        return [value]
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise DataError(f"{name}: expected a list of {n} (one per series), got {type(value).__name__}")
+    return list(value)
+
+
+def static_rows(static: Any, n: int) -> np.ndarray:
+    """Static covariates as ``(n, S)`` finite numbers (``(n, 0)`` when None)."""
+    if static is None:
+        return np.zeros((n, 0))
+    arr = np.asarray(static, dtype=np.float64)
+    arr = arr.reshape(1, -1) if n == 1 and arr.ndim == 1 else arr
+    if arr.ndim != 2 or arr.shape[0] != n or not np.isfinite(arr).all():
+        raise DataError(f"static: expected {n} row(s) of finite numbers, got shape {arr.shape}")
+    return arr
+
+
+def future_rows(rows: Any, names: list[str], horizon: int) -> np.ndarray:
+    """The horizon rows ``(H, K)`` of the known-future covariate columns ``names``."""
+    if isinstance(rows, pd.DataFrame):
+        missing = [c for c in names if c not in rows.columns]
+        if missing:
+            raise DataError(f"covariates: no column {missing[0]!r}; available columns: "
+                            f"{', '.join(map(str, rows.columns))}")
+        rows = rows[names]
+    arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    if arr.shape != (horizon, len(names)) or not np.isfinite(arr).all():
+        raise DataError(f"covariates: expected {horizon} finite rows of {names}, got shape {arr.shape}")
+    return arr

@@ -10,7 +10,8 @@ Scores (one per row, in standard-deviation units):
   relative to its mean :math:`\\bar r` over the training rows (about 1 for normal rows, like
   the forecast score).
 
-Scores are smoothed causally, :math:`\\tilde a_t = \\mathrm{EWMA}_{span}(a)_t`, and flagged when
+Both are divided by their root mean square on the held-out last tenth of the training rows,
+so normal rows the model did not train on score about 1. Scores are smoothed causally, :math:`\\tilde a_t = \\mathrm{EWMA}_{span}(a)_t`, and flagged when
 above a threshold: ``fixed`` (:math:`\\tilde a_t > c`), ``quantile`` (the ``q`` quantile of the
 training scores), or ``adaptive`` (:math:`\\tilde a_t > \\max(c, \\bar a_{t} + k\\, s_{t})`, mean
 and standard deviation of the previous ``history`` smoothed scores). Runs of flagged rows closer
@@ -123,36 +124,47 @@ class AnomalyDetector(BundleMixin, nn.Module):
 
     # -- fit / score ----------------------------------------------------------------------------
     def fit(self, y: Any) -> AnomalyDetector:
-        """Learn what normal looks like from ``y`` (Series, DataFrame or array, rows in order)."""
+        """Learn what normal looks like from ``y`` (Series, DataFrame or array, rows in order).
+
+        The last tenth of ``y`` is held out: early stopping, and the score unit (the root mean
+        square of its raw scores, so out-of-sample normal rows score about 1).
+        """
         o = self.options
         values, cal, _ = values_and_calendar(y, o.nan)
         if len(values) < 4 * o.window:
             raise DataError(f"y has {len(values)} rows; window={o.window} needs at least "
                             f"{4 * o.window} to fit; use a shorter window")
-        fitted: dict[str, Any] = {"n_features": values.shape[1], "n_calendar": cal.shape[1]}
-        if o.method == "forecast":
-            self.forecaster = Forecaster(
-                horizon=1, season_length=1, normalize="scale", log="never", head="gaussian",
-                input_len=o.window, val_size=max(len(values) // 10, o.window), calendar=False,
-                future_covariates=tuple(f"cal{j}" for j in range(cal.shape[1])), ensemble=1,
-                hidden_size=o.hidden_size, cell=o.cell, max_steps=o.max_steps,
-                max_time=o.max_time, batch_size=64, seed=o.seed)
-            frame, covs = _frames(values, cal)
-            self.forecaster.fit(frame, covs)
-            fitted["forecaster"] = dataclasses.asdict(self.forecaster.config)
-        else:
-            scaler = Scaler("standard").fit(values)
-            spec = AESpec(values.shape[1], o.window, o.hidden_size, o.cell)
-            with torch.random.fork_rng(), torch_threads(1):
-                self.autoencoder = fit_autoencoder(scaler.transform(values), spec, seed=o.seed,
-                                                   max_steps=o.max_steps, max_time=o.max_time)
-            fitted.update(scaler=scaler.to_dict(), autoencoder=dataclasses.asdict(spec))
-            err = row_errors(self.autoencoder, scaler.transform(values))
-            fitted["mean_error"] = float(np.mean(err)) + 1e-12
-        self.fitted_ = fitted
+        self.fitted_ = {"n_features": values.shape[1], "n_calendar": cal.shape[1], "unit": 1.0}
+        held = self._fit_forecaster(values, cal) if o.method == "forecast" else self._fit_autoencoder(values)
+        raw = self._raw_scores(values, cal)
+        self.fitted_["unit"] = float(np.sqrt(np.mean(raw[-held:] ** 2))) or 1.0
         train = self._smoothed(values, cal)
-        fitted["train_quantile"] = float(np.quantile(train[o.window:], o.quantile))
+        self.fitted_["train_quantile"] = float(np.quantile(train[o.window:], o.quantile))
         return self
+
+    def _fit_forecaster(self, values: np.ndarray, cal: np.ndarray) -> int:
+        o, held = self.options, max(len(values) // 10, self.options.window)
+        self.forecaster = Forecaster(
+            horizon=1, season_length=1, normalize="scale", log="never", head="gaussian",
+            input_len=o.window, val_size=held, calendar=False,
+            future_covariates=tuple(f"cal{j}" for j in range(cal.shape[1])), ensemble=1,
+            hidden_size=o.hidden_size, cell=o.cell, max_steps=o.max_steps,
+            max_time=o.max_time, batch_size=64, seed=o.seed)
+        self.forecaster.fit(*_frames(values, cal))
+        self.fitted_["forecaster"] = dataclasses.asdict(self.forecaster.config)
+        return held
+
+    def _fit_autoencoder(self, values: np.ndarray) -> int:
+        o = self.options
+        scaler = Scaler("standard").fit(values)
+        spec = AESpec(values.shape[1], o.window, o.hidden_size, o.cell)
+        with torch.random.fork_rng(), torch_threads(1):
+            self.autoencoder = fit_autoencoder(scaler.transform(values), spec, seed=o.seed,
+                                               max_steps=o.max_steps, max_time=o.max_time)
+        err = row_errors(self.autoencoder, scaler.transform(values))
+        self.fitted_.update(scaler=scaler.to_dict(), autoencoder=dataclasses.asdict(spec),
+                            mean_error=float(np.mean(err)) + 1e-12)
+        return len(values) - max(int(len(values) * 0.9), o.window)  # the autoencoder's held-out rows
 
     def _raw_scores(self, values: np.ndarray, cal: np.ndarray) -> np.ndarray:
         f = self.fitted_
@@ -161,10 +173,11 @@ class AnomalyDetector(BundleMixin, nn.Module):
         if values.shape[1] != f["n_features"]:
             raise DataError(f"y: expected {f['n_features']} column(s) as in fit, got {values.shape[1]}")
         if self.forecaster is not None:
-            frame, covs = _frames(values, cal)
-            return forecast_scores(self.forecaster, frame, covs)
-        x = Scaler.from_dict(f["scaler"]).transform(values)
-        return np.sqrt(row_errors(self.autoencoder, x) / f["mean_error"])
+            raw = forecast_scores(self.forecaster, *_frames(values, cal))
+        else:
+            x = Scaler.from_dict(f["scaler"]).transform(values)
+            raw = np.sqrt(row_errors(self.autoencoder, x) / f["mean_error"])
+        return raw / f["unit"]
 
     def _smoothed(self, values: np.ndarray, cal: np.ndarray) -> np.ndarray:
         raw = self._raw_scores(values, cal)

@@ -10,9 +10,9 @@ smoothing fitted per series on the training part gives the level :math:`\\ell_T`
 indices :math:`s`; the recurrence reads the normalised window
 :math:`x_t = (u_t - \\ell_T - s_t)/\\sigma` and predicts quantiles of
 :math:`x_{T+1..T+H}`; the forecast is :math:`u = \\ell_T + \\hat s_{T+h} + \\sigma \\hat x_{T+h}`
-(and :math:`y = e^u` when the series was modelled in logs). A few seeds are trained with early
-stopping on the last part of the history (then refitted on all of it) and their quantiles are
-averaged. Everything fitted (smoothing parameters, scalers, the state at the forecast origin)
+(and :math:`y = e^u` when the series was modelled in logs), with the network's shift of the
+median kept at ``rnn_weight`` (0.7) of its size. A few seeds are trained with early stopping on
+the last part of the history and their quantiles are averaged. Everything fitted (smoothing parameters, scalers, the state at the forecast origin)
 is stored in the bundle's ``config.json``; the weights in ``model.safetensors``.
 """
 
@@ -34,7 +34,8 @@ from rnnkit.models import _forecast_core as core
 from rnnkit.models._forecast_config import ForecasterConfig, auto_sizes
 from rnnkit.models._forecast_net import ForecastNet, NetSpec
 from rnnkit.models._forecast_train import FitPlan, fit_net, make_windows, torch_threads
-from rnnkit.models._ts_input import SeriesData, calendar_features, future_index, season_from_index, to_series
+from rnnkit.models._ts_input import (SeriesData, as_list, calendar_features, future_index, future_rows,
+                                     per_series, season_from_index, static_rows, to_series)
 
 __all__ = ["Forecaster", "ForecasterConfig"]
 
@@ -47,20 +48,6 @@ class _BundleConfig:
 
     options: dict
     fitted: dict
-
-
-def _as_list(y: Any) -> tuple[list, bool]:
-    return (list(y), True) if isinstance(y, (list, tuple)) else ([y], False)
-
-
-def _per_series(value: Any, n: int, name: str) -> list:
-    if value is None:
-        return [None] * n
-    if n == 1 and not isinstance(value, (list, tuple)):
-        return [value]
-    if not isinstance(value, (list, tuple)) or len(value) != n:
-        raise DataError(f"{name}: expected a list of {n} (one per series), got {type(value).__name__}")
-    return list(value)
 
 
 @register_model("forecaster")
@@ -103,10 +90,10 @@ class Forecaster(BundleMixin, nn.Module):
     # -- inputs ---------------------------------------------------------------------------------
     def _check(self, y: Any, covariates: Any) -> tuple[list[SeriesData], dict[str, list]]:
         o = self.options
-        ys, _ = _as_list(y)
+        ys, _ = as_list(y)
         if not ys:
             raise DataError("y: expected at least one series, got an empty list")
-        covs = _per_series(covariates, len(ys), "covariates")
+        covs = per_series(covariates, len(ys), "covariates")
         out, names = [], None
         for i, (yi, ci) in enumerate(zip(ys, covs)):
             label = "y" if len(ys) == 1 else f"y[{i}]"
@@ -122,15 +109,6 @@ class Forecaster(BundleMixin, nn.Module):
                               "(their future is unknown); use strategy='direct'")
         return out, names
 
-    def _static(self, static: Any, n: int) -> np.ndarray:
-        if static is None:
-            return np.zeros((n, 0))
-        arr = np.asarray(static, dtype=np.float64)
-        arr = arr.reshape(1, -1) if n == 1 and arr.ndim == 1 else arr
-        if arr.ndim != 2 or arr.shape[0] != n or not np.isfinite(arr).all():
-            raise DataError(f"static: expected {n} row(s) of finite numbers, got shape {arr.shape}")
-        return arr
-
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, y: Any, covariates: Any = None, *, static: Any = None) -> Forecaster:
         """Fit on ``y`` (Series, DataFrame, 1-D/2-D array, or a list of them for a global model).
@@ -142,7 +120,7 @@ class Forecaster(BundleMixin, nn.Module):
         """
         o = self.options
         series, names = self._check(y, covariates)
-        statics = self._static(static, len(series))
+        statics = static_rows(static, len(series))
         m = o.season_length or season_from_index(series[0].index)
         L, V = auto_sizes([len(s.target) for s in series], o, m)
         tfs = [core.fit_transforms(s, len(s.target) - V, m, o.normalize, o.log_flag, o.trend)
@@ -150,7 +128,7 @@ class Forecaster(BundleMixin, nn.Module):
         prepared = [core.prepare(s, tf, st, o.calendar) for s, tf, st in zip(series, tfs, statics)]
         spec = self._spec(series, names, prepared, statics, L)
         self.members, info = self._train(spec, prepared, L, V)
-        _, is_list = _as_list(y)
+        _, is_list = as_list(y)
         n_cal = calendar_features(series[0].index).shape[1] if o.calendar and series[0].index is not None else 0
         self.fitted_ = {
             **names, "is_list": is_list, "season_length": int(m), "input_len": L, "val_size": V, "n_calendar": n_cal,
@@ -211,7 +189,7 @@ class Forecaster(BundleMixin, nn.Module):
         if names != want or len(series) != len(f["series"]):
             raise DataError(f"y: expected {len(f['series'])} series with columns {want}, got "
                             f"{len(series)} with {names}")
-        statics = self._static(static, len(series)) if static is not None else \
+        statics = static_rows(static, len(series)) if static is not None else \
             np.array([r["static"] for r in f["series"]]).reshape(len(series), -1)
         L = f["input_len"]
         out = []
@@ -225,14 +203,14 @@ class Forecaster(BundleMixin, nn.Module):
     def _run(self, covariates: Any, y: Any, y_covariates: Any, static: Any) -> tuple[list, list]:
         f, o = self._fitted(), self.options
         records = self._records(y, y_covariates, static)
-        rows = _per_series(covariates, len(records), "covariates")
+        rows = per_series(covariates, len(records), "covariates")
         states = []
         for rec, r in zip(records, rows):
             if f["future"] and r is None:
                 raise DataError(f"covariates: expected the {o.horizon} future rows of "
                                 f"{f['future']}, got None")
             if r is not None:
-                r = self._future_rows(r, f["future"])
+                r = future_rows(r, f["future"], o.horizon)
             tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
             hz = core.horizon_future(tail, rec["freq"], rec["transforms"], r, o.horizon,
                                      f["n_calendar"])
@@ -243,21 +221,9 @@ class Forecaster(BundleMixin, nn.Module):
         nets = list(self.members)
         with torch.no_grad():
             out = core.forecast(nets, states, [r["transforms"]["es"] for r in records], sid,
-                                static_t, o.quantiles, o.n_samples, o.seed, o.rnn_weight)
+                                static_t, o.quantiles, o.n_samples, o.seed,
+                                o.rnn_weight if o.normalize == "es" else 1.0)
         return out, records
-
-    def _future_rows(self, rows: Any, names: list[str]) -> np.ndarray:
-        H = self.options.horizon
-        if isinstance(rows, pd.DataFrame):
-            missing = [c for c in names if c not in rows.columns]
-            if missing:
-                raise DataError(f"covariates: no column {missing[0]!r}; available columns: "
-                                f"{', '.join(map(str, rows.columns))}")
-            rows = rows[names]
-        arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
-        if arr.shape != (H, len(names)) or not np.isfinite(arr).all():
-            raise DataError(f"covariates: expected {H} finite rows of {names}, got shape {arr.shape}")
-        return arr
 
     def predict(self, covariates: Any = None, *, y: Any = None, y_covariates: Any = None,
                 static: Any = None) -> Any:

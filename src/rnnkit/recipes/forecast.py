@@ -78,10 +78,12 @@ class ForecastModelConfig:
     strategy: str = "direct"
     head: str = "quantile"
     normalize: str = "es"
+    trend: str = "auto"
+    rnn_weight: float = 0.7
     ensemble: int = 0
-    max_steps: int = 800
+    max_steps: int = 600
     max_time: float = 120.0
-    lr: float = 3e-3
+    lr: float = 1e-3
     dropout: float = 0.0
     seed: int = 0
 

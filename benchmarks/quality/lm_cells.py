@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""LSTM vs GRU vs MinGRU vs MinLSTM vs LayerNormLSTM on Tiny Shakespeare with the same wall-clock
+budget each (one after the other, so each has the machine to itself), as one table.
+
+    RNNKIT_DATA=../shared/data python benchmarks/quality/lm_cells.py --seconds 600 --json
+
+Runs ``lm_shakespeare.py`` once per cell with the same size options and prints a Markdown table
+and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+CELLS = {"LSTM": ["--cell", "lstm"], "GRU": ["--cell", "gru"], "MinGRU": ["--cell", "mingru"],
+         "MinLSTM": ["--cell", "minlstm"], "LayerNormLSTM": ["--cell", "lstm", "--layer-norm"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of " + ",".join(CELLS))
+    ap.add_argument("extra", nargs="*", help="more options for lm_shakespeare.py (after --)")
+    args = ap.parse_args()
+    script = pathlib.Path(__file__).with_name("lm_shakespeare.py")
+    rows = {}
+    for name in args.cells.split(","):
+        cmd = [sys.executable, str(script), "--seconds", str(args.seconds), "--json", *CELLS[name], *args.extra]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows[name] = json.loads(out)
+        print(f"{name}: {rows[name]['val_loss']}", file=sys.stderr)
+    print("| cell | stateful val loss | windowed val loss | steps | parameters |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['val_loss']:.4f} | {r['val_loss_windowed']:.4f} | {r['steps']} | {r['params']:,} |")
+    if args.json:
+        print(json.dumps({"seconds": args.seconds, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Helpers shared by the kernel tests: run a layer or cell two ways and compare values and gradients."""
+
+from __future__ import annotations
+
+import torch
+
+
+def parts(state):
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+def loss(y, state):
+    """A loss that weights every output and state entry differently (so no gradient is trivial)."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(y.shape, generator=g).to(y.dtype)
+    return (y * w).sum() + sum((s.sin() * (k + 1)).sum() for k, s in enumerate(parts(state)))
+
+
+def values_and_grads(run, inputs: list, params: list):
+    """``run()`` -> (y, state); returns the outputs and the gradients of ``inputs + params``."""
+    y, state = run()
+    grads = torch.autograd.grad(loss(y, state), inputs + params, allow_unused=True)
+    return [y, *parts(state)], list(grads)
+
+
+def assert_close(a: list, b: list, tol: float) -> None:
+    for k, (u, v) in enumerate(zip(a, b)):
+        if u is None or v is None:
+            assert u is None and v is None or (u if v is None else v).abs().max() == 0, k
+            continue
+        assert u.shape == v.shape, (k, u.shape, v.shape)
+        err = (u - v).abs().max().item() if u.numel() else 0.0
+        assert err <= tol * max(1.0, v.abs().max().item() if v.numel() else 0.0), (k, err)
+
+
+def random_gains(module) -> None:
+    """Layer-norm gains and biases and peepholes away from their 1/0 initialisation."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "ln_" in name or "weight_c" in name:
+                p.uniform_(0.5, 1.5) if "weight" in name and "ln_c_bias" not in name else p.uniform_(-0.5, 0.5)

@@ -1,0 +1,87 @@
+"""The fused LSTM kernel equals the reference recurrence: values and gradients (float32 within 1e-5,
+float64 gradcheck of the hand-written backward), with lengths, initial state, masks and zoneout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnkit import cells as C
+from rnnkit.kernels import _fused_common as fc
+from rnnkit.kernels import fused_lstm
+from tests.kernels._util import assert_close, random_gains, values_and_grads
+
+CELLS = {
+    "layer_norm": lambda i, h: C.LayerNormLSTMCell(i, h, forget_bias=1.0),
+    "peephole": lambda i, h: C.LSTMCell(i, h, peephole=True),
+    "plain": lambda i, h: C.LSTMCell(i, h),
+    "no_bias": lambda i, h: C.LayerNormLSTMCell(i, h, bias=False),
+}
+SHAPES = [(1, 1, 3, 7), (3, 9, 4, 5), (5, 20, 6, 8)]  # (B, T, I, H): B=1, T=1, odd H
+
+
+def _compare(cell, x, state, dtype, tol, lengths=None, mask=None, zoneout=0.0):
+    cell = cell.to(dtype)
+    random_gains(cell)
+    x = x.to(dtype).requires_grad_()
+    state = C.LSTMState(*(s.to(dtype).requires_grad_() for s in state))
+    inputs, params = [x, *state], list(cell.parameters())
+    torch.manual_seed(11)
+    fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, lengths, mask, zoneout),
+                            inputs, params)
+    torch.manual_seed(11)
+    ref = values_and_grads(lambda: cell.reference_forward(x, state, lengths=lengths, recurrent_mask=mask,
+                                                          zoneout=zoneout), inputs, params)
+    assert_close(fast[0], ref[0], tol)
+    assert_close(fast[1], ref[1], tol)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_float32_equals_reference(kind, shape):
+    B, T, I, H = shape
+    x, h0, c0 = torch.randn(B, T, I), torch.randn(B, H), torch.randn(B, H)
+    _compare(CELLS[kind](I, H), x, (h0, c0), torch.float32, 1e-5)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_lengths_mask_and_zoneout_equal_reference(kind):
+    B, T, I, H = 5, 11, 3, 6
+    x, h0, c0 = torch.randn(B, T, I), torch.randn(B, H), torch.randn(B, H)
+    lengths = torch.tensor([4, 11, 0, 1, 7])
+    mask = torch.rand(B, H) * 2
+    for kw in ({"lengths": lengths}, {"mask": mask}, {"zoneout": 0.3}, {"lengths": lengths, "zoneout": 0.3,
+                                                                        "mask": mask}):
+        _compare(CELLS[kind](I, H), x, (h0, c0), torch.float64, 1e-10, **kw)
+        _compare(CELLS[kind](I, H), x, (h0, c0), torch.float32, 1e-5, **kw)
+
+
+def _gradcheck_inputs(ln: bool, peep: bool, masked: bool, zoned: bool, lengths):
+    B, T, I, H = 3, 5, 2, 3
+    d = dict(dtype=torch.float64)
+    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
+    b = fc.batching(lengths, B, T)
+    keep = (torch.rand(T, 2, B, H, **d) < 0.3).to(torch.float64) if zoned else None
+    return (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H) if ln else None, req(B, H), req(B, H),
+            req(4 * H, H, scale=0.5), req(4 * H) if ln else None, req(H) if ln else None, req(H) if ln else None,
+            req(3, H) if peep else None, torch.rand(B, H, **d) * 2 if masked else None, keep, b)
+
+
+@pytest.mark.parametrize("ln,peep,masked,zoned,lengths", [
+    (True, False, False, False, None), (False, True, False, False, None), (False, False, True, True, None),
+    (True, False, True, True, torch.tensor([5, 3, 0])), (False, True, False, False, torch.tensor([4, 4, 1]))],
+    ids=["layer_norm", "peephole", "mask_zoneout", "ln_all_lengths", "peephole_lengths"])
+def test_gradcheck_of_the_hand_written_backward(ln, peep, masked, zoned, lengths):
+    args = _gradcheck_inputs(ln, peep, masked, zoned, lengths)
+    assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
+
+
+def test_chunks_and_the_scratch_pool_do_not_leak_between_calls():
+    cell = C.LayerNormLSTMCell(3, 4)
+    x = torch.randn(2, 3 * fc.chunk_size(2) + 5, 3)  # several chunks and a partial one
+    st = C.LSTMState(torch.zeros(2, 4), torch.zeros(2, 4))
+    y1, _ = fused_lstm.lstm_sequence(cell, x, st)
+    y2, _ = fused_lstm.lstm_sequence(cell, x * 2, st)  # reuses the pooled buffers
+    y3, _ = fused_lstm.lstm_sequence(cell, x, st)
+    yr, _ = cell.reference_forward(x, st)
+    assert torch.allclose(y1, yr, atol=1e-5) and torch.equal(y1, y3) and not torch.allclose(y1, y2)
