@@ -61,7 +61,7 @@ def test_prediction_intervals_cover_at_their_nominal_rate(head):
     for t in range(1, n):
         y[t] = 0.6 * y[t - 1] + rng.normal()
     f = Forecaster(horizon=2, season_length=1, normalize="scale", log="never", head=head,
-                   hidden_size=16, ensemble=1, max_steps=300, input_len=8).fit(y[:1000])
+                   hidden_size=16, ensemble=1, max_steps=400, lr=3e-3, input_len=8).fit(y[:1000])
     inside = []
     for origin in range(1000, n - 2, 4):
         frame = f.predict_frame(y=y[:origin])
@@ -146,3 +146,13 @@ def test_backtest_scores_every_model_at_every_origin():
     table = backtest(Forecaster(horizon=6, **FAST), y, n_origins=2, baselines=("naive", "seasonal_naive"))
     assert len(table) == 6 and table["mase"].notna().all()
     assert table.loc[table.model == "seasonal_naive", "mase"].max() < 1e-9
+
+
+def test_interval_calibration_factors_are_stored_and_bounded():
+    rng = np.random.default_rng(3)
+    y = np.cumsum(rng.normal(size=600)) * 0.1 + 50
+    f = Forecaster(horizon=4, season_length=1, calibrate=True, val_size=60, **FAST).fit(y)
+    calib = f.fitted_["calibration"]
+    assert len(calib) == 99 and all(0.5 <= c <= 3.0 for c in calib) and calib[49] == 1.0
+    frame = f.predict_frame()
+    assert (frame["q0.1"] <= frame["median"]).all() and (frame["median"] <= frame["q0.9"]).all()

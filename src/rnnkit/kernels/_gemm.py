@@ -17,6 +17,8 @@ from torch import Tensor
 
 __all__ = ["onednn_available", "Weight", "add_outer", "InputSide"]
 
+_LN_B = torch.ops.aten.native_layer_norm_backward.default
+
 
 @lru_cache(maxsize=1)
 def onednn_available() -> bool:
@@ -39,12 +41,15 @@ class Weight:
     def __init__(self, w: Tensor, rows: int) -> None:
         self.w = w.detach()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w, rows) if _onednn(self.w) else None
+        if self.packed is not None:  # the overloads themselves: no per-call Python overload resolution
+            self._plain = torch.ops.mkldnn._linear_pointwise.default
+            self._add = torch.ops.mkldnn._linear_pointwise.binary
 
     def __call__(self, x: Tensor, bias: Tensor | None = None, other: Tensor | None = None) -> Tensor:
         if self.packed is not None:
             if other is not None:
-                return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, bias, "add")
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+                return self._add(x, other, self.packed, bias, "add")
+            return self._plain(x, self.packed, bias, "none", [], "")
         y = torch.mm(x, self.w.t()) if bias is None else torch.addmm(bias, x, self.w.t())
         return y if other is None else y.add_(other)
 
@@ -66,20 +71,22 @@ class InputSide:
 
     ``forward(t0, t1)`` computes a chunk just before the recurrence uses it, so it is consumed while in
     cache; ``backward(t0, t1, d)`` takes the chunk's gradient ``d`` (rows, G) and accumulates
-    ``d_w``, ``d_gain``, ``d_bias`` and the chunk of ``dx``. With a gain the GEMM output is
-    recomputed in backward (one small GEMM) rather than kept for all steps.
+    ``d_w``, ``d_gain``, ``d_bias`` and the chunk of ``dx``. With a gain the GEMM output (the norm's
+    input) is kept in ``keep`` (T, B, G) for the backward.
     """
 
     def __init__(self, x: Tensor, w: Tensor, bias: Tensor | None, gain: Tensor | None, eps: float,
-                 rows: int) -> None:
-        self.x, self.bias, self.gain, self.eps = x, bias, gain, eps  # x (T, B, I)
+                 rows: int, keep: Tensor | None = None) -> None:
+        self.x, self.bias, self.gain, self.eps, self.keep = x, bias, gain, eps, keep  # x (T, B, I)
         self.w, self.rows, self.stats = Weight(w, rows), rows, {}
 
     def forward(self, t0: int, t1: int) -> Tensor:
         xc = self.x[t0:t1].reshape(-1, self.x.shape[-1])  # (c B, I)
         if self.gain is None:
             return self.w(xc, self.bias)  # (c B, G)
-        xa, mean, rstd = torch.native_layer_norm(self.w(xc), self.gain.shape, self.gain, self.bias, self.eps)
+        xp = self.keep[t0:t1].view(xc.shape[0], -1)
+        xp.copy_(self.w(xc))
+        xa, mean, rstd = torch.native_layer_norm(xp, self.gain.shape, self.gain, self.bias, self.eps)
         self.stats[t0] = (mean, rstd)
         return xa
 
@@ -95,8 +102,8 @@ class InputSide:
         xc = self.x[t0:t1].reshape(-1, self.x.shape[-1])
         if self.gain is not None:
             mask = [True, True, self.bias is not None]
-            d, dg, db = torch.ops.aten.native_layer_norm_backward(
-                d, self.w(xc), self.gain.shape, *self.stats[t0], self.gain, self.bias, mask)
+            xp = self.keep[t0:t1].view(xc.shape[0], -1)
+            d, dg, db = _LN_B(d, xp, self.gain.shape, *self.stats[t0], self.gain, self.bias, mask)
             self.d_gain.add_(dg)
             if self.bias is not None:
                 self.d_bias.add_(db)

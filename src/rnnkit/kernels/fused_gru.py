@@ -39,7 +39,7 @@ __all__ = ["gru_sequence", "supports"]
 
 _SIG_B = torch.ops.aten.sigmoid_backward.grad_input
 _TANH_B = torch.ops.aten.tanh_backward.grad_input
-_LN_B = torch.ops.aten.native_layer_norm_backward
+_LN_B = torch.ops.aten.native_layer_norm_backward.default
 
 
 def supports(cell) -> bool:
@@ -69,8 +69,9 @@ class _GRUFn(torch.autograd.Function):
         T, B, _ = x.shape
         H, C = h0.shape[1], fc.chunk_size(B)
         s = SimpleNamespace(b_hh=b_hh, ln_w=ln_hh, mask=mask, keep=keep, C=C)
-        s.inp, s.w = InputSide(x, w_ih, b_ih, ln_ih, EPS, C * B), Weight(w_hh, B)
         sc = s.scratch = fc.Scratch(b, x)
+        keep_xp = None if ln_ih is None else sc.take(T, B, 3 * H)
+        s.inp, s.w = InputSide(x, w_ih, b_ih, ln_ih, EPS, C * B, keep_xp), Weight(w_hh, B)
         ys = fc.new_buffer(b, T, B, H, like=x)
         s.act, s.ahn = sc.take(T, B, 3 * H), sc.take(T, B, H)  # r, z, n; the recurrent side of n
         s.hp = None if ln_hh is None else sc.take(T, B, 3 * H)  # W_hh h_{t-1} before its norm

@@ -8,18 +8,21 @@ in reverse, per step ~10 small ops and one GEMM; per chunk the factors that depe
 activations in a few bulk ops, :math:`\bar W_{hh} \mathrel{+}= \sum_t \bar a_t^\top h_{t-1}` as one GEMM
 with ``K = chunk * B`` rows, and the input side's backward.
 
-Layout: gates are reordered to ``(g, i, f, o)`` and both tanh's are computed as
-:math:`\tanh(a) = 2\sigma(2a) - 1` (one sigmoid over all gates): the loop receives the ``g`` block of
-its pre-activations, and the cell-norm gain and bias, already scaled by 2 (the wrapper scales the
-parameters; autograd carries the factor back). With :math:`u = 2\,\mathrm{LN}_c(c_t)`,
-:math:`\tau = \tanh(u/2)` and pre-activations :math:`a`, the backward of a step is
+Layout: gates are reordered to ``(g, i, f, o)``. Without layer norm both tanh's are computed as
+:math:`\tanh(a) = 2\sigma(2a) - 1` (one sigmoid over all gates; on CPU a float32 ``tanh`` costs ~8
+sigmoids): the loop then receives the ``g`` block of its pre-activations scaled by 2 (the wrapper scales
+the weights; autograd carries the factor back). With layer norm they are ``torch.tanh``: the sigmoid
+form's absolute error near 0 (~6e-8) is amplified by the norms of the following steps, measurably
+beyond the reference's own float32 error. With :math:`u = \mathrm{LN}_c(c_t)` (or :math:`c_t`),
+:math:`\tau = \tanh u` and pre-activations :math:`a` (:math:`\bar a_g` halved in the scaled form), the
+backward of a step is
 
 .. math::
 
     \begin{aligned}
-    \bar a_o &= \bar h\,\tau\,o(1-o), \qquad \bar u = \bar h\,o\,(1-\tau^2)/2, \qquad
+    \bar a_o &= \bar h\,\tau\,o(1-o), \qquad \bar u = \bar h\,o\,(1-\tau^2), \qquad
     \bar c_t = \bar c + \mathrm{LN}_c^\top(\bar u) + p_o \bar a_o \\
-    \bar a_g &= \bar c_t\, i(1-g^2)/2, \quad \bar a_i = \bar c_t\, g\, i(1-i), \quad
+    \bar a_g &= \bar c_t\, i(1-g^2), \quad \bar a_i = \bar c_t\, g\, i(1-i), \quad
     \bar a_f = \bar c_t\, c_{t-1} f(1-f), \quad \bar c_{t-1} = \bar c_t f + p_i \bar a_i + p_f \bar a_f \\
     \bar h_{t-1} &= \mathrm{LN}_{hh}^\top(\bar a)\, W_{hh} + \bar y_{t-1}
     \end{aligned}
@@ -45,7 +48,7 @@ __all__ = ["lstm_sequence", "supports"]
 _ORDER = (2, 0, 1, 3)  # torch's (i, f, g, o) -> (g, i, f, o)
 _SIG_B = torch.ops.aten.sigmoid_backward.grad_input  # (d, s) -> d s (1 - s)
 _TANH_B = torch.ops.aten.tanh_backward.grad_input  # (d, y) -> d (1 - y^2)
-_LN_B = torch.ops.aten.native_layer_norm_backward
+_LN_B = torch.ops.aten.native_layer_norm_backward.default
 
 
 def supports(cell) -> bool:
@@ -75,8 +78,9 @@ class _LSTMFn(torch.autograd.Function):
         T, B, _ = x.shape
         H, C = h0.shape[1], fc.chunk_size(B)
         s = SimpleNamespace(ln_w=ln_hh, lnc_w=lnc_w, lnc_b=lnc_b, peep=peep, mask=mask, keep=keep, C=C)
-        s.inp, s.w = InputSide(x, w_ih, bias, ln_ih, EPS, C * B), Weight(w_hh, B)
         s.scratch = sc = fc.Scratch(b, x)
+        keep_xp = None if ln_ih is None else sc.take(T, B, 4 * H)
+        s.inp, s.w = InputSide(x, w_ih, bias, ln_ih, EPS, C * B, keep_xp), Weight(w_hh, B)
         ys = fc.new_buffer(b, T, B, H, like=x)
         s.cs = sc.take(T + 1, B, H)  # c_0 .. c_T
         s.cs[0] = c0
@@ -135,17 +139,22 @@ def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int
     if s.peep is not None:
         pre[:, H:3 * H].unflatten(1, (2, H)).addcmul_(c_prev.unsqueeze(1), s.peep[:2])
     sig = slice(0, 4 * H) if s.peep is None else slice(0, 3 * H)
-    torch.sigmoid(pre[:, sig], out=act[:, sig])
-    g, i, f, o = fc.tanh_from_sigmoid_(act[:, :H]), act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+    if s.ln_w is None:
+        torch.sigmoid(pre[:, sig], out=act[:, sig])
+        fc.tanh_from_sigmoid_(act[:, :H])
+    else:  # exact tanh where layer norm amplifies rounding near 0 (module doc)
+        torch.sigmoid(pre[:, H:sig.stop], out=act[:, H:sig.stop])
+        torch.tanh(pre[:, :H], out=act[:, :H])
+    g, i, f, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
     c_new = torch.mul(f, c_prev, out=s.cn[t, :n]).addcmul_(i, g)
     if s.peep is not None:
         torch.sigmoid(pre[:, 3 * H:].addcmul_(c_new, s.peep[2]), out=o)
     if s.lnc_w is not None:
-        u, mean, rstd = torch.native_layer_norm(c_new, (H,), s.lnc_w, s.lnc_b, EPS)  # 2 LN(c_t)
+        u, mean, rstd = torch.native_layer_norm(c_new, (H,), s.lnc_w, s.lnc_b, EPS)  # LN(c_t)
         s.cstats[t] = (mean, rstd)
+        tc = torch.tanh(u, out=s.tc[t, :n])  # exact: layer norm amplifies h's rounding near 0
     else:
-        u = c_new * 2
-    tc = fc.tanh_from_sigmoid_(torch.sigmoid(u, out=s.tc[t, :n]))
+        tc = fc.tanh_from_sigmoid_(torch.sigmoid(c_new * 2, out=s.tc[t, :n]))
     if s.keep is None:
         torch.mul(o, tc, out=h_out)
     else:
@@ -182,15 +191,15 @@ def _chunk_factors(s, wk, t0: int, t1: int) -> None:
     g, i, f, o = s.act[t0:t1].unflatten(-1, (4, H)).unbind(2)  # each (c, B, H)
     tc, fo, ft, fg = s.tc[t0:t1], wk.fo[:c], wk.ft[:c], wk.fg[:c]
     _SIG_B(tc, o, grad_input=fo)  # dh -> grad of a_o
-    _TANH_B(o, tc, grad_input=ft)  # dh -> grad of c_t (no cell norm) or, halved, of u = 2 LN(c_t)
-    if s.lnc_w is not None:
-        ft.mul_(0.5)
+    _TANH_B(o, tc, grad_input=ft)  # dh -> grad of c_t (no cell norm) or of LN(c_t)
     if s.keep is not None:
         torch.sub(1.0, s.keep[t0:t1, 1], out=wk.kc[:c])
         kh = 1.0 - s.keep[t0:t1, 0]
         fo.mul_(kh)
         ft.mul_(kh)
-    _TANH_B(i, g, grad_input=fg[:, :, 0]).mul_(0.5)  # the g block enters scaled by 2
+    _TANH_B(i, g, grad_input=fg[:, :, 0])
+    if s.ln_w is None:
+        fg[:, :, 0].mul_(0.5)  # the g block enters scaled by 2 (sigmoid form of its tanh)
     _SIG_B(g, i, grad_input=fg[:, :, 1])
     _SIG_B(s.cs[t0:t1], f, grad_input=fg[:, :, 2])
     wk.k = f  # dc_t -> dc_{t-1}
@@ -251,16 +260,16 @@ def _chunk_weight_grads(s, wk, t0: int, t1: int) -> None:
 
 
 def _gate_params(cell, ln: bool):
-    """Weights in ``(g, i, f, o)`` order with the ``g`` block scaled by 2 where it enters a sigmoid."""
+    """Weights in ``(g, i, f, o)`` order; without layer norm the ``g`` block scaled by 2 (sigmoid form)."""
     H, like = cell.hidden_size, cell.weight_ih
     perm = fc.gate_perm(4, _ORDER, H, like.device)
-    scale = torch.ones(4 * H, 1, device=like.device, dtype=like.dtype)
-    scale[:H] = 2.0  # (4H, 1)
-    bias = None if cell.bias_ih is None else (cell.bias_ih + cell.bias_hh).index_select(0, perm) * scale[:, 0]
+    bias = None if cell.bias_ih is None else (cell.bias_ih + cell.bias_hh).index_select(0, perm)
     if ln:
-        ln_ih = cell.ln_ih_weight.index_select(0, perm) * scale[:, 0]
-        ln_hh = cell.ln_hh_weight.index_select(0, perm) * scale[:, 0]
+        ln_ih, ln_hh = cell.ln_ih_weight.index_select(0, perm), cell.ln_hh_weight.index_select(0, perm)
         return cell.weight_ih.index_select(0, perm), bias, ln_ih, cell.weight_hh.index_select(0, perm), ln_hh
+    scale = torch.ones(4 * H, 1, device=like.device, dtype=like.dtype)
+    scale[:H] = 2.0  # (4H, 1): the g block enters the sigmoid form of its tanh
+    bias = None if bias is None else bias * scale[:, 0]
     w_ih, w_hh = cell.weight_ih.index_select(0, perm) * scale, cell.weight_hh.index_select(0, perm) * scale
     return w_ih, bias, None, w_hh, None
 
@@ -281,7 +290,7 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     peep = None
     if not ln and cell.peephole:
         peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
-    lnc = (cell.ln_c_weight * 2.0, cell.ln_c_bias * 2.0) if ln else (None, None)
+    lnc = (cell.ln_c_weight, cell.ln_c_bias) if ln else (None, None)
     xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I)
     ys, h_n, c_n = _LSTMFn.apply(xt, w_ih, bias, ln_ih, b.rows(state.h), b.rows(state.c), w_hh, ln_hh, *lnc,
                                  peep, b.rows(recurrent_mask), keep, b)

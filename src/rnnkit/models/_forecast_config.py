@@ -49,7 +49,11 @@ class ForecasterConfig:
     25 steps without improvement), ``max_time`` (seconds for the whole fit), ``refit`` (retrain
     on all rows for the best number of steps), ``rnn_weight`` (the share of the network's
     correction of the smoothing forecast kept in the point forecast, 0.7: a forecast
-    combination with the smoothing model; ``normalize="scale"`` keeps all of it), ``n_samples`` (recursive sample paths),
+    combination with the smoothing model; ``normalize="scale"`` keeps all of it), ``calibrate``
+    (rescale the direct strategy's quantiles around the median so that they cover the
+    validation targets at their nominal rates; needs 100+ validation targets, not with
+    ``refit``; off by default: the validation tail also picks the early-stopping step, which
+    biases it), ``n_samples`` (recursive sample paths),
     ``threads`` (torch CPU threads while fitting, restored afterwards; 0 leaves them), ``seed``.
     """
 
@@ -79,6 +83,7 @@ class ForecasterConfig:
     patience: int = 8
     max_time: float = 120.0
     refit: bool = False
+    calibrate: bool = False
     n_samples: int = 200
     rnn_weight: float = 0.7
     threads: int = 1

@@ -18,7 +18,8 @@ from rnnkit.models._forecast_net import ForecastNet, NetSpec, interp_quantiles, 
 from rnnkit.models._forecast_train import Prepared, horizon_offset, origin_z, prepare_series
 from rnnkit.models._ts_input import SeriesData, calendar_features, future_index
 
-__all__ = ["fit_transforms", "prepare", "origin_state", "horizon_future", "forecast", "GRID"]
+__all__ = ["fit_transforms", "prepare", "origin_state", "horizon_future", "forecast", "calibration",
+           "GRID"]
 
 GRID = tuple(round(k / 100, 2) for k in range(1, 100))
 
@@ -88,15 +89,33 @@ def _batch(states: list[dict], spec: NetSpec) -> tuple[torch.Tensor, ...]:
     return z, past, fut
 
 
-def _direct(nets: list[ForecastNet], states: list[dict], sid, static) -> np.ndarray:
-    """Ensemble-averaged quantiles on ``GRID`` in z space: ``(B, H, C, len(GRID))``."""
-    spec = nets[0].spec
-    z, past, fut = _batch(states, spec)
-    L = spec.input_len
+def _grid(nets: list[ForecastNet], z, past, fut, sid, static, weight: float) -> np.ndarray:
+    """Ensemble-averaged quantiles on ``GRID`` in z space, ``(B, H, C, G)``, the median's shift
+    kept at ``weight``."""
+    L = nets[0].spec.input_len
     with torch.no_grad():
-        outs = [to_quantiles(net(z, past, fut[:, :L], fut[:, L:], sid, static), spec, GRID)
+        outs = [to_quantiles(net(z[:, :L], past, fut[:, :L], fut[:, L:], sid, static), nets[0].spec, GRID)
                 for net in nets]
-    return torch.stack(outs).mean(0).double().numpy()
+    grid = torch.stack(outs).mean(0).double().numpy()
+    return grid - (1.0 - weight) * grid[..., GRID.index(0.5)][..., None]
+
+
+def calibration(nets: list[ForecastNet], val: Any, weight: float, min_points: int = 100) -> list[float]:
+    """Per ``GRID`` level, the factor :math:`c_k` that widens or narrows the quantiles around the
+    median so that a fraction ``level`` of the validation targets lies below
+    :math:`\\mathrm{med} + c_k (q_k - \\mathrm{med})` (split-conformal style, clipped to [0.5, 3])."""
+    if val is None or val.z[:, nets[0].spec.input_len:].numel() < min_points:
+        return [1.0] * len(GRID)
+    grid = _grid(nets, val.z, val.past, val.future, val.sid, val.static, weight)
+    med = grid[..., GRID.index(0.5)]
+    truth = val.z[:, nets[0].spec.input_len:].double().numpy() - med  # (N, H, C)
+    out = []
+    for g, level in enumerate(GRID):
+        ratio = (truth / np.where(grid[..., g] == med, np.nan, grid[..., g] - med)).reshape(-1)
+        ratio = ratio[np.isfinite(ratio)]
+        c = 1.0 if level == 0.5 or ratio.size == 0 else float(np.quantile(ratio, max(level, 1 - level)))
+        out.append(float(np.clip(c, 0.5, 3.0)))
+    return out
 
 
 def _rollout(net: ForecastNet, z, fut, sid, static, n_samples: int, gen) -> torch.Tensor:
@@ -133,19 +152,22 @@ def _recursive(nets, states, sid, static, n_samples: int, seed: int) -> np.ndarr
 
 def forecast(nets: list[ForecastNet], states: list[dict], es: list[list[dict]], sid, static,
              levels: tuple[float, ...], n_samples: int, seed: int,
-             weight: float = 1.0) -> list[dict[str, np.ndarray]]:
+             weight: float = 1.0, calib: list[float] | None = None) -> list[dict[str, np.ndarray]]:
     """Per series ``{"quantiles": (H, C, Q), "median": (H, C), "mean": (H, C)}`` in y units.
 
     ``weight`` scales the network's shift of the median away from the smoothing forecast
-    (:math:`\\hat x \\to \\hat x - (1 - w)\\,\\mathrm{median}(\\hat x)`), keeping the interval widths.
+    (:math:`\\hat x \\to \\hat x - (1 - w)\\,\\mathrm{median}(\\hat x)`), keeping the interval widths;
+    ``calib`` are the direct strategy's :func:`calibration` factors.
     """
     spec = nets[0].spec
     if spec.strategy == "recursive":
         paths = _recursive(nets, states, sid, static, n_samples, seed)
         paths = paths - (1.0 - weight) * np.median(paths, axis=1, keepdims=True)
     else:
-        grid = _direct(nets, states, sid, static)
-        grid = grid - (1.0 - weight) * grid[..., GRID.index(0.5)][..., None]
+        z, past, fut = _batch(states, spec)
+        grid = _grid(nets, z, past, fut, sid, static, weight)
+        med = grid[..., GRID.index(0.5)][..., None]
+        grid = med + np.asarray(calib or [1.0] * len(GRID)) * (grid - med)
     out = []
     for b, state in enumerate(states):
         params = [EsParams.from_dict(d) for d in es[b]]

@@ -36,9 +36,9 @@ from rnnkit.data.scaling import Scaler
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.export.bundle import BundleMixin, register_model
 from rnnkit.models._anomaly_scores import forecast_scores, values_and_calendar
-from rnnkit.models._forecast_train import torch_threads
 from rnnkit.models._autoencoder import AESpec, LSTMAutoencoder, fit_autoencoder, row_errors
-from rnnkit.models.forecaster import Forecaster
+from rnnkit.models._forecast_train import torch_threads
+from rnnkit.models.forecaster import Forecaster, _BundleConfig
 
 __all__ = ["AnomalyDetector", "DetectorConfig", "AnomalyWindow"]
 
@@ -108,7 +108,6 @@ class AnomalyDetector(BundleMixin, nn.Module):
 
     @property
     def config(self) -> Any:
-        from rnnkit.models.forecaster import _BundleConfig
         return _BundleConfig(dataclasses.asdict(self.options), self.fitted_ or {})
 
     @classmethod

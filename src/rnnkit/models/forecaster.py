@@ -127,12 +127,13 @@ class Forecaster(BundleMixin, nn.Module):
                for s in series]
         prepared = [core.prepare(s, tf, st, o.calendar) for s, tf, st in zip(series, tfs, statics)]
         spec = self._spec(series, names, prepared, statics, L)
-        self.members, info = self._train(spec, prepared, L, V)
+        self.members, info, calib = self._train(spec, prepared, L, V)
         _, is_list = as_list(y)
         n_cal = calendar_features(series[0].index).shape[1] if o.calendar and series[0].index is not None else 0
         self.fitted_ = {
             **names, "is_list": is_list, "season_length": int(m), "input_len": L, "val_size": V, "n_calendar": n_cal,
             "spec": dataclasses.asdict(spec), "n_members": len(self.members), "train": info,
+            "calibration": calib,
             "series": [self._record(s, tf, p, st, L) for s, tf, p, st in
                        zip(series, tfs, prepared, statics)],
         }
@@ -146,7 +147,8 @@ class Forecaster(BundleMixin, nn.Module):
                        hidden_size=o.hidden_size, num_layers=o.num_layers, embed_size=o.embed_size,
                        dropout=o.dropout, head=o.head, quantiles=o.quantiles, strategy=o.strategy)
 
-    def _train(self, spec: NetSpec, prepared: list, L: int, V: int) -> tuple[nn.ModuleList, list]:
+    def _train(self, spec: NetSpec, prepared: list, L: int, V: int) -> tuple[nn.ModuleList, list, list]:
+        """Train the ensemble; returns ``(members, per-member info, calibration factors)``."""
         o, H = self.options, self.options.horizon
         ns = [len(p.u) for p in prepared]
         train = make_windows(prepared, L, H, [(0, n - V - H) for n in ns])
@@ -165,7 +167,14 @@ class Forecaster(BundleMixin, nn.Module):
                 info.append(record)
         log.info("forecaster: %d member(s), %d training windows, %.1fs", k, len(train),
                  time.monotonic() - start)
-        return nn.ModuleList(members), info
+        calib = None
+        if o.calibrate and not o.refit and spec.strategy == "direct":
+            calib = core.calibration(members, val, self._weight())
+        return nn.ModuleList(members), info, calib
+
+    def _weight(self) -> float:
+        """The share of the network's median shift kept (all of it without smoothing)."""
+        return self.options.rnn_weight if self.options.normalize == "es" else 1.0
 
     def _record(self, s: SeriesData, tf: dict, p, static: np.ndarray, L: int) -> dict[str, Any]:
         tail = None if s.index is None else [str(t) for t in s.index[-2:]]
@@ -221,8 +230,8 @@ class Forecaster(BundleMixin, nn.Module):
         nets = list(self.members)
         with torch.no_grad():
             out = core.forecast(nets, states, [r["transforms"]["es"] for r in records], sid,
-                                static_t, o.quantiles, o.n_samples, o.seed,
-                                o.rnn_weight if o.normalize == "es" else 1.0)
+                                static_t, o.quantiles, o.n_samples, o.seed, self._weight(),
+                                f.get("calibration"))
         return out, records
 
     def predict(self, covariates: Any = None, *, y: Any = None, y_covariates: Any = None,

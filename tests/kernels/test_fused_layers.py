@@ -1,0 +1,76 @@
+"""The fused and scan backends through the layers: torch.nn equivalence for plain LSTM/GRU, both
+directions of bidirectional layers with lengths, stacking, and zoneout/recurrent dropout under a seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from tests.kernels._util import assert_close, random_gains, values_and_grads
+from tests.layers._util import as_tuple, assert_close_all, loss_of, pair
+
+LAYERS = {
+    "lstm_ln": lambda **kw: rnnkit.LSTM(5, 7, layer_norm=True, **kw),
+    "lstm_peephole": lambda **kw: rnnkit.LSTM(5, 7, peephole=True, **kw),
+    "gru_ln": lambda **kw: rnnkit.GRU(5, 7, layer_norm=True, **kw),
+    "mingru": lambda **kw: rnnkit.MinGRU(5, 7, **kw),
+    "minlstm": lambda **kw: rnnkit.MinLSTM(5, 7, **kw),
+}
+
+
+def _twins(name, dtype, **kw):
+    fast = LAYERS[name](**kw).to(dtype)
+    if dtype == torch.float64:
+        random_gains(fast)  # float32 keeps torch's init (random gains make layer norm ill-conditioned)
+    ref = LAYERS[name](backend="reference", **kw).to(dtype)
+    ref.load_state_dict(fast.state_dict())
+    return fast, ref
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["f64", "f32"])
+def test_bidirectional_stacked_with_lengths_equals_reference(name, dtype, tol):
+    fast, ref = _twins(name, dtype, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(4, 9, 5, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([6, 9, 1, 3])
+    h0 = fast.init_state(4)
+    h0 = type(h0)(*(torch.randn_like(p) for p in h0)) if isinstance(h0, tuple) else torch.randn_like(h0)
+    out = [values_and_grads(lambda: m(x, h0, lengths=lengths), [x], list(m.parameters())) for m in (fast, ref)]
+    assert fast.select_backend() in ("fused", "scan")
+    assert_close(out[0][0], out[1][0], tol)
+    assert_close(out[0][1], out[1][1], tol)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_plain_fused_equals_torch(kind, batch_first):
+    tm, rm = pair(kind, {}, torch.float64, "fused", num_layers=2, bidirectional=True, batch_first=batch_first)
+    x = torch.randn((4, 7, 6) if batch_first else (7, 4, 6), dtype=torch.float64)
+    h0 = tuple(torch.randn_like(s) for s in as_tuple(rm.init_state(4)))
+    h0 = h0 if kind == "LSTM" else h0[0]
+    (yt, st), (yr, sr) = tm(x, h0), rm(x, h0)
+    assert_close_all(yt, yr, 1e-10)
+    assert_close_all(st, sr, 1e-10)
+    assert yr.is_contiguous()
+    loss_of(yt, st).backward()
+    loss_of(yr, sr).backward()
+    for n, p in tm.named_parameters():
+        assert torch.allclose(p.grad, getattr(rm, n).grad, atol=1e-9, rtol=0), n
+
+
+@pytest.mark.parametrize("kind,option", [("LSTM", "zoneout"), ("GRU", "zoneout"), ("LSTM", "recurrent_dropout"),
+                                         ("GRU", "recurrent_dropout")])
+def test_regularisers_in_training_equal_reference_under_a_seed(kind, option):
+    fast = getattr(rnnkit, kind)(4, 6, num_layers=2, batch_first=True, **{option: 0.4}).double().train()
+    ref = getattr(rnnkit, kind)(4, 6, num_layers=2, batch_first=True, backend="reference",
+                                **{option: 0.4}).double().train()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 8, 4, dtype=torch.float64)
+    torch.manual_seed(5)
+    y1, s1 = fast(x, lengths=torch.tensor([8, 3, 5]))
+    torch.manual_seed(5)
+    y2, s2 = ref(x, lengths=torch.tensor([8, 3, 5]))
+    assert fast.select_backend() == "fused"
+    assert_close_all(y1, y2, 1e-10)
+    assert_close_all(s1, s2, 1e-10)

@@ -1,0 +1,40 @@
+"""The GEMM helpers equal plain matmuls (oneDNN on CPU float32, BLAS otherwise)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnkit.kernels._gemm import InputSide, Weight, add_outer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weight_and_add_outer_equal_matmul(dtype):
+    w, x, b, o = (torch.randn(*s, dtype=dtype) for s in ((12, 5), (7, 5), (12,), (7, 12)))
+    lin = Weight(w, 7)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(lin(x), x @ w.t(), atol=tol)
+    assert torch.allclose(lin(x, bias=b), x @ w.t() + b, atol=tol)
+    assert torch.allclose(lin(x, other=o), x @ w.t() + o, atol=tol)
+    assert torch.allclose(lin(x[:3]), x[:3] @ w.t(), atol=tol)  # fewer rows than packed for
+    acc = torch.ones(5, 12, dtype=dtype)
+    add_outer(acc, x, o)
+    assert torch.allclose(acc, 1 + x.t() @ o, atol=tol)
+    add_outer(acc, x[:0], o[:0])  # K = 0 rows: no change
+    assert torch.allclose(acc, 1 + x.t() @ o, atol=tol)
+
+
+def test_input_side_backward_equals_autograd():
+    x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    w, b, gain = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((8, 3), (8,), (8,)))
+    side = InputSide(x.detach(), w.detach(), b.detach(), gain.detach(), 1e-5, 4, torch.empty(6, 2, 8, dtype=torch.float64))
+    d = torch.randn(6, 2, 8, dtype=torch.float64)
+    ys = [side.forward(t0, t0 + 2) for t0 in (0, 2, 4)]
+    ref = torch.nn.functional.layer_norm(x @ w.t(), (8,), gain, b, 1e-5)
+    assert torch.allclose(torch.cat(ys).view(6, 2, 8), ref)
+    side.begin_backward(True)
+    for t0 in (4, 2, 0):
+        side.backward(t0, t0 + 2, d[t0:t0 + 2].reshape(-1, 8))
+    gx, gw, gb, gg = torch.autograd.grad(ref, (x, w, b, gain), d)
+    for a, e in ((side.dx, gx), (side.d_w, gw), (side.d_bias, gb), (side.d_gain, gg)):
+        assert torch.allclose(a, e, atol=1e-12)

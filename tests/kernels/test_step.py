@@ -1,0 +1,65 @@
+"""The streaming fast path: ``step`` under no_grad equals ``forward``, is the path that ran, and follows
+parameter updates; anything it does not cover goes to the full ``step``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.kernels import step as fast_step
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(5, 8, num_layers=2, batch_first=True),
+                                  lambda: rnnkit.GRU(5, 8, num_layers=2, batch_first=True),
+                                  lambda: rnnkit.RNN(5, 8, batch_first=True, nonlinearity="relu")],
+                         ids=["lstm", "gru", "rnn"])
+def test_no_grad_steps_equal_forward_on_the_fast_path(make, monkeypatch):
+    layer = make().double().eval()
+    x = torch.randn(3, 10, 5, dtype=torch.float64)
+    h0 = layer.init_state(3)
+    h0 = type(h0)(*(torch.randn_like(p) for p in h0)) if isinstance(h0, tuple) else torch.randn_like(h0)
+    y, s = layer(x, h0)
+    hits = []
+    original = fast_step.try_step
+    monkeypatch.setattr("rnnkit.layers.recurrent.try_step", lambda *a: hits.append(1) or original(*a))
+    with torch.no_grad():
+        state, ys = h0, []
+        for t in range(10):
+            out = fast_step.try_step(layer, x[:, t], state)
+            assert out is not None  # the fast path applies
+            yt, state = layer.step(x[:, t], state)
+            assert torch.equal(yt, out[0])
+            ys.append(yt)
+    assert len(hits) == 10
+    assert torch.allclose(torch.stack(ys, 1), y, atol=1e-12)
+    for a, b in zip(state if isinstance(state, tuple) else (state,), s if isinstance(s, tuple) else (s,)):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_the_cache_follows_parameter_updates():
+    layer = rnnkit.LSTM(3, 4).eval()
+    x, st = torch.randn(2, 3), layer.init_state(2)
+    with torch.no_grad():
+        y1, _ = layer.step(x, st)
+        layer.weight_hh_l0.add_(0.5)  # bumps the version: the cached weights must be rebuilt
+        layer.bias_ih_l0.zero_()
+        y2, _ = layer.step(x, st)
+        y_full, _ = layer(x.unsqueeze(0), st)
+    assert not torch.allclose(y1, y2) and torch.allclose(y2, y_full[0], atol=1e-6)
+
+
+def test_what_the_fast_path_leaves_to_the_full_step():
+    layer = rnnkit.LSTM(3, 4)
+    x, st = torch.randn(2, 3), layer.init_state(2)
+    assert fast_step.try_step(layer, x, st) is None  # gradients wanted
+    with torch.no_grad():
+        assert fast_step.try_step(layer, x, None) is None  # no state: full step makes zeros
+        assert fast_step.try_step(rnnkit.LSTM(3, 4, proj_size=2), x, rnnkit.LSTM(3, 4, proj_size=2).init_state(2)) is None
+        assert fast_step.try_step(rnnkit.LSTM(3, 4, layer_norm=True), x, st) is None
+        assert fast_step.try_step(layer, x[0], st) is None  # unbatched
+        assert fast_step.try_step(layer, torch.randn(2, 5), st) is None  # wrong size -> the full step's error
+    y, s = layer.step(x, st)  # with autograd: the full step
+    assert y.requires_grad
+    with torch.no_grad(), pytest.raises(ValueError, match="expected x_t"):
+        layer.step(torch.randn(2, 5), st)
