@@ -98,3 +98,23 @@ def test_user_mistakes_are_one_line(args, match, tiny_run, capsys):
 def test_console_script_entry_point_works():
     out = subprocess.run([sys.executable, "-m", "rnnkit.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "rnnkit" in out.stdout
+
+
+def test_forecast_and_detect_from_the_command_line(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+    t = pd.date_range("2020-01-01", periods=72, freq="MS")
+    y = 50 + 5 * np.sin(2 * np.pi * np.arange(72) / 12)
+    pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "sales": y}).to_csv(tmp_path / "s.csv", index=False)
+    runs = str(tmp_path / "runs")
+    code, out, err = run(["train", "forecast", "--csv", str(tmp_path / "s.csv"), "--time-col", "date", "--target",
+                          "sales", "--horizon", "6", "--model.max_steps", "30", "--model.ensemble", "1",
+                          "--run-dir", runs], capsys)
+    assert code == 0, err
+    assert "holdout sales rnnkit" in out and (tmp_path / "runs" / "forecast" / "bundle" / "config.json").is_file()
+    code, out, err = run(["forecast", f"{runs}/forecast", "--csv", str(tmp_path / "s.csv"), "--time-col", "date",
+                          "--target", "sales", "--plot", str(tmp_path / "f.png")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "f.png").is_file() and "2026-01-01" in out
+    code, _, err = run(["detect", f"{runs}/forecast", "--csv", str(tmp_path / "s.csv")], capsys)
+    assert code != 0 and "AnomalyDetector" in err and "Traceback" not in err

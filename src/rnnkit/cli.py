@@ -181,7 +181,60 @@ def _train_group() -> click.Group:
         params=common + config_options("model", LanguageModelConfig, skip=("vocab_size",))
         + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig))
     group.add_command(lm)
+    group.add_command(_forecast_command(common[:1]))
+    group.add_command(_detect_command(common[:1]))
     return group
+
+
+def _run_options() -> list[click.Option]:
+    return [click.Option(["--name"], default=None, help="Run name: the run is written to RUN_DIR/NAME."),
+            click.Option(["--run-dir"], default="runs", show_default=True, help="Folder of the runs.")]
+
+
+def _forecast_command(common: list) -> click.Command:
+    from rnnkit.recipes.forecast import ForecastDataConfig, ForecastModelConfig
+
+    def run(**params):
+        from rnnkit.recipes.forecast import train_forecaster
+        values = resolve_sections(params, read_toml(params.get("config")),
+                                  {"model": ForecastModelConfig, "data": ForecastDataConfig})
+        fc, bundle, metrics = train_forecaster(ForecastModelConfig(**values["model"]),
+                                               ForecastDataConfig(**values["data"]), params["run_dir"],
+                                               params["name"] or "forecast")
+        for target, methods in metrics.get("holdout", {}).items():
+            for method, row in methods.items():
+                console.print(f"holdout {target} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in _flat(row).items()))
+        console.print(f"bundle: {bundle}")
+    return click.Command("forecast", callback=run, help=(
+        "Forecaster (ES-normalised recurrent network) on a CSV with a time column: "
+        "rnnkit train forecast --csv data.csv --time-col date --target sales --horizon 24"),
+        params=common + _run_options() + config_options("data", ForecastDataConfig, plain=True)
+        + config_options("model", ForecastModelConfig))
+
+
+def _detect_command(common: list) -> click.Command:
+    from rnnkit.models.anomaly import DetectorConfig
+    from rnnkit.recipes.forecast import DetectDataConfig
+
+    def run(**params):
+        from rnnkit.recipes.forecast import train_detector
+        values = resolve_sections(params, read_toml(params.get("config")),
+                                  {"model": DetectorConfig, "data": DetectDataConfig})
+        det, bundle, summary = train_detector(DetectorConfig(**values["model"]), DetectDataConfig(**values["data"]),
+                                              params["run_dir"], params["name"] or "detect")
+        console.print(f"{len(summary['windows'])} anomaly window(s); bundle: {bundle}")
+        if "metrics" in summary:
+            console.print(", ".join(f"{k} {v:.3g}" for k, v in _flat(summary["metrics"]).items()))
+    return click.Command("detect", callback=run, help=(
+        "Anomaly detector fitted on the first part of a series: rnnkit train detect --csv log.csv "
+        "--time-col timestamp --target value (or --dataset nab/nyc_taxi)"),
+        params=common + _run_options() + config_options("data", DetectDataConfig, plain=True)
+        + config_options("model", DetectorConfig))
+
+
+def _flat(row) -> dict:
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+        if isinstance(row, dict) else {}
 
 
 @app.command()
@@ -200,6 +253,37 @@ def demo(seconds: float = typer.Option(150.0, help="Training wall-clock budget i
                   + ", ".join(f"{c.word!r} ({c.probability:.2f})" for c in model.complete("import o", 3)))
     console.print(f"\nloss curve: {Path(run_dir) / 'demo' / 'loss.png'}   try: rnnkit generate "
                   f"{result.bundle} --prompt 'The '")
+
+
+# -- time series -------------------------------------------------------------------------------
+@app.command()
+def forecast(bundle: Path = typer.Argument(..., help="A forecaster bundle or run folder."),
+             csv: Optional[Path] = typer.Option(None, help="History to forecast from (default: the training data)."),
+             time_col: Optional[str] = typer.Option(None, help="The timestamp column."),
+             target: Optional[str] = typer.Option(None, help="Target column(s), comma-separated."),
+             future_csv: Optional[Path] = typer.Option(None, help="Known future covariates for the horizon."),
+             plot: Optional[Path] = typer.Option(None, help="Write a PNG: history, forecast, interval band.")) -> None:
+    """Forecast the next horizon with a trained forecaster; prints mean and quantiles."""
+    from rnnkit.recipes.forecast import forecast_from_bundle
+    frame = forecast_from_bundle(bundle, str(csv) if csv else None, time_col, target, str(plot) if plot else None,
+                                 str(future_csv) if future_csv else None)
+    console.print(frame.to_string(), markup=False, highlight=False)
+    if plot:
+        console.print(f"plot: {plot}")
+
+
+@app.command()
+def detect(bundle: Path = typer.Argument(..., help="An anomaly-detector bundle or run folder."),
+           csv: Path = typer.Option(..., help="The series to scan."),
+           time_col: Optional[str] = typer.Option(None, help="The timestamp column."),
+           target: Optional[str] = typer.Option(None, help="The value column."),
+           plot: Optional[Path] = typer.Option(None, help="Write a PNG with the flagged windows shaded.")) -> None:
+    """Flag anomaly windows in a series with a trained detector."""
+    from rnnkit.recipes.forecast import detect_from_bundle
+    windows = detect_from_bundle(bundle, str(csv), time_col, target, str(plot) if plot else None)
+    for w in windows:
+        console.print(f"{w[0]}  {w[1]}  score {w[2]:.3g}", highlight=False)
+    console.print(f"{len(windows)} window(s)" + (f"; plot: {plot}" if plot else ""))
 
 
 # -- analysis and benchmarks -------------------------------------------------------------------

@@ -42,15 +42,20 @@ def _default_text(field: dataclasses.Field) -> str:
     return "required"
 
 
-def config_options(section: str, config_class: type, skip: tuple[str, ...] = ()) -> list[click.Option]:
-    """One ``--section.field`` option per supported field of ``config_class`` (default None = unset)."""
+def config_options(section: str, config_class: type, skip: tuple[str, ...] = (),
+                   plain: bool = False) -> list[click.Option]:
+    """One ``--section.field`` option per supported field of ``config_class`` (default None = unset).
+
+    ``plain=True`` names them ``--field-name`` instead (``--time-col``), for the data options.
+    """
     hints = typing.get_type_hints(config_class)
     options = []
     for field in dataclasses.fields(config_class):
         ctype = _click_type(hints[field.name])
         if ctype is None or field.name in skip:
             continue
-        options.append(click.Option([f"--{section}.{field.name}", f"{section}__{field.name}"], type=ctype,
+        flag = f"--{field.name.replace('_', '-')}" if plain else f"--{section}.{field.name}"
+        options.append(click.Option([flag, f"{section}__{field.name}"], type=ctype,
                                     default=None, help=f"[default: {_default_text(field)}]"))
     return options
 
