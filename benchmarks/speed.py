@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Speed table: rnnkit layers vs torch.nn, forward+backward, measured side by side in one run.
+"""Speed table of the kernels issue: rnnkit layers vs torch.nn, measured side by side in one run.
 
-    python benchmarks/speed.py [--json benchmarks/results/speed.json] [--quick]
+    python benchmarks/speed.py [--json benchmarks/results/speed.json] [--quick] [--repeats N]
+
+Every row times its two contenders in turn and reports the median of the pair ratios
+``time(rnnkit) / time(alternative)`` (robust to a shared machine's drift). See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=pathlib.Path, default=None, help="write the rows as JSON here")
     ap.add_argument("--quick", action="store_true", help="tiny shapes, to check the script runs")
+    ap.add_argument("--repeats", type=int, default=7, help="timed pairs per row (median of their ratios)")
     args = ap.parse_args()
-    rows = run_speed(quick=args.quick)
-    print(f"machine: {machine_description()}")
+    machine = machine_description()  # the load before the run
+    rows = run_speed(repeats=args.repeats, quick=args.quick)
+    print(f"machine: {machine}")
     print(format_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

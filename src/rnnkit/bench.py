@@ -1,13 +1,16 @@
 """Speed benchmarks: rnnkit's layers against the real alternative, measured side by side.
 
-Each row times a forward+backward training step of two contenders in turn (A, B, A, B, ...) and
-reports the median of the per-pair ratios, which is robust to the machine's drift. ``run_speed``
-returns the rows; ``benchmarks/speed.py`` and ``rnnkit bench`` print them as a table and write JSON.
+Each row times two contenders in turn (A, B, A, B, ...) and reports the median of the per-pair ratios
+``time(A) / time(B)``, which is robust to a shared machine's drift. ``run_speed`` returns the rows of
+the kernels issue's targets table (plus informational rows); ``benchmarks/speed.py`` and
+``rnnkit bench`` print them as a table and write JSON. Rows that need hardware this run does not have
+(CUDA) are reported as "not measured", never guessed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -17,18 +20,19 @@ import torch
 
 import rnnkit
 
-__all__ = ["Row", "run_speed", "machine_description", "format_table"]
+__all__ = ["Row", "run_speed", "machine_description", "format_table", "to_json"]
 
 
 @dataclass(frozen=True)
 class Row:
     name: str
     shape: str
-    seconds_a: float
-    seconds_b: float
-    ratio: float  # time(A) / time(B): below 1 means rnnkit is faster
+    seconds_a: float | None
+    seconds_b: float | None
+    ratio: float | None  # time(A) / time(B): below 1 means rnnkit is faster; None when not measured
     target: str
     met: bool | None
+    note: str = ""
 
 
 def _train_step(module: torch.nn.Module, x: torch.Tensor, **kw) -> Callable[[], None]:
@@ -49,44 +53,137 @@ def _pair(a: Callable[[], None], b: Callable[[], None], repeats: int) -> tuple[f
     return med(ta), med(tb), med(ratios)
 
 
-def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int = 7,
-              quick: bool = False) -> list[Row]:
-    """The speed table of the core issue: plain layers vs torch.nn, reference layer norm vs torch.nn."""
-    if quick:
-        B, T, I, H, repeats = 4, 32, 8, 16, 3
-    torch.manual_seed(0)
-    x = torch.randn(B, T, I)
-    shape = f"B={B} T={T} I={I} H={H}"
-    rows = []
+def _row(name: str, shape: str, a, b, repeats: int, bound: float | None, faster: bool = False,
+         note: str = "") -> Row:
+    """A measured row; ``bound`` is the target on ``time(A)/time(B)`` (at most), None for information."""
+    ta, tb, r = _pair(a, b, repeats)
+    if bound is None:
+        return Row(name, shape, ta, tb, r, "information", None, note)
+    target = f"<= {bound:g} (>= {1 / bound:g}x faster)" if faster else f"<= {bound:g}"
+    return Row(name, shape, ta, tb, r, target, r <= bound, note)
+
+
+def _layer_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
+    """Forward + backward training steps at (B, T, I, H) against torch.nn."""
+    x, shape, rows = torch.randn(B, T, I), f"B={B} T={T} I={I} H={H}", []
     for kind in ("LSTM", "GRU"):
-        ta, tb, r = _pair(_train_step(getattr(rnnkit, kind)(I, H, batch_first=True), x),
-                          _train_step(getattr(torch.nn, kind)(I, H, batch_first=True), x), repeats)
-        rows.append(Row(f"rnnkit.{kind} (auto) vs torch.nn.{kind}", shape, ta, tb, r, "<= 1.05", r <= 1.05))
-    ln = rnnkit.LSTM(I, H, batch_first=True, layer_norm=True)
-    ta, tb, r = _pair(_train_step(ln, x), _train_step(torch.nn.LSTM(I, H, batch_first=True), x), repeats)
-    rows.append(Row("LayerNormLSTM (cell path) vs torch.nn.LSTM", shape, ta, tb, r,
-                    "baseline for the kernels issue", None))
+        ln = getattr(rnnkit, kind)(I, H, batch_first=True, layer_norm=True)
+        ref = getattr(torch.nn, kind)(I, H, batch_first=True)
+        rows.append(_row(f"LayerNorm{kind} ({ln.select_backend()}) vs torch.nn.{kind}", shape,
+                         _train_step(ln, x), _train_step(ref, x), repeats, 1.5))
+    for kind in ("LSTM", "GRU"):
+        rows.append(_row(f"rnnkit.{kind} (auto) vs torch.nn.{kind}", shape,
+                         _train_step(getattr(rnnkit, kind)(I, H, batch_first=True), x),
+                         _train_step(getattr(torch.nn, kind)(I, H, batch_first=True), x), repeats, 1.05))
+    lengths = torch.randint(T // 4, T + 1, (B,), generator=torch.Generator().manual_seed(0))
+    bi = rnnkit.LSTM(I, H, batch_first=True, bidirectional=True)
+    rows.append(_row("bidirectional rnnkit.LSTM with lengths vs torch.nn.LSTM padded", shape + " U[T/4, T]",
+                     _train_step(bi, x, lengths=lengths),
+                     _train_step(torch.nn.LSTM(I, H, batch_first=True, bidirectional=True), x), repeats, 1.3))
     return rows
 
 
+def _info_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
+    """What else the kernels cover, and the cell path they replace, against torch.nn.LSTM."""
+    x, shape, ref = torch.randn(B, T, I), f"B={B} T={T} I={I} H={H}", torch.nn.LSTM(I, H, batch_first=True)
+    cases = [("LSTM peephole (fused)", rnnkit.LSTM(I, H, batch_first=True, peephole=True)),
+             ("LSTM zoneout=0.1, training (fused)", rnnkit.LSTM(I, H, batch_first=True, zoneout=0.1)),
+             ("LayerNormLSTM on the old cell path", rnnkit.LSTM(I, H, batch_first=True, layer_norm=True,
+                                                               backend="cell"))]
+    return [_row(f"{name} vs torch.nn.LSTM", shape, _train_step(m, x), _train_step(ref, x), max(3, repeats // 2),
+                 None) for name, m in cases]
+
+
+def _single_thread_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
+    """The layer-norm rows with both contenders on one thread: kernel efficiency without contention."""
+    saved, rows = torch.get_num_threads(), []
+    torch.set_num_threads(1)
+    try:
+        x, shape = torch.randn(B, T, I), f"B={B} T={T} I={I} H={H}"
+        for kind in ("LSTM", "GRU"):
+            rows.append(_row(f"LayerNorm{kind} vs torch.nn.{kind}, 1 thread each", shape,
+                             _train_step(getattr(rnnkit, kind)(I, H, batch_first=True, layer_norm=True), x),
+                             _train_step(getattr(torch.nn, kind)(I, H, batch_first=True), x), repeats, None))
+    finally:
+        torch.set_num_threads(saved)
+    return rows
+
+
+def _long_row(B: int, T: int, I: int, H: int, repeats: int) -> Row:
+    x = torch.randn(B, T, I)
+    return _row("MinGRU (scan) vs torch.nn.GRU", f"B={B} T={T} I={I} H={H}",
+                _train_step(rnnkit.MinGRU(I, H, batch_first=True), x),
+                _train_step(torch.nn.GRU(I, H, batch_first=True), x), repeats, 0.1, faster=True)
+
+
+def _step_row(I: int, H: int, repeats: int, steps: int = 500) -> Row:
+    """Streaming: ``layer.step`` at B=1 in eval mode under no_grad against an eager ``LSTMCell`` call."""
+    layer, cell = rnnkit.LSTM(I, H, batch_first=True).eval(), torch.nn.LSTMCell(I, H).eval()
+    x1, st = torch.randn(1, I), layer.init_state(1)
+    hc = (torch.zeros(1, H), torch.zeros(1, H))
+
+    def a() -> None:
+        with torch.no_grad():
+            for _ in range(steps):
+                layer.step(x1, st)
+
+    def b() -> None:
+        with torch.no_grad():
+            for _ in range(steps):
+                cell(x1, hc)
+    return _row("streaming rnnkit.LSTM.step vs torch.nn.LSTMCell (eval, no_grad)", f"B=1 I={I} H={H}, "
+                f"{steps} calls", a, b, repeats, 0.4)
+
+
+def _gpu_rows() -> list[Row]:
+    note = "not measured: no CUDA device in this run" if not torch.cuda.is_available() else \
+        "not measured: no GPU kernels written (CUDA runs the CPU-designed kernels)"
+    return [Row(name, "-", None, None, None, "-", None, note) for name in
+            ("LayerNormLSTM on CUDA vs torch.nn.LSTM (cuDNN)", "MinGRU scan on CUDA vs torch.nn.GRU (cuDNN)")]
+
+
+def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int = 7,
+              quick: bool = False) -> list[Row]:
+    """Every row of the kernels issue's targets table, then informational rows and the GPU rows."""
+    long_B, long_T, long_repeats = 8, 4096, 3
+    if quick:
+        B, T, I, H, repeats, long_B, long_T, long_repeats = 4, 32, 8, 16, 3, 2, 64, 3
+    torch.manual_seed(0)
+    rows = _layer_rows(B, T, I, H, repeats)
+    rows.append(_long_row(long_B, long_T, I, H, long_repeats))
+    rows.append(_step_row(I, H, repeats, steps=50 if quick else 500))
+    rows += _info_rows(B, T, I, H, repeats) + _single_thread_rows(B, T, I, H, repeats)
+    return rows + _gpu_rows()
+
+
 def machine_description() -> str:
-    """CPU model, core count and torch version, for the tables."""
+    """CPU model, core count, torch version and the load when measured, for the tables."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = ", 1-min load average {:.1f} on {} CPUs".format(os.getloadavg()[0], os.cpu_count())
+    return (f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+            f"Python {platform.python_version()}{load}")
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
 
 
 def format_table(rows: list[Row]) -> str:
     """A Markdown table of the rows."""
-    lines = ["| row | shape | rnnkit s | alternative s | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | shape | rnnkit s | alternative s | ratio | target | met |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         met = "—" if r.met is None else ("yes" if r.met else "no")
-        lines.append(f"| {r.name} | {r.shape} | {r.seconds_a:.4f} | {r.seconds_b:.4f} | {r.ratio:.2f}× | "
-                     f"{r.target} | {met} |")
+        ratio = r.note if r.ratio is None else f"{r.ratio:.2f}×"
+        lines.append(f"| {r.name} | {r.shape} | {_fmt(r.seconds_a, '.4f')} | {_fmt(r.seconds_b, '.4f')} | "
+                     f"{ratio} | {r.target} | {met} |")
     return "\n".join(lines)
 
 

@@ -314,8 +314,11 @@ def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to dia
     """Gradient flow through time: norms of dL/dh_t and of the recurrent Jacobians, table + PNG."""
     from rnnkit import analysis
     if bundle is not None:
-        from rnnkit.export import load
-        rows = analysis.diagnose_bundle(load(_bundle_path(bundle)), out, length=length)
+        import torch
+        model = _load_lm(bundle)  # the recurrent layers of a language model, on random text
+        ids = torch.randint(0, model.config.vocab_size, (4, length), generator=torch.Generator().manual_seed(0))
+        rows = analysis.diagnose_module(model, ids, out, loss_fn=lambda o: o.logits[:, -1].logsumexp(-1).mean(),
+                                        name=bundle.name)
     else:
         rows = analysis.diagnose_cells([c.strip() for c in cell.split(",") if c.strip()], length, out)
     table = Table(title=f"gradient flow over {length} steps")

@@ -275,3 +275,49 @@ def test_cosine_over_a_wall_clock_budget():
     assert factor(9) == pytest.approx(0.0)
     with pytest.raises(ConfigError, match="max_time"):
         lr_factor(TrainerConfig(schedule="cosine"), None)
+
+
+def test_gradient_warnings_fire_once_on_explosion_and_stay_silent_when_healthy(make_config, caplog):
+    import logging
+
+    torch.manual_seed(0)
+    healthy = torch.nn.Linear(3, 1)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.lin, self.scale = healthy, scale
+
+        def forward(self, x, y, state=None):
+            from collections import namedtuple
+            out = namedtuple("Out", "loss state")
+            return out(((self.lin(x) - y) ** 2).mean() * self.scale(), None)
+
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+    data = [{"x": x[i:i + 8], "y": y[i:i + 8]} for i in range(0, 64, 8)]
+    calls = {"n": 0}
+
+    def exploding():
+        calls["n"] += 1
+        return 1.0 if calls["n"] < 120 else 1e6  # the loss scale jumps: the gradient norm explodes
+
+    with caplog.at_level(logging.WARNING):
+        t = Trainer(Wrap(lambda: 1.0), make_config(max_steps=150, lr=1e-3, checkpoint=False))
+        t.fit(_Listed(data))
+        assert t.gradient_monitor.messages == []
+        t = Trainer(Wrap(exploding), make_config(max_steps=150, lr=1e-9, checkpoint=False))
+        t.fit(_Listed(data))
+    assert len(t.gradient_monitor.messages) == 1 and "explod" in t.gradient_monitor.messages[0].lower()
+
+
+class _Listed:
+    """The same batches every epoch (iter_batches protocol)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def iter_batches(self, epoch, rank=0, world_size=1):
+        return iter(self.batches)

@@ -72,6 +72,7 @@ class TrainerConfig:
     quiet: bool = False
     tensorboard: bool = True
     plots: bool = True
+    grad_warnings: bool = True
 
     def __post_init__(self) -> None:
         for field, choices in _CHOICES.items():

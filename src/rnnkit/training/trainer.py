@@ -58,6 +58,10 @@ class Trainer:
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"Trainer: expected a TrainerConfig, got {type(config).__name__}")
         self.model, self.config, self.callbacks = model, config, list(callbacks)
+        if config.grad_warnings:  # warn once when the pre-clip gradient norm explodes or vanishes
+            from rnnkit.analysis.monitor import GradientMonitorCallback
+            self.gradient_monitor = GradientMonitorCallback(emit="log")
+            self.callbacks.insert(0, self.gradient_monitor)
         self.state, self.env, self.phase, self.should_stop = TrainerState(), DistEnv(), "idle", False
         self.device: torch.device | None = None
         self.optimizer: torch.optim.Optimizer | None = None
