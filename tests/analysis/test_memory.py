@@ -31,9 +31,11 @@ def test_synthetic_tasks_shapes(task):
 def test_digits_tasks():
     pytest.importorskip("sklearn")
     x, y = TASKS["digits_pixel"].eval_set(64)
-    assert tuple(x.shape) == (360, 64, 1) and tuple(y.shape) == (360,) and 0 <= x.min() and x.max() <= 1
-    x, _ = TASKS["digits_row"].eval_set(8)
+    assert tuple(x.shape) == (180, 64, 1) and tuple(y.shape) == (180,) and 0 <= x.min() and x.max() <= 1
+    x, _ = TASKS["digits_row"].test_set(8)
     assert tuple(x.shape) == (360, 8, 8)
+    result = train_cell("digits_row", "gru", 8, 0.3, batch_size=8)
+    assert result.metric == "test accuracy" and 0 <= result.value <= 1 and result.steps >= 1
 
 
 def test_failure_skips_longer_lengths(tmp_path):

@@ -83,3 +83,16 @@ def test_nab_score_of_perfect_null_and_noisy_detectors():
     noisy = perfect.copy()
     noisy[200] = True  # a false positive before any window costs A_FP = 0.11
     assert nab_raw_score(times, noisy, windows)["raw"] == pytest.approx(best["raw"] - 0.11)
+
+
+def test_detector_recipe_and_detect_from_bundle(tmp_path):
+    from rnnkit.recipes.forecast import DetectDataConfig, DetectorConfig, detect_from_bundle, train_detector
+    y = sine(600)
+    y.iloc[500] += 3.0
+    csv = tmp_path / "sensor.csv"
+    y.rename_axis("timestamp").to_csv(csv)
+    det, bundle, summary = train_detector(DetectorConfig(**FAST), DetectDataConfig(csv=str(csv), train_fraction=0.5),
+                                          tmp_path / "runs", "sensor")
+    assert len(summary["windows"]) == 1 and (tmp_path / "runs" / "sensor" / "detection.png").is_file()
+    windows = detect_from_bundle(bundle, str(csv), plot=str(tmp_path / "d.png"))
+    assert windows == det.detect(y) and (tmp_path / "d.png").is_file()

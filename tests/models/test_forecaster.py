@@ -156,3 +156,21 @@ def test_interval_calibration_factors_are_stored_and_bounded():
     assert len(calib) == 99 and all(0.5 <= c <= 3.0 for c in calib) and calib[49] == 1.0
     frame = f.predict_frame()
     assert (frame["q0.1"] <= frame["median"]).all() and (frame["median"] <= frame["q0.9"]).all()
+
+
+def test_recipe_trains_saves_plots_and_forecasts_from_the_bundle(tmp_path):
+    from rnnkit.recipes.forecast import (ForecastDataConfig, ForecastModelConfig, forecast_from_bundle,
+                                         train_forecaster)
+    csv = tmp_path / "sales.csv"
+    seasonal(72).rename("units").rename_axis("date").to_csv(csv)
+    model = ForecastModelConfig(hidden_size=8, ensemble=1, max_steps=20)
+    data = ForecastDataConfig(csv=str(csv), time_col="date", target="units", horizon=6,
+                              baselines="seasonal_naive")
+    fc, bundle, metrics = train_forecaster(model, data, tmp_path / "runs", "sales")
+    assert bundle == tmp_path / "runs" / "sales" / "bundle"
+    assert {"rnnkit", "seasonal_naive"} <= set(metrics["holdout"]["units"])
+    for png in ("forecast.png", "holdout.png"):
+        assert (tmp_path / "runs" / "sales" / png).stat().st_size > 10_000
+    frame = forecast_from_bundle(bundle, str(csv), "date", "units", plot=str(tmp_path / "f.png"))
+    np.testing.assert_allclose(frame["median"].to_numpy(), fc.predict())
+    assert (tmp_path / "f.png").is_file() and frame.index[0] == pd.Timestamp("2006-01-01")

@@ -31,6 +31,8 @@ class MemoryTask:
     steps). ``vocab`` is the number of token ids (0 for float inputs of ``input_size`` features); ``per_step``
     says whether the model predicts at every step or once after the last; ``score`` returns the
     reported metric (lower is better when ``lower_is_better``) and ``solved`` applies the bar.
+    ``eval_set`` decides when to stop; where ``test_set`` is given, the score reported is the test score
+    at the best evaluation point (the synthetic tasks' evaluation sets are fresh held-out data already).
     """
 
     name: str
@@ -48,6 +50,7 @@ class MemoryTask:
     eval_set: Callable[[int], tuple[Tensor, Tensor]]
     loss: Callable[[Tensor, Tensor], Tensor]
     score: Callable[[Tensor, Tensor], float]
+    test_set: Callable[[int], tuple[Tensor, Tensor]] | None = None
 
     def solved(self, value: float) -> bool:
         """Whether a score meets the bar."""
@@ -91,7 +94,7 @@ _DIGITS: dict[str, Tensor] = {}
 
 
 def _digits() -> dict[str, Tensor]:
-    """The 8x8 digits scaled to [0, 1], split 1437 train / 360 test by a fixed permutation."""
+    """The 8x8 digits scaled to [0, 1], split 1257 train / 180 validation / 360 test by a fixed permutation."""
     if not _DIGITS:
         try:
             from sklearn.datasets import load_digits
@@ -102,9 +105,9 @@ def _digits() -> dict[str, Tensor]:
         images = torch.tensor(data.images, dtype=torch.float32) / 16.0  # (1797, 8, 8)
         labels = torch.tensor(data.target, dtype=torch.long)
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-        cut = int(0.8 * len(labels))
-        _DIGITS.update(x_train=images[order[:cut]], y_train=labels[order[:cut]],
-                       x_test=images[order[cut:]], y_test=labels[order[cut:]])
+        parts = {"train": order[:1257], "val": order[1257:1437], "test": order[1437:]}
+        for name, idx in parts.items():
+            _DIGITS.update({f"x_{name}": images[idx], f"y_{name}": labels[idx]})
     return _DIGITS
 
 
@@ -114,13 +117,14 @@ def _digits_task(name: str, steps: int, features: int, description: str) -> Memo
         idx = torch.randint(0, len(d["y_train"]), (n,), generator=gen)
         return d["x_train"][idx].reshape(n, steps, features), d["y_train"][idx]
 
-    def eval_set(length: int):
+    def split(name: str):
         d = _digits()
-        return d["x_test"].reshape(-1, steps, features), d["y_test"]
+        return d[f"x_{name}"].reshape(-1, steps, features), d[f"y_{name}"]
 
     return MemoryTask(name, description, lengths=(steps,), extra_steps=0, input_size=features, vocab=0,
                       out_size=10, per_step=False, metric="test accuracy", lower_is_better=False,
-                      threshold=0.97, batch=batch, eval_set=eval_set, loss=F.cross_entropy, score=_class_accuracy)
+                      threshold=0.97, batch=batch, eval_set=lambda length: split("val"), loss=F.cross_entropy,
+                      score=_class_accuracy, test_set=lambda length: split("test"))
 
 
 def _tasks() -> dict[str, MemoryTask]:
