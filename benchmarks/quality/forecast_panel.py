@@ -13,6 +13,7 @@ last horizon), and reports the scores averaged over the origins.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from rnnkit.data.registry import load_dataset
 from rnnkit.models import ts_metrics
+from rnnkit.models._es import EsParams, from_u
 from rnnkit.models.baselines import BASELINES, baseline_forecast
 from rnnkit.models.forecaster import Forecaster
 
@@ -41,21 +43,37 @@ def panel() -> dict:
     return out
 
 
-def run_series(series, m: int, h: int, seed: int, origin: int = 0) -> dict:
+def ablations(f: Forecaster) -> dict[str, np.ndarray]:
+    """The same fitted model with all of the network's correction (w=1) and with none of it
+    (the smoothing part alone: level + trend + season of the horizon)."""
+    full = Forecaster.from_config(dataclasses.asdict(f.config))
+    full.options = dataclasses.replace(full.options, rnn_weight=1.0)
+    full.load_state_dict(f.state_dict())
+    rec = f.fitted_["series"][0]
+    params = EsParams.from_dict(rec["transforms"]["es"][0])
+    base = np.asarray(rec["state"]["level"])[0] + np.asarray(rec["state"]["s_hat"])[:, 0]
+    return {"rnnkit w=1": full.predict(), "ES part only": from_u(params, base)}
+
+
+def run_series(series, m: int, h: int, seed: int, origin: int = 0, ablation: bool = False) -> dict:
     """Scores of every model at the forecast origin ``origin`` horizons before the end."""
     cut = len(series) - (origin + 1) * h
     train, truth = series.iloc[:cut], series.to_numpy()[cut: cut + h]
     insample = train.to_numpy()
-    out = {}
+    out, extras = {}, {}
     for model in MODELS:
         start = time.perf_counter()
         if model == "rnnkit":
-            point = Forecaster(horizon=h, season_length=m, seed=seed).fit(train).predict()
+            f = Forecaster(horizon=h, season_length=m, seed=seed).fit(train)
+            point = f.predict()
+            for name, extra in (ablations(f) if ablation else {}).items():
+                extras[name] = {"mase": ts_metrics.mase(truth, extra, insample, m),
+                             "smape": ts_metrics.smape(truth, extra), "seconds": 0.0}
         else:
             point = baseline_forecast(model, insample, h, m)
         out[model] = {"mase": ts_metrics.mase(truth, point, insample, m),
                       "smape": ts_metrics.smape(truth, point), "seconds": time.perf_counter() - start}
-    return out
+    return {**out, **extras}
 
 
 def average(runs: list[dict]) -> dict:
@@ -68,12 +86,14 @@ def average(runs: list[dict]) -> dict:
 
 
 def markdown(results: dict, metric: str) -> str:
-    lines = [f"| series ({metric}) | " + " | ".join(MODELS) + " |", "|---" * (len(MODELS) + 1) + "|"]
+    """Table of ``metric``: the best of rnnkit and the baselines in bold, ablations after them."""
+    models = list(next(iter(results.values())))
+    lines = [f"| series ({metric}) | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     for name, res in results.items():
         best = min(res[m][metric] for m in MODELS)
-        cells = [(f"**{res[m][metric]:.3f}**" if res[m][metric] == best else f"{res[m][metric]:.3f}") for m in MODELS]
+        cells = [(f"**{res[m][metric]:.3f}**" if res[m][metric] == best else f"{res[m][metric]:.3f}") for m in models]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    means = [np.mean([r[m][metric] for r in results.values()]) for m in MODELS]
+    means = [np.mean([r[m][metric] for r in results.values()]) for m in models]
     lines.append("| **mean** | " + " | ".join(f"{v:.3f}" for v in means) + " |")
     return "\n".join(lines)
 
@@ -84,17 +104,19 @@ def main() -> None:
     parser.add_argument("--series", default="", help="comma-separated subset of the panel")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--origins", type=int, default=1, help="forecast origins per series (default: 1)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also score the same model with w=1 and its smoothing part alone")
     args = parser.parse_args()
     t0, items = time.perf_counter(), panel()
     wanted = [s for s in args.series.split(",") if s] or list(items)
-    results = {name: average([run_series(*items[name], seed=args.seed, origin=k)
+    results = {name: average([run_series(*items[name], seed=args.seed, origin=k, ablation=args.ablation)
                               for k in range(args.origins)]) for name in wanted}
     wall = time.perf_counter() - t0
     if args.origins > 1:
         print(f"scores averaged over the {args.origins} last forecast origins, one horizon apart\n")
     print(markdown(results, "mase"), "\n")
     print(markdown(results, "smape"), "\n")
-    mean = {m: float(np.mean([r[m]["mase"] for r in results.values()])) for m in MODELS}
+    mean = {m: float(np.mean([r[m]["mase"] for r in results.values()])) for m in next(iter(results.values()))}
     ratio = {n: r["rnnkit"]["mase"] / r["seasonal_naive"]["mase"] for n, r in results.items()}
     worst = max(ratio, key=ratio.get)
     for model in ("ets", "arima"):

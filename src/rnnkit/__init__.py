@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 __version__ = "0.1.0"
 
 from rnnkit.cells import LSTMState
@@ -10,8 +12,23 @@ from rnnkit.layers import GRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM, Recurrent, fr
 from rnnkit.models import LanguageModel, LanguageModelConfig, LMOutput
 
 
+_LAZY = {"Forecaster": "rnnkit.models.forecaster", "AnomalyDetector": "rnnkit.models.anomaly"}
+
+
+def __getattr__(name: str):
+    """``rnnkit.Forecaster`` and ``rnnkit.AnomalyDetector`` import pandas only when first used."""
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+
+
 def load(directory, map_location="cpu"):
     """Load a model bundle saved with ``model.save(directory)`` (never unpickles)."""
+    import importlib
+    for module in set(_LAZY.values()):  # register the time-series models too
+        if importlib.util.find_spec("pandas") is not None:
+            importlib.import_module(module)
     from rnnkit.export.bundle import load_bundle
     return load_bundle(directory, map_location=map_location)
 
@@ -19,6 +36,6 @@ def load(directory, map_location="cpu"):
 __all__ = [
     "__version__",
     "RNN", "LSTM", "GRU", "IndRNN", "MinGRU", "MinLSTM", "Recurrent", "LSTMState", "from_torch",
-    "LanguageModel", "LanguageModelConfig", "LMOutput", "load",
+    "LanguageModel", "LanguageModelConfig", "LMOutput", "Forecaster", "AnomalyDetector", "load",
     "RnnkitError", "DataError", "CheckpointError", "ConfigError",
 ]

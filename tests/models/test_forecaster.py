@@ -174,3 +174,12 @@ def test_recipe_trains_saves_plots_and_forecasts_from_the_bundle(tmp_path):
     frame = forecast_from_bundle(bundle, str(csv), "date", "units", plot=str(tmp_path / "f.png"))
     np.testing.assert_allclose(frame["median"].to_numpy(), fc.predict())
     assert (tmp_path / "f.png").is_file() and frame.index[0] == pd.Timestamp("2006-01-01")
+
+
+def test_defaults_work_on_a_40_point_monthly_series():
+    y = monthly(100 + 10 * np.sin(2 * np.pi * np.arange(40) / 12) + np.arange(40) * 0.5)
+    f = Forecaster(horizon=12, ensemble=2, max_steps=60).fit(y)
+    assert f.fitted_["season_length"] == 12 and f.fitted_["val_size"] == 0
+    out = f.predict_frame()
+    assert np.isfinite(out.to_numpy()).all() and len(out) == 12
+    assert np.abs(out["median"].to_numpy() - y.to_numpy()[-12:] - 6).max() < 8  # roughly on trend

@@ -71,7 +71,6 @@ class FitPlan:
     max_steps: int = 800
     eval_every: int = 25
     patience: int = 8
-    max_time: float = 60.0
     weight_decay: float = 1e-4
     max_grad_norm: float = 1.0
     refit: bool = True
@@ -128,10 +127,11 @@ def origin_z(p: Prepared, origins: np.ndarray, L: int, H: int, known: int) -> np
 
 
 def make_windows(series: list[Prepared], L: int, H: int, ranges: list[tuple[int, int]]) -> Windows:
-    """Windows at origins ``T`` in ``[lo, hi)`` of each series (its own range)."""
+    """Windows at origins ``T`` in ``[lo, hi)`` of each series (its own range); origins start
+    once a full input window and a full season of smoothing state exist."""
     parts = []
     for i, (p, (lo, hi)) in enumerate(zip(series, ranges)):
-        origins = np.arange(max(lo, L - 1), hi)
+        origins = np.arange(max(lo, L - 1, max(p.m) - 1), hi)
         if len(origins) == 0:
             continue
         steps = origins[:, None] + np.arange(-L + 1, H + 1)
