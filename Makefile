@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 
 # the documentation site; --strict turns a broken link or a missing page into a failure
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py

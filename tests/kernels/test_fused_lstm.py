@@ -88,3 +88,17 @@ def test_chunks_and_the_scratch_pool_do_not_leak_between_calls():
     y3, _ = fused_lstm.lstm_sequence(cell, x, st)
     yr, _ = cell.reference_forward(x, st)
     assert torch.allclose(y1, yr, atol=1e-10) and torch.equal(y1, y3) and not torch.allclose(y1, y2)
+
+
+def test_the_scratch_pool_is_bounded():
+    from rnnkit.kernels._fused_common import Scratch
+    saved = Scratch.MAX_BYTES
+    Scratch.MAX_BYTES = 4096
+    try:
+        cell, st = C.LSTMCell(2, 3), C.LSTMState(torch.zeros(1, 3), torch.zeros(1, 3))
+        for T in range(5, 60, 7):  # many shapes
+            fused_lstm.lstm_sequence(cell, torch.randn(1, T, 2), st, zoneout=0.0, recurrent_mask=None)
+        assert Scratch._bytes <= 4096
+        assert sum(b.nbytes for free in Scratch._pool.values() for b in free) == Scratch._bytes
+    finally:
+        Scratch.MAX_BYTES = saved

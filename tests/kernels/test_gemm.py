@@ -27,7 +27,8 @@ def test_weight_and_add_outer_equal_matmul(dtype):
 def test_input_side_backward_equals_autograd():
     x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
     w, b, gain = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((8, 3), (8,), (8,)))
-    side = InputSide(x.detach(), w.detach(), b.detach(), gain.detach(), 1e-5, 4, torch.empty(6, 2, 8, dtype=torch.float64))
+    keep = torch.empty(6, 2, 8, dtype=torch.float64)  # the norm's input, kept for the backward
+    side = InputSide(x.detach(), w.detach(), b.detach(), gain.detach(), 1e-5, 4, keep)
     d = torch.randn(6, 2, 8, dtype=torch.float64)
     ys = [side.forward(t0, t0 + 2) for t0 in (0, 2, 4)]
     ref = torch.nn.functional.layer_norm(x @ w.t(), (8,), gain, b, 1e-5)

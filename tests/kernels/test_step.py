@@ -55,7 +55,8 @@ def test_what_the_fast_path_leaves_to_the_full_step():
     assert fast_step.try_step(layer, x, st) is None  # gradients wanted
     with torch.no_grad():
         assert fast_step.try_step(layer, x, None) is None  # no state: full step makes zeros
-        assert fast_step.try_step(rnnkit.LSTM(3, 4, proj_size=2), x, rnnkit.LSTM(3, 4, proj_size=2).init_state(2)) is None
+        proj = rnnkit.LSTM(3, 4, proj_size=2)
+        assert fast_step.try_step(proj, x, proj.init_state(2)) is None
         assert fast_step.try_step(rnnkit.LSTM(3, 4, layer_norm=True), x, st) is None
         assert fast_step.try_step(layer, x[0], st) is None  # unbatched
         assert fast_step.try_step(layer, torch.randn(2, 5), st) is None  # wrong size -> the full step's error

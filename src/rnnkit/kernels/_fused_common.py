@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-__all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "loop_threads", "zoneout_keep", "last", "arrive",
-           "finish", "gate_perm", "tanh_from_sigmoid_"]
+__all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "loop_threads", "zoneout_keep", "last",
+           "arrive", "finish", "gate_perm", "tanh_from_sigmoid_"]
 
 
 class Batching:
@@ -73,11 +74,14 @@ class Scratch:
     layer-norm LSTM step on the machine of docs/performance.md; pooled buffers are touched once. They
     go back to the pool when this object is collected, i.e. when the autograd graph holding it is
     freed, so never while a backward may still read them, and they are never handed to the caller.
+    The pool keeps at most ``MAX_PER_SHAPE`` buffers per shape and ``MAX_BYTES`` in all, dropping the
+    least recently returned shapes first (so varying sequence lengths cannot grow it without bound).
     """
 
-    _pool: dict[tuple, list[Tensor]] = {}
+    _pool: OrderedDict[tuple, list[Tensor]] = OrderedDict()
+    _bytes = 0
     _lock = threading.Lock()
-    MAX_PER_SHAPE = 2
+    MAX_PER_SHAPE, MAX_BYTES = 2, 512 * 2 ** 20
 
     def __init__(self, b: Batching, like: Tensor) -> None:
         self.b, self.like, self.taken = b, like, []
@@ -88,6 +92,8 @@ class Scratch:
         with Scratch._lock:
             free = Scratch._pool.get(key)
             buf = free.pop() if free else None
+            if buf is not None:
+                Scratch._bytes -= buf.nbytes
         if buf is None:
             buf = torch.empty(*shape, dtype=self.like.dtype, device=self.like.device)
         if not self.b.full:
@@ -97,10 +103,18 @@ class Scratch:
 
     def __del__(self) -> None:
         with Scratch._lock:
+            pool = Scratch._pool
             for buf in self.taken:
-                free = Scratch._pool.setdefault((tuple(buf.shape), buf.dtype, buf.device), [])
-                if len(free) < Scratch.MAX_PER_SHAPE:
+                key = (tuple(buf.shape), buf.dtype, buf.device)
+                free = pool.setdefault(key, [])
+                pool.move_to_end(key)
+                if len(free) < Scratch.MAX_PER_SHAPE and buf.nbytes <= Scratch.MAX_BYTES:
                     free.append(buf)
+                    Scratch._bytes += buf.nbytes
+            while Scratch._bytes > Scratch.MAX_BYTES:
+                key, free = next(iter(pool.items()))
+                Scratch._bytes -= sum(b.nbytes for b in free)
+                del pool[key]
         self.taken = []
 
 

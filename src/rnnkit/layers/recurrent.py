@@ -12,8 +12,8 @@ cells stay the readable reference. ``forward`` chooses a backend:
 * ``"cell"``: the cell's ``forward`` (input projection hoisted; a log-space scan for MinGRU/MinLSTM);
 * ``"reference"``: the cell's ``step`` in a Python loop.
 
-``"auto"`` picks native where exact, else fused, else scan, else cell. Variable lengths, bidirectional runs, inter-layer
-dropout, recurrent dropout and zoneout are handled here, around the cells.
+``"auto"`` picks native where exact, else fused, else scan, else cell. Variable lengths, bidirectional
+runs, inter-layer dropout, recurrent dropout and zoneout are handled here, around the cells.
 """
 
 from __future__ import annotations
