@@ -8,14 +8,15 @@
   and :mod:`rnnkit.kernels.fused_gru` (GRU incl. layer norm), with lengths, initial state, recurrent
   dropout and zoneout;
 * ``"scan"``: :mod:`rnnkit.kernels.fused_min` (MinGRU, MinLSTM) with lengths and initial state; zoneout
-  (per-step noise) is left to the cell's loop.
+  (per-step noise) is left to the cell's loop. On CUDA with triton importable, the recurrence runs in
+  :mod:`rnnkit.kernels.triton_scan` instead (``RNNKIT_TRITON=0`` turns that off, ``=force`` forces it).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from rnnkit.kernels import fused_gru, fused_lstm, fused_min
+from rnnkit.kernels import fused_gru, fused_lstm, fused_min, triton_scan
 
 __all__ = ["fused_supports", "scan_supports", "run_fused", "run_scan"]
 
@@ -39,4 +40,6 @@ def run_fused(cell, x: Tensor, state, lengths: Tensor | None = None, recurrent_m
 
 def run_scan(cell, x: Tensor, state, lengths: Tensor | None = None):
     """The chunked scan of a MinGRU/MinLSTM cell over batch-first ``x``; returns ``(y, h_n)``."""
+    if triton_scan.wanted(x):
+        return triton_scan.min_sequence(cell, x, state, lengths)
     return fused_min.min_sequence(cell, x, state, lengths)
