@@ -97,8 +97,8 @@ def _trace_stack(layer: Recurrent, x: Tensor, hx: Any, name: str, record: list) 
             s = map_state(lambda p: p.detach().requires_grad_(True), s)
         projected = cell.project_input(x)  # (B, T, G): all steps in one GEMM
         states = []
-        for t in range(x.shape[1]):
-            s = map_state(torch.clone, cell.recurrence(projected[:, t], s))
+        for x_t in projected.unbind(1):  # unbind: one stack in backward, not T full-size selects
+            s = map_state(torch.clone, cell.recurrence(x_t, s))
             states.append(s)
         record.append(LayerTrace(f"{name}[{index}]" if layer.num_layers > 1 else name, cell, projected, states,
                                  dict(cell._parameters)))

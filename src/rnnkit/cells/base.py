@@ -106,15 +106,18 @@ class RecurrentCell(nn.Module):
                 recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
         """Run over a batch-first ``(B, T, F)`` sequence with the input projection hoisted."""
         state = self._default_state(x, state)
-        xp = self.project_input(x)  # (B, T, G): all time steps in one GEMM
-        return self._loop(lambda t, s: self.recurrence(xp[:, t], s, recurrent_mask),
+        # (B, T, G): all time steps in one GEMM. unbind, not xp[:, t]: the backward of T separate
+        # selects adds T full-size zero tensors (O(T^2): 8 s instead of 0.3 s at T=1000), unbind's is one stack
+        xs = self.project_input(x).unbind(1)
+        return self._loop(lambda t, s: self.recurrence(xs[t], s, recurrent_mask),
                           x, state, lengths, zoneout)
 
     def reference_forward(self, x: Tensor, state: State | None = None, *, lengths: Tensor | None = None,
                           recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
         """Run over a sequence by looping :meth:`step`: the readable truth the fast paths must equal."""
         state = self._default_state(x, state)
-        return self._loop(lambda t, s: self.step(x[:, t], s, recurrent_mask)[1],
+        xs = x.unbind(1)
+        return self._loop(lambda t, s: self.step(xs[t], s, recurrent_mask)[1],
                           x, state, lengths, zoneout)
 
     def _loop(self, advance, x: Tensor, state: State, lengths: Tensor | None, zoneout: float):
