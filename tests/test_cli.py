@@ -118,3 +118,19 @@ def test_forecast_and_detect_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "f.png").is_file() and "2026-01-01" in out
     code, _, err = run(["detect", f"{runs}/forecast", "--csv", str(tmp_path / "s.csv")], capsys)
     assert code != 0 and "AnomalyDetector" in err and "Traceback" not in err
+
+
+def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
+    import json
+
+    out_json = tmp_path / "memory.json"
+    code, out, _ = run(["bench", "memory", "--tasks", "adding", "--models", "gru,lstm_chrono", "--lengths", "10",
+                        "--budget", "0.3", "--threads", "1", "--json", str(out_json)], capsys)
+    assert code == 0, out
+    data = json.loads(out_json.read_text())
+    assert [(r["task"], r["model"], r["length"]) for r in data["results"]] == [("adding", "gru", 10),
+                                                                              ("adding", "lstm_chrono", 10)]
+    assert data["meta"]["threads"] == 1 and "1 thread," in data["meta"]["machine"]
+    assert "| lstm_chrono |" in out and (tmp_path / "memory.md").exists()
+    code, out, err = run(["bench", "memory", "--models", "nonesuch", "--budget", "0.1"], capsys)
+    assert code != 0 and "nonesuch" in out + err

@@ -156,8 +156,9 @@ def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int
     return rows + _gpu_rows()
 
 
-def machine_description() -> str:
-    """CPU model, core count, torch version and the load when measured, for the tables."""
+def machine_description(threads: int | None = None) -> str:
+    """CPU model, the torch threads used (``threads``, default torch's current setting), torch version
+    and the load when measured, for the tables."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -167,7 +168,8 @@ def machine_description() -> str:
     load = ""
     if hasattr(os, "getloadavg"):
         load = ", 1-min load average {:.1f} on {} CPUs".format(os.getloadavg()[0], os.cpu_count())
-    return (f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    threads = torch.get_num_threads() if threads is None else threads
+    return (f"{cpu}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__}, "
             f"Python {platform.python_version()}{load}")
 
 

@@ -290,8 +290,14 @@ def detect(bundle: Path = typer.Argument(..., help="An anomaly-detector bundle o
 @app.command()
 def bench(what: str = typer.Argument("speed", help="speed or memory"),
           quick: bool = typer.Option(False, help="Tiny shapes, to check it runs."),
-          json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON here.")) -> None:
-    """Run a benchmark and print its table."""
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON here."),
+          tasks: Optional[str] = typer.Option(None, help="memory: comma-separated tasks (default all)."),
+          models: Optional[str] = typer.Option(None, help="memory: comma-separated models (default all)."),
+          lengths: Optional[str] = typer.Option(None, help="memory: comma-separated sequence lengths."),
+          budget: Optional[float] = typer.Option(None, help="memory: seconds per cell (default 60)."),
+          clock: Optional[str] = typer.Option(None, help="memory: 'wall' (default) or 'cpu' seconds."),
+          threads: Optional[int] = typer.Option(None, help="memory: torch threads.")) -> None:
+    """Run a benchmark and print its table (speed: benchmarks/speed.py; memory: benchmarks/memory.py)."""
     if what == "speed":
         from rnnkit.bench import format_table, machine_description, run_speed, to_json
         rows = run_speed(quick=quick)
@@ -301,7 +307,12 @@ def bench(what: str = typer.Argument("speed", help="speed or memory"),
             json_out.write_text(to_json(rows) + "\n")
     elif what == "memory":
         from rnnkit.analysis import memory
-        memory.main((["--quick"] if quick else []) + (["--json", str(json_out)] if json_out else []))
+        argv = ["--quick"] if quick else []
+        for flag, value in (("--json", json_out), ("--tasks", tasks), ("--models", models), ("--lengths", lengths),
+                            ("--budget", budget), ("--clock", clock), ("--threads", threads)):
+            if value is not None:
+                argv += [flag, str(value)]
+        raise typer.Exit(memory.main(argv))
     else:
         raise typer.BadParameter(f"expected 'speed' or 'memory', got {what!r}")
 

@@ -9,7 +9,8 @@ test accuracy). Contenders (:mod:`rnnkit.analysis._memory_models`): ``rnn`` (tan
 Every (task, model, length) cell trains a fresh model with Adam (lr 1e-3, gradient norm clipped at 1,
 batches of 64 fresh sequences) for at most ``budget`` seconds of wall-clock time, evaluating on a fixed
 held-out set about 20 times along the way and stopping as soon as the bar is met. The digits, a finite
-training set, train for the whole budget with the learning rate decayed linearly to zero over it
+training set (augmented by shifts of up to one pixel), train for the whole budget with the learning rate
+decayed linearly to zero over it
 (budgeted training, Li, Yumer & Ramanan 2020) and report the test accuracy at the best point on a
 validation split. Lengths run from short
 to long; after a failure the longer lengths of that (task, model) are skipped. The budget counts
@@ -21,9 +22,12 @@ then :func:`format_memory_tables` and :func:`write_report`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
+import pathlib
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
@@ -34,7 +38,7 @@ from rnnkit.analysis._memory_models import MODELS, build_model
 from rnnkit.analysis._memory_tasks import TASKS, MemoryTask
 
 __all__ = ["MemoryResult", "TASKS", "MODELS", "train_cell", "run_memory_suite", "longest_solved",
-           "format_memory_tables", "write_report"]
+           "format_memory_tables", "write_report", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -216,3 +220,57 @@ def write_report(results: Sequence[MemoryResult], json_path: str | Path, md_path
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     if md_path is not None:
         Path(md_path).write_text(format_memory_tables(results) + "\n")
+
+
+_CLI_DOC = """Long-range memory table: the longest dependency each recurrence (and a small Transformer) learns in a
+fixed budget per (task, model, length) cell. See rnnkit.analysis.memory for the rules.
+
+    python benchmarks/memory.py --budget 300 --threads 2 --json benchmarks/results/memory.json
+    python benchmarks/memory.py --tasks adding --models rnn,lstm,gru --lengths 100,200 --budget 60
+    python benchmarks/memory.py --quick        # seconds: checks that every task and model runs
+
+It prints one line per cell as it finishes, then the Markdown tables, and writes the JSON (and the
+tables beside it as .md)."""
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rnnkit bench memory", description=_CLI_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", help=f"comma-separated, default all: {','.join(TASKS)}")
+    ap.add_argument("--models", help=f"comma-separated, default all: {','.join(MODELS)}")
+    ap.add_argument("--lengths", help="comma-separated lengths for the length-swept tasks (default per task)")
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds of wall clock per cell (default 60)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="count the budget in wall-clock seconds (default) or this process's CPU seconds "
+                         "(fairer on a machine shared with other jobs)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=pathlib.Path, default=None, help="write results here (and tables as .md)")
+    ap.add_argument("--quick", action="store_true", help="1 s per cell at the shortest lengths")
+    args = ap.parse_args(argv)
+    from rnnkit.bench import machine_description
+    lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else None
+    budget = 1.0 if args.quick else args.budget
+    if args.quick and lengths is None:
+        lengths = {name: task.lengths[:1] for name, task in TASKS.items()}
+    logging.basicConfig(level=logging.WARNING)
+    start = time.perf_counter()
+
+    def progress(r) -> None:
+        print(f"{r.task:15s} {r.model:12s} T={r.length:<5d} {r.metric} {r.value:.4g} "
+              f"{'solved' if r.solved else 'not solved'} ({r.steps} steps, {r.seconds:.0f} s)", flush=True)
+
+    results = run_memory_suite(_names(args.tasks), _names(args.models), lengths, budget,
+                               seed=args.seed, threads=args.threads, progress=progress, clock=args.clock)
+    threads = torch.get_num_threads() if args.threads is None else args.threads
+    print(f"\nmachine: {machine_description(threads)}; budget {budget:g} {args.clock} s per cell; "
+          f"total {time.perf_counter() - start:.0f} s\n")
+    print(format_memory_tables(results))
+    if args.json:
+        meta = dict(machine=machine_description(threads), budget=budget, clock=args.clock, seed=args.seed, threads=threads,
+                    command=" ".join(sys.argv))
+        write_report(results, args.json, args.json.with_suffix(".md"), meta)
+    return 0
