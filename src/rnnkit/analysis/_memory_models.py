@@ -3,7 +3,9 @@
 Every model maps a task's inputs (float features or token ids) to a prediction at every step or after
 the last one. Recurrences use 128 units; the classic cells one layer, IndRNN, MinGRU and MinLSTM two
 (their recurrence is diagonal, resp. linear in the state, and they are meant to be stacked). The LSTM
-starts with ``forget_bias=1`` (Jozefowicz et al. 2015). The Transformer is a pre-norm
+starts with ``forget_bias=1`` (Jozefowicz et al. 2015). The ``*_chrono`` variants are the same gated
+recurrences with chrono-initialised gate biases for time scales up to the sequence length
+(:func:`rnnkit.chrono_init_`). The Transformer is a pre-norm
 ``torch.nn.TransformerEncoder`` (d_model 64, 4 heads, 2 layers, feed-forward 128) with learned
 positional embeddings and a causal mask, so every model reads the sequence left to right.
 """
@@ -30,6 +32,14 @@ MODELS: dict[str, Callable[[int, int], nn.Module]] = {  # (input features, seque
     "indrnn": lambda i, T: rnnkit.IndRNN(i, HIDDEN, num_layers=2, batch_first=True),
     "mingru": lambda i, T: rnnkit.MinGRU(i, HIDDEN, num_layers=2, batch_first=True),
     "minlstm": lambda i, T: rnnkit.MinLSTM(i, HIDDEN, num_layers=2, batch_first=True),
+    # the gated recurrences again, with their gate biases chrono-initialised for time scales up to T
+    # (Tallec & Ollivier 2018; rnnkit.chrono_init_) instead of torch's default initialisation
+    "lstm_chrono": lambda i, T: rnnkit.chrono_init_(rnnkit.LSTM(i, HIDDEN, batch_first=True), max(T, 3)),
+    "gru_chrono": lambda i, T: rnnkit.chrono_init_(rnnkit.GRU(i, HIDDEN, batch_first=True), max(T, 3)),
+    "mingru_chrono": lambda i, T: rnnkit.chrono_init_(rnnkit.MinGRU(i, HIDDEN, num_layers=2, batch_first=True),
+                                                      max(T, 3)),
+    "minlstm_chrono": lambda i, T: rnnkit.chrono_init_(rnnkit.MinLSTM(i, HIDDEN, num_layers=2, batch_first=True),
+                                                       max(T, 3)),
     "transformer": lambda i, T: CausalTransformer(i, max_len=T),
 }
 
