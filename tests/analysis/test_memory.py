@@ -79,3 +79,19 @@ def test_benchmark_script_writes_json(tmp_path, capsys):
                         "--json", str(out)]) == 0
     assert json.loads(out.read_text())["results"][0]["model"] == "lstm"
     assert out.with_suffix(".md").exists() and "adding" in capsys.readouterr().out
+
+
+def test_shift_images_moves_each_image_by_at_most_one_pixel():
+    from rnnkit.analysis._memory_tasks import shift_images
+
+    images = torch.zeros(200, 8, 8)
+    images[:, 3, 4] = 1.0  # one lit pixel per image
+    out = shift_images(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and torch.equal(out.sum((1, 2)), images.sum((1, 2)))
+    ys, xs = out.nonzero()[:, 1], out.nonzero()[:, 2]
+    assert set(ys.tolist()) == {2, 3, 4} and set(xs.tolist()) == {3, 4, 5}  # every shift occurs, none larger
+    edge = torch.zeros(1, 8, 8)
+    edge[0, 0, 0] = 1.0
+    shifted = torch.stack([shift_images(edge, torch.Generator().manual_seed(s))[0] for s in range(30)])
+    assert shifted.sum((1, 2)).min() == 0  # a pixel pushed off the border is lost, not wrapped around
+    assert shifted[:, 7, :].sum() == 0 and shifted[:, :, 7].sum() == 0

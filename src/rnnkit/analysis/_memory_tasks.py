@@ -3,7 +3,9 @@
 The synthetic tasks come from :mod:`rnnkit.data.synthetic` (fresh training batches from a running
 generator, a fixed evaluation set per length); the digits are scikit-learn's bundled 8x8 digits
 (``sklearn.datasets.load_digits``, 1797 images, no download), read one pixel (64 steps) or one row
-(8 steps) at a time, with a fixed 80/20 split.
+(8 steps) at a time, with a fixed split (1257 train / 180 validation / 360 test). Training batches of
+the digits are augmented by shifting each image by up to one pixel in each direction (zero fill), the
+usual recipe for a training set this small; validation and test images are never shifted.
 """
 
 from __future__ import annotations
@@ -111,11 +113,24 @@ def _digits() -> dict[str, Tensor]:
     return _DIGITS
 
 
+def shift_images(images: Tensor, gen: torch.Generator, max_shift: int = 1) -> Tensor:
+    """Each (H, W) image of ``images`` (N, H, W) moved by a random whole number of pixels in
+    [-max_shift, max_shift] along each axis, the uncovered border filled with zeros."""
+    n, h, w = images.shape
+    m = max_shift
+    padded = F.pad(images, (m, m, m, m))
+    dy = torch.randint(0, 2 * m + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * m + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None].expand(n, h, w)
+    cols = (dx[:, None] + torch.arange(w))[:, None, :].expand(n, h, w)
+    return padded[torch.arange(n)[:, None, None], rows, cols]
+
+
 def _digits_task(name: str, steps: int, features: int, description: str) -> MemoryTask:
     def batch(n: int, length: int, gen: torch.Generator):
         d = _digits()
         idx = torch.randint(0, len(d["y_train"]), (n,), generator=gen)
-        return d["x_train"][idx].reshape(n, steps, features), d["y_train"][idx]
+        return shift_images(d["x_train"][idx], gen).reshape(n, steps, features), d["y_train"][idx]
 
     def split(name: str):
         d = _digits()
