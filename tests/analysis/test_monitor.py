@@ -37,6 +37,10 @@ def test_spike_warns_once_with_advice():
     assert len(messages) == 1
     assert messages[0].startswith("exploding gradient") and "step 120" in messages[0]
     assert "max_grad_norm" in messages[0] and "learning rate" in messages[0]
+    assert "clip the gradient norm" in messages[0]
+    clipped = _feed(GradientMonitor(emit="none", max_grad_norm=0.5), norms)  # a user who already clips
+    assert len(clipped) == 1 and "clip the gradient norm" not in clipped[0]
+    assert "clipping at max_grad_norm=0.5 already bounds" in clipped[0] and "learning rate" in clipped[0]
 
 
 def test_spike_during_warmup_is_ignored():

@@ -57,11 +57,14 @@ class GradientMonitor:
 
     ``emit`` chooses where a message also goes: ``"warn"`` (``warnings.warn`` with
     :class:`GradientWarning`), ``"log"`` (this module's logger at WARNING) or ``"none"``.
+    ``max_grad_norm`` is the clipping in force, if any (the trainer passes its own), so the advice for an
+    exploding norm does not tell a user who already clips to start clipping.
     """
 
     def __init__(self, *, window: int = 100, warmup: int = 50, explode_factor: float = 10.0,
                  explode_absolute: float | None = 1e3, vanish_relative: float = 1e-6,
-                 vanish_absolute: float = 1e-10, vanish_steps: int = 50, emit: str = "warn") -> None:
+                 vanish_absolute: float = 1e-10, vanish_steps: int = 50, emit: str = "warn",
+                 max_grad_norm: float | None = None) -> None:
         if emit not in ("warn", "log", "none"):
             raise ValueError(f"GradientMonitor: emit must be 'warn', 'log' or 'none', got {emit!r}")
         for key, value in (("window", window), ("warmup", warmup), ("vanish_steps", vanish_steps)):
@@ -77,6 +80,7 @@ class GradientMonitor:
         self.explode_absolute = None if explode_absolute is None else float(explode_absolute)
         self.vanish_relative, self.vanish_absolute = float(vanish_relative), float(vanish_absolute)
         self.vanish_steps, self.emit = vanish_steps, emit
+        self.max_grad_norm = max_grad_norm  # the clipping in force, if any: the advice then says so
         self.reset()
 
     def reset(self) -> None:
@@ -120,7 +124,12 @@ class GradientMonitor:
             return None
         title = {"nonfinite": "non-finite gradient", "exploding": "exploding gradient",
                  "vanishing": "vanishing gradient"}[kind]
-        message = f"{title}: {what}. Try: {ADVICE[kind]}. (Warned once.)"
+        advice = ADVICE[kind]
+        if kind == "exploding" and self.max_grad_norm:
+            advice = (f"clipping at max_grad_norm={self.max_grad_norm:g} already bounds this step's update; if "
+                      "spikes recur or the loss jumps, lower the learning rate or add warm-up, or use a gated "
+                      "cell (LSTM/GRU), layer_norm=True, or IndRNN's recurrent_max to bound the recurrence")
+        message = f"{title}: {what}. Try: {advice}. (Warned once.)"
         self.warned[kind] = message
         if self.emit == "warn":
             warnings.warn(message, GradientWarning, stacklevel=3)

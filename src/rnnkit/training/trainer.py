@@ -60,7 +60,7 @@ class Trainer:
         self.model, self.config, self.callbacks = model, config, list(callbacks)
         if config.grad_warnings:  # warn once when the pre-clip gradient norm explodes or vanishes
             from rnnkit.analysis.monitor import GradientMonitorCallback
-            self.gradient_monitor = GradientMonitorCallback(emit="log")
+            self.gradient_monitor = GradientMonitorCallback(emit="log", max_grad_norm=config.max_grad_norm)
             self.callbacks.insert(0, self.gradient_monitor)
         self.state, self.env, self.phase, self.should_stop = TrainerState(), DistEnv(), "idle", False
         self.device: torch.device | None = None
