@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--dropout", type=float, default=0.0, help="output (locked) dropout")
+    ap.add_argument("--dropout", type=float, default=0.0, help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -66,7 +66,8 @@ def main() -> None:
     train_ids, val_ids = tok.encode(splits["train"]), torch.tensor(tok.encode(splits["val"]))
     cfg = LanguageModelConfig(vocab_size=tok.vocab_size, cell=args.cell, embedding_size=args.embedding,
                               hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
-                              output_dropout=args.dropout)
+                              output_dropout=args.dropout,
+                              hidden_dropout=args.dropout if args.layers > 1 else 0.0)
     model = LanguageModel(cfg, tokenizer=tok)
     with tempfile.TemporaryDirectory() as run_dir:
         # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
