@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,11 +63,13 @@ def test_ddp_matches_one_process_and_resumes_exactly(tmp_path):
     script, runs = HERE / "ddp_script.py", tmp_path / "runs"
     env = {"OMP_NUM_THREADS": "1"}
     single = subprocess.Popen([sys.executable, str(script), str(runs), "single", "8"])
-    part = subprocess.Popen(torchrun_command(script, [runs, "part", 4, 3, 0]), env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stops after step 3
     ddp = launch(script, [runs, "ddp", 4], nproc_per_node=2, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert single.wait(300) == 0 and part.wait(300) == 0
+    # one torchrun job at a time: two concurrent `torchrun --standalone` jobs on one machine can abort
+    # ("terminate called without an active exception" in a worker; seen on a loaded 2-core CI machine)
+    part = launch(script, [runs, "part", 4, 3, 0], nproc_per_node=2, env=env, timeout=300)  # stops at step 3
+    assert part.returncode == 0, part.stderr[-2000:]
+    assert single.wait(300) == 0
     one, two = _weights(runs / "single"), _weights(runs / "ddp")
     assert one.keys() == two.keys()
     for name in one:
