@@ -125,12 +125,13 @@ def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
 
     out_json = tmp_path / "memory.json"
     code, out, _ = run(["bench", "memory", "--tasks", "adding", "--models", "gru,lstm_chrono", "--lengths", "10",
-                        "--budget", "0.3", "--threads", "1", "--json", str(out_json)], capsys)
+                        "--budget", "0.3", "--clock", "cpu", "--threads", "1", "--json", str(out_json)], capsys)
     assert code == 0, out
     data = json.loads(out_json.read_text())
     assert [(r["task"], r["model"], r["length"]) for r in data["results"]] == [("adding", "gru", 10),
                                                                               ("adding", "lstm_chrono", 10)]
     assert data["meta"]["threads"] == 1 and "1 thread," in data["meta"]["machine"]
+    assert data["meta"]["clock"] == "cpu" and data["meta"]["budget"] == 0.3
     assert "| lstm_chrono |" in out and (tmp_path / "memory.md").exists()
     code, out, err = run(["bench", "memory", "--models", "nonesuch", "--budget", "0.1"], capsys)
     assert code != 0 and "nonesuch" in out + err

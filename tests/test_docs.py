@@ -21,5 +21,16 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.environ.setdefault("MPLBACKEND", "Agg")
     namespace = {"__name__": "__snippet__"}
-    for i, code in enumerate(BLOCK.findall(page.read_text(encoding="utf-8"))):
-        exec(compile(code, f"{page.name} block {i}", "exec"), namespace)
+    blocks = BLOCK.findall(page.read_text(encoding="utf-8"))
+    ran = 0
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"{page.name} block {i}", "exec"), namespace)  # a failing snippet raises here
+        ran += 1
+    assert blocks and ran == len(blocks), f"{page.name}: ran {ran} of {len(blocks)} python blocks"
+
+
+def test_the_pages_that_teach_with_code_are_collected():
+    names = {str(p.relative_to(ROOT)) for p in WITH_CODE}
+    expected = {"README.md", "docs/forecasting.md", "docs/understanding/gradients.md",
+                "docs/tutorials/language-model.md", "docs/understanding/cells/lstm.md"}
+    assert expected <= names, f"pages with python blocks not collected: {sorted(expected - names)}"
