@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import pathlib
 import sys
 import time
 from pathlib import Path
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(fairer on a machine shared with other jobs)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=pathlib.Path, default=None, help="write results here (and tables as .md)")
+    ap.add_argument("--json", type=Path, default=None, help="write results here (and tables as .md)")
     ap.add_argument("--quick", action="store_true", help="1 s per cell at the shortest lengths")
     args = ap.parse_args(argv)
     from rnnkit.bench import machine_description
@@ -266,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     results = run_memory_suite(_names(args.tasks), _names(args.models), lengths, budget,
                                seed=args.seed, threads=args.threads, progress=progress, clock=args.clock)
     threads = torch.get_num_threads() if args.threads is None else args.threads
-    print(f"\nmachine: {machine_description(threads)}; budget {budget:g} {args.clock} s per cell; "
+    machine = machine_description(threads)
+    print(f"\nmachine: {machine}; budget {budget:g} {args.clock} s per cell; "
           f"total {time.perf_counter() - start:.0f} s\n")
     print(format_memory_tables(results))
     if args.json:
-        meta = dict(machine=machine_description(threads), budget=budget, clock=args.clock, seed=args.seed, threads=threads,
+        meta = dict(machine=machine, budget=budget, clock=args.clock, seed=args.seed, threads=threads,
                     command=" ".join(sys.argv))
         write_report(results, args.json, args.json.with_suffix(".md"), meta)
     return 0

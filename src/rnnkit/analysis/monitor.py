@@ -36,12 +36,13 @@ __all__ = ["GradientWarning", "GradientMonitor", "GradientMonitorCallback", "ADV
 
 logger = logging.getLogger(__name__)
 
+_BOUND = "use a gated cell (LSTM/GRU), layer_norm=True, or IndRNN's recurrent_max to bound the recurrence"
+
 ADVICE = {
     "nonfinite": ("clip the gradient (max_grad_norm=1.0), lower the learning rate, check the data for "
                   "NaN/inf, and with AMP keep the loss scaler on (or use bf16)"),
-    "exploding": ("clip the gradient norm (max_grad_norm=1.0 is a common start), lower the learning rate "
-                  "or add warm-up, or use a gated cell (LSTM/GRU), layer_norm=True, or IndRNN's "
-                  "recurrent_max to bound the recurrence"),
+    "exploding": f"clip the gradient norm (max_grad_norm=1.0 is a common start), lower the learning rate "
+                 f"or add warm-up, or {_BOUND}",
     "vanishing": ("use a gated cell (LSTM with forget_bias=1.0, GRU, MinGRU/MinLSTM) instead of a tanh RNN, "
                   "layer_norm=True, a shorter tbptt_steps/sequence, or a larger learning rate; check that the "
                   "loss depends on the parameters (no detach) and that units are not saturated or dead (ReLU)"),
@@ -127,8 +128,7 @@ class GradientMonitor:
         advice = ADVICE[kind]
         if kind == "exploding" and self.max_grad_norm:
             advice = (f"clipping at max_grad_norm={self.max_grad_norm:g} already bounds this step's update; if "
-                      "spikes recur or the loss jumps, lower the learning rate or add warm-up, or use a gated "
-                      "cell (LSTM/GRU), layer_norm=True, or IndRNN's recurrent_max to bound the recurrence")
+                      f"spikes recur or the loss jumps, lower the learning rate or add warm-up, or {_BOUND}")
         message = f"{title}: {what}. Try: {advice}. (Warned once.)"
         self.warned[kind] = message
         if self.emit == "warn":
