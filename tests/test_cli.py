@@ -135,3 +135,9 @@ def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
     assert "| lstm_chrono |" in out and (tmp_path / "memory.md").exists()
     code, out, err = run(["bench", "memory", "--models", "nonesuch", "--budget", "0.1"], capsys)
     assert code != 0 and "nonesuch" in out + err
+
+
+def test_bench_speed_refuses_the_memory_only_options(capsys):
+    code, out, err = run(["bench", "speed", "--quick", "--budget", "5", "--tasks", "adding"], capsys)
+    assert code != 0 and "--tasks, --budget apply to 'rnnkit bench memory' only" in " ".join((out + err).split())
+    assert "Traceback" not in out + err

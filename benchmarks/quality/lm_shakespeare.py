@@ -45,6 +45,20 @@ def windowed_loss(model, ids: torch.Tensor, n: int = 200, length: int = 256, see
     return sum(float(model(x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
 
 
+class _RecentLoss:
+    """Mean training loss over the last ``n`` steps (to tell under- from over-fitting)."""
+
+    def __init__(self, n: int = 200) -> None:
+        self.n, self.losses = n, []
+
+    def on_step_end(self, trainer, metrics) -> None:
+        self.losses = (self.losses + [float(metrics["loss"])])[-self.n:]
+
+    @property
+    def value(self) -> float | None:
+        return round(sum(self.losses) / len(self.losses), 4) if self.losses else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=97.0, help="training wall-clock budget")
@@ -76,13 +90,15 @@ def main() -> None:
                              seed=args.seed, quiet=True, checkpoint=False, tensorboard=False, plots=False,
                              log_every=50)
         start = time.monotonic()
-        state = Trainer(model, tcfg).fit(
+        recent = _RecentLoss()
+        state = Trainer(model, tcfg, callbacks=[recent]).fit(
             LMStream(train_ids, args.batch, args.seq_len))
         train_seconds = time.monotonic() - start
     t_eval = time.monotonic()
     val = stateful_loss(model, val_ids, seq_len=256, batch_size=1)
     windowed = windowed_loss(model, val_ids)
     result = {"val_loss": round(val, 4), "val_loss_windowed": round(windowed, 4),
+              "train_loss_last200": recent.value,
               "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.monotonic() - t_eval, 1),
               "steps": state.step, "params": model.num_parameters(), "config": vars(args),
               "torch_threads": torch.get_num_threads()}
