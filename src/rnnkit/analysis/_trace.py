@@ -12,8 +12,9 @@ only by the next step, not by the ``h_t`` of its own step, so ``d loss / d s_t``
 Markov state ``s_t = (h_t, c_t)``: what the future of the sequence wants from it.
 
 A layer that the module calls several times is traced on its first call only. The trace is of the
-deterministic network: inter-layer dropout, recurrent dropout and zoneout are not applied, whatever
-the module's training mode. Bidirectional layers, ``lengths`` and ``PackedSequence`` inputs are
+deterministic recurrence: inter-layer dropout, recurrent dropout and zoneout are not applied, whatever
+the module's training mode (so a layer with zoneout is traced without the expectation mix it applies
+in evaluation mode). Bidirectional layers, ``lengths`` and ``PackedSequence`` inputs are
 refused with a ``ValueError``.
 """
 

@@ -72,12 +72,12 @@ class _MinCell(RecurrentCell):
         raise NotImplementedError
 
     def forward(self, x: Tensor, state: Tensor | None = None, *, lengths: Tensor | None = None,
-                recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
-        """The whole sequence as one parallel scan (zoneout, being per-step noise, loops instead)."""
+                recurrent_mask: Tensor | None = None, zoneout: float = 0.0, zoneout_expected: bool = False):
+        """The whole sequence as one parallel scan (zoneout mixes states step by step: it loops instead)."""
         if recurrent_mask is not None:
             raise ValueError(f"{type(self).__name__} has no recurrent weights: recurrent dropout does not apply")
         if zoneout > 0.0:
-            return super().forward(x, state, lengths=lengths, zoneout=zoneout)
+            return super().forward(x, state, lengths=lengths, zoneout=zoneout, zoneout_expected=zoneout_expected)
         h0 = self._default_state(x, state)
         log_a, log_b = self.log_coefficients(self.project_input(x))
         h = log_space_scan(log_a, log_b, state)  # (B, T, H); state None is a zero start

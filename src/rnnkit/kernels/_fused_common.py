@@ -145,8 +145,12 @@ def new_buffer(b: Batching, *shape: int, like: Tensor) -> Tensor:
     return make(*shape, device=like.device, dtype=like.dtype)
 
 
-def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor) -> Tensor | None:
+def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor,
+                 expected: bool = False) -> Tensor | None:
     """Keep masks ``(T, parts, B, H)`` of zoneout, drawn in the order the reference loop draws them.
+
+    With ``expected`` every entry is ``p``: the kernels' ``lerp(new, old, keep)`` and their backward are
+    linear in ``keep``, so a constant ``p`` computes the test-time expectation ``p old + (1-p) new``.
 
     :meth:`rnnkit.cells.base.RecurrentCell._loop` draws one ``(B, H)`` Bernoulli mask per state part
     (``h`` then ``c``) per step; drawing the same shapes in the same order from the same generator
@@ -154,6 +158,8 @@ def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor) -> 
     """
     if p <= 0.0:
         return None
+    if expected:
+        return torch.full((T, parts, B, H), p, device=like.device, dtype=like.dtype)
     keep = torch.empty(T, parts, B, H, device=like.device, dtype=like.dtype)
     for t in range(T):
         for k in range(parts):

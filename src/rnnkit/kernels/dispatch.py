@@ -32,10 +32,10 @@ def scan_supports(cell, zoneout: bool) -> bool:
 
 
 def run_fused(cell, x: Tensor, state, lengths: Tensor | None = None, recurrent_mask: Tensor | None = None,
-              zoneout: float = 0.0):
+              zoneout: float = 0.0, zoneout_expected: bool = False):
     """The fused kernel of ``cell`` over batch-first ``x``; returns ``(y, final state)``."""
     run = fused_lstm.lstm_sequence if fused_lstm.supports(cell) else fused_gru.gru_sequence
-    return run(cell, x, state, lengths, recurrent_mask, zoneout)
+    return run(cell, x, state, lengths, recurrent_mask, zoneout, zoneout_expected)
 
 
 def run_scan(cell, x: Tensor, state, lengths: Tensor | None = None):

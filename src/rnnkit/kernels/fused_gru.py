@@ -213,14 +213,14 @@ def _params(cell, ln: bool):
 
 
 def gru_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = None,
-                 recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
+                 recurrent_mask: Tensor | None = None, zoneout: float = 0.0, zoneout_expected: bool = False):
     """The fused equivalent of ``cell.forward(x, state, lengths=..., ...)`` for a supported cell.
 
     ``x`` is batch-first (B, T, I); returns ``(y, h_n)`` like the cell.
     """
     B, T, _ = x.shape
     b = fc.batching(lengths, B, T)
-    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x)
+    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected)
     if keep is not None and b.order is not None:
         keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
     w_ih, b_ih, ln_ih, w_hh, b_hh, ln_hh = _params(cell, isinstance(cell, LayerNormGRUCell))

@@ -275,7 +275,7 @@ def _gate_params(cell, ln: bool):
 
 
 def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = None,
-                  recurrent_mask: Tensor | None = None, zoneout: float = 0.0):
+                  recurrent_mask: Tensor | None = None, zoneout: float = 0.0, zoneout_expected: bool = False):
     """The fused equivalent of ``cell.forward(x, state, lengths=..., ...)`` for a supported cell.
 
     ``x`` is batch-first (B, T, I); returns ``(y, LSTMState(h_n, c_n))`` like the cell.
@@ -283,7 +283,7 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     B, T, _ = x.shape
     H, ln = cell.hidden_size, isinstance(cell, LayerNormLSTMCell)
     b = fc.batching(lengths, B, T)
-    keep = fc.zoneout_keep(zoneout, T, 2, B, H, x)
+    keep = fc.zoneout_keep(zoneout, T, 2, B, H, x, zoneout_expected)
     if keep is not None and b.order is not None:
         keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
     w_ih, bias, ln_ih, w_hh, ln_hh = _gate_params(cell, ln)

@@ -62,8 +62,8 @@ def _applies(layer, x_t, hx) -> bool:
     mode = layer.native_mode
     if mode is None or layer.bidirectional or (mode == "lstm" and layer.proj_size):
         return False
-    if layer.training and (layer.dropout or layer.recurrent_dropout or layer.zoneout):
-        return False
+    if layer.zoneout or (layer.training and (layer.dropout or layer.recurrent_dropout)):
+        return False  # zoneout mixes states in evaluation mode too
     if torch.is_grad_enabled() and any(p.requires_grad for p in layer._flat_weights()):
         return False
     if not isinstance(x_t, Tensor) or x_t.dim() != 2 or x_t.shape[1] != layer.input_size or x_t.requires_grad:

@@ -169,15 +169,15 @@ class Recurrent(nn.Module):
     # -- backends ------------------------------------------------------------------------------
     def select_backend(self) -> str:
         """The backend ``forward`` uses now (it depends on the training mode)."""
-        regularised = self.training and (self.recurrent_dropout > 0 or self.zoneout > 0)
+        # zoneout acts in evaluation mode too (the expectation of its mix), which torch's kernels lack
+        regularised = (self.training and self.recurrent_dropout > 0) or self.zoneout > 0
         native_ok = self.native_mode is not None and not regularised
         if self.backend == "native" and not native_ok:
-            why = "recurrent dropout / zoneout in training" if regularised else "this configuration"
+            why = "recurrent dropout in training or zoneout" if regularised else "this configuration"
             raise ValueError(f"{type(self).__name__}: backend='native' is not available for {why}; "
                              "use backend='auto'")
-        zoneout = self.training and self.zoneout > 0
         fast = {"fused": dispatch.fused_supports(self._cells[0]),
-                "scan": dispatch.scan_supports(self._cells[0], zoneout)}
+                "scan": dispatch.scan_supports(self._cells[0], self.zoneout > 0)}
         if self.backend in fast and not fast[self.backend]:
             raise ValueError(f"{type(self).__name__}: backend={self.backend!r} is not available for this "
                              "configuration; use backend='auto'")
@@ -264,8 +264,9 @@ class Recurrent(nn.Module):
         reg = {}
         if self.training and self.recurrent_dropout > 0:
             reg["recurrent_mask"] = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
-        if self.training and self.zoneout > 0:
+        if self.zoneout > 0:  # training: random keep masks; evaluation: their expectation
             reg["zoneout"] = self.zoneout
+            reg["zoneout_expected"] = not self.training
         if backend == "fused":
             y, sn = dispatch.run_fused(cell, x, start, lengths, **reg)
         elif backend == "scan":
@@ -303,7 +304,7 @@ class Recurrent(nn.Module):
 
         ``hx`` is shaped as for ``forward`` (``None`` for zeros). Calling ``step`` T times equals
         ``forward`` on the sequence. In training mode dropout, recurrent dropout (a fresh mask per
-        call) and zoneout apply; in evaluation mode none do.
+        call) and zoneout apply; in evaluation mode only zoneout's expectation does (as in ``forward``).
         """
         fast = try_step(self, x_t, hx)  # plain layers without autograd: cached weights, few ops
         if fast is not None:
@@ -326,8 +327,8 @@ class Recurrent(nn.Module):
             if self.training and self.recurrent_dropout > 0:
                 mask = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
             x, s_new = cell.step(x, s, mask)
-            if self.training and self.zoneout > 0:
-                s_new = map_state(lambda n, o: _zoneout(n, o, self.zoneout), s_new, s)
+            if self.zoneout > 0:
+                s_new = map_state(lambda n, o: _zoneout(n, o, self.zoneout, not self.training), s_new, s)
                 x = s_new if isinstance(s_new, Tensor) else s_new[0]
             for i, p in enumerate([s_new] if isinstance(s_new, Tensor) else s_new):
                 new_parts[i].append(p)

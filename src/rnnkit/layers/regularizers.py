@@ -6,10 +6,11 @@
 * Zoneout (Krueger et al. 2017): at every step each state unit keeps its previous value with
   probability ``p``; implemented inside the cells' loop (:meth:`rnnkit.cells.base.RecurrentCell._loop`).
 
-Both act in training mode only; in evaluation mode the layer is exactly the layer without them (so
-torch's native kernels apply). Note that Krueger et al. use the expectation ``p h_{t-1} + (1-p) h_t``
-at test time; rnnkit uses the plain recurrence, so a model trained with zoneout is evaluated as a
-standard one, as Keras and most implementations do for recurrent dropout.
+In evaluation mode recurrent dropout is the identity (its mask is scaled so its expectation is 1), so
+the layer equals the layer without it and torch's native kernels apply. Zoneout's expectation is not
+the identity: in evaluation mode each state is ``p h_{t-1} + (1-p) h_t``, Krueger et al.'s test-time
+rule (evaluating the plain recurrence instead would run a different network from the one trained), so a
+layer with zoneout runs on the fused kernels or the cell loop in evaluation mode as well.
 """
 
 from __future__ import annotations
