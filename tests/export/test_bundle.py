@@ -14,7 +14,7 @@ import rnnkit.export
 from rnnkit.errors import CheckpointError
 from rnnkit.export import BundleMixin, load_bundle, read_bundle_config, register_model, save_bundle
 from rnnkit.training import Trainer, TrainerConfig
-from rnnkit.training import _files
+from rnnkit import _files
 
 
 @dataclass(frozen=True)

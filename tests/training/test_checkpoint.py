@@ -20,8 +20,8 @@ from tiny_models import TinyLM, TokenStream, lm_data
 
 from rnnkit.errors import CheckpointError
 from rnnkit.training import Trainer, load_checkpoint, save_checkpoint
-from rnnkit.training import _files
-from rnnkit.training._files import sha256_file
+from rnnkit import _files
+from rnnkit._files import sha256_file
 from rnnkit.training.checkpoint import find_checkpoint
 
 HERE = Path(__file__).parent

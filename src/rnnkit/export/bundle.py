@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rnnkit.errors import CheckpointError
-from rnnkit.training._files import (atomic_folder, load_weights, one_line, read_json, resolve_folder,
+from rnnkit._files import (atomic_folder, load_weights, one_line, read_json, resolve_folder,
                                     save_weights, sha256_file, write_json)
 
 __all__ = ["register_model", "registered_name", "is_registered", "save_bundle", "load_bundle",

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.errors import CheckpointError
-from rnnkit.training._files import (atomic_folder, load_safetensors, one_line, read_json,
+from rnnkit._files import (atomic_folder, load_safetensors, one_line, read_json,
                                     resolve_folder, save_weights, sha256_file, write_json)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointData", "save_checkpoint", "load_checkpoint",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from rnnkit.errors import CheckpointError
-from rnnkit.training._files import load_weights, one_line
+from rnnkit._files import load_weights, one_line
 from rnnkit.training._rng import capture_rng, restore_rng
 from rnnkit.training._tree import flatten_tree, unflatten_tree
 from rnnkit.training.callbacks import TrainerState

@@ -1,4 +1,5 @@
-"""Crash-safe folders: write to a temporary folder, fsync, then rename it over the target.
+"""Crash-safe folders (a low-level module shared by rnnkit.training and rnnkit.export, depending on
+neither): write to a temporary folder, fsync, then rename it over the target.
 
 Shared by checkpoints and bundles. A folder ``target`` is replaced in two renames, each atomic:
 ``target -> .target.old`` then ``.target.tmp-* -> target``; the previous copy is deleted only
