@@ -85,3 +85,31 @@ def test_ddp_matches_one_process_and_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full, resumed = _weights(runs / "ddp"), _weights(runs / "part")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_evaluation_shards_count_every_item_once():
+    # 13 items on 2 ranks: training pads rank 1 with a repeated item; evaluation must not, or the
+    # reported validation loss would weigh that item twice
+    data = reg_data(n=13)
+    batches = DatasetBatches(data, 4, shuffle=False, world_size=2)
+    key = lambda x: tuple(x.flatten().tolist())  # noqa: E731
+    padded = [key(x) for r in (0, 1) for b in batches.iter_batches(0, r, 2) for x in b["x"]]
+    unpadded = [key(x) for r in (0, 1) for b in batches.iter_batches(0, r, 2, pad=False) for x in b["x"]]
+    assert len(padded) == 14 and len(set(padded)) == 13
+    assert len(unpadded) == 13 and sorted(unpadded) == sorted(key(data[i]["x"]) for i in range(13))
+
+
+def test_evaluation_over_ranks_equals_one_process(monkeypatch):
+    # the ranks' weighted sums, added as all_reduce_sum would, give the one-process mean exactly
+    from rnnkit.training import evaluation
+
+    torch.manual_seed(0)
+    model = TinyRegressor().double()  # float64: batches grouped differently still sum exactly enough
+    data = DatasetBatches(reg_data(n=13, dtype=torch.float64), 4, shuffle=False)
+    one = evaluation.evaluate_model(model, data, device=torch.device("cpu"))["loss"]
+    parts = []
+    monkeypatch.setattr(evaluation, "all_reduce_sum", lambda t: parts.append(t.clone()) or t)
+    for rank in (0, 1):
+        evaluation.evaluate_model(model, data, device=torch.device("cpu"), rank=rank, world_size=2)
+    total = parts[0] + parts[1]
+    assert float(total[1] / total[0]) == pytest.approx(one, rel=1e-12)

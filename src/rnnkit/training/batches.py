@@ -52,11 +52,13 @@ class DatasetBatches:
         self.drop_last, self.world_size, self.num_workers = drop_last, world_size, num_workers
         self.collate_fn = collate_fn
 
-    def _batches(self, epoch: int, rank: int, world_size: int) -> list[list[int]]:
-        sampler = DistributedSampler(self.dataset, num_replicas=world_size, rank=rank,
-                                     shuffle=self.shuffle, seed=self.seed)
+    def _batches(self, epoch: int, rank: int, world_size: int, pad: bool = True) -> list[list[int]]:
+        # pad: the sampler repeats items so every rank gets as many (training needs equal step counts);
+        # evaluation must not count an item twice, so it takes the same order and shards it unpadded
+        sampler = DistributedSampler(self.dataset, num_replicas=world_size if pad else 1,
+                                     rank=rank if pad else 0, shuffle=self.shuffle, seed=self.seed)
         sampler.set_epoch(epoch)
-        order = list(sampler)
+        order = list(sampler) if pad else list(sampler)[rank::world_size]
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -66,9 +68,13 @@ class DatasetBatches:
         per_rank = math.ceil(len(self.dataset) / self.world_size)
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
-    def iter_batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0) -> Iterator[Batch]:
-        """Yield the batches of ``epoch`` for ``rank``, skipping the first ``start`` without loading them."""
-        batches = self._batches(epoch, rank, world_size)[start:]
+    def iter_batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0,
+                     pad: bool = True) -> Iterator[Batch]:
+        """Yield the batches of ``epoch`` for ``rank``, skipping the first ``start`` without loading them.
+
+        ``pad=False`` (evaluation) shards without repeating items, so ranks may get unequal counts.
+        """
+        batches = self._batches(epoch, rank, world_size, pad)[start:]
         if not batches:
             return iter(())
         # an own generator: creating the loader must not draw from the global torch RNG (exact resume)
@@ -90,10 +96,15 @@ def as_batches(data: Any, *, batch_size: int, shuffle: bool, seed: int, drop_las
                     f"map-style torch.utils.data.Dataset of dicts of tensors, got {type(data).__name__}")
 
 
-def iterate(data: Any, epoch: int, rank: int, world_size: int, start: int = 0) -> Iterator[Batch]:
-    """The batches of one epoch for one rank, from batch ``start`` on (for mid-epoch resume)."""
+def iterate(data: Any, epoch: int, rank: int, world_size: int, start: int = 0,
+            pad: bool = True) -> Iterator[Batch]:
+    """The batches of one epoch for one rank, from batch ``start`` on (for mid-epoch resume).
+
+    ``pad=False`` is for evaluation: a map-style dataset's items are each seen exactly once over all
+    ranks (training pads the shards to equal length by repeating items).
+    """
     if isinstance(data, DatasetBatches):
-        return data.iter_batches(epoch, rank, world_size, start=start)
+        return data.iter_batches(epoch, rank, world_size, start=start, pad=pad)
     batches = data.iter_batches(epoch, rank=rank, world_size=world_size)
     return itertools.islice(batches, start, None) if start else iter(batches)
 

@@ -52,7 +52,7 @@ def evaluate_model(model: nn.Module, data: Any, *, device: torch.device, rank: i
     weight, carry = 0.0, None
     stateful = bool(getattr(data, "stateful", False))
     try:
-        for batch in iterate(data, 0, rank, world_size):
+        for batch in iterate(data, 0, rank, world_size, pad=False):  # every item once, none repeated
             batch = to_device(check_batch(batch), device)
             with autocast():
                 output = model(**batch, state=carry)
