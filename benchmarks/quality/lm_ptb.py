@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=70)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--cutoffs", default="", help="adaptive softmax cluster bounds, e.g. 2000 or 2000,5000 "
+                    "(ids are ordered by frequency; tying is kept); empty: the full softmax")
     ap.add_argument("--predictive-words", type=int, default=20000, help="test words scored for predictive text")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -51,7 +53,8 @@ def main() -> None:
     cfg = LanguageModelConfig(vocab_size=tok.vocab_size, cell=args.cell, embedding_size=args.embedding,
                               hidden_size=args.hidden, num_layers=args.layers, tie_weights=True,
                               embedding_dropout=args.embedding_dropout, input_dropout=args.dropout,
-                              hidden_dropout=args.dropout, output_dropout=args.dropout)
+                              hidden_dropout=args.dropout, output_dropout=args.dropout,
+                              softmax_cutoffs=tuple(int(c) for c in args.cutoffs.split(",") if c.strip()))
     model = LanguageModel(cfg, tokenizer=tok)
     curve = []
 

@@ -85,3 +85,71 @@ def test_bundle_round_trip_with_tokenizer(tmp_path):
     ids = torch.tensor([tok.encode("hello")])
     assert torch.equal(back(ids).logits, m(ids).logits)
     assert back.tokenizer.encode("hello") == tok.encode("hello")
+
+
+# -- adaptive softmax ------------------------------------------------------------------------------
+def _adaptive(cutoffs=(5, 12), tie=True, **kw):
+    torch.manual_seed(0)
+    return LanguageModel(vocab_size=20, embedding_size=8, hidden_size=8, tie_weights=tie,
+                         softmax_cutoffs=cutoffs, **kw).double()
+
+
+@pytest.mark.parametrize("cutoffs,tie", [((5,), True), ((5, 12), True), ((3, 9, 15), False)])
+def test_adaptive_softmax_is_a_normalised_distribution_and_its_loss_is_exact(cutoffs, tie):
+    m = _adaptive(cutoffs, tie).eval()
+    x = torch.randint(0, 20, (3, 7))
+    y = torch.randint(0, 20, (3, 7))
+    y[0, :3] = torch.tensor([0, 19, cutoffs[-1]])  # the edges of the clusters
+    logp = m(x).logits  # (B, T, V) log-probabilities
+    assert logp.shape == (3, 7, 20)
+    torch.testing.assert_close(logp.logsumexp(-1), torch.zeros(3, 7, dtype=torch.float64))
+    out = m(x, y)
+    assert out.logits is None
+    want = -logp.gather(-1, y.unsqueeze(-1)).mean()
+    torch.testing.assert_close(out.loss, want)
+
+
+def test_adaptive_softmax_keeps_tying_and_its_gradient_matches_the_full_distribution():
+    m = _adaptive()
+    assert m.decoder.weight is m.embedding.weight and m.cluster_logits.out_features == 2
+    x, y = torch.randint(0, 20, (2, 6)), torch.randint(0, 20, (2, 6))
+    fast = torch.autograd.grad(m(x, y).loss, list(m.parameters()))
+    full = torch.autograd.grad(torch.nn.functional.nll_loss(m(x).logits.reshape(-1, 20), y.reshape(-1)),
+                               list(m.parameters()))
+    for a, b in zip(fast, full):
+        torch.testing.assert_close(a, b)
+
+
+def test_adaptive_softmax_config_errors_and_bad_targets():
+    with pytest.raises(ConfigError, match="softmax_cutoffs"):
+        LanguageModelConfig(vocab_size=20, softmax_cutoffs=(12, 5))
+    with pytest.raises(ConfigError, match="softmax_cutoffs"):
+        LanguageModelConfig(vocab_size=20, softmax_cutoffs=(20,))
+    with pytest.raises(ConfigError, match="softmax_cutoffs"):
+        LanguageModelConfig(vocab_size=20, softmax_cutoffs="5")
+    assert LanguageModelConfig(vocab_size=20, softmax_cutoffs=[5]).softmax_cutoffs == (5,)  # from TOML/JSON
+    m = _adaptive()
+    with pytest.raises(ValueError, match=r"ids in \[0, 20\)"):
+        m(torch.zeros(1, 3, dtype=torch.long), torch.tensor([[1, 2, 20]]))
+
+
+def test_adaptive_softmax_learns_generates_and_round_trips(tmp_path):
+    # the grammar test above with the rarer letters in a tail cluster
+    gen = torch.Generator().manual_seed(0)
+    text = " ".join("abc" if c else "xyz" for c in torch.randint(0, 2, (800,), generator=gen).tolist())
+    tok = CharTokenizer().fit(text)
+    ids = torch.tensor(tok.encode(text))
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=32, tie_weights=True,
+                      softmax_cutoffs=(tok.vocab_size - 3,), tokenizer=tok)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    x, y = ids[:3000].view(10, 300), ids[1:3001].view(10, 300)
+    for _ in range(120):
+        loss = m(x, y).loss
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert m(x, y).loss.item() < 0.173 + 0.03
+    m.eval()
+    assert m.generate("abc ", 8, seed=0, greedy=True)[1:3] in ("bc", "yz")
+    m.save(tmp_path / "b")
+    back = rnnkit.load(tmp_path / "b")
+    assert back.config.softmax_cutoffs == m.config.softmax_cutoffs
+    assert torch.equal(back(x[:1, :20]).logits, m(x[:1, :20]).logits)

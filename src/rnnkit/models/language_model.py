@@ -5,6 +5,13 @@ With the regularisers of AWD-LSTM (Merity et al. 2018) where they are cheap: emb
 between layers and on the output (one mask per sequence, shared over time), weight tying (Press &
 Wolf 2017; Inan et al. 2017) and recurrent dropout / zoneout inside the layers. The state is carried
 by the caller for truncated BPTT over contiguous text (``forward(..., state=...)``).
+
+``softmax_cutoffs`` makes the output an adaptive softmax (Grave et al. 2017) that keeps weight tying:
+the ids below the first cutoff and one logit per tail cluster form the head; a tail cluster's words
+are scored only for the targets that fall in it. With a word vocabulary ordered by frequency (as
+:class:`~rnnkit.data.tokenizers.WordTokenizer` orders it) most targets are head words, so the output
+layer, most of a word model's arithmetic, costs a fraction of the full softmax in training. The loss
+and the probabilities are exact (a factorised softmax, not an approximation of the full one).
 """
 
 from __future__ import annotations
@@ -44,8 +51,16 @@ class LanguageModelConfig:
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     forget_bias: float = 0.0
+    softmax_cutoffs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        cutoffs = self.softmax_cutoffs
+        if not isinstance(cutoffs, (tuple, list)) or not all(isinstance(c, int) for c in cutoffs):
+            raise ConfigError(f"softmax_cutoffs must be a list of ints, got {cutoffs!r}")
+        object.__setattr__(self, "softmax_cutoffs", tuple(cutoffs))
+        if list(cutoffs) != sorted(set(cutoffs)) or (cutoffs and not 0 < cutoffs[0] <= cutoffs[-1] < self.vocab_size):
+            raise ConfigError(f"softmax_cutoffs must increase strictly within (0, vocab_size={self.vocab_size}), "
+                              f"got {list(cutoffs)}")
         if not isinstance(self.vocab_size, int) or self.vocab_size < 2:
             raise ConfigError(f"vocab_size must be an int >= 2, got {self.vocab_size!r}")
         if self.cell not in CELLS:
@@ -70,9 +85,13 @@ class LMState(NamedTuple):
 
 
 class LMOutput(NamedTuple):
-    """``logits`` (B, T, V); ``loss`` (mean cross-entropy per token) when targets were given."""
+    """``logits`` (B, T, V); ``loss`` (mean cross-entropy per token) when targets were given.
 
-    logits: Tensor
+    With an adaptive softmax (``softmax_cutoffs``) ``logits`` are the log-probabilities (the same
+    distribution under softmax) and are ``None`` when targets are given: the loss never needs them.
+    """
+
+    logits: Tensor | None
     loss: Tensor | None
     state: LMState
 
@@ -109,6 +128,9 @@ class LanguageModel(BundleMixin, nn.Module):
         self.decoder = nn.Linear(c.embedding_size if c.tie_weights else out, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
+        # adaptive softmax: one head logit per tail cluster (the words keep the decoder's rows)
+        self.cluster_logits = nn.Linear(self.decoder.in_features, len(c.softmax_cutoffs)) \
+            if c.softmax_cutoffs else None
 
     def _make_layer(self, i: int) -> nn.Module:
         c = self.config
@@ -161,11 +183,60 @@ class LanguageModel(BundleMixin, nn.Module):
             x = locked_dropout(x, p, self.training)
         if self.proj is not None:
             x = self.proj(x)
+        if self.cluster_logits is not None:
+            if targets is not None:
+                return LMOutput(None, self._adaptive_loss(x.reshape(-1, x.shape[-1]), targets.reshape(-1)),
+                                LMState(tuple(new_states)))
+            return LMOutput(self._adaptive_log_probs(x), None, LMState(tuple(new_states)))
         logits = self.decoder(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return LMOutput(logits, loss, LMState(tuple(new_states)))
+
+    # -- adaptive softmax ----------------------------------------------------------------------
+    def _clusters(self) -> list[tuple[int, int]]:
+        bounds = [*self.config.softmax_cutoffs, self.config.vocab_size]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _head_log_probs(self, x: Tensor) -> Tensor:
+        """``(..., c0 + K)``: log-probabilities of the head words and of each tail cluster."""
+        c0, w, b = self.config.softmax_cutoffs[0], self.decoder.weight, self.decoder.bias
+        head = torch.cat([F.linear(x, w[:c0], None if b is None else b[:c0]), self.cluster_logits(x)], -1)
+        return torch.log_softmax(head, -1)
+
+    def _tail_log_probs(self, x: Tensor, lo: int, hi: int) -> Tensor:
+        w, b = self.decoder.weight, self.decoder.bias
+        return torch.log_softmax(F.linear(x, w[lo:hi], None if b is None else b[lo:hi]), -1)
+
+    def _adaptive_loss(self, x: Tensor, targets: Tensor) -> Tensor:
+        """Mean negative log-likelihood of ``targets`` (N,) given ``x`` (N, D): the head for all
+        tokens, each tail cluster for the tokens whose target is in it."""
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.config.vocab_size):
+            raise ValueError(f"targets: expected ids in [0, {self.config.vocab_size}), got "
+                             f"[{int(targets.min())}, {int(targets.max())}]")
+        c0 = self.config.softmax_cutoffs[0]
+        head = self._head_log_probs(x)
+        # head words index themselves; a tail word first takes its cluster's head column
+        column = targets.clone()
+        for k, (lo, hi) in enumerate(self._clusters()):
+            column[(targets >= lo) & (targets < hi)] = c0 + k
+        logp = head.gather(1, column.unsqueeze(1)).squeeze(1)
+        for lo, hi in self._clusters():
+            idx = ((targets >= lo) & (targets < hi)).nonzero().squeeze(1)
+            if idx.numel():
+                tail = self._tail_log_probs(x.index_select(0, idx), lo, hi)
+                logp = logp.index_add(0, idx, tail.gather(1, (targets[idx] - lo).unsqueeze(1)).squeeze(1))
+        return -logp.mean()
+
+    def _adaptive_log_probs(self, x: Tensor) -> Tensor:
+        """``(..., V)`` log-probabilities of every word (for generation and evaluation)."""
+        c0 = self.config.softmax_cutoffs[0]
+        head = self._head_log_probs(x)
+        parts = [head[..., :c0]]
+        for k, (lo, hi) in enumerate(self._clusters()):
+            parts.append(head[..., c0 + k:c0 + k + 1] + self._tail_log_probs(x, lo, hi))
+        return torch.cat(parts, -1)
 
     # -- text ---------------------------------------------------------------------------------
     def stream(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling):
