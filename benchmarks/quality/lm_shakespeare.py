@@ -9,7 +9,8 @@ for a fixed wall-clock budget on this machine. Reports the validation loss two w
     RNNKIT_DATA=../shared/data python benchmarks/quality/lm_shakespeare.py --seconds 97 --json
 
 The defaults (one-layer LSTM, H=320, embedding 64, lr 5e-3 with a cosine decay over the budget,
-32 streams of 64 characters) were chosen for the 97 s budget on 2 CPU cores; docs/results.md has
+32 streams of 32 characters; 64 until the slower day in docs/results.md) were chosen for the 97 s budget
+on 2 CPU cores; docs/results.md has
 the runs that chose them.
 
 Prints one JSON line at the end (``--json``) with the losses, ``train_seconds``, ``params`` and the
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--embedding", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
     ap.add_argument("--seed", type=int, default=0)
