@@ -57,19 +57,27 @@ def test_bad_input_ids():
         m(torch.randn(2, 5))
 
 
-def test_learns_a_tiny_grammar_to_its_entropy():
-    # words "abc" or "xyz" chosen by a fair coin, space-separated: only the first letter of each
-    # 4-character word is uncertain, so the best possible loss is ln(2)/4 = 0.173 nats per character
+def _grammar():
+    """Words "abc" or "xyz" chosen by a fair coin, space-separated: only the first letter of each
+    4-character word is uncertain, so the best possible loss is ln(2)/4 = 0.173 nats per character."""
     gen = torch.Generator().manual_seed(0)
     text = " ".join("abc" if c else "xyz" for c in torch.randint(0, 2, (800,), generator=gen).tolist())
     tok = CharTokenizer().fit(text)
     ids = torch.tensor(tok.encode(text))
-    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=32)
+    return tok, ids[:3000].view(10, 300), ids[1:3001].view(10, 300)
+
+
+def _fit(m, x, y, steps=120):
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    x, y = ids[:3000].view(10, 300), ids[1:3001].view(10, 300)
-    for _ in range(120):
+    for _ in range(steps):
         loss = m(x, y).loss
         opt.zero_grad(); loss.backward(); opt.step()
+
+
+def test_learns_a_tiny_grammar_to_its_entropy():
+    tok, x, y = _grammar()
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=32)
+    _fit(m, x, y)
     assert m(x, y).loss.item() < 0.173 + 0.03
 
 
@@ -135,17 +143,10 @@ def test_adaptive_softmax_config_errors_and_bad_targets():
 
 def test_adaptive_softmax_learns_generates_and_round_trips(tmp_path):
     # the grammar test above with the rarer letters in a tail cluster
-    gen = torch.Generator().manual_seed(0)
-    text = " ".join("abc" if c else "xyz" for c in torch.randint(0, 2, (800,), generator=gen).tolist())
-    tok = CharTokenizer().fit(text)
-    ids = torch.tensor(tok.encode(text))
+    tok, x, y = _grammar()
     m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=32, tie_weights=True,
                       softmax_cutoffs=(tok.vocab_size - 3,), tokenizer=tok)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    x, y = ids[:3000].view(10, 300), ids[1:3001].view(10, 300)
-    for _ in range(120):
-        loss = m(x, y).loss
-        opt.zero_grad(); loss.backward(); opt.step()
+    _fit(m, x, y)
     assert m(x, y).loss.item() < 0.173 + 0.03
     m.eval()
     assert m.generate("abc ", 8, seed=0, greedy=True)[1:3] in ("bc", "yz")
