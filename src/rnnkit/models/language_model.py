@@ -218,12 +218,13 @@ class LanguageModel(BundleMixin, nn.Module):
         c0 = self.config.softmax_cutoffs[0]
         head = self._head_log_probs(x)
         # head words index themselves; a tail word first takes its cluster's head column
-        column = targets.clone()
+        column, members = targets.clone(), []
         for k, (lo, hi) in enumerate(self._clusters()):
-            column[(targets >= lo) & (targets < hi)] = c0 + k
+            idx = ((targets >= lo) & (targets < hi)).nonzero().squeeze(1)  # once per cluster
+            column[idx] = c0 + k
+            members.append((lo, hi, idx))
         logp = head.gather(1, column.unsqueeze(1)).squeeze(1)
-        for lo, hi in self._clusters():
-            idx = ((targets >= lo) & (targets < hi)).nonzero().squeeze(1)
+        for lo, hi, idx in members:
             if idx.numel():
                 tail = self._tail_log_probs(x.index_select(0, idx), lo, hi)
                 logp = logp.index_add(0, idx, tail.gather(1, (targets[idx] - lo).unsqueeze(1)).squeeze(1))
