@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
+    ap.add_argument("--input-dropout", type=float, default=0.0, help="locked dropout on the embeddings")
+    ap.add_argument("--weight-decay", type=float, default=0.0,
+                    help="decoupled weight decay of the weight matrices (AdamW instead of Adam when > 0)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -81,13 +84,15 @@ def main() -> None:
     train_ids, val_ids = tok.encode(splits["train"]), torch.tensor(tok.encode(splits["val"]))
     cfg = LanguageModelConfig(vocab_size=tok.vocab_size, cell=args.cell, embedding_size=args.embedding,
                               hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
-                              output_dropout=args.dropout,
+                              output_dropout=args.dropout, input_dropout=args.input_dropout,
                               hidden_dropout=args.dropout if args.layers > 1 else 0.0)
     model = LanguageModel(cfg, tokenizer=tok)
     with tempfile.TemporaryDirectory() as run_dir:
         # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
         tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
                              schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,
+                             optimizer="adamw" if args.weight_decay > 0 else "adam",
+                             weight_decay=args.weight_decay,
                              seed=args.seed, quiet=True, checkpoint=False, tensorboard=False, plots=False,
                              log_every=50)
         start = time.monotonic()
