@@ -41,8 +41,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=70)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--cutoffs", default="", help="adaptive softmax cluster bounds, e.g. 2000 or 2000,5000 "
-                    "(ids are ordered by frequency; tying is kept); empty: the full softmax")
+    ap.add_argument("--cutoffs", default="1000,4000", help="adaptive softmax cluster bounds, e.g. 2000 or 2000,5000 "
+                    "(ids are ordered by frequency; tying is kept); '' for the full softmax")
     ap.add_argument("--predictive-words", type=int, default=20000, help="test words scored for predictive text")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

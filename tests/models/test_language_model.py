@@ -22,6 +22,19 @@ def test_weight_tying_shares_storage():
     assert gru.proj is not None and gru.decoder.weight is gru.embedding.weight
 
 
+def test_tied_model_starts_near_uniform():
+    """The shared matrix is also the output layer: an untrained tied model must predict nearly the
+    uniform distribution (loss ~ log V). torch's N(0, 1) embedding rows (norm sqrt(E)) gave logits of
+    scale ~|h| sqrt(E) and a first loss far above log V at PTB's sizes."""
+    torch.manual_seed(0)
+    V = 2000
+    m = LanguageModel(vocab_size=V, embedding_size=256, hidden_size=256, num_layers=2, tie_weights=True).eval()
+    ids = torch.randint(0, V, (4, 50))
+    with torch.no_grad():
+        loss = float(m(ids, ids.roll(-1, 1)).loss)
+    assert abs(loss - torch.log(torch.tensor(float(V)))) < 0.1, loss
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "indrnn", "mingru", "minlstm"])
 def test_forward_shapes_and_state_carry(cell):
     m = LanguageModel(vocab_size=11, cell=cell, embedding_size=8, hidden_size=12, num_layers=2).double().eval()

@@ -127,6 +127,10 @@ class LanguageModel(BundleMixin, nn.Module):
             else None
         self.decoder = nn.Linear(c.embedding_size if c.tie_weights else out, c.vocab_size)
         if c.tie_weights:
+            # The shared matrix is also the output layer: torch's N(0, 1) embedding init gives rows of
+            # norm sqrt(E) (20 at E=400), logits of that scale and inputs that saturate the first
+            # layer's gates. AWD-LSTM's U(-0.1, 0.1) instead (measured on PTB: docs/results.md).
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             self.decoder.weight = self.embedding.weight
         # adaptive softmax: one head logit per tail cluster (the words keep the decoder's rows)
         self.cluster_logits = nn.Linear(self.decoder.in_features, len(c.softmax_cutoffs)) \
