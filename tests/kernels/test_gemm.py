@@ -1,15 +1,20 @@
-"""The GEMM helpers equal plain matmuls (oneDNN on CPU float32, BLAS otherwise)."""
+"""The GEMM helpers equal plain matmuls (oneDNN on CPU float32 where it measures faster, torch.mm
+otherwise); the two paths give the same layers; the automatic choice is measured once per shape."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import rnnkit
+from rnnkit.kernels import _gemm
 from rnnkit.kernels._gemm import InputSide, Weight, add_outer
 
 
+@pytest.mark.parametrize("path", ["onednn", "mm", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_weight_and_add_outer_equal_matmul(dtype):
+def test_weight_and_add_outer_equal_matmul(dtype, path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_GEMM", path)
     w, x, b, o = (torch.randn(*s, dtype=dtype) for s in ((12, 5), (7, 5), (12,), (7, 12)))
     lin = Weight(w, 7)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
@@ -39,3 +44,39 @@ def test_input_side_backward_equals_autograd():
     gx, gw, gb, gg = torch.autograd.grad(ref, (x, w, b, gain), d)
     for a, e in ((side.dx, gx), (side.d_w, gw), (side.d_bias, gb), (side.d_gain, gg)):
         assert torch.allclose(a, e, atol=1e-12)
+
+
+def _run(layer, x):
+    x = x.clone().requires_grad_(True)
+    layer.zero_grad(set_to_none=True)
+    y, _ = layer(x)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    return [y.detach(), x.grad] + [p.grad for p in layer.parameters()]
+
+
+@pytest.mark.skipif(not _gemm.onednn_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_forced_paths_agree(kind, monkeypatch):
+    torch.manual_seed(0)
+    layer = getattr(rnnkit, kind)(7, 33, batch_first=True, layer_norm=True)
+    assert layer.select_backend() == "fused"
+    x = torch.randn(5, 19, 7)
+    results = {}
+    for choice in ("onednn", "mm"):
+        monkeypatch.setenv("RNNKIT_GEMM", choice)
+        results[choice] = _run(layer, x)
+    for a, b in zip(results["onednn"], results["mm"]):
+        scale = max(1.0, float(b.abs().max()))
+        assert float((a - b).abs().max()) <= 1e-5 * scale
+
+
+def test_automatic_choice_is_measured_once_per_shape(monkeypatch):
+    monkeypatch.delenv("RNNKIT_GEMM", raising=False)
+    like = torch.zeros(1)
+    first = _gemm.prefer_onednn("linear", 8, 16, 64, like)
+    assert isinstance(first, bool)
+    if _gemm.onednn_available():
+        hits = _gemm._measured.cache_info().hits
+        assert _gemm.prefer_onednn("linear", 8, 16, 64, like) == first
+        assert _gemm._measured.cache_info().hits == hits + 1
+    assert _gemm.prefer_onednn("linear", 8, 16, 64, like.double()) is False  # float64: torch.mm

@@ -1,21 +1,27 @@
-"""The GEMMs of the fused CPU kernels (private): prepacked oneDNN matmuls and the chunked input side.
+"""The GEMMs of the fused CPU kernels (private): per-step matmuls and the chunked input side.
 
-On CPU in float32 the per-step GEMMs go through oneDNN (the library behind ``torch.nn.LSTM``'s CPU
-kernel) with the weight reordered once per call into its blocked layout
-(``torch.ops.mkldnn._reorder_linear_weight``): on the machine of docs/performance.md that is ~2x
-the throughput of ``torch.mm`` for a (32, 256) @ (256, 1024) step. Elsewhere (float64, other devices,
-a torch built without oneDNN) the same calls fall back to ``torch.mm``/``addmm``. Both are exact GEMMs
-that differ only in summation order.
+On CPU in float32 two exact ways of computing ``x @ w.T`` for a fixed ``w`` compete, and which is
+faster depends on the machine: oneDNN's matmul with the weight reordered once per call into its blocked
+layout (``torch.ops.mkldnn._reorder_linear_weight``; on the AMD VM of docs/performance.md ~2x the
+throughput of ``torch.mm`` for a (32, 256) @ (256, 1024) step), or ``torch.mm`` with ``w.T`` made
+contiguous once (on the Xeon VM 1.3x *faster* than oneDNN for that step on one thread: 136 against
+177 us). :func:`prefer_onednn` times both once per shape and thread count and the kernels use the
+winner (``RNNKIT_GEMM=onednn`` or ``mm`` forces one). The weight-gradient products ``a^T b`` choose
+the same way between ``addmm_`` on transposed views and oneDNN on transposed copies. Elsewhere
+(float64, other devices, a torch without oneDNN) ``torch.mm``/``addmm``. All are exact GEMMs that
+differ only in summation order.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-__all__ = ["onednn_available", "Weight", "add_outer", "InputSide"]
+__all__ = ["onednn_available", "prefer_onednn", "Weight", "add_outer", "InputSide"]
 
 _LN_B = torch.ops.aten.native_layer_norm_backward.default
 
@@ -35,30 +41,74 @@ def _onednn(t: Tensor) -> bool:
     return t.dtype == torch.float32 and t.device.type == "cpu" and onednn_available()
 
 
+def _best_time(fn, reps: int = 5, calls: int = 8) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@lru_cache(maxsize=256)
+def _measured(kind: str, m: int, k: int, n: int, threads: int) -> bool:
+    """Whether oneDNN beat ``torch.mm`` for this product on this machine (timed once, ~10-50 ms)."""
+    with torch.no_grad():
+        if kind == "linear":  # (m, k) @ (n, k)^T, the weight fixed
+            x, w = torch.randn(m, k), torch.randn(n, k)
+            packed, wt = torch.ops.mkldnn._reorder_linear_weight(w, m), w.t().contiguous()
+            one = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")  # noqa: E731
+            other = lambda: torch.mm(x, wt)  # noqa: E731
+        else:  # "outer": acc (n, k) += a^T b with a (m, n), b (m, k)
+            a, b, acc = torch.randn(m, n), torch.randn(m, k), torch.zeros(n, k)
+            one = lambda: acc.add_(torch.ops.mkldnn._linear_pointwise(  # noqa: E731
+                a.t().contiguous(), b.t().contiguous(), None, "none", [], ""))
+            other = lambda: acc.addmm_(a.t(), b)  # noqa: E731
+        t_one, t_other = _best_time(one), _best_time(other)
+        t_one, t_other = min(t_one, _best_time(one)), min(t_other, _best_time(other))  # A B A B
+    return t_one < t_other
+
+
+def prefer_onednn(kind: str, m: int, k: int, n: int, like: Tensor) -> bool:
+    """Use oneDNN for a ``kind`` ("linear" or "outer") product of these sizes? (module doc)"""
+    if not _onednn(like):
+        return False
+    forced = os.environ.get("RNNKIT_GEMM", "auto")
+    if forced in ("onednn", "mm"):
+        return forced == "onednn"
+    return _measured(kind, m, k, n, torch.get_num_threads())
+
+
 class Weight:
     """``x @ w.T`` (``+ bias``, ``+ other``) for a fixed ``w`` (out, in) used many times in one call."""
 
     def __init__(self, w: Tensor, rows: int) -> None:
         self.w = w.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w, rows) if _onednn(self.w) else None
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w, rows) \
+            if prefer_onednn("linear", rows, self.w.shape[1], self.w.shape[0], self.w) else None
         if self.packed is not None:  # the overloads themselves: no per-call Python overload resolution
             self._plain = torch.ops.mkldnn._linear_pointwise.default
             self._add = torch.ops.mkldnn._linear_pointwise.binary
+        else:
+            self.wt = self.w.t().contiguous()  # (in, out): torch.mm's fastest operand layout
 
     def __call__(self, x: Tensor, bias: Tensor | None = None, other: Tensor | None = None) -> Tensor:
         if self.packed is not None:
             if other is not None:
                 return self._add(x, other, self.packed, bias, "add")
             return self._plain(x, self.packed, bias, "none", [], "")
-        y = torch.mm(x, self.w.t()) if bias is None else torch.addmm(bias, x, self.w.t())
-        return y if other is None else y.add_(other)
+        if other is not None:
+            return torch.addmm(other, x, self.wt) if bias is None else torch.addmm(other, x, self.wt).add_(bias)
+        return torch.mm(x, self.wt) if bias is None else torch.addmm(bias, x, self.wt)
 
 
 def add_outer(acc: Tensor, a: Tensor, b: Tensor) -> None:
     """``acc += a^T @ b`` for ``a`` (K, M), ``b`` (K, N): a weight gradient summed over K rows."""
     if a.shape[0] == 0:
         return
-    if _onednn(a):
+    if prefer_onednn("outer", a.shape[0], b.shape[1], a.shape[1], a):
         at, bt = a.t().contiguous(), b.t().contiguous()  # (M, K), (N, K): oneDNN's row-major operands
         acc.add_(torch.ops.mkldnn._linear_pointwise(at, bt, None, "none", [], ""))
     else:
