@@ -119,18 +119,21 @@ class Scratch:
 
 
 class loop_threads:
-    """Run the sequential loops of the kernels with ``RNNKIT_LOOP_THREADS`` intra-op threads (default 1).
+    """Run the sequential loops of the kernels with ``RNNKIT_LOOP_THREADS`` intra-op threads (default 0:
+    torch's own setting, as ``torch.nn.LSTM`` uses).
 
-    A step's ops are small (a (B, 4H) GEMM, ~10 pointwise ops on B x H): splitting each over threads
-    buys little, and every split is a barrier, which on a machine whose cores are shared (the measured
-    one, docs/performance.md) waits for a descheduled thread many times per step. One thread per loop
-    is the robust choice; ``RNNKIT_LOOP_THREADS=0`` keeps torch's setting. The previous setting is
-    restored on exit.
+    A step's ops are small (a (B, 4H) GEMM, ~10 pointwise ops on B x H), and every split over threads
+    is a barrier. On a quiet machine the second thread still pays for itself through the GEMMs
+    (measured on the 2-core Xeon VM: layer-norm LSTM 2.62x torch.nn.LSTM with 2 threads against 3.30x
+    with 1, layer-norm GRU 1.37x against 1.85x); on a machine whose cores are oversubscribed a
+    barrier waits for a descheduled thread many times per step (on the shared AMD VM under load, 2
+    threads were 1.6x *slower* than 1). ``RNNKIT_LOOP_THREADS=1`` is the setting for such machines.
+    The previous setting is restored on exit.
     """
 
     def __enter__(self) -> None:
         self.saved = torch.get_num_threads()
-        want = int(os.environ.get("RNNKIT_LOOP_THREADS", "1"))
+        want = int(os.environ.get("RNNKIT_LOOP_THREADS", "0"))
         if want > 0 and want != self.saved:
             torch.set_num_threads(want)
 
