@@ -31,7 +31,10 @@ from torch import Tensor
 
 __all__ = ["scan_chunk", "shifted", "linear_scan", "CHUNK"]
 
-CHUNK = 256  # steps scanned per chunk by the layers' kernels: a chunk's tensors stay in cache
+# Steps scanned per chunk by the layers' kernels (a chunk's tensors stay in cache while used). MinGRU
+# training step at B=8 T=4096 H=256 on the 2-core Xeon VM, one run: 128 -> 161 ms, 256 -> 145,
+# 512 -> 134, 1024 -> 137, 2048 -> 158 (torch.nn.GRU: 1592 ms).
+CHUNK = 512
 
 
 @lru_cache(maxsize=512)
