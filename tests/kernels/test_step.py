@@ -37,12 +37,37 @@ def test_no_grad_steps_equal_forward_on_the_fast_path(make, monkeypatch):
         assert torch.allclose(a, b, atol=1e-12)
 
 
-def test_the_cache_follows_parameter_updates():
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_fast_step_equals_torch_cell_with_copied_weights(kind):
+    """The fast path is ATen's own cell: bit-for-bit torch.nn.LSTMCell / GRUCell, stacked layers too."""
+    layer = getattr(rnnkit, kind)(6, 9, num_layers=2).eval()
+    cells = [getattr(torch.nn, kind + "Cell")(6 if k == 0 else 9, 9) for k in range(2)]
+    for k, cell in enumerate(cells):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).data.copy_(getattr(layer, f"{name}_l{k}"))
+    x = torch.randn(4, 6)
+    st = layer.init_state(4)
+    st = type(st)(*(torch.randn_like(p) for p in st)) if isinstance(st, tuple) else torch.randn_like(st)
+    with torch.no_grad():
+        y, new = layer.step(x, st)
+        inp, want = x, []
+        for k, cell in enumerate(cells):
+            out = cell(inp, (st[0][k], st[1][k])) if kind == "LSTM" else cell(inp, st[k])
+            want.append(out)
+            inp = out[0] if kind == "LSTM" else out
+    assert torch.equal(y, inp)
+    if kind == "LSTM":
+        assert torch.equal(new.h, torch.stack([w[0] for w in want])) and torch.equal(new.c, torch.stack([w[1] for w in want]))
+    else:
+        assert torch.equal(new, torch.stack(want))
+
+
+def test_the_fast_step_follows_parameter_updates():
     layer = rnnkit.LSTM(3, 4).eval()
     x, st = torch.randn(2, 3), layer.init_state(2)
     with torch.no_grad():
         y1, _ = layer.step(x, st)
-        layer.weight_hh_l0.add_(0.5)  # bumps the version: the cached weights must be rebuilt
+        layer.weight_hh_l0.add_(0.5)  # in place, as an optimizer step or load_state_dict does
         layer.bias_ih_l0.zero_()
         y2, _ = layer.step(x, st)
         y_full, _ = layer(x.unsqueeze(0), st)

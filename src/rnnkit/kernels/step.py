@@ -2,17 +2,15 @@ r"""Fast one-step inference (streaming) for plain LSTM, GRU and RNN layers witho
 
 ``Recurrent.step`` validates its input, loops over its cells and stacks the new state: ~100 small ops
 for a 1-layer LSTM. When nothing needs a gradient (``torch.no_grad()``, or no parameter requires one)
-and no regulariser acts (evaluation mode, or none configured), :func:`try_step` does one layer in as
-few ops as possible:
+and no regulariser acts (evaluation mode, or none configured), :func:`try_step` runs each layer of the
+stack as one call of ATen's own cell, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what
+``torch.nn.LSTMCell`` and friends call), with the layer's parameters as they are, without the module
+overhead. So a step equals ``torch.nn.LSTMCell`` with the same weights bit for bit, and parameter
+updates are seen at once (there is no copy of the weights to keep in sync).
 
-* LSTM: ``[x, h] @ [W_ih | W_hh]^T + (b_ih + b_hh)`` as one ``addmm`` with the concatenated,
-  transposed weight cached on the layer, then the gates in 6 pointwise ops;
-* GRU and RNN: ``torch._VF.gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.GRUCell`` calls), without the
-  module overhead.
-
-The cache is rebuilt when any parameter changes: its key is every parameter's ``(data_ptr, _version)``
-(an optimizer step or ``load_state_dict`` bumps the version; ``.to()`` moves the storage). Exactness:
-the concatenated GEMM sums the same products as two GEMMs in another order (float rounding only).
+An earlier version cached ``[W_ih | W_hh]^T`` and ran one ``addmm`` plus 6 pointwise ops in Python: on
+the AMD VM of docs/performance.md that was 1.05x an ``LSTMCell`` call; on the Xeon VM it was 82 us
+against 49 us for ``_VF.lstm_cell`` (each Python-level op costs more than the fused C++ cell saves).
 """
 
 from __future__ import annotations
@@ -24,37 +22,8 @@ from rnnkit.cells.base import LSTMState
 
 __all__ = ["try_step"]
 
-_CELLS = {"gru": torch._VF.gru_cell, "rnn_tanh": torch._VF.rnn_tanh_cell, "rnn_relu": torch._VF.rnn_relu_cell}
-
-
-class _Cache:
-    """Per-layer weights for :func:`try_step`, keyed by the parameters' storage and version."""
-
-    __slots__ = ("key", "layers")
-
-    def __init__(self) -> None:
-        self.key, self.layers = None, []
-
-
-def _weights(layer) -> list:
-    params = layer._flat_weights()
-    key = tuple((p.data_ptr(), p._version) for p in params)
-    cache = layer.__dict__.get("_step_cache")
-    if cache is None:
-        cache = layer.__dict__["_step_cache"] = _Cache()
-    if cache.key != key:
-        with torch.no_grad():
-            cache.layers = [_layer_weights(layer, layer._flat_weights(k)) for k in range(layer.num_layers)]
-        cache.key = key
-    return cache.layers
-
-
-def _layer_weights(layer, w: list[Tensor]):
-    w = [p.detach() for p in w]
-    if layer.native_mode != "lstm":
-        return tuple(w) if layer.bias else (w[0], w[1], None, None)
-    wt = torch.cat([w[0], w[1]], 1).t().contiguous()  # (I + H, 4H)
-    return wt, (w[2] + w[3]) if layer.bias else None
+_CELLS = {"lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell, "rnn_tanh": torch._VF.rnn_tanh_cell,
+          "rnn_relu": torch._VF.rnn_relu_cell}
 
 
 def _applies(layer, x_t, hx) -> bool:
@@ -79,28 +48,21 @@ def try_step(layer, x_t: Tensor, hx):
     """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc)."""
     if hx is None or not _applies(layer, x_t, hx):
         return None
-    weights = _weights(layer)
+    cell, params = _CELLS[layer.native_mode], layer._parameters
     if layer.native_mode == "lstm":
-        return _lstm(x_t, hx, weights)
-    cell, hs = _CELLS[layer.native_mode], []
-    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
-        x_t = cell(x_t, hx[k], w_ih, w_hh, b_ih, b_hh)
+        h_all, c_all = hx
+        hs, cs = [], []
+        for k, names in enumerate(layer._bindings):
+            w = [params[t] for _, t in names]
+            x_t, c = cell(x_t, (h_all[k], c_all[k]), *(w if layer.bias else (w[0], w[1], None, None)))
+            hs.append(x_t)
+            cs.append(c)
+        if len(hs) == 1:
+            return x_t, LSTMState(hs[0].unsqueeze(0), cs[0].unsqueeze(0))
+        return x_t, LSTMState(torch.stack(hs), torch.stack(cs))
+    hs = []
+    for k, names in enumerate(layer._bindings):
+        w = [params[t] for _, t in names]
+        x_t = cell(x_t, hx[k], *(w if layer.bias else (w[0], w[1], None, None)))
         hs.append(x_t)
     return x_t, hs[0].unsqueeze(0) if len(hs) == 1 else torch.stack(hs)
-
-
-def _lstm(x_t: Tensor, hx, weights):
-    h_all, c_all = hx
-    hs, cs = [], []
-    for k, (wt, b) in enumerate(weights):
-        xh = torch.cat([x_t, h_all[k]], 1)
-        gates = torch.mm(xh, wt) if b is None else torch.addmm(b, xh, wt)  # (B, 4H): i, f, g, o
-        H = gates.shape[1] // 4
-        sig = torch.sigmoid(gates)
-        c = torch.addcmul(sig[:, H:2 * H] * c_all[k], sig[:, :H], torch.tanh(gates[:, 2 * H:3 * H]))
-        x_t = sig[:, 3 * H:] * torch.tanh(c)
-        hs.append(x_t)
-        cs.append(c)
-    if len(hs) == 1:
-        return x_t, LSTMState(hs[0].unsqueeze(0), cs[0].unsqueeze(0))
-    return x_t, LSTMState(torch.stack(hs), torch.stack(cs))
