@@ -84,3 +84,14 @@ def test_automatic_choice_is_measured_once_per_shape(monkeypatch):
         assert _gemm.prefer_onednn("linear", 8, 16, 64, like) == first
         assert _gemm._measured.cache_info().hits == hits + 1
     assert _gemm.prefer_onednn("linear", 8, 16, 64, like.double()) is False  # float64: torch.mm
+
+
+def test_deterministic_mode_does_not_depend_on_a_timing(monkeypatch):
+    monkeypatch.delenv("RNNKIT_GEMM", raising=False)
+    monkeypatch.setattr(_gemm, "_measured", lambda *a: True)  # as if oneDNN had won the timing
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert _gemm.prefer_onednn("linear", 8, 16, 64, torch.zeros(1)) is False
+    finally:
+        torch.use_deterministic_algorithms(before)

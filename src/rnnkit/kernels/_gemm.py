@@ -6,7 +6,9 @@ layout (``torch.ops.mkldnn._reorder_linear_weight``; on the AMD VM of docs/perfo
 throughput of ``torch.mm`` for a (32, 256) @ (256, 1024) step), or ``torch.mm`` with ``w.T`` made
 contiguous once (on the Xeon VM 1.3x *faster* than oneDNN for that step on one thread: 136 against
 177 us). :func:`prefer_onednn` times both once per shape and thread count and the kernels use the
-winner (``RNNKIT_GEMM=onednn`` or ``mm`` forces one). The weight-gradient products ``a^T b`` choose
+winner (``RNNKIT_GEMM=onednn`` or ``mm`` forces one; under
+``torch.use_deterministic_algorithms(True)`` it is always ``torch.mm``, so that the rounding does not
+depend on a timing). The weight-gradient products ``a^T b`` choose
 the same way between ``addmm_`` on transposed views and oneDNN on transposed copies. Elsewhere
 (float64, other devices, a torch without oneDNN) ``torch.mm``/``addmm``. All are exact GEMMs that
 differ only in summation order.
@@ -80,6 +82,8 @@ def prefer_onednn(kind: str, m: int, k: int, n: int, like: Tensor) -> bool:
     forced = os.environ.get("RNNKIT_GEMM", "auto")
     if forced in ("onednn", "mm"):
         return forced == "onednn"
+    if torch.are_deterministic_algorithms_enabled():
+        return False  # a timing-dependent choice would make the rounding differ from run to run
     return _measured(kind, m, k, n, torch.get_num_threads())
 
 
