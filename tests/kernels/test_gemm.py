@@ -95,3 +95,9 @@ def test_deterministic_mode_does_not_depend_on_a_timing(monkeypatch):
         assert _gemm.prefer_onednn("linear", 8, 16, 64, torch.zeros(1)) is False
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_unknown_gemm_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("RNNKIT_GEMM", "fast")
+    with pytest.raises(ValueError, match="RNNKIT_GEMM: expected auto, onednn or mm, got 'fast'"):
+        _gemm.prefer_onednn("linear", 8, 16, 64, torch.zeros(1))

@@ -80,7 +80,9 @@ def prefer_onednn(kind: str, m: int, k: int, n: int, like: Tensor) -> bool:
     if not _onednn(like):
         return False
     forced = os.environ.get("RNNKIT_GEMM", "auto")
-    if forced in ("onednn", "mm"):
+    if forced not in ("auto", "onednn", "mm"):
+        raise ValueError(f"RNNKIT_GEMM: expected auto, onednn or mm, got {forced!r}")
+    if forced != "auto":
         return forced == "onednn"
     if torch.are_deterministic_algorithms_enabled():
         return False  # a timing-dependent choice would make the rounding differ from run to run
