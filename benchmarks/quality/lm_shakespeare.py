@@ -60,7 +60,7 @@ class _RecentLoss:
         return round(sum(self.losses) / len(self.losses), 4) if self.losses else None
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=97.0, help="training wall-clock budget")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
@@ -77,24 +77,34 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay of the weight matrices (AdamW instead of Adam when > 0)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    return ap
+
+
+def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[LanguageModelConfig, TrainerConfig]:
+    """The model and trainer configurations of a run (each validates its values: bad options fail here)."""
+    cfg = LanguageModelConfig(vocab_size=vocab_size, cell=args.cell, embedding_size=args.embedding,
+                              hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
+                              output_dropout=args.dropout, input_dropout=args.input_dropout,
+                              hidden_dropout=args.dropout if args.layers > 1 else 0.0)
+    # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
+    tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
+                         schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,
+                         optimizer="adamw" if args.weight_decay > 0 else "adam",
+                         weight_decay=args.weight_decay,
+                         seed=args.seed, quiet=True, checkpoint=False, tensorboard=False, plots=False,
+                         log_every=50)
+    return cfg, tcfg
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.manual_seed(args.seed)
     splits = load_dataset("tinyshakespeare")
     tok = CharTokenizer().fit(splits["train"])
     train_ids, val_ids = tok.encode(splits["train"]), torch.tensor(tok.encode(splits["val"]))
-    cfg = LanguageModelConfig(vocab_size=tok.vocab_size, cell=args.cell, embedding_size=args.embedding,
-                              hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
-                              output_dropout=args.dropout, input_dropout=args.input_dropout,
-                              hidden_dropout=args.dropout if args.layers > 1 else 0.0)
-    model = LanguageModel(cfg, tokenizer=tok)
     with tempfile.TemporaryDirectory() as run_dir:
-        # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
-        tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
-                             schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,
-                             optimizer="adamw" if args.weight_decay > 0 else "adam",
-                             weight_decay=args.weight_decay,
-                             seed=args.seed, quiet=True, checkpoint=False, tensorboard=False, plots=False,
-                             log_every=50)
+        cfg, tcfg = configs(args, tok.vocab_size, run_dir)
+        model = LanguageModel(cfg, tokenizer=tok)
         start = time.monotonic()
         recent = _RecentLoss()
         state = Trainer(model, tcfg, callbacks=[recent]).fit(

@@ -1,0 +1,46 @@
+"""benchmarks/quality/lm_shakespeare.py: the regularisation options reach the model and the trainer,
+are in --help, and bad values fail with one clear line."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from rnnkit.errors import ConfigError
+
+_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "quality" / "lm_shakespeare.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("lm_shakespeare_script", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_options_reach_model_and_trainer(script, tmp_path):
+    args = script.build_parser().parse_args(
+        ["--layers", "2", "--dropout", "0.3", "--input-dropout", "0.1", "--weight-decay", "0.05"])
+    cfg, tcfg = script.configs(args, 65, str(tmp_path))
+    assert (cfg.input_dropout, cfg.hidden_dropout, cfg.output_dropout) == (0.1, 0.3, 0.3)
+    assert (tcfg.optimizer, tcfg.weight_decay) == ("adamw", 0.05)
+    cfg, tcfg = script.configs(script.build_parser().parse_args([]), 65, str(tmp_path))
+    assert (cfg.input_dropout, tcfg.optimizer, tcfg.weight_decay) == (0.0, "adam", 0.0)
+
+
+def test_help_names_the_options(script):
+    text = script.build_parser().format_help()
+    assert "--input-dropout" in text and "--weight-decay" in text and "AdamW" in text
+
+
+@pytest.mark.parametrize("argv, name", [(["--input-dropout", "1.5"], "input_dropout"),
+                                        (["--weight-decay", "-0.1"], "weight_decay")])
+def test_bad_values_fail_with_one_clear_line(script, tmp_path, argv, name):
+    args = script.build_parser().parse_args(argv)
+    with pytest.raises((ConfigError, ValueError)) as info:
+        script.configs(args, 65, str(tmp_path))
+    message = str(info.value)
+    assert name in message and "\n" not in message
