@@ -48,21 +48,18 @@ def try_step(layer, x_t: Tensor, hx):
     """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc)."""
     if hx is None or not _applies(layer, x_t, hx):
         return None
-    cell, params = _CELLS[layer.native_mode], layer._parameters
-    if layer.native_mode == "lstm":
-        h_all, c_all = hx
-        hs, cs = [], []
-        for k, names in enumerate(layer._bindings):
-            w = [params[t] for _, t in names]
-            x_t, c = cell(x_t, (h_all[k], c_all[k]), *(w if layer.bias else (w[0], w[1], None, None)))
-            hs.append(x_t)
-            cs.append(c)
-        if len(hs) == 1:
-            return x_t, LSTMState(hs[0].unsqueeze(0), cs[0].unsqueeze(0))
-        return x_t, LSTMState(torch.stack(hs), torch.stack(cs))
-    hs = []
+    cell, params, lstm = _CELLS[layer.native_mode], layer._parameters, layer.native_mode == "lstm"
+    new = []  # per layer: h, or (h, c)
     for k, names in enumerate(layer._bindings):
         w = [params[t] for _, t in names]
-        x_t = cell(x_t, hx[k], *(w if layer.bias else (w[0], w[1], None, None)))
-        hs.append(x_t)
-    return x_t, hs[0].unsqueeze(0) if len(hs) == 1 else torch.stack(hs)
+        out = cell(x_t, (hx[0][k], hx[1][k]) if lstm else hx[k], *(w if layer.bias else (w[0], w[1], None, None)))
+        x_t = out[0] if lstm else out
+        new.append(out)
+    if lstm:
+        return x_t, LSTMState(*(_stack(p) for p in zip(*new)))
+    return x_t, _stack(new)
+
+
+def _stack(parts) -> Tensor:
+    """(L, B, H) from L tensors (B, H); one layer, the common streaming case, is a view, not a copy."""
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
