@@ -74,3 +74,28 @@ def test_regularisers_in_training_equal_reference_under_a_seed(kind, option):
     assert fast.select_backend() == "fused"
     assert_close_all(y1, y2, 1e-10)
     assert_close_all(s1, s2, 1e-10)
+
+
+@pytest.mark.parametrize("name", ["lstm_ln", "gru_ln"])
+@pytest.mark.parametrize("cpp", ["0", "auto"])
+def test_scratch_buffers_return_to_the_pool_when_the_graph_is_freed(name, cpp, monkeypatch):
+    """Without the garbage collector: a reference cycle through the saved output (fixed 2026-12-02) kept
+    every call's buffers until a gc pass, so each training step faulted in fresh ones."""
+    import gc
+
+    from rnnkit.kernels._fused_common import Scratch
+    monkeypatch.setenv("RNNKIT_CPP", cpp)
+    monkeypatch.setattr(Scratch, "_pool", type(Scratch._pool)())
+    monkeypatch.setattr(Scratch, "_bytes", 0)
+    layer = LAYERS[name](batch_first=True)
+    T, B, G = 9, 3, (4 if name == "lstm_ln" else 3) * 7
+    gc.disable()
+    try:
+        y, _ = layer(torch.randn(B, T, 5))
+        y.sum().backward()
+        key = ((T, B, G), torch.float32, torch.device("cpu"))
+        assert key not in Scratch._pool  # in use while the graph is alive
+        del y, _
+        assert len(Scratch._pool.get(key, [])) >= 1
+    finally:
+        gc.enable()

@@ -71,7 +71,12 @@ class _LSTMFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         with fc.loop_threads():
-            return _LSTMFn._backward(ctx, *grads)
+            try:
+                return _LSTMFn._backward(ctx, *grads)
+            finally:  # the saved output refers to this node: kept in ctx.s it would make a reference
+                # cycle, and the scratch buffers would wait for the garbage collector instead of going
+                # back to the pool when the graph is freed (a fresh 32 MB buffer per call, page faults)
+                ctx.s.ys = ctx.s.h0 = None
 
     @staticmethod
     def _forward(ctx, x, w_ih, bias, ln_ih, h0, c0, w_hh, ln_hh, lnc_w, lnc_b, peep, mask, keep, b):
