@@ -102,7 +102,11 @@ class Weight:
         else:
             self.wt = self.w.t().contiguous()  # (in, out): torch.mm's fastest operand layout
 
-    def __call__(self, x: Tensor, bias: Tensor | None = None, other: Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, bias: Tensor | None = None, other: Tensor | None = None,
+                 out: Tensor | None = None) -> Tensor:
+        if out is not None:  # x W^T written into out (no bias, no other): torch.mm writes it in place
+            assert bias is None and other is None
+            return torch.mm(x, self.wt, out=out) if self.packed is None else out.copy_(self(x))
         if self.packed is not None:
             if other is not None:
                 return self._add(x, other, self.packed, bias, "add")
@@ -142,8 +146,7 @@ class InputSide:
         xc = self.x[t0:t1].reshape(-1, self.x.shape[-1])  # (c B, I)
         if self.gain is None:
             return self.w(xc, self.bias)  # (c B, G)
-        xp = self.keep[t0:t1].view(xc.shape[0], -1)
-        xp.copy_(self.w(xc))
+        xp = self.w(xc, out=self.keep[t0:t1].view(xc.shape[0], -1))
         xa, mean, rstd = torch.native_layer_norm(xp, self.gain.shape, self.gain, self.bias, self.eps)
         self.stats[t0] = (mean, rstd)
         return xa
