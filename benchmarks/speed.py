@@ -13,6 +13,7 @@ import argparse
 import pathlib
 
 from rnnkit.bench import format_table, machine_description, run_speed, to_json
+from rnnkit.kernels import _cpp
 
 
 def main() -> None:
@@ -21,6 +22,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes, to check the script runs")
     ap.add_argument("--repeats", type=int, default=7, help="timed pairs per row (median of their ratios)")
     args = ap.parse_args()
+    _cpp.ops()  # build or load the optional C++ loops first, so the description says whether they run
     machine = machine_description()  # the load before the run
     rows = run_speed(repeats=args.repeats, quick=args.quick)
     print(f"machine: {machine}")

@@ -148,6 +148,8 @@ def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int
     long_B, long_T, long_repeats = 8, 4096, 3
     if quick:
         B, T, I, H, repeats, long_B, long_T, long_repeats = 4, 32, 8, 16, 3, 2, 64, 3
+    from rnnkit.kernels import _cpp
+    _cpp.ops()  # build or load the optional C++ loops before anything is timed
     torch.manual_seed(0)
     rows = _layer_rows(B, T, I, H, repeats)
     rows.append(_long_row(long_B, long_T, I, H, long_repeats))
@@ -169,8 +171,9 @@ def machine_description(threads: int | None = None) -> str:
     if hasattr(os, "getloadavg"):
         load = ", 1-min load average {:.1f} on {} CPUs".format(os.getloadavg()[0], os.cpu_count())
     threads = torch.get_num_threads() if threads is None else threads
+    from rnnkit.kernels import _cpp
     return (f"{cpu}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__}, "
-            f"Python {platform.python_version()}{load}")
+            f"Python {platform.python_version()}, C++ loops {_cpp.status()}{load}")
 
 
 def _fmt(v: float | None, spec: str) -> str:

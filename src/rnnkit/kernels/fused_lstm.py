@@ -28,6 +28,11 @@ backward of a step is
     \end{aligned}
 
 Zoneout's keep mask :math:`k` folds into those factors as :math:`(1-k)` plus one ``addcmul`` per state.
+
+For the layer-norm LSTM on the CPU (with or without lengths and recurrent dropout, not under zoneout)
+the per-step loops of both passes run in C++ when :mod:`rnnkit.kernels._cpp` can build them
+(``csrc/ln_lstm.cpp``: the same equations, one pass over each row per step, no Python per step); the
+chunk-level work (input side, weight gradients) stays here. ``RNNKIT_CPP=0`` keeps the Python loops.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from torch import Tensor
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.kernels import _cpp
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels._gemm import InputSide, Weight, add_outer
 
@@ -94,7 +100,10 @@ class _LSTMFn(torch.autograd.Function):
         s.act, s.tc = sc.take(T, B, 4 * H), sc.take(T, B, H)  # g, i, f, o; tanh(LN(c_t))
         s.hp = None if ln_hh is None else sc.take(T, B, 4 * H)  # W_hh h_{t-1} before its norm
         s.stats, s.cstats = {}, {}
-        for t0, t1 in fc.chunks(b, C):
+        s.cpp = _cpp_ops(s, b, x)
+        if s.cpp is not None:
+            _forward_cpp(s, b, x, h0, w_hh, ys)
+        for t0, t1 in ([] if s.cpp is not None else fc.chunks(b, C)):
             xa = s.inp.forward(t0, t1).view(t1 - t0, B, 4 * H)
             for t in range(t0, t1):
                 n = b.sizes[t]
@@ -114,9 +123,12 @@ class _LSTMFn(torch.autograd.Function):
         s.dgam, s.dgc = [], []
         s.d_peep = None if s.peep is None else torch.zeros_like(s.peep)
         need_h0 = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
-        dh0, dc0 = _backward_chunks(s, b, d_ys, d_hn, d_cn, need_h0)
-        d_ln = _sum(s.dgam, s.ln_w)
-        d_lnc_w, d_lnc_b = _sum([g for g, _ in s.dgc], s.lnc_w), _sum([g for _, g in s.dgc], s.lnc_b)
+        if s.cpp is not None:
+            dh0, dc0, d_ln, d_lnc_w, d_lnc_b = _backward_cpp(s, b, d_ys, d_hn, d_cn, need_h0)
+        else:
+            dh0, dc0 = _backward_chunks(s, b, d_ys, d_hn, d_cn, need_h0)
+            d_ln = _sum(s.dgam, s.ln_w)
+            d_lnc_w, d_lnc_b = _sum([g for g, _ in s.dgc], s.lnc_w), _sum([g for _, g in s.dgc], s.lnc_b)
         inp = s.inp
         return (inp.dx, inp.d_w, inp.d_bias, inp.d_gain, dh0, dc0, s.d_w, d_ln, d_lnc_w, d_lnc_b, s.d_peep,
                 None, None, None)
@@ -126,6 +138,56 @@ def _sum(parts: list, like: Tensor | None) -> Tensor | None:
     if like is None:
         return None
     return torch.stack(parts).sum(0) if parts else torch.zeros_like(like)
+
+
+def _cpp_ops(s, b, x: Tensor):
+    """The C++ step loops (:mod:`rnnkit.kernels._cpp`) when they compute this call: a layer-norm LSTM
+    on the CPU in float32/float64, with or without lengths and recurrent dropout, not under zoneout
+    (peepholes are not part of the layer-norm cell). Else None: the Python loops below."""
+    if (s.ln_w is None or s.keep is not None or s.peep is not None or x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.float64)):
+        return None
+    return _cpp.ops()
+
+
+def _forward_cpp(s, b, x: Tensor, h0: Tensor, w_hh: Tensor, ys: Tensor) -> None:
+    """The forward's chunks with the C++ step loop; row statistics in (T, B, 2) buffers."""
+    T, B, H = ys.shape
+    s.w_hh, w_t = w_hh.contiguous(), w_hh.t().contiguous()
+    s.st, s.cst = s.scratch.take(T, B, 2), s.scratch.take(T, B, 2)
+    h0 = h0.contiguous()
+    if s.mask is not None:
+        s.mask = s.mask.to(dtype=x.dtype).contiguous()
+    for t0, t1 in fc.chunks(b, s.C):
+        xa = s.inp.forward(t0, t1).view(t1 - t0, B, 4 * H).contiguous()
+        s.cpp.ln_lstm_fwd_chunk(xa, h0 if t0 == 0 else ys[t0 - 1], w_t, s.ln_w, s.lnc_w, s.lnc_b, EPS,
+                                b.sizes[t0:t1], s.mask, None if s.mask is None else s.hin[t0:t1], ys[t0:t1],
+                                s.cs[t0:t1 + 1], s.act[t0:t1], s.tc[t0:t1], s.hp[t0:t1], s.st[t0:t1], s.cst[t0:t1])
+
+
+def _backward_cpp(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool):
+    """The backward's chunks with the C++ step loop; returns dh0, dc0 and the three gains' gradients.
+
+    A row's state gradients start at its last step (``d_hn`` plus its output gradient, ``d_cn``); the
+    rows still running after a chunk have arrived before it (``b.sizes[t1]`` of them)."""
+    T, B, H = s.ys.shape
+    C, d_ys, d_hn, d_cn = s.C, d_ys.contiguous(), d_hn.contiguous(), d_cn.contiguous()
+    new = d_ys.new_empty if b.full else d_ys.new_zeros
+    wk = SimpleNamespace(dpre=new(C, B, 4 * H), dhp=new(C, B, 4 * H))
+    acc = [torch.zeros(n, dtype=torch.float64) for n in (4 * H, H, H)]  # gains' gradients, summed in double
+    dh, dc = d_ys.new_zeros(B, H), d_ys.new_zeros(B, H)
+    for t0, t1 in fc.chunks(b, C, reverse=True):
+        if not b.full:  # rows that do not run must not enter the weight gradients
+            wk.dpre.zero_()
+            wk.dhp.zero_()
+        s.cpp.ln_lstm_bwd_chunk(s.act[t0:t1], s.tc[t0:t1], s.cs[t0:t1 + 1], s.hp[t0:t1], s.st[t0:t1],
+                                s.cst[t0:t1], s.ln_w, s.lnc_w, s.w_hh, d_ys[t0:t1], d_ys[t0 - 1] if t0 else None,
+                                d_hn, d_cn, b.sizes[t0:t1], b.sizes[t1] if t1 < T else 0, s.mask,
+                                t0 > 0 or need_h0, dh, dc, wk.dpre[:t1 - t0], wk.dhp[:t1 - t0], *acc)
+        _chunk_weight_grads(s, wk, t0, t1)
+    m = b.sizes[0] if T else 0  # rows of length 0 never ran: h_n = h_0, c_n = c_0
+    dh[m:], dc[m:] = d_hn[m:], d_cn[m:]
+    return (dh if need_h0 else None), dc, *(a.to(d_ys.dtype) for a in acc)
 
 
 def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int) -> None:

@@ -1,0 +1,99 @@
+"""The optional C++ loops of the fused kernels (private): built on first use, used when they build.
+
+``csrc/ln_lstm.cpp`` runs the per-step loops of the layer-norm LSTM kernel (forward and backward of a
+chunk of steps) in C++: the same arithmetic as :mod:`rnnkit.kernels.fused_lstm`, without ~20 Python-level
+ATen calls per step. It is compiled with :func:`torch.utils.cpp_extension.load` the first time a
+layer-norm LSTM runs on the CPU (about a minute on 2 cores, once per machine and torch version; the
+library is cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and needs a
+C++ compiler and ``ninja`` (the ``cpp`` extra installs ninja). Where it cannot be built the kernels
+keep their Python loops, with one logged warning saying why.
+
+``RNNKIT_CPP`` chooses: ``auto`` (default: build or load, fall back quietly after the warning),
+``1`` (the C++ loops are required: a failed build is an error), ``0`` (never: the Python loops).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["ops", "mode", "status"]
+
+log = logging.getLogger(__name__)
+_SOURCE = Path(__file__).parent / "csrc" / "ln_lstm.cpp"
+_VERSION = "v1"  # change with the ops' schemas: the cached library is found by its name
+_lock = threading.Lock()
+_state: dict = {"tried": False, "ops": None, "error": None}
+_MODES = ("auto", "0", "1")
+
+
+def mode() -> str:
+    """``RNNKIT_CPP`` (module doc); an unknown value is an error naming the valid ones."""
+    m = os.environ.get("RNNKIT_CPP", "auto").strip().lower() or "auto"
+    if m not in _MODES:
+        raise ValueError(f"RNNKIT_CPP must be one of auto, 0, 1 (got {m!r})")
+    return m
+
+
+def _flags() -> tuple[str, list[str]]:
+    """The library's name and compiler flags: AVX2 + FMA where torch found them on this CPU (in the name,
+    so a cache shared with an older CPU never loads it), else the compiler's baseline."""
+    import torch
+
+    cap = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
+    simd = ["-mavx2", "-mfma"] if cap.startswith("AVX") and cap != "DEFAULT" else []
+    return f"rnnkit_cpp_{_VERSION}{'_avx2' if simd else ''}", ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", *simd]
+
+
+def _build():
+    import torch
+    from torch.utils import cpp_extension
+
+    name, flags = _flags()
+
+    # ninja from the environment's own bin (the `cpp` extra) when it is not on PATH
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    try:  # torch's cache of built extensions (a private helper: only to say whether a build is coming)
+        built = (Path(cpp_extension._get_build_directory(name, False)) / f"{name}.so").exists()
+    except Exception:
+        built = False
+    if not built:
+        log.warning("rnnkit: building the C++ kernel loops (once per machine, about a minute; "
+                    "RNNKIT_CPP=0 skips)")
+    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, is_python_module=False,
+                       verbose=False)
+    return torch.ops.rnnkit_cpp
+
+
+def ops():
+    """``torch.ops.rnnkit_cpp`` when the C++ loops are wanted and built, else None (module doc)."""
+    m = mode()
+    if m == "0":
+        return None
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                _state["ops"] = _build()
+            except Exception as e:  # no compiler, no ninja, a failed compile: the Python loops remain
+                lines = str(e).strip().splitlines()
+                _state["error"] = f"{type(e).__name__}: {lines[-1] if lines else ''}"
+                log.warning("rnnkit: the C++ kernel loops are not available (%s); using the Python loops",
+                            _state["error"])
+    if _state["ops"] is None and m == "1":
+        raise RuntimeError(f"RNNKIT_CPP=1 but the C++ kernel loops could not be built: {_state['error']}")
+    return _state["ops"]
+
+
+def status() -> str:
+    """``"on"``, ``"off (why)"`` or ``"not loaded yet"``, without building anything (for tables)."""
+    if mode() == "0":
+        return "off (RNNKIT_CPP=0)"
+    if not _state["tried"]:
+        return "not loaded yet"
+    return "on" if _state["ops"] is not None else f"off ({_state['error']})"

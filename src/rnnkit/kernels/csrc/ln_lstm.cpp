@@ -1,0 +1,361 @@
+// The per-step loops of the fused layer-norm LSTM (rnnkit/kernels/fused_lstm.py) in C++.
+//
+// The Python loops issue ~20 small ATen calls per time step, each with its Python and dispatcher
+// cost (a quarter of a training step in docs/performance.md's profile). These two ops run a whole
+// chunk of steps: per step one GEMM (at::mm_out) and one pass over each row for everything else
+// (the two layer norms, the gates' sigmoid/tanh, the cell update and the output), the rows split
+// over torch's threads. The backward needs no transcendental function (products of saved values).
+//
+// Layout and meaning are those of fused_lstm.py: gates (g, i, f, o); time-major chunks of the
+// kernel's saved buffers. Lengths run as there: the batch sorted by decreasing length, step t computes
+// the running prefix of sizes[t] rows (buffers of the rows that do not run stay zero). An optional
+// recurrent-dropout mask multiplies h_{t-1} before the GEMM. Zoneout stays with the Python loops.
+// Reductions over a row use 32 partial sums (vectorised, not one dependent chain); the gains'
+// gradients are summed over rows and steps in double.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+void check(const Tensor& t, const Tensor& like, const char* name) {
+  TORCH_CHECK(t.is_contiguous(), "rnnkit_cpp: ", name, " must be contiguous");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "rnnkit_cpp: ", name, " has the wrong dtype");
+  TORCH_CHECK(t.device().is_cpu(), "rnnkit_cpp: ", name, " must be on the CPU");
+}
+
+// Sums with 32 independent partial sums (4 AVX2 registers of floats), so that a reduction is not one
+// long chain of dependent additions (4 cycles each): sum_k f(k) over k < n.
+constexpr int64_t kLanes = 32;
+template <typename S, typename F>
+inline S lane_sum(int64_t n, F f) {
+  S acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) acc[j] += f(k + j);
+  S tail = 0;
+  for (; k < n; ++k) tail += f(k);
+  S total = 0;
+  for (int64_t j = 0; j < kLanes; ++j) total += acc[j];
+  return total + tail;
+}
+
+// Mean and 1 / sqrt(var + eps) of a row, two passes.
+template <typename S>
+inline void row_moments(const S* x, int64_t n, double eps, double& mean, double& rstd) {
+  mean = static_cast<double>(lane_sum<S>(n, [&](int64_t k) { return x[k]; })) / n;
+  const S m = static_cast<S>(mean);
+  const S sq = lane_sum<S>(n, [&](int64_t k) { const S d = x[k] - m; return d * d; });
+  rstd = 1.0 / std::sqrt(static_cast<double>(sq) / n + eps);
+}
+
+void check_rows(at::IntArrayRef sizes, int64_t C, int64_t B) {
+  TORCH_CHECK(static_cast<int64_t>(sizes.size()) == C, "rnnkit_cpp: sizes must give the rows of each step");
+  for (int64_t t = 0; t < C; ++t)
+    TORCH_CHECK(sizes[t] >= 0 && sizes[t] <= B && (t == 0 || sizes[t] <= sizes[t - 1]),
+                "rnnkit_cpp: sizes must be non-increasing and within the batch");
+}
+
+// The gates' sigmoid and tanh, inlined so that they vectorise inside the row loops (AVX2: 8 floats).
+// float: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial, 2^n from the exponent
+// bits; ~1 ulp) and tanhf (odd polynomial below 0.625, where the relative error matters: layer norm
+// amplifies absolute errors near 0; 1 - 2 / (e^{2|x|} + 1) above). double: the C library's.
+inline float exp_(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const float z = x * x;
+  const float y = ((((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x +
+                     4.1665795894e-2f) * x + 1.6666665459e-1f) * x + 5.0000001201e-1f) * z + x) + 1.0f;
+  return y * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+inline double exp_(double x) { return std::exp(x); }
+inline float sigmoid_(float x) { return 1.0f / (1.0f + exp_(-x)); }
+inline double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline float tanh_(float x) {
+  const float a = std::fabs(x), z = x * x;
+  const float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+                        1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+  const float big = std::copysign(1.0f - 2.0f / (exp_(2.0f * a) + 1.0f), x);
+  return a < 0.625f ? small : big;
+}
+inline double tanh_(double x) { return std::tanh(x); }
+
+// Rows per task: a step splits over threads only with >= 16K gate entries per task (at B=32, 4H=1024:
+// two tasks of 16 rows; measured 136 against 152 us per forward step on one task, Xeon VM, 2 threads).
+inline int64_t grain(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
+
+template <typename S>
+void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w, const Tensor& lnc_w,
+               const Tensor& lnc_b, double eps, at::IntArrayRef sizes, const std::optional<Tensor>& mask,
+               const std::optional<Tensor>& hin, const Tensor& ys, const Tensor& cs, const Tensor& act,
+               const Tensor& tc, const Tensor& hp, const Tensor& stats, const Tensor& cstats) {
+  const int64_t C = xa.size(0), G = xa.size(2), H = G / 4;
+  const S* lw = ln_w.data_ptr<S>();
+  const S* cw = lnc_w.data_ptr<S>();
+  const S* cb = lnc_b.data_ptr<S>();
+  for (int64_t t = 0; t < C; ++t) {
+    const int64_t B = sizes[t];  // the running rows
+    if (B == 0) continue;
+    Tensor hp_t = hp[t].narrow(0, 0, B), act_t = act[t].narrow(0, 0, B), tc_t = tc[t].narrow(0, 0, B);
+    Tensor h_prev = (t == 0 ? h0 : ys[t - 1]).narrow(0, 0, B);
+    if (mask.has_value()) {  // recurrent dropout: W_hh (m * h_{t-1}), the masked state saved
+      Tensor h_in = (*hin)[t].narrow(0, 0, B);
+      at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
+      h_prev = h_in;
+    }
+    at::mm_out(hp_t, h_prev, w_t);  // W_hh h_{t-1}, before its norm
+    const S* hpp = hp_t.data_ptr<S>();
+    const S* xap = xa[t].data_ptr<S>();
+    S* ap = act_t.data_ptr<S>();
+    S* st = stats[t].data_ptr<S>();
+    const S* cp = cs[t].data_ptr<S>();
+    S* cn = cs[t + 1].data_ptr<S>();
+    S* tp = tc_t.data_ptr<S>();
+    S* cst = cstats[t].data_ptr<S>();
+    S* y = ys[t].data_ptr<S>();
+    at::parallel_for(0, B, grain(G), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {  // one pass over the row: norms, gates, cell, output
+        const S* x = hpp + r * G;
+        const S* a = xap + r * G;
+        S* p = ap + r * G;
+        double mean, rstd;
+        row_moments(x, G, eps, mean, rstd);  // pre = LN_hh(W_hh h) + (LN_ih(W_ih x) + b)
+        S m = static_cast<S>(mean), rs = static_cast<S>(rstd);
+        st[2 * r] = m;
+        st[2 * r + 1] = rs;
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) p[k] = tanh_(((x[k] - m) * rs * lw[k] + a[k]));
+#pragma omp simd
+        for (int64_t k = H; k < G; ++k) p[k] = sigmoid_(((x[k] - m) * rs * lw[k] + a[k]));
+        const S *g = p, *i = p + H, *f = p + 2 * H, *o = p + 3 * H;
+        const S* c0 = cp + r * H;
+        S* c1 = cn + r * H;
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) c1[k] = f[k] * c0[k] + i[k] * g[k];  // c_t = f c_{t-1} + i g
+        row_moments(c1, H, eps, mean, rstd);
+        m = static_cast<S>(mean);
+        rs = static_cast<S>(rstd);
+        cst[2 * r] = m;
+        cst[2 * r + 1] = rs;
+        S* u = tp + r * H;
+        S* yr = y + r * H;
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) {  // h_t = o tanh(LN_c(c_t))
+          const S tk = tanh_((c1[k] - m) * rs * cw[k] + cb[k]);
+          u[k] = tk;
+          yr[k] = o[k] * tk;
+        }
+      }
+    });
+  }
+}
+
+void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w,
+                       const Tensor& lnc_w, const Tensor& lnc_b, double eps, at::IntArrayRef sizes,
+                       const std::optional<Tensor>& mask, const std::optional<Tensor>& hin, const Tensor& ys,
+                       const Tensor& cs, const Tensor& act, const Tensor& tc, const Tensor& hp, const Tensor& stats,
+                       const Tensor& cstats) {
+  TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
+  const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
+  for (auto& [t, name] : std::vector<std::pair<const Tensor*, const char*>>{
+           {&xa, "xa"}, {&h0, "h0"}, {&w_t, "w_t"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"},
+           {&ys, "ys"}, {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"},
+           {&cstats, "cstats"}})
+    check(*t, xa, name);
+  check_rows(sizes, C, B);
+  TORCH_CHECK(mask.has_value() == hin.has_value(), "rnnkit_cpp: mask and hin go together");
+  if (mask.has_value()) {
+    check(*mask, xa, "mask");
+    check(*hin, xa, "hin");
+    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, H}) && hin->sizes() == at::IntArrayRef({C, B, H}),
+                "rnnkit_cpp: mask must be (B, H) and hin (chunk, B, H)");
+  }
+  TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_t.sizes() == at::IntArrayRef({H, 4 * H}) &&
+                  ys.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
+                  act.sizes() == xa.sizes() && hp.sizes() == xa.sizes() && tc.sizes() == ys.sizes() &&
+                  stats.sizes() == at::IntArrayRef({C, B, 2}) && cstats.sizes() == stats.sizes() &&
+                  ln_w.numel() == 4 * H && lnc_w.numel() == H && lnc_b.numel() == H,
+              "rnnkit_cpp: ln_lstm_fwd_chunk got inconsistent shapes");
+  AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "ln_lstm_fwd_chunk", [&] {
+    fwd_chunk<scalar_t>(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys, cs, act, tc, hp, stats,
+                        cstats);
+  });
+}
+
+// Backward of a chunk, steps in reverse. dh/dc (B, H) carry the state gradients of the rows that have
+// arrived: `arrived` rows at the chunk's end (those still running after it); a row arrives at its last
+// step with d_hn + its output gradient and d_cn. dpre = d(pre-activations) and dhp = d(W_hh h_{t-1}) are
+// written per step (rows that do not run are left alone: the caller zeroes them); the gains' gradients
+// are added to the double accumulators dgam (4H), dgcw, dgcb (H).
+template <typename S>
+void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tensor& hp, const Tensor& stats,
+               const Tensor& cstats, const Tensor& ln_w, const Tensor& lnc_w, const Tensor& w_hh,
+               const Tensor& d_ys, const std::optional<Tensor>& d_prev, const Tensor& d_hn, const Tensor& d_cn,
+               at::IntArrayRef sizes, int64_t arrived, const std::optional<Tensor>& mask, bool need_first,
+               const Tensor& dh, const Tensor& dc, const Tensor& dpre, const Tensor& dhp, const Tensor& dgam,
+               const Tensor& dgcw, const Tensor& dgcb) {
+  const int64_t C = act.size(0), G = act.size(2), H = G / 4;
+  const S* lw = ln_w.data_ptr<S>();
+  const S* cw = lnc_w.data_ptr<S>();
+  const int nt = at::get_num_threads();
+  // per-thread partial sums of the gains' gradients (rows split over threads)
+  std::vector<double> part(static_cast<size_t>(nt) * (G + 2 * H), 0.0);
+  S* dhp_ = dh.data_ptr<S>();
+  S* dcp = dc.data_ptr<S>();
+  for (int64_t j = C - 1; j >= 0; --j) {
+    const int64_t B = sizes[j];
+    if (B == 0) continue;
+    if (B > arrived) {  // rows whose last step this is
+      dh.narrow(0, arrived, B - arrived).copy_(d_hn.narrow(0, arrived, B - arrived));
+      dh.narrow(0, arrived, B - arrived).add_(d_ys[j].narrow(0, arrived, B - arrived));
+      dc.narrow(0, arrived, B - arrived).copy_(d_cn.narrow(0, arrived, B - arrived));
+      arrived = B;
+    }
+    const S* ap = act[j].data_ptr<S>();
+    const S* tp = tc[j].data_ptr<S>();
+    const S* c0p = cs[j].data_ptr<S>();
+    const S* c1p = cs[j + 1].data_ptr<S>();
+    const S* hpp = hp[j].data_ptr<S>();
+    const S* st = stats[j].data_ptr<S>();
+    const S* cst = cstats[j].data_ptr<S>();
+    S* dp = dpre[j].data_ptr<S>();
+    S* dq = dhp[j].data_ptr<S>();
+    at::parallel_for(0, B, grain(G), [&](int64_t r0, int64_t r1) {
+      const int tid = at::get_thread_num();
+      double* pg = part.data() + static_cast<size_t>(tid) * (G + 2 * H);
+      double *pw = pg + G, *pb = pw + H;
+      std::vector<S> buf(3 * H + 2 * G);
+      S *du = buf.data(), *xc = du + H, *dxc = xc + H, *xh = dxc + H, *dxh = xh + G;
+      for (int64_t r = r0; r < r1; ++r) {
+        const S* g = ap + r * G;
+        const S *i = g + H, *f = g + 2 * H, *o = g + 3 * H;
+        const S* tr = tp + r * H;
+        const S* c0 = c0p + r * H;
+        const S* c1 = c1p + r * H;
+        S* dhr = dhp_ + r * H;
+        S* dcr = dcp + r * H;
+        S* dpr = dp + r * G;
+        // output gate and d u, u = LN_c(c_t)
+        const S mc = cst[2 * r], rc = cst[2 * r + 1];
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) {
+          const S ok = o[k], tk = tr[k], d = dhr[k];
+          dpr[3 * H + k] = d * tk * ok * (1 - ok);
+          du[k] = d * ok * (1 - tk * tk);
+          xc[k] = (c1[k] - mc) * rc;
+          dxc[k] = du[k] * cw[k];
+          pw[k] += du[k] * xc[k];
+          pb[k] += du[k];
+        }
+        // layer norm of c_t, backward: dc_t = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = du w
+        const S a1 = lane_sum<S>(H, [&](int64_t k) { return dxc[k]; }) / H;
+        const S a2 = lane_sum<S>(H, [&](int64_t k) { return dxc[k] * xc[k]; }) / H;
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) {
+          const S dct = rc * (dxc[k] - a1 - xc[k] * a2) + dcr[k];
+          const S gk = g[k], ik = i[k], fk = f[k];
+          dpr[k] = dct * ik * (1 - gk * gk);
+          dpr[H + k] = dct * gk * ik * (1 - ik);
+          dpr[2 * H + k] = dct * c0[k] * fk * (1 - fk);
+          dcr[k] = dct * fk;  // dc_{t-1}
+        }
+        // layer norm of W_hh h_{t-1} (gain only), backward
+        const S* x = hpp + r * G;
+        const S m = st[2 * r], rs = st[2 * r + 1];
+#pragma omp simd
+        for (int64_t k = 0; k < G; ++k) {
+          xh[k] = (x[k] - m) * rs;
+          dxh[k] = dpr[k] * lw[k];
+          pg[k] += dpr[k] * xh[k];
+        }
+        const S b1 = lane_sum<S>(G, [&](int64_t k) { return dxh[k]; }) / G;
+        const S b2 = lane_sum<S>(G, [&](int64_t k) { return dxh[k] * xh[k]; }) / G;
+        S* dqr = dq + r * G;
+#pragma omp simd
+        for (int64_t k = 0; k < G; ++k) dqr[k] = rs * (dxh[k] - b1 - xh[k] * b2);
+      }
+    });
+    if (j > 0 || need_first) {  // dh_{t-1} = (dhp W_hh) m + dy_{t-1}
+      Tensor out = dh.narrow(0, 0, B);
+      at::mm_out(out, dhp[j].narrow(0, 0, B), w_hh);
+      if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
+      if (j > 0)
+        out.add_(d_ys[j - 1].narrow(0, 0, B));
+      else if (d_prev.has_value())
+        out.add_(d_prev->narrow(0, 0, B));
+    }
+  }
+  double* ag = dgam.data_ptr<double>();
+  double* aw = dgcw.data_ptr<double>();
+  double* ab = dgcb.data_ptr<double>();
+  for (int tid = 0; tid < nt; ++tid) {
+    const double* pg = part.data() + static_cast<size_t>(tid) * (G + 2 * H);
+    for (int64_t k = 0; k < G; ++k) ag[k] += pg[k];
+    for (int64_t k = 0; k < H; ++k) aw[k] += pg[G + k];
+    for (int64_t k = 0; k < H; ++k) ab[k] += pg[G + H + k];
+  }
+}
+
+void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tensor& hp,
+                       const Tensor& stats, const Tensor& cstats, const Tensor& ln_w, const Tensor& lnc_w,
+                       const Tensor& w_hh, const Tensor& d_ys, const std::optional<Tensor>& d_prev,
+                       const Tensor& d_hn, const Tensor& d_cn, at::IntArrayRef sizes, int64_t arrived,
+                       const std::optional<Tensor>& mask, bool need_first, const Tensor& dh, const Tensor& dc,
+                       const Tensor& dpre, const Tensor& dhp, const Tensor& dgam, const Tensor& dgcw,
+                       const Tensor& dgcb) {
+  TORCH_CHECK(act.dim() == 3 && act.size(2) % 4 == 0, "rnnkit_cpp: act must be (chunk, B, 4H)");
+  const int64_t C = act.size(0), B = act.size(1), H = act.size(2) / 4;
+  for (auto& [t, name] : std::vector<std::pair<const Tensor*, const char*>>{
+           {&act, "act"}, {&tc, "tc"}, {&cs, "cs"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"},
+           {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&w_hh, "w_hh"}, {&d_ys, "d_ys"}, {&dh, "dh"}, {&dc, "dc"},
+           {&dpre, "dpre"}, {&dhp, "dhp"}})
+    check(*t, act, name);
+  for (auto& [t, name] : std::vector<std::pair<const Tensor*, const char*>>{{&d_hn, "d_hn"}, {&d_cn, "d_cn"}})
+    check(*t, act, name);
+  if (d_prev.has_value()) check(*d_prev, act, "d_prev");
+  if (mask.has_value()) check(*mask, act, "mask");
+  check_rows(sizes, C, B);
+  TORCH_CHECK(arrived >= 0 && arrived <= B, "rnnkit_cpp: arrived must be within the batch");
+  for (const Tensor* t : {&dgam, &dgcw, &dgcb})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == at::kDouble, "rnnkit_cpp: accumulators must be double");
+  TORCH_CHECK(tc.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
+                  hp.sizes() == act.sizes() && dpre.sizes() == act.sizes() && dhp.sizes() == act.sizes() &&
+                  stats.sizes() == at::IntArrayRef({C, B, 2}) && cstats.sizes() == stats.sizes() &&
+                  w_hh.sizes() == at::IntArrayRef({4 * H, H}) && d_ys.sizes() == tc.sizes() &&
+                  dh.sizes() == at::IntArrayRef({B, H}) && dc.sizes() == dh.sizes() && d_hn.sizes() == dh.sizes() &&
+                  d_cn.sizes() == dh.sizes() && (!d_prev.has_value() || d_prev->sizes() == dh.sizes()) &&
+                  (!mask.has_value() || mask->sizes() == dh.sizes()) && ln_w.numel() == 4 * H &&
+                  lnc_w.numel() == H && dgam.numel() == 4 * H && dgcw.numel() == H && dgcb.numel() == H,
+              "rnnkit_cpp: ln_lstm_bwd_chunk got inconsistent shapes");
+  AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "ln_lstm_bwd_chunk", [&] {
+    bwd_chunk<scalar_t>(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d_prev, d_hn, d_cn, sizes, arrived,
+                        mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rnnkit_cpp, m) {
+  m.def("ln_lstm_fwd_chunk(Tensor xa, Tensor h0, Tensor w_t, Tensor ln_w, Tensor lnc_w, Tensor lnc_b, float eps, "
+        "int[] sizes, Tensor? mask, Tensor(h!)? hin, Tensor(a!) ys, Tensor(b!) cs, Tensor(c!) act, Tensor(d!) tc, Tensor(e!) hp, Tensor(f!) stats, "
+        "Tensor(g!) cstats) -> ()");
+  m.def("ln_lstm_bwd_chunk(Tensor act, Tensor tc, Tensor cs, Tensor hp, Tensor stats, Tensor cstats, "
+        "Tensor ln_w, Tensor lnc_w, Tensor w_hh, Tensor d_ys, Tensor? d_prev, Tensor d_hn, Tensor d_cn, int[] sizes, "
+        "int arrived, Tensor? mask, bool need_first, Tensor(a!) dh, "
+        "Tensor(b!) dc, Tensor(c!) dpre, Tensor(d!) dhp, Tensor(e!) dgam, Tensor(f!) dgcw, Tensor(g!) dgcb) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(rnnkit_cpp, CPU, m) {
+  m.impl("ln_lstm_fwd_chunk", &ln_lstm_fwd_chunk);
+  m.impl("ln_lstm_bwd_chunk", &ln_lstm_bwd_chunk);
+}

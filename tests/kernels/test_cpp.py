@@ -1,0 +1,207 @@
+"""The C++ step loops of the layer-norm LSTM kernel (rnnkit.kernels._cpp): they are built where a C++
+compiler is (CI has one, so there they must build), equal the Python loops and the reference recurrence,
+run when ``backend="auto"`` picks the fused kernel, and ``RNNKIT_CPP`` chooses them or not."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import cells as C
+from rnnkit.kernels import _cpp
+from rnnkit.kernels import _fused_common as fc
+from rnnkit.kernels import fused_lstm
+from tests.kernels._util import assert_close, random_gains, values_and_grads
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="no C++ compiler on this machine: the Python loops run instead")
+
+
+class _Recorder:
+    """Stands in for ``torch.ops.rnnkit_cpp``, counting the calls it forwards."""
+
+    def __init__(self, real) -> None:
+        self.real, self.calls = real, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append(name)
+            return getattr(self.real, name)(*args)
+        return call
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    rec = _Recorder(_cpp.ops())
+    monkeypatch.setattr(fused_lstm._cpp, "ops", lambda: rec)
+    return rec
+
+
+def _run(cell, x, state, cpp: str, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", cpp)
+    inputs = [x, *state]
+    return values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state), inputs, list(cell.parameters()))
+
+
+@needs_compiler
+def test_the_cpp_loops_build_here():
+    assert _cpp.ops() is not None, _cpp._state["error"]
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(1, 1, 3, 7), (3, 9, 4, 5), (2, 3 * 64 + 5, 3, 4), (33, 40, 5, 17)], ids=str)
+def test_cpp_loops_equal_python_loops_and_reference_in_float64(shape, monkeypatch):
+    B, T, I, H = shape  # B=1, T=1, odd H, several chunks and a partial one, rows split over threads
+    torch.manual_seed(0)
+    cell = C.LayerNormLSTMCell(I, H).double()
+    random_gains(cell)
+    d = dict(dtype=torch.float64)
+    x = torch.randn(B, T, I, **d).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H, **d).requires_grad_(), torch.randn(B, H, **d).requires_grad_())
+    cpp = _run(cell, x, state, "1", monkeypatch)
+    py = _run(cell, x, state, "0", monkeypatch)
+    ref = values_and_grads(lambda: cell.reference_forward(x, state), [x, *state], list(cell.parameters()))
+    for a in (cpp, ref):
+        assert_close(a[0], py[0], 1e-10)
+        assert_close(a[1], py[1], 1e-10)
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(1, 1, 3, 7), (3, 9, 4, 5), (5, 20, 6, 8)], ids=str)
+def test_cpp_loops_equal_reference_in_float32(shape, monkeypatch):
+    B, T, I, H = shape
+    torch.manual_seed(1)
+    cell = C.LayerNormLSTMCell(I, H, forget_bias=1.0)
+    x = torch.randn(B, T, I).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H).requires_grad_(), torch.randn(B, H).requires_grad_())
+    cpp = _run(cell, x, state, "1", monkeypatch)
+    ref = values_and_grads(lambda: cell.reference_forward(x, state), [x, *state], list(cell.parameters()))
+    assert_close(cpp[0], ref[0], 1e-5)
+    assert_close(cpp[1], ref[1], 1e-5)
+
+
+def _rel_errors(a, b):
+    return [((u.double() - v).abs().max() / max(1.0, v.abs().max().item())).item() for u, v in zip(a, b)]
+
+
+@needs_compiler
+def test_cpp_loops_are_as_accurate_as_the_reference_in_float32_on_a_long_batch(monkeypatch):
+    """At B=32, T=70 every float32 summation order drifts ~1e-4 from the float64 values (layer norm
+    amplifies rounding); the C++ loops must stay within twice the reference loop's own float32 error."""
+    B, T, I, H = 32, 70, 16, 32
+    torch.manual_seed(1)
+    cell = C.LayerNormLSTMCell(I, H, forget_bias=1.0)
+    x, h0, c0 = torch.randn(B, T, I), torch.randn(B, H), torch.randn(B, H)
+
+    def grads(c, dtype, run):
+        xs = x.to(dtype).requires_grad_()
+        st = C.LSTMState(h0.to(dtype).requires_grad_(), c0.to(dtype).requires_grad_())
+        out = values_and_grads(lambda: run(c, xs, st), [xs, *st], list(c.parameters()))
+        return out[0] + out[1]
+
+    cell64 = C.LayerNormLSTMCell(I, H, forget_bias=1.0).double()
+    cell64.load_state_dict(cell.state_dict())
+    truth = grads(cell64, torch.float64, lambda c, xs, st: c.reference_forward(xs, st))
+    ref32 = _rel_errors(grads(cell, torch.float32, lambda c, xs, st: c.reference_forward(xs, st)), truth)
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    cpp32 = _rel_errors(grads(cell, torch.float32, fused_lstm.lstm_sequence), truth)
+    assert max(cpp32) <= 2 * max(ref32), (max(cpp32), max(ref32))
+
+
+@needs_compiler
+def test_gradcheck_through_the_cpp_loops(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    B, T, I, H = 3, 6, 2, 3
+    d = dict(dtype=torch.float64)
+    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
+    args = (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H), req(B, H), req(B, H),
+            req(4 * H, H, scale=0.5), req(4 * H), req(H), req(H), None, None, None, fc.batching(None, B, T))
+    assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
+
+
+@needs_compiler
+def test_auto_backend_runs_the_cpp_loops_for_a_layer_norm_lstm(recorder):
+    layer = rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, layer_norm=True)
+    y, _ = layer(torch.randn(3, 10, 4))
+    y.sum().backward()
+    assert recorder.calls.count("ln_lstm_fwd_chunk") == 2 and recorder.calls.count("ln_lstm_bwd_chunk") == 2
+
+
+@needs_compiler
+def test_zoneout_keeps_the_python_loops(recorder):
+    cell = C.LayerNormLSTMCell(4, 6)
+    state = C.LSTMState(torch.zeros(3, 6), torch.zeros(3, 6))
+    y, _ = fused_lstm.lstm_sequence(cell, torch.randn(3, 10, 4), state, zoneout=0.2)
+    y.sum().backward()
+    assert recorder.calls == []
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["float64", "float32"])
+def test_cpp_loops_with_lengths_and_recurrent_dropout_equal_reference(recorder, dtype, tol):
+    B, T, I, H = 5, 70, 3, 6  # lengths 0 and T, a length ending inside a later chunk
+    torch.manual_seed(2)
+    cell = C.LayerNormLSTMCell(I, H).to(dtype)
+    if dtype == torch.float64:
+        random_gains(cell)
+    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
+                        torch.randn(B, H, dtype=dtype).requires_grad_())
+    lengths, mask = torch.tensor([4, 70, 0, 1, 37]), torch.rand(B, H, dtype=dtype) * 2
+    for kw in ({"lengths": lengths}, {"recurrent_mask": mask}, {"lengths": lengths, "recurrent_mask": mask}):
+        n = len(recorder.calls)
+        fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
+                                list(cell.parameters()))
+        assert recorder.calls[n:].count("ln_lstm_bwd_chunk") == 2  # T=70 is two chunks at B=5
+        ref = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state], list(cell.parameters()))
+        assert_close(fast[0], ref[0], tol)
+        assert_close(fast[1], ref[1], tol)
+
+
+@needs_compiler
+def test_gradcheck_through_the_cpp_loops_with_lengths_and_mask(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    B, T, I, H = 3, 5, 2, 3
+    d = dict(dtype=torch.float64)
+    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
+    b = fc.batching(torch.tensor([5, 3, 0]), B, T)
+    args = (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H), req(B, H), req(B, H),
+            req(4 * H, H, scale=0.5), req(4 * H), req(H), req(H), None, torch.rand(B, H, **d) * 2, None, b)
+    assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
+
+
+def test_rnnkit_cpp_0_keeps_the_python_loops(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", "0")
+    assert _cpp.ops() is None
+
+
+def test_rnnkit_cpp_rejects_an_unknown_value(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", "yes")
+    with pytest.raises(ValueError, match="RNNKIT_CPP must be one of auto, 0, 1"):
+        _cpp.ops()
+
+
+def test_a_failed_build_falls_back_with_a_warning_or_fails_when_required(monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("Error building extension 'rnnkit_cpp_v1'\nc++: not found")
+    monkeypatch.setattr(_cpp, "_build", broken)
+    monkeypatch.setattr(_cpp, "_state", {"tried": False, "ops": None, "error": None})
+    monkeypatch.setenv("RNNKIT_CPP", "auto")
+    with caplog.at_level(logging.WARNING, logger="rnnkit.kernels._cpp"):
+        assert _cpp.ops() is None
+    assert "not available (RuntimeError: c++: not found)" in caplog.text
+    # the kernel still computes the layer-norm LSTM (Python loops)
+    cell = C.LayerNormLSTMCell(3, 4).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    st = C.LSTMState(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64))
+    assert torch.allclose(fused_lstm.lstm_sequence(cell, x, st)[0], cell.reference_forward(x, st)[0], atol=1e-10)
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    with pytest.raises(RuntimeError, match=re.escape("RNNKIT_CPP=1 but the C++ kernel loops could not be built: "
+                                                     "RuntimeError: c++: not found")):
+        _cpp.ops()
