@@ -92,25 +92,29 @@ def _rel_errors(a, b):
 
 @needs_compiler
 def test_cpp_loops_are_as_accurate_as_the_reference_in_float32_on_a_long_batch(monkeypatch):
-    """At B=32, T=70 every float32 summation order drifts ~1e-4 from the float64 values (layer norm
-    amplifies rounding); the C++ loops must stay within twice the reference loop's own float32 error."""
+    """At B=32, T=70 every float32 summation order drifts 1e-4..1e-3 from the float64 values (layer norm
+    amplifies rounding, differently for each draw); over three draws the C++ loops' largest error must
+    stay within twice the reference loop's own largest float32 error."""
     B, T, I, H = 32, 70, 16, 32
-    torch.manual_seed(1)
-    cell = C.LayerNormLSTMCell(I, H, forget_bias=1.0)
-    x, h0, c0 = torch.randn(B, T, I), torch.randn(B, H), torch.randn(B, H)
+    monkeypatch.setenv("RNNKIT_CPP", "1")
 
-    def grads(c, dtype, run):
+    def grads(c, dtype, run, x, h0, c0):
         xs = x.to(dtype).requires_grad_()
         st = C.LSTMState(h0.to(dtype).requires_grad_(), c0.to(dtype).requires_grad_())
         out = values_and_grads(lambda: run(c, xs, st), [xs, *st], list(c.parameters()))
         return out[0] + out[1]
 
-    cell64 = C.LayerNormLSTMCell(I, H, forget_bias=1.0).double()
-    cell64.load_state_dict(cell.state_dict())
-    truth = grads(cell64, torch.float64, lambda c, xs, st: c.reference_forward(xs, st))
-    ref32 = _rel_errors(grads(cell, torch.float32, lambda c, xs, st: c.reference_forward(xs, st)), truth)
-    monkeypatch.setenv("RNNKIT_CPP", "1")
-    cpp32 = _rel_errors(grads(cell, torch.float32, fused_lstm.lstm_sequence), truth)
+    ref = lambda c, xs, st: c.reference_forward(xs, st)  # noqa: E731
+    ref32, cpp32 = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        cell = C.LayerNormLSTMCell(I, H, forget_bias=1.0)
+        x, h0, c0 = torch.randn(B, T, I), torch.randn(B, H), torch.randn(B, H)
+        cell64 = C.LayerNormLSTMCell(I, H, forget_bias=1.0).double()
+        cell64.load_state_dict(cell.state_dict())
+        truth = grads(cell64, torch.float64, ref, x, h0, c0)
+        ref32 += _rel_errors(grads(cell, torch.float32, ref, x, h0, c0), truth)
+        cpp32 += _rel_errors(grads(cell, torch.float32, fused_lstm.lstm_sequence, x, h0, c0), truth)
     assert max(cpp32) <= 2 * max(ref32), (max(cpp32), max(ref32))
 
 
@@ -205,3 +209,14 @@ def test_a_failed_build_falls_back_with_a_warning_or_fails_when_required(monkeyp
     with pytest.raises(RuntimeError, match=re.escape("RNNKIT_CPP=1 but the C++ kernel loops could not be built: "
                                                      "RuntimeError: c++: not found")):
         _cpp.ops()
+
+
+def test_the_benchmark_machine_line_says_whether_the_cpp_loops_ran(monkeypatch):
+    from rnnkit.bench import machine_description
+    monkeypatch.setenv("RNNKIT_CPP", "0")
+    assert "C++ loops off (RNNKIT_CPP=0)" in machine_description()
+    monkeypatch.setenv("RNNKIT_CPP", "auto")
+    monkeypatch.setattr(_cpp, "_state", {"tried": True, "ops": None, "error": "RuntimeError: no compiler"})
+    assert "C++ loops off (RuntimeError: no compiler)" in machine_description()
+    monkeypatch.setattr(_cpp, "_state", {"tried": True, "ops": object(), "error": None})
+    assert "C++ loops on" in machine_description()
