@@ -3,7 +3,7 @@
 ``csrc/ln_lstm.cpp`` runs the per-step loops of the layer-norm LSTM kernel (forward and backward of a
 chunk of steps) in C++: the same arithmetic as :mod:`rnnkit.kernels.fused_lstm`, without ~20 Python-level
 ATen calls per step. It is compiled with :func:`torch.utils.cpp_extension.load` the first time a
-layer-norm LSTM runs on the CPU (about a minute on 2 cores, once per machine and torch version; the
+layer-norm LSTM runs on the CPU (10-40 s on the project's 2-core VM, once per machine and torch version; the
 library is cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and needs a
 C++ compiler and ``ninja`` (the ``cpp`` extra installs ninja). Where it cannot be built the kernels
 keep their Python loops, with one logged warning saying why.
@@ -45,7 +45,10 @@ def _flags() -> tuple[str, list[str]]:
 
     cap = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
     simd = ["-mavx2", "-mfma"] if cap.startswith("AVX") and cap != "DEFAULT" else []
-    return f"rnnkit_cpp_{_VERSION}{'_avx2' if simd else ''}", ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", *simd]
+    # -fopenmp-simd: the `omp simd` loops vectorise (no OpenMP runtime); -fno-trapping-math and
+    # -fno-math-errno let GCC vectorise tanh's two-branch select (no reassociation: IEEE results)
+    flags = ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", *simd]
+    return f"rnnkit_cpp_{_VERSION}{'_avx2' if simd else ''}", flags
 
 
 def _build():
@@ -63,7 +66,7 @@ def _build():
     except Exception:
         built = False
     if not built:
-        log.warning("rnnkit: building the C++ kernel loops (once per machine, about a minute; "
+        log.warning("rnnkit: building the C++ kernel loops (once per machine, up to a minute; "
                     "RNNKIT_CPP=0 skips)")
     cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, is_python_module=False,
                        verbose=False)
