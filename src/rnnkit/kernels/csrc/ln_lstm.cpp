@@ -347,8 +347,8 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
 
 TORCH_LIBRARY(rnnkit_cpp, m) {
   m.def("ln_lstm_fwd_chunk(Tensor xa, Tensor h0, Tensor w_t, Tensor ln_w, Tensor lnc_w, Tensor lnc_b, float eps, "
-        "int[] sizes, Tensor? mask, Tensor(h!)? hin, Tensor(a!) ys, Tensor(b!) cs, Tensor(c!) act, Tensor(d!) tc, Tensor(e!) hp, Tensor(f!) stats, "
-        "Tensor(g!) cstats) -> ()");
+        "int[] sizes, Tensor? mask, Tensor(h!)? hin, Tensor(a!) ys, Tensor(b!) cs, Tensor(c!) act, Tensor(d!) tc, "
+        "Tensor(e!) hp, Tensor(f!) stats, Tensor(g!) cstats) -> ()");
   m.def("ln_lstm_bwd_chunk(Tensor act, Tensor tc, Tensor cs, Tensor hp, Tensor stats, Tensor cstats, "
         "Tensor ln_w, Tensor lnc_w, Tensor w_hh, Tensor d_ys, Tensor? d_prev, Tensor d_hn, Tensor d_cn, int[] sizes, "
         "int arrived, Tensor? mask, bool need_first, Tensor(a!) dh, "
