@@ -56,9 +56,12 @@ def _g(hh: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
 
 
 def _times_g_prime(grad: Tensor, positive: Tensor, sig: Tensor, out: Tensor) -> Tensor:
-    """``grad * g'(hh)`` into ``out``: ``grad`` where ``hh >= 0`` (``positive``), ``grad sigmoid'(hh)``
-    below (the right derivative at 0, as autograd takes it through the reference's ``where``)."""
-    return torch.where(positive, grad, _SIG_B(grad, sig, grad_input=torch.empty_like(grad)), out=out)
+    """``grad * g'(hh)`` into ``out``: ``grad`` where ``hh >= 0`` (``positive`` is 1.0 there, else 0.0),
+    ``grad sigmoid'(hh)`` below (the right derivative at 0, as autograd takes it through the reference's
+    ``where``). As ``lerp(grad sigmoid', grad, positive)``, exact at weights 0 and 1, instead of
+    ``torch.where``, which costs ~8x a multiplication on the CPU (2.15 against 0.26 ms for 1M floats)."""
+    _SIG_B(grad, sig, grad_input=out)
+    return torch.lerp(out, grad, positive, out=out)
 
 
 class _MinGRU:
@@ -67,8 +70,7 @@ class _MinGRU:
     n_gates = 2
 
     def __init__(self, sc, B: int, T: int, H: int) -> None:
-        self.z, self.g = sc.take(B, T, H), sc.take(B, T, H)
-        self.pos = torch.empty(B, T, H, dtype=torch.bool, device=self.z.device)
+        self.z, self.g, self.pos = sc.take(B, T, H), sc.take(B, T, H), sc.take(B, T, H)  # pos: 1.0 where hh >= 0
 
     def forward(self, xp: Tensor, t0: int, t1: int) -> tuple[Tensor, Tensor]:
         k, hh = xp.chunk(2, -1)
@@ -83,8 +85,8 @@ class _MinGRU:
     def grads(self, t0: int, t1: int, lam: Tensor, h_prev: Tensor, out: Tensor) -> Tensor:
         """``dk = z(1-z)(db g - da)``, ``dhh = db z g'`` with ``db = lam``, ``da = lam h_prev``."""
         H = lam.shape[-1]
-        z, g = self.z[:, t0:t1], self.g[:, t0:t1]
-        _SIG_B((g - h_prev).mul_(lam), z, grad_input=out[..., :H])
+        z, g, dk = self.z[:, t0:t1], self.g[:, t0:t1], out[..., :H]
+        _SIG_B(torch.sub(g, h_prev, out=dk).mul_(lam), z, grad_input=dk)
         return _times_g_prime(z * lam, self.pos[:, t0:t1], g, out[..., H:])  # g = sigmoid(hh) below 0
 
 
@@ -115,7 +117,8 @@ class _MinLSTM:
         dd = _SIG_B(g.mul_(lam).neg_().addcmul_(lam, h_prev), torch.sigmoid(d), grad_input=torch.empty_like(d))
         torch.mul(dd, torch.sigmoid(-kf), out=out[..., :H])
         torch.mul(dd.neg_(), torch.sigmoid(-ki), out=out[..., H:2 * H])
-        return _times_g_prime(torch.sigmoid(d.neg_()).mul_(lam), hh >= 0, sig, out[..., 2 * H:])
+        return _times_g_prime(torch.sigmoid(d.neg_()).mul_(lam), torch.ge(hh, 0, out=torch.empty_like(hh)), sig,
+                              out[..., 2 * H:])
 
 
 class _MinFn(torch.autograd.Function):
@@ -146,13 +149,14 @@ class _MinFn(torch.autograd.Function):
         w_t = Weight(w.t().contiguous(), B * CHUNK) if dx is not None else None
         lam_buf, carry = ys.new_empty(B, CHUNK, ys.shape[2]), torch.zeros_like(h0)
         a_after = ys.new_ones(B, 1, ys.shape[2])  # a of the step after the chunk (1 past the end)
+        dxp_buf = x.new_empty(B * min(T, CHUNK) * w.shape[0])  # one buffer for every chunk: no page faults
         for t0 in reversed(range(0, T, CHUNK)):
             t1, c = min(T, t0 + CHUNK), min(T, t0 + CHUNK) - t0
             a, lam = ctx.coef.a(t0, t1), lam_buf[:, :c]
             carry = scan_chunk(torch.cat([a[:, 1:], a_after], 1), d_ys[:, t0:t1], carry, lam, reverse=True)
             a_after = a[:, :1]
             h_prev = ys[:, t0 - 1:t1 - 1] if t0 else torch.cat([h0.unsqueeze(1), ys[:, :t1 - 1]], 1)
-            dxp = x.new_empty(B, c, w.shape[0])
+            dxp = dxp_buf[:B * c * w.shape[0]].view(B, c, w.shape[0])
             ctx.coef.grads(t0, t1, lam, h_prev, dxp)
             dxp, xc = dxp.view(B * c, -1), x[:, t0:t1].reshape(-1, I)
             d_w.addmm_(dxp.t(), xc)  # (G, I), K = B c rows: BLAS takes the transpose as it is
