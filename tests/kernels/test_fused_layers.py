@@ -99,3 +99,20 @@ def test_scratch_buffers_return_to_the_pool_when_the_graph_is_freed(name, cpp, m
         assert len(Scratch._pool.get(key, [])) >= 1
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_training_after_an_evaluation_under_inference_mode(name, monkeypatch):
+    """What the kernels keep across calls (the gate permutation cache, the scratch pool) must not be
+    inference tensors: a training step after ``torch.inference_mode()`` used to fail to save them."""
+    from rnnkit.kernels import _fused_common as fc
+    monkeypatch.setattr(fc.Scratch, "_pool", type(fc.Scratch._pool)())
+    monkeypatch.setattr(fc.Scratch, "_bytes", 0)
+    fc._perm.cache_clear()  # so that the evaluation below is the first call that fills it
+    layer = LAYERS[name](batch_first=True)
+    x = torch.randn(3, 10, 5)
+    with torch.inference_mode():
+        y_eval, _ = layer(x)
+    y, _ = layer(x)
+    y.sum().backward()
+    assert torch.allclose(y.detach(), y_eval) and all(p.grad is not None for p in layer.parameters())

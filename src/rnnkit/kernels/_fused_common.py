@@ -95,7 +95,9 @@ class Scratch:
             if buf is not None:
                 Scratch._bytes -= buf.nbytes
         if buf is None:
-            buf = torch.empty(*shape, dtype=self.like.dtype, device=self.like.device)
+            with torch.inference_mode(False):  # pooled across calls: never an inference tensor (a later
+                # training call could not write into it)
+                buf = torch.empty(*shape, dtype=self.like.dtype, device=self.like.device)
         if not self.b.full:
             buf.zero_()
         self.taken.append(buf)
@@ -206,7 +208,9 @@ def finish(b: Batching, ys: Tensor, finals: list[Tensor]):
 
 @lru_cache(maxsize=32)
 def _perm(n_gates: int, order: tuple[int, ...], H: int, device: str) -> Tensor:
-    return torch.cat([torch.arange(k * H, (k + 1) * H) for k in order]).to(device)
+    with torch.inference_mode(False):  # cached across calls: never an inference tensor (training after
+        # an evaluation under torch.inference_mode() would refuse to save it for backward)
+        return torch.cat([torch.arange(k * H, (k + 1) * H) for k in order]).to(device)
 
 
 def gate_perm(n_gates: int, order: tuple[int, ...], H: int, device: torch.device) -> Tensor:
