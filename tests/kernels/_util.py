@@ -39,3 +39,17 @@ def random_gains(module) -> None:
         for name, p in module.named_parameters():
             if "ln_" in name or "weight_c" in name:
                 p.uniform_(0.5, 1.5) if "weight" in name and "ln_c_bias" not in name else p.uniform_(-0.5, 0.5)
+
+
+def lstm_gradcheck_inputs(ln: bool, peep: bool, masked: bool, zoned: bool, lengths):
+    """Float64 arguments of ``fused_lstm._LSTMFn`` at B=3, T=5, I=2, H=3 for ``gradcheck``."""
+    from rnnkit.kernels import _fused_common as fc
+
+    B, T, I, H = 3, 5, 2, 3
+    d = dict(dtype=torch.float64)
+    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
+    b = fc.batching(lengths, B, T)
+    keep = (torch.rand(T, 2, B, H, **d) < 0.3).to(torch.float64) if zoned else None
+    return (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H) if ln else None, req(B, H), req(B, H),
+            req(4 * H, H, scale=0.5), req(4 * H) if ln else None, req(H) if ln else None, req(H) if ln else None,
+            req(3, H) if peep else None, torch.rand(B, H, **d) * 2 if masked else None, keep, b)

@@ -14,9 +14,8 @@ import torch
 import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import _cpp
-from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import fused_lstm
-from tests.kernels._util import assert_close, random_gains, values_and_grads
+from tests.kernels._util import assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                     reason="no C++ compiler on this machine: the Python loops run instead")
@@ -121,11 +120,7 @@ def test_cpp_loops_are_as_accurate_as_the_reference_in_float32_on_a_long_batch(m
 @needs_compiler
 def test_gradcheck_through_the_cpp_loops(monkeypatch):
     monkeypatch.setenv("RNNKIT_CPP", "1")
-    B, T, I, H = 3, 6, 2, 3
-    d = dict(dtype=torch.float64)
-    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
-    args = (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H), req(B, H), req(B, H),
-            req(4 * H, H, scale=0.5), req(4 * H), req(H), req(H), None, None, None, fc.batching(None, B, T))
+    args = lstm_gradcheck_inputs(ln=True, peep=False, masked=False, zoned=False, lengths=None)
     assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
 
 
@@ -171,12 +166,7 @@ def test_cpp_loops_with_lengths_and_recurrent_dropout_equal_reference(recorder, 
 @needs_compiler
 def test_gradcheck_through_the_cpp_loops_with_lengths_and_mask(monkeypatch):
     monkeypatch.setenv("RNNKIT_CPP", "1")
-    B, T, I, H = 3, 5, 2, 3
-    d = dict(dtype=torch.float64)
-    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
-    b = fc.batching(torch.tensor([5, 3, 0]), B, T)
-    args = (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H), req(B, H), req(B, H),
-            req(4 * H, H, scale=0.5), req(4 * H), req(H), req(H), None, torch.rand(B, H, **d) * 2, None, b)
+    args = lstm_gradcheck_inputs(ln=True, peep=False, masked=True, zoned=False, lengths=torch.tensor([5, 3, 0]))
     assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
 
 

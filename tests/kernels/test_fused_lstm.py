@@ -9,7 +9,7 @@ import torch
 from rnnkit import cells as C
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import fused_lstm
-from tests.kernels._util import assert_close, random_gains, values_and_grads
+from tests.kernels._util import assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
 
 CELLS = {
     "layer_norm": lambda i, h: C.LayerNormLSTMCell(i, h, forget_bias=1.0),
@@ -59,23 +59,12 @@ def test_lengths_mask_and_zoneout_equal_reference(kind):
             _compare(CELLS[kind](I, H), x, (h0, c0), torch.float32, 1e-5, **kw)
 
 
-def _gradcheck_inputs(ln: bool, peep: bool, masked: bool, zoned: bool, lengths):
-    B, T, I, H = 3, 5, 2, 3
-    d = dict(dtype=torch.float64)
-    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
-    b = fc.batching(lengths, B, T)
-    keep = (torch.rand(T, 2, B, H, **d) < 0.3).to(torch.float64) if zoned else None
-    return (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H) if ln else None, req(B, H), req(B, H),
-            req(4 * H, H, scale=0.5), req(4 * H) if ln else None, req(H) if ln else None, req(H) if ln else None,
-            req(3, H) if peep else None, torch.rand(B, H, **d) * 2 if masked else None, keep, b)
-
-
 @pytest.mark.parametrize("ln,peep,masked,zoned,lengths", [
     (True, False, False, False, None), (False, True, False, False, None), (False, False, True, True, None),
     (True, False, True, True, torch.tensor([5, 3, 0])), (False, True, False, False, torch.tensor([4, 4, 1]))],
     ids=["layer_norm", "peephole", "mask_zoneout", "ln_all_lengths", "peephole_lengths"])
 def test_gradcheck_of_the_hand_written_backward(ln, peep, masked, zoned, lengths):
-    args = _gradcheck_inputs(ln, peep, masked, zoned, lengths)
+    args = lstm_gradcheck_inputs(ln, peep, masked, zoned, lengths)
     assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
 
 
