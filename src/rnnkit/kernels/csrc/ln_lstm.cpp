@@ -20,6 +20,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -30,6 +32,10 @@ void check(const Tensor& t, const Tensor& like, const char* name) {
   TORCH_CHECK(t.is_contiguous(), "rnnkit_cpp: ", name, " must be contiguous");
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), "rnnkit_cpp: ", name, " has the wrong dtype");
   TORCH_CHECK(t.device().is_cpu(), "rnnkit_cpp: ", name, " must be on the CPU");
+}
+
+void check_all(const Tensor& like, std::initializer_list<std::pair<const Tensor*, const char*>> named) {
+  for (const auto& [t, name] : named) check(*t, like, name);
 }
 
 // Sums with 32 independent partial sums (4 AVX2 registers of floats), so that a reduction is not one
@@ -167,11 +173,9 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
                        const Tensor& cstats) {
   TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
   const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
-  for (auto& [t, name] : std::vector<std::pair<const Tensor*, const char*>>{
-           {&xa, "xa"}, {&h0, "h0"}, {&w_t, "w_t"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"},
-           {&ys, "ys"}, {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"},
-           {&cstats, "cstats"}})
-    check(*t, xa, name);
+  check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&w_t, "w_t"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"},
+                 {&ys, "ys"}, {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"},
+                 {&cstats, "cstats"}});
   check_rows(sizes, C, B);
   TORCH_CHECK(mask.has_value() == hin.has_value(), "rnnkit_cpp: mask and hin go together");
   if (mask.has_value()) {
@@ -315,13 +319,9 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
                        const Tensor& dgcb) {
   TORCH_CHECK(act.dim() == 3 && act.size(2) % 4 == 0, "rnnkit_cpp: act must be (chunk, B, 4H)");
   const int64_t C = act.size(0), B = act.size(1), H = act.size(2) / 4;
-  for (auto& [t, name] : std::vector<std::pair<const Tensor*, const char*>>{
-           {&act, "act"}, {&tc, "tc"}, {&cs, "cs"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"},
-           {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&w_hh, "w_hh"}, {&d_ys, "d_ys"}, {&dh, "dh"}, {&dc, "dc"},
-           {&dpre, "dpre"}, {&dhp, "dhp"}})
-    check(*t, act, name);
-  for (auto& [t, name] : std::vector<std::pair<const Tensor*, const char*>>{{&d_hn, "d_hn"}, {&d_cn, "d_cn"}})
-    check(*t, act, name);
+  check_all(act, {{&act, "act"}, {&tc, "tc"}, {&cs, "cs"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"},
+                  {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&w_hh, "w_hh"}, {&d_ys, "d_ys"}, {&d_hn, "d_hn"},
+                  {&d_cn, "d_cn"}, {&dh, "dh"}, {&dc, "dc"}, {&dpre, "dpre"}, {&dhp, "dhp"}});
   if (d_prev.has_value()) check(*d_prev, act, "d_prev");
   if (mask.has_value()) check(*mask, act, "mask");
   check_rows(sizes, C, B);
