@@ -54,9 +54,12 @@ def test_the_cpp_loops_build_here():
 
 
 @needs_compiler
-@pytest.mark.parametrize("shape", [(1, 1, 3, 7), (3, 9, 4, 5), (2, 3 * 64 + 5, 3, 4), (33, 40, 5, 17)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 3, 7), (3, 9, 4, 5), (2, 3 * 64 + 5, 3, 4), (33, 40, 5, 17), (33, 3, 5, 256)],
+                         ids=str)
 def test_cpp_loops_equal_python_loops_and_reference_in_float64(shape, monkeypatch):
-    B, T, I, H = shape  # B=1, T=1, odd H, several chunks and a partial one, rows split over threads
+    # B=1, T=1, odd H, several chunks and a partial one; at H=256 (16-row tasks) the rows are split over
+    # torch's threads where there are several (the library is built with OpenMP)
+    B, T, I, H = shape
     torch.manual_seed(0)
     cell = C.LayerNormLSTMCell(I, H).double()
     random_gains(cell)

@@ -24,7 +24,7 @@ __all__ = ["ops", "mode", "status"]
 
 log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).parent / "csrc" / "ln_lstm.cpp"
-_VERSION = "v1"  # change with the ops' schemas: the cached library is found by its name
+_VERSION = "v2"  # change with the ops' schemas: the cached library is found by its name
 _lock = threading.Lock()
 _state: dict = {"tried": False, "ops": None, "error": None}
 _MODES = ("auto", "0", "1")
@@ -45,9 +45,11 @@ def _flags() -> tuple[str, list[str]]:
 
     cap = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
     simd = ["-mavx2", "-mfma"] if cap.startswith("AVX") and cap != "DEFAULT" else []
-    # -fopenmp-simd: the `omp simd` loops vectorise (no OpenMP runtime); -fno-trapping-math and
+    # -fopenmp: at::parallel_for is a header template that runs on one thread unless _OPENMP is defined
+    # (and the `omp simd` loops vectorise); the library then needs libgomp.so.1, the soname torch itself
+    # loads, so there is one OpenMP runtime (torch.set_num_threads applies). -fno-trapping-math and
     # -fno-math-errno let GCC vectorise tanh's two-branch select (no reassociation: IEEE results)
-    flags = ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", *simd]
+    flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", *simd]
     return f"rnnkit_cpp_{_VERSION}{'_avx2' if simd else ''}", flags
 
 
@@ -68,8 +70,8 @@ def _build():
     if not built:
         log.warning("rnnkit: building the C++ kernel loops (once per machine, up to a minute; "
                     "RNNKIT_CPP=0 skips)")
-    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, is_python_module=False,
-                       verbose=False)
+    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                       is_python_module=False, verbose=False)
     return torch.ops.rnnkit_cpp
 
 
