@@ -3,11 +3,18 @@ parameter updates; anything it does not cover goes to the full ``step``."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 import rnnkit
+from rnnkit.cells.base import LSTMState
+from rnnkit.kernels import _cpp
 from rnnkit.kernels import step as fast_step
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="no C++ compiler on this machine: ATen's cell runs instead")
 
 
 @pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(5, 8, num_layers=2, batch_first=True),
@@ -37,29 +44,141 @@ def test_no_grad_steps_equal_forward_on_the_fast_path(make, monkeypatch):
         assert torch.allclose(a, b, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_fast_step_equals_torch_cell_with_copied_weights(kind):
-    """The fast path is ATen's own cell: bit-for-bit torch.nn.LSTMCell / GRUCell, stacked layers too."""
-    layer = getattr(rnnkit, kind)(6, 9, num_layers=2).eval()
-    cells = [getattr(torch.nn, kind + "Cell")(6 if k == 0 else 9, 9) for k in range(2)]
+def _layer_and_cells(kind, I, H, layers=2, bias=True, dtype=torch.float32):
+    layer = getattr(rnnkit, kind)(I, H, num_layers=layers, bias=bias).to(dtype).eval()
+    cells = [getattr(torch.nn, kind + "Cell")(I if k == 0 else H, H, bias=bias).to(dtype) for k in range(layers)]
     for k, cell in enumerate(cells):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh"):
             getattr(cell, name).data.copy_(getattr(layer, f"{name}_l{k}"))
+    return layer, cells
+
+
+def _cells_step(kind, cells, x, st):
+    inp, want = x, []
+    for k, cell in enumerate(cells):
+        out = cell(inp, (st[0][k], st[1][k])) if kind == "LSTM" else cell(inp, st[k])
+        want.append(out)
+        inp = out[0] if kind == "LSTM" else out
+    if kind == "LSTM":
+        return inp, (torch.stack([w[0] for w in want]), torch.stack([w[1] for w in want]))
+    return inp, (torch.stack(want),)
+
+
+def _random_state(layer, B, dtype=torch.float32):
+    st = layer.init_state(B)
+    return type(st)(*(torch.randn_like(p) for p in st)) if isinstance(st, tuple) else torch.randn_like(st)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_without_the_cpp_step_the_fast_step_is_torch_cell_bit_for_bit(kind, monkeypatch):
+    """ATen's own cell (no C++ step: RNNKIT_CPP=0, no compiler, or a batch over 4): bit for bit
+    torch.nn.LSTMCell / GRUCell, stacked layers too."""
+    monkeypatch.setattr(fast_step, "_step_module", None)
+    layer, cells = _layer_and_cells(kind, 6, 9)
     x = torch.randn(4, 6)
-    st = layer.init_state(4)
-    st = type(st)(*(torch.randn_like(p) for p in st)) if isinstance(st, tuple) else torch.randn_like(st)
+    st = _random_state(layer, 4)
     with torch.no_grad():
         y, new = layer.step(x, st)
-        inp, want = x, []
-        for k, cell in enumerate(cells):
-            out = cell(inp, (st[0][k], st[1][k])) if kind == "LSTM" else cell(inp, st[k])
-            want.append(out)
-            inp = out[0] if kind == "LSTM" else out
-    assert torch.equal(y, inp)
-    if kind == "LSTM":
-        assert torch.equal(new.h, torch.stack([w[0] for w in want])) and torch.equal(new.c, torch.stack([w[1] for w in want]))
-    else:
-        assert torch.equal(new, torch.stack(want))
+        want_y, want = _cells_step(kind, cells, x, st)
+    assert torch.equal(y, want_y)
+    for a, b in zip(new if isinstance(new, tuple) else (new,), want):
+        assert torch.equal(a, b)
+
+
+class _Recorder:
+    """Stands in for the C++ step module, counting the calls and their results."""
+
+    def __init__(self, real) -> None:
+        self.real, self.calls = real, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            out = getattr(self.real, name)(*args)
+            self.calls.append((name, out is not None))
+            return out
+        return call
+
+
+@pytest.fixture
+def cpp_step(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    rec = _Recorder(_cpp.module())
+    monkeypatch.setattr(fast_step, "_step_module", rec)
+    return rec
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("shape", [(1, 64, 256, 1, True), (1, 3, 1, 1, True), (2, 5, 9, 2, False), (4, 7, 33, 3, True),
+                                   (3, 1, 17, 1, False)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_the_cpp_step_equals_torch_cell_with_copied_weights(kind, shape, dtype, cpp_step):
+    """B=1..4, odd sizes, H=1, stacks, no bias: within float rounding of ATen's cell (the sums run in
+    another order), and it is the C++ step that ran."""
+    B, I, H, layers, bias = shape
+    torch.manual_seed(0)
+    layer, cells = _layer_and_cells(kind, I, H, layers, bias, dtype)
+    x = torch.randn(B, I, dtype=dtype)
+    st = _random_state(layer, B)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    with torch.no_grad():
+        for _ in range(3):  # carried state
+            y, new = layer.step(x, st)
+            want_y, want = _cells_step(kind, cells, x, st)
+            torch.testing.assert_close(y, want_y, atol=tol, rtol=0)
+            for a, b in zip(new if isinstance(new, tuple) else (new,), want):
+                assert a.shape == b.shape and a.dtype == dtype
+                torch.testing.assert_close(a, b, atol=tol, rtol=0)
+            st = new
+    assert cpp_step.calls == [(kind.lower() + "_step", True)] * 3
+    assert y.shape == (B, H) and torch.equal(y, (new[0] if kind == "LSTM" else new)[-1])
+
+
+@needs_compiler
+def test_what_the_cpp_step_leaves_to_torch_cell(cpp_step):
+    """A batch over 4, half precision, a non-contiguous input, or autograd wanted: None from C++, and the
+    step still equals the cell."""
+    layer, cells = _layer_and_cells("LSTM", 6, 9, layers=1)
+    with torch.no_grad():
+        for x, st in [(torch.randn(5, 6), _random_state(layer, 5)),
+                      (torch.randn(6, 2).t(), _random_state(layer, 2))]:
+            y, _ = layer.step(x, st)
+            assert torch.equal(y, _cells_step("LSTM", cells, x, st)[0])
+        half = rnnkit.LSTM(6, 9).to(torch.bfloat16).eval()
+        st = half.init_state(1)
+        half.step(torch.randn(1, 6, dtype=torch.bfloat16), st)
+    x, st = torch.randn(1, 6), _random_state(layer, 1)
+    y, _ = layer.step(x, st)  # gradients wanted: the C++ step says None, the full step runs
+    assert y.requires_grad
+    assert cpp_step.calls == [("lstm_step", False)] * 4
+    mod = _cpp.module()
+    w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+    assert mod.lstm_step(x, st[0], st[1], w, True, LSTMState) is None  # autograd would be needed
+    with torch.no_grad():
+        assert mod.lstm_step(x, st[0], st[1], w, True, LSTMState) is not None
+        assert mod.lstm_step(torch.randn(1, 5), st[0], st[1], w, True, LSTMState) is None  # wrong input size
+        assert mod.lstm_step(x, st[0][:, :, :4], st[1], w, True, LSTMState) is None  # wrong state
+        assert mod.lstm_step(x, st[0], st[1], w[:3], True, LSTMState) is None  # weights do not fit
+        assert mod.gru_step(x, st[0], w, True) is None  # LSTM weights are not a GRU's
+        assert mod.lstm_step(x.tolist(), st[0], st[1], w, True, LSTMState) is None  # not a tensor
+        assert mod.lstm_step(x, st[0], st[1], list(w), True, LSTMState) is None  # weights: a tuple
+    with torch.no_grad(), pytest.raises(ValueError, match="expected x_t"):
+        layer.step(x.tolist(), st)  # the full step's error
+
+
+@needs_compiler
+def test_the_cpp_step_runs_with_threads_and_follows_updates(cpp_step):
+    """H=256 splits its units over torch's threads (2 here); in-place updates are seen at once."""
+    torch.manual_seed(1)
+    layer, cells = _layer_and_cells("LSTM", 64, 256, layers=1)
+    x, st = torch.randn(1, 64), _random_state(layer, 1)
+    with torch.no_grad():
+        y1, _ = layer.step(x, st)
+        layer.weight_hh_l0.mul_(-1)
+        cells[0].weight_hh.mul_(-1)
+        y2, _ = layer.step(x, st)
+        torch.testing.assert_close(y2, _cells_step("LSTM", cells, x, st)[0], atol=1e-6, rtol=0)
+    assert not torch.allclose(y1, y2)
 
 
 def test_the_fast_step_follows_parameter_updates():

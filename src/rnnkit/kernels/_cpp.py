@@ -2,8 +2,10 @@
 
 ``csrc/ln_lstm.cpp`` runs the per-step loops of the layer-norm LSTM kernel (forward and backward of a
 chunk of steps) in C++: the same arithmetic as :mod:`rnnkit.kernels.fused_lstm`, without ~20 Python-level
-ATen calls per step. It is compiled with :func:`torch.utils.cpp_extension.load` the first time a
-layer-norm LSTM runs on the CPU (10-40 s on the project's 2-core VM, once per machine and torch version; the
+ATen calls per step (dispatcher ops, ``torch.ops.rnnkit_cpp``). ``csrc/step.cpp`` is the streaming step
+of plain LSTM/GRU stacks (:mod:`rnnkit.kernels.step`; pybind11 functions of :func:`module`). They are
+compiled into one library with :func:`torch.utils.cpp_extension.load` the first time a layer-norm LSTM
+or a streaming step runs on the CPU (10-40 s on the project's 2-core VM, once per machine and torch version; the
 library is cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and needs a
 C++ compiler and ``ninja`` (the ``cpp`` extra installs ninja). Where it cannot be built the kernels
 keep their Python loops, with one logged warning saying why.
@@ -20,13 +22,13 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["ops", "mode", "status"]
+__all__ = ["ops", "module", "mode", "status"]
 
 log = logging.getLogger(__name__)
-_SOURCE = Path(__file__).parent / "csrc" / "ln_lstm.cpp"
-_VERSION = "v2"  # change with the ops' schemas: the cached library is found by its name
+_SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp")]
+_VERSION = "v3"  # change with the ops' schemas: the cached library is found by its name
 _lock = threading.Lock()
-_state: dict = {"tried": False, "ops": None, "error": None}
+_state: dict = {"tried": False, "ops": None, "module": None, "error": None}
 _MODES = ("auto", "0", "1")
 
 
@@ -70,9 +72,9 @@ def _build():
     if not built:
         log.warning("rnnkit: building the C++ kernel loops (once per machine, up to a minute; "
                     "RNNKIT_CPP=0 skips)")
-    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                       is_python_module=False, verbose=False)
-    return torch.ops.rnnkit_cpp
+    module = cpp_extension.load(name=name, sources=[str(p) for p in _SOURCES], extra_cflags=flags,
+                                extra_ldflags=["-fopenmp"], is_python_module=True, verbose=False)
+    return torch.ops.rnnkit_cpp, module
 
 
 def ops():
@@ -84,7 +86,7 @@ def ops():
         if not _state["tried"]:
             _state["tried"] = True
             try:
-                _state["ops"] = _build()
+                _state["ops"], _state["module"] = _build()
             except Exception as e:  # no compiler, no ninja, a failed compile: the Python loops remain
                 lines = str(e).strip().splitlines()
                 _state["error"] = f"{type(e).__name__}: {lines[-1] if lines else ''}"
@@ -93,6 +95,12 @@ def ops():
     if _state["ops"] is None and m == "1":
         raise RuntimeError(f"RNNKIT_CPP=1 but the C++ kernel loops could not be built: {_state['error']}")
     return _state["ops"]
+
+
+def module():
+    """The built library as a Python module (the pybind11 functions of ``csrc/step.cpp``) when
+    :func:`ops` is not None, else None."""
+    return _state["module"] if ops() is not None else None
 
 
 def status() -> str:

@@ -2,11 +2,21 @@ r"""Fast one-step inference (streaming) for plain LSTM, GRU and RNN layers witho
 
 ``Recurrent.step`` validates its input, loops over its cells and stacks the new state: ~100 small ops
 for a 1-layer LSTM. When nothing needs a gradient (``torch.no_grad()``, or no parameter requires one)
-and no regulariser acts (evaluation mode, or none configured), :func:`try_step` runs each layer of the
-stack as one call of ATen's own cell, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what
-``torch.nn.LSTMCell`` and friends call), with the layer's parameters as they are, without the module
-overhead. So a step equals ``torch.nn.LSTMCell`` with the same weights bit for bit, and parameter
-updates are seen at once (there is no copy of the weights to keep in sync).
+and no regulariser acts (evaluation mode, or none configured), :func:`try_step` runs the whole stack in
+one call:
+
+* LSTM and GRU at batch <= 4, float32/float64 on the CPU: the C++ step of
+  :mod:`rnnkit.kernels._cpp` (``csrc/step.cpp``): one parallel region per layer, the gates formed
+  from the weight rows as they are and finished in registers. Equal to ``torch.nn.LSTMCell`` within
+  float rounding (the sums run in another order; ~1e-7 in float32), 0.4x its time at B=1, H=256 on the
+  project's Xeon VM (docs/performance.md).
+* otherwise (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``): ATen's own cell per
+  layer, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and
+  friends call), bit for bit ``torch.nn.LSTMCell`` with the same weights.
+
+Both use the layer's parameters as they are, so parameter updates are seen at once (there is no copy
+of the weights to keep in sync). Whether the C++ step is used is decided on the first fast step of
+the process (``RNNKIT_CPP`` is read then; reading the environment on each ~10 us step would cost 3%).
 
 An earlier version cached ``[W_ih | W_hh]^T`` and ran one ``addmm`` plus 6 pointwise ops in Python: on
 the AMD VM of docs/performance.md that was 1.05x an ``LSTMCell`` call; on the Xeon VM it was 82 us
@@ -19,20 +29,23 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import LSTMState
+from rnnkit.kernels import _cpp
 
 __all__ = ["try_step"]
+
+_UNSET = object()
+_step_module = _UNSET
 
 _CELLS = {"lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell, "rnn_tanh": torch._VF.rnn_tanh_cell,
           "rnn_relu": torch._VF.rnn_relu_cell}
 
 
 def _applies(layer, x_t, hx) -> bool:
-    """Cheap checks; anything unusual goes to the full ``step`` (and its clear errors)."""
+    """Cheap checks after try_step's own; anything unusual goes to the full ``step`` (and its clear
+    errors)."""
     mode = layer.native_mode
-    if mode is None or layer.bidirectional or (mode == "lstm" and layer.proj_size):
+    if mode == "lstm" and layer.proj_size:
         return False
-    if layer.zoneout or (layer.training and (layer.dropout or layer.recurrent_dropout)):
-        return False  # zoneout mixes states in evaluation mode too
     if torch.is_grad_enabled() and any(p.requires_grad for p in layer._flat_weights()):
         return False
     if not isinstance(x_t, Tensor) or x_t.dim() != 2 or x_t.shape[1] != layer.input_size or x_t.requires_grad:
@@ -46,9 +59,25 @@ def _applies(layer, x_t, hx) -> bool:
 
 def try_step(layer, x_t: Tensor, hx):
     """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc)."""
-    if hx is None or not _applies(layer, x_t, hx):
+    if hx is None:
         return None
-    cell, params, lstm = _CELLS[layer.native_mode], layer._parameters, layer.native_mode == "lstm"
+    mode = layer.native_mode
+    if mode is None or layer.bidirectional or layer.zoneout or (
+            layer.training and (layer.dropout or layer.recurrent_dropout)):
+        return None  # zoneout mixes states in evaluation mode too
+    lstm = mode == "lstm"
+    cpp = _step_module if _step_module is not _UNSET else _cpp_step()
+    if cpp is not None and (mode == "gru" or (lstm and isinstance(hx, tuple) and len(hx) == 2 and not layer.proj_size)):
+        # the C++ step checks the rest (tensors, shapes, dtypes, autograd): None where it does not apply
+        w = layer._step_weights(layer._parameters)
+        out = (cpp.lstm_step(x_t, hx[0], hx[1], w, layer.bias, LSTMState) if lstm
+               else cpp.gru_step(x_t, hx, w, layer.bias))
+        if out is not None:
+            return out
+    if not _applies(layer, x_t, hx):
+        return None
+    params = layer._parameters
+    cell = _CELLS[mode]
     new = []  # per layer: h, or (h, c)
     for k, names in enumerate(layer._bindings):
         w = [params[t] for _, t in names]
@@ -58,6 +87,14 @@ def try_step(layer, x_t: Tensor, hx):
     if lstm:
         return x_t, LSTMState(*(_stack(p) for p in zip(*new)))
     return x_t, _stack(new)
+
+
+def _cpp_step():
+    """The C++ step module, or None (no compiler, ``RNNKIT_CPP=0``): settled on the first call."""
+    global _step_module
+    if _step_module is _UNSET:
+        _step_module = _cpp.module()
+    return _step_module
 
 
 def _stack(parts) -> Tensor:

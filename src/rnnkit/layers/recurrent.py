@@ -18,6 +18,7 @@ runs, inter-layer dropout, recurrent dropout and zoneout are handled here, aroun
 
 from __future__ import annotations
 
+import operator
 import warnings
 from typing import Callable
 
@@ -70,6 +71,8 @@ class Recurrent(nn.Module):
                 cell = make_cell(input_size if layer == 0 else self._cell_output_size(layer) * dirs)
                 self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
         self.output_size = self._cells[0].output_size
+        # the flat weights (torch's order) from _parameters in one C call, for the streaming fast path
+        self._step_weights = operator.itemgetter(*(t for pairs in self._bindings for _, t in pairs))
         probe = self._cells[0].init_state(1, device=torch.device("meta"))
         self._lstm_state = isinstance(probe, LSTMState)
         self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
