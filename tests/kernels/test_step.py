@@ -208,3 +208,16 @@ def test_what_the_fast_path_leaves_to_the_full_step():
     assert y.requires_grad
     with torch.no_grad(), pytest.raises(ValueError, match="expected x_t"):
         layer.step(torch.randn(2, 5), st)
+
+
+def test_a_layer_pickled_without_the_step_weights_getter_still_steps():
+    import pickle
+
+    layer = rnnkit.LSTM(3, 4).eval()
+    del layer.__dict__["_step_weights"]  # as pickled by an rnnkit from before the C++ step
+    again = pickle.loads(pickle.dumps(layer))
+    x, st = torch.randn(2, 3), layer.init_state(2)
+    with torch.no_grad():
+        y, _ = again.step(x, st)
+        want, _ = again(x.unsqueeze(0), st)
+    torch.testing.assert_close(y, want[0], atol=1e-6, rtol=0)

@@ -71,11 +71,19 @@ class Recurrent(nn.Module):
                 cell = make_cell(input_size if layer == 0 else self._cell_output_size(layer) * dirs)
                 self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
         self.output_size = self._cells[0].output_size
-        # the flat weights (torch's order) from _parameters in one C call, for the streaming fast path
-        self._step_weights = operator.itemgetter(*(t for pairs in self._bindings for _, t in pairs))
+        self._step_weights = self._make_step_weights()
         probe = self._cells[0].init_state(1, device=torch.device("meta"))
         self._lstm_state = isinstance(probe, LSTMState)
         self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
+
+    def _make_step_weights(self):
+        """The flat weights (torch's order) from ``_parameters`` in one C call, for the streaming fast path."""
+        return operator.itemgetter(*(t for pairs in self._bindings for _, t in pairs))
+
+    def __setstate__(self, state) -> None:  # a layer pickled before _step_weights existed
+        super().__setstate__(state)
+        if "_step_weights" not in self.__dict__:
+            self._step_weights = self._make_step_weights()
 
     def _cell_output_size(self, layer: int) -> int:
         return self._cells[-1].output_size
