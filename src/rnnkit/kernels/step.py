@@ -9,7 +9,7 @@ one call:
   :mod:`rnnkit.kernels._cpp` (``csrc/step.cpp``; built on the first such step of a machine, ~15 s):
   one parallel region per layer, the gate sums formed from the weight rows as they are, then the gates
   in one vectorised pass. Equal to ``torch.nn.LSTMCell`` within float rounding (the sums run in
-  another order; ~1e-7 in float32), ~0.42x its time at B=1, I=64, H=256 on the project's Xeon VM
+  another order; ~1e-7 in float32), ~0.37x its time at B=1, I=64, H=256 on the project's Xeon VM
   (docs/performance.md).
 * otherwise (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``): ATen's own cell per
   layer, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and
