@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
     ap.add_argument("--input-dropout", type=float, default=0.0, help="locked dropout on the embeddings")
+    ap.add_argument("--weight-drop", type=float, default=0.0,
+                    help="DropConnect on the recurrent matrices (AWD-LSTM's weight drop), one mask per batch")
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay of the weight matrices (AdamW instead of Adam when > 0)")
     ap.add_argument("--seed", type=int, default=0)
@@ -85,7 +87,8 @@ def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[La
     cfg = LanguageModelConfig(vocab_size=vocab_size, cell=args.cell, embedding_size=args.embedding,
                               hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
                               output_dropout=args.dropout, input_dropout=args.input_dropout,
-                              hidden_dropout=args.dropout if args.layers > 1 else 0.0)
+                              hidden_dropout=args.dropout if args.layers > 1 else 0.0,
+                              weight_drop=args.weight_drop)
     # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
     tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
                          schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,

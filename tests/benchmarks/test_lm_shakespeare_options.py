@@ -23,9 +23,10 @@ def script():
 
 def test_options_reach_model_and_trainer(script, tmp_path):
     args = script.build_parser().parse_args(
-        ["--layers", "2", "--dropout", "0.3", "--input-dropout", "0.1", "--weight-decay", "0.05"])
+        ["--layers", "2", "--dropout", "0.3", "--input-dropout", "0.1", "--weight-decay", "0.05",
+         "--weight-drop", "0.25"])
     cfg, tcfg = script.configs(args, 65, str(tmp_path))
-    assert (cfg.input_dropout, cfg.hidden_dropout, cfg.output_dropout) == (0.1, 0.3, 0.3)
+    assert (cfg.input_dropout, cfg.hidden_dropout, cfg.output_dropout, cfg.weight_drop) == (0.1, 0.3, 0.3, 0.25)
     assert (tcfg.optimizer, tcfg.weight_decay) == ("adamw", 0.05)
     cfg, tcfg = script.configs(script.build_parser().parse_args([]), 65, str(tmp_path))
     assert (cfg.input_dropout, tcfg.optimizer, tcfg.weight_decay) == (0.0, "adam", 0.0)
@@ -33,10 +34,11 @@ def test_options_reach_model_and_trainer(script, tmp_path):
 
 def test_help_names_the_options(script):
     text = script.build_parser().format_help()
-    assert "--input-dropout" in text and "--weight-decay" in text and "AdamW" in text
+    assert "--input-dropout" in text and "--weight-decay" in text and "AdamW" in text and "--weight-drop" in text
 
 
 @pytest.mark.parametrize("argv, name", [(["--input-dropout", "1.5"], "input_dropout"),
+                                        (["--weight-drop", "1.0"], "weight_drop"),
                                         (["--weight-decay", "-0.1"], "weight_decay")])
 def test_bad_values_fail_with_one_clear_line(script, tmp_path, argv, name):
     args = script.build_parser().parse_args(argv)

@@ -142,3 +142,83 @@ def test_backend_selection():
     assert rnnkit.GRU(4, 6, backend="reference").select_backend() == "reference"
     with pytest.raises(ValueError, match="native"):
         rnnkit.LSTM(4, 6, layer_norm=True, backend="native").select_backend()
+
+
+# -- weight drop (DropConnect on the recurrent matrices) -------------------------------------------
+
+def _dropped_copy(layer, p, seed):
+    """The same layer with its recurrent matrices dropped by hand, drawing the masks in the layer's order."""
+    import copy
+
+    from rnnkit.layers.regularizers import drop_connect
+
+    twin = copy.deepcopy(layer)
+    twin.weight_drop = 0.0
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name in layer._dropped:
+            getattr(twin, name).copy_(drop_connect(getattr(layer, name), p))
+    return twin
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, **kw),  # native
+    lambda **kw: rnnkit.GRU(4, 6, num_layers=2, batch_first=True, bidirectional=True, **kw),  # native
+    lambda **kw: rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, layer_norm=True, **kw),  # fused
+    lambda **kw: rnnkit.IndRNN(4, 6, num_layers=2, batch_first=True, **kw),  # cell
+], ids=["lstm", "gru-bidirectional", "layernorm-lstm", "indrnn"])
+def test_weight_drop_drops_the_recurrent_matrices_once_per_call(make):
+    torch.manual_seed(0)
+    layer = make(weight_drop=0.4).double()
+    plain = make().double()
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 7, 4, dtype=torch.float64)
+    layer.eval(); plain.eval()
+    assert torch.equal(layer(x)[0], plain(x)[0])  # the identity in evaluation mode
+    layer.train()
+    twin = _dropped_copy(layer, 0.4, seed=5).train()
+    torch.manual_seed(5)
+    y, _ = layer(x)
+    torch.testing.assert_close(y, twin(x)[0], atol=1e-12, rtol=0)  # the same masks, on all steps
+    y.sum().backward()
+    twin_y, _ = twin(x)
+    twin_y.sum().backward()
+    for name in layer._dropped:  # a dropped entry gets no gradient; the others the scaled one
+        g, tg, w = getattr(layer, name).grad, getattr(twin, name).grad, getattr(twin, name)
+        kept = w != 0
+        assert torch.equal(g[~kept], torch.zeros_like(g[~kept]))
+        torch.testing.assert_close(g[kept], tg[kept] / 0.6, atol=1e-12, rtol=0)
+    assert not torch.equal(layer(x)[0], layer(x)[0])  # a fresh mask per call
+
+
+def test_weight_drop_in_training_takes_the_full_step_and_its_masks():
+    layer = rnnkit.LSTM(3, 5, weight_drop=0.5).train()
+    x, st = torch.randn(2, 3), LSTMState(torch.randn(1, 2, 5), torch.randn(1, 2, 5))  # W_hh h != 0
+    from rnnkit.kernels import step as fast_step
+
+    with torch.no_grad():
+        assert fast_step.try_step(layer, x, st) is None
+        assert not torch.equal(layer.step(x, st)[0], layer.step(x, st)[0])
+        layer.eval()
+        torch.testing.assert_close(layer.step(x, st)[0], layer(x.unsqueeze(0), st)[0][0], atol=1e-6, rtol=0)
+
+
+def test_drop_connect_keeps_about_1_minus_p_scaled():
+    from rnnkit.layers.regularizers import drop_connect
+
+    torch.manual_seed(0)
+    w = torch.ones(400, 500, requires_grad=True)
+    d = drop_connect(w, 0.3)
+    kept = d != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(d[kept], torch.full_like(d[kept], 1 / 0.7))
+    d.sum().backward()
+    assert torch.equal(w.grad, kept.to(w.dtype) / 0.7)
+
+
+def test_weight_drop_bad_values():
+    with pytest.raises(ValueError, match="weight_drop"):
+        rnnkit.LSTM(3, 5, weight_drop=1.0)
+    with pytest.raises(TypeError):
+        rnnkit.MinGRU(3, 5, weight_drop=0.1)  # no recurrent matrix to drop
+    assert "weight_drop=0.2" in repr(rnnkit.GRU(3, 5, weight_drop=0.2))

@@ -48,7 +48,9 @@ def test_forward_shapes_and_state_carry(cell):
 
 def test_regularisers_only_in_training():
     m = LanguageModel(vocab_size=11, embedding_size=8, hidden_size=12, num_layers=2, embedding_dropout=0.3,
-                      input_dropout=0.3, hidden_dropout=0.3, output_dropout=0.3, recurrent_dropout=0.3)
+                      input_dropout=0.3, hidden_dropout=0.3, output_dropout=0.3, recurrent_dropout=0.3,
+                      weight_drop=0.3)
+    assert [layer.weight_drop for layer in m.layers] == [0.3, 0.3]
     ids = torch.randint(0, 11, (3, 10))
     m.eval()
     assert torch.equal(m(ids).logits, m(ids).logits)
@@ -58,7 +60,9 @@ def test_regularisers_only_in_training():
 
 @pytest.mark.parametrize("kw,match", [({"cell": "transformer"}, "cell"), ({"layer_norm": True, "cell": "rnn"},
                                       "layer_norm"), ({"input_dropout": 1.0}, "input_dropout"),
-                                      ({"proj_size": 4, "cell": "gru"}, "proj_size")])
+                                      ({"proj_size": 4, "cell": "gru"}, "proj_size"),
+                                      ({"weight_drop": 1.0}, "weight_drop"),
+                                      ({"weight_drop": 0.2, "cell": "mingru"}, "weight_drop")])
 def test_bad_config(kw, match):
     with pytest.raises(ConfigError, match=match):
         LanguageModelConfig(vocab_size=10, **kw)

@@ -64,7 +64,7 @@ def try_step(layer, x_t: Tensor, hx):
         return None
     mode = layer.native_mode
     if mode is None or layer.bidirectional or layer.zoneout or (
-            layer.training and (layer.dropout or layer.recurrent_dropout)):
+            layer.training and (layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
         return None  # zoneout mixes states in evaluation mode too
     lstm = mode == "lstm"
     cpp = _step_module if _step_module is not _UNSET else _cpp_step()

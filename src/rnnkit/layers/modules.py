@@ -22,12 +22,13 @@ class RNN(Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, backend: str = "auto") -> None:
+                 zoneout: float = 0.0, weight_drop: float = 0.0, backend: str = "auto") -> None:
         self.nonlinearity = nonlinearity
         self.native_mode = f"rnn_{nonlinearity}"
         super().__init__(lambda i: ElmanRNNCell(i, hidden_size, bias, nonlinearity, device=device, dtype=dtype),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, backend=backend)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
+                         backend=backend)
 
     def _extra_options(self) -> str:
         return "" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}"
@@ -44,7 +45,7 @@ class LSTM(Recurrent):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *, layer_norm: bool = False,
                  peephole: bool = False, forget_bias: float = 0.0, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, backend: str = "auto") -> None:
+                 zoneout: float = 0.0, weight_drop: float = 0.0, backend: str = "auto") -> None:
         if layer_norm and (proj_size or peephole):
             raise ValueError("LSTM: layer_norm=True supports neither proj_size nor peephole; "
                              f"got proj_size={proj_size}, peephole={peephole}")
@@ -58,7 +59,8 @@ class LSTM(Recurrent):
                 return LayerNormLSTMCell(i, hidden_size, bias, **kw)
             return LSTMCell(i, hidden_size, bias, proj_size=proj_size, peephole=peephole, **kw)
         super().__init__(make, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, backend=backend)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
+                         backend=backend)
 
     def _extra_options(self) -> str:
         return "".join(f", {k}={getattr(self, k)!r}" for k in ("proj_size", "layer_norm", "peephole",
@@ -75,13 +77,14 @@ class GRU(Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, layer_norm: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, backend: str = "auto") -> None:
+                 zoneout: float = 0.0, weight_drop: float = 0.0, backend: str = "auto") -> None:
         self.layer_norm = layer_norm
         self.native_mode = None if layer_norm else "gru"
         cell = LayerNormGRUCell if layer_norm else GRUCell
         super().__init__(lambda i: cell(i, hidden_size, bias, device=device, dtype=dtype), input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, backend=backend)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
+                         backend=backend)
 
     def _extra_options(self) -> str:
         return ", layer_norm=True" if self.layer_norm else ""
@@ -97,12 +100,14 @@ class IndRNN(Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "relu",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *, recurrent_max: float = 1.0,
-                 recurrent_dropout: float = 0.0, zoneout: float = 0.0, backend: str = "auto") -> None:
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0, weight_drop: float = 0.0,
+                 backend: str = "auto") -> None:
         self.nonlinearity, self.recurrent_max = nonlinearity, recurrent_max
         super().__init__(lambda i: IndRNNCell(i, hidden_size, bias, nonlinearity, recurrent_max=recurrent_max,
                                               device=device, dtype=dtype),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, backend=backend)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
+                         backend=backend)
 
 
 class _MinLayer(Recurrent):

@@ -31,7 +31,7 @@ from rnnkit.cells.base import LSTMState, RecurrentCell, _zoneout, map_state
 from rnnkit.kernels import dispatch, native
 from rnnkit.kernels.step import try_step
 from rnnkit.layers import masking
-from rnnkit.layers.regularizers import check_probability, variational_mask
+from rnnkit.layers.regularizers import check_probability, drop_connect, variational_mask
 
 __all__ = ["Recurrent", "BACKENDS"]
 
@@ -46,7 +46,7 @@ class Recurrent(nn.Module):
     def __init__(self, make_cell: Callable[[int], RecurrentCell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, *, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
-                 backend: str = "auto") -> None:
+                 weight_drop: float = 0.0, backend: str = "auto") -> None:
         super().__init__()
         name = type(self).__name__
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
@@ -62,6 +62,7 @@ class Recurrent(nn.Module):
         self.bidirectional = bool(bidirectional)
         self.recurrent_dropout = check_probability(f"{name}: recurrent_dropout", recurrent_dropout)
         self.zoneout = check_probability(f"{name}: zoneout", zoneout)
+        self.weight_drop = check_probability(f"{name}: weight_drop", weight_drop)
         self.backend = backend
         self._cells: list[RecurrentCell] = []
         self._bindings: list[list[tuple[str, str]]] = []
@@ -72,6 +73,10 @@ class Recurrent(nn.Module):
                 self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
         self.output_size = self._cells[0].output_size
         self._step_weights = self._make_step_weights()
+        # weight drop (DropConnect) acts on the recurrent matrices: their flat names
+        self._dropped = tuple(t for pairs in self._bindings for p, t in pairs if p == "weight_hh")
+        if self.weight_drop > 0 and not self._dropped:
+            raise ValueError(f"{name}: weight_drop needs recurrent weights (weight_hh); this layer has none")
         probe = self._cells[0].init_state(1, device=torch.device("meta"))
         self._lstm_state = isinstance(probe, LSTMState)
         self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
@@ -84,6 +89,10 @@ class Recurrent(nn.Module):
         super().__setstate__(state)
         if "_step_weights" not in self.__dict__:
             self._step_weights = self._make_step_weights()
+        # weight drop (DropConnect) acts on the recurrent matrices: their flat names
+        self._dropped = tuple(t for pairs in self._bindings for p, t in pairs if p == "weight_hh")
+        if self.weight_drop > 0 and not self._dropped:
+            raise ValueError(f"{name}: weight_drop needs recurrent weights (weight_hh); this layer has none")
 
     def _cell_output_size(self, layer: int) -> int:
         return self._cells[-1].output_size
@@ -98,9 +107,10 @@ class Recurrent(nn.Module):
         self._cells.append(cell)
         self._bindings.append(pairs)
 
-    def cells(self) -> list[RecurrentCell]:
-        """The cells, one per layer and direction (layer-major), bound to this layer's parameters."""
-        params = self._parameters
+    def cells(self, weights=None) -> list[RecurrentCell]:
+        """The cells, one per layer and direction (layer-major), bound to this layer's parameters (or to
+        ``weights``, a mapping of the same names: :meth:`_weights`)."""
+        params = self._parameters if weights is None else weights
         for cell, pairs in zip(self._cells, self._bindings):
             for pname, tname in pairs:
                 cell._parameters[pname] = params[tname]
@@ -114,7 +124,7 @@ class Recurrent(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         for key, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
                              ("bidirectional", False), ("recurrent_dropout", 0.0), ("zoneout", 0.0),
-                             ("backend", "auto")):
+                             ("weight_drop", 0.0), ("backend", "auto")):
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"
         return s + self._extra_options()
@@ -196,11 +206,24 @@ class Recurrent(nn.Module):
             return "native" if native_ok else next((k for k, ok in fast.items() if ok), "cell")
         return self.backend
 
-    def _flat_weights(self, index: int | None = None) -> list[Tensor]:
-        """Weights in torch's flat order, for all cells or the cell at ``index``."""
-        params = self._parameters
+    def _flat_weights(self, index: int | None = None, weights=None) -> list[Tensor]:
+        """Weights in torch's flat order, for all cells or the cell at ``index`` (from ``weights``, a
+        mapping like ``_parameters``, when given: :meth:`_weights`)."""
+        params = self._parameters if weights is None else weights
         chosen = self._bindings if index is None else [self._bindings[index]]
         return [params[t] for pairs in chosen for _, t in pairs]
+
+    def _weights(self):
+        """The weights one forward call uses: the parameters, or in training with ``weight_drop`` a copy
+        of the mapping whose recurrent matrices are DropConnect-ed (Wan et al. 2013; AWD-LSTM's weight
+        drop, Merity et al. 2018): each entry zeroed with probability ``p`` and the rest scaled by
+        ``1/(1-p)``, one mask per call shared by all time steps (and by the batch)."""
+        if not (self.training and self.weight_drop > 0):
+            return self._parameters
+        weights = dict(self._parameters)
+        for t in self._dropped:
+            weights[t] = drop_connect(weights[t], self.weight_drop)
+        return weights
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, input, hx=None, *, lengths=None):
@@ -221,15 +244,15 @@ class Recurrent(nn.Module):
         state = self._check_state(hx, B, batched, x)
         if lengths is not None:
             lengths = masking.check_lengths(lengths, B, T, x.device)
-        backend = self.select_backend()
+        backend, weights = self.select_backend(), self._weights()
         if backend == "native" and lengths is None:
-            y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(),
+            y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(None, weights),
                                     self.bias, self.num_layers, self.dropout, self.training,
                                     self.bidirectional, self.batch_first)
             parts = list(hn) if isinstance(hn, tuple) else [hn]
         else:
             xb = x if self.batch_first else x.transpose(0, 1)
-            y, parts = self._run_layers(xb, state, lengths, backend)
+            y, parts = self._run_layers(xb, state, lengths, backend, weights)
             y = (y if self.batch_first else y.transpose(0, 1)).contiguous()  # as torch.nn returns it
         if not batched:
             y = y.squeeze(0 if self.batch_first else 1)
@@ -239,9 +262,10 @@ class Recurrent(nn.Module):
     def _pack_native(self, state: list[Tensor]):
         return tuple(state) if len(state) == 2 else state[0]
 
-    def _run_layers(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, backend: str):
+    def _run_layers(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, backend: str, weights=None):
         """Layer by layer, direction by direction, on batch-first ``x``; returns ``(y, state parts)``."""
-        cells, D = self.cells(), self.num_directions
+        weights = self._parameters if weights is None else weights
+        cells, D = self.cells(weights), self.num_directions
         finals: list[list[Tensor]] = []
         for layer in range(self.num_layers):
             outs = []
@@ -250,7 +274,7 @@ class Recurrent(nn.Module):
                 s0 = [p[k] for p in state]
                 xin = masking.reverse_within_lengths(x, lengths) if d and lengths is not None else \
                     (x.flip(1) if d else x)
-                y, sn = self._run_direction(k, cells[k], xin, s0, lengths, backend)
+                y, sn = self._run_direction(k, cells[k], xin, s0, lengths, backend, weights)
                 outs.append(masking.reverse_within_lengths(y, lengths) if d and lengths is not None else
                             (y.flip(1) if d else y))
                 finals.append(sn)
@@ -261,15 +285,15 @@ class Recurrent(nn.Module):
         return x, parts
 
     def _run_direction(self, k: int, cell: RecurrentCell, x: Tensor, s0: list[Tensor],
-                       lengths: Tensor | None, backend: str):
+                       lengths: Tensor | None, backend: str, weights=None):
         """One cell over batch-first ``x``; returns ``(y, [final state parts])``."""
         if backend == "native":
             h0 = tuple(s.unsqueeze(0) for s in s0) if len(s0) == 2 else s0[0].unsqueeze(0)
+            w = self._flat_weights(k, weights)
             if lengths is None:
-                y, hn = native.run_full(self.native_mode, x, h0, self._flat_weights(k), self.bias, 1, 0.0,
-                                        self.training, False, True)
+                y, hn = native.run_full(self.native_mode, x, h0, w, self.bias, 1, 0.0, self.training, False, True)
             else:
-                y, hn = native.run_lengths(self.native_mode, x, h0, self._flat_weights(k), self.bias, lengths)
+                y, hn = native.run_lengths(self.native_mode, x, h0, w, self.bias, lengths)
             return y, [p.squeeze(0) for p in (hn if isinstance(hn, tuple) else (hn,))]
         start = LSTMState(*s0) if len(s0) == 2 else s0[0]
         reg = {}
@@ -293,12 +317,13 @@ class Recurrent(nn.Module):
         self._check_input(data.unsqueeze(0))
         B = int(packed.batch_sizes[0])
         state = self._check_state(hx, B, True, data)
+        weights = self._weights()
         if self.select_backend() == "native":
             order = packed.sorted_indices
             if order is not None:
                 state = [s.index_select(1, order) for s in state]
             y, hn = native.run_packed(self.native_mode, data, packed.batch_sizes, self._pack_native(state),
-                                      self._flat_weights(), self.bias, self.num_layers, self.dropout,
+                                      self._flat_weights(None, weights), self.bias, self.num_layers, self.dropout,
                                       self.training, self.bidirectional)
             parts = list(hn) if isinstance(hn, tuple) else [hn]
             if packed.unsorted_indices is not None:
@@ -306,7 +331,7 @@ class Recurrent(nn.Module):
             out = PackedSequence(y, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
             return out, self._pack_state(parts)
         padded, lengths = masking.unpack(packed)
-        y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend())
+        y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend(), weights)
         return masking.repack(y, lengths, packed), self._pack_state(parts)
 
     # -- streaming -----------------------------------------------------------------------------
@@ -314,8 +339,9 @@ class Recurrent(nn.Module):
         """One time step with the same weights: ``x_t`` (B, input_size) -> ``(y_t, hx)``.
 
         ``hx`` is shaped as for ``forward`` (``None`` for zeros). Calling ``step`` T times equals
-        ``forward`` on the sequence. In training mode dropout, recurrent dropout (a fresh mask per
-        call) and zoneout apply; in evaluation mode only zoneout's expectation does (as in ``forward``).
+        ``forward`` on the sequence. In training mode dropout, recurrent dropout and weight drop (a
+        fresh mask per call) and zoneout apply; in evaluation mode only zoneout's expectation does (as
+        in ``forward``).
         """
         fast = try_step(self, x_t, hx)  # plain layers without autograd: cached weights, few ops
         if fast is not None:
@@ -332,7 +358,7 @@ class Recurrent(nn.Module):
         x = x_t if batched else x_t.unsqueeze(0)
         state = self._check_state(hx, x.shape[0], batched, x)
         new_parts: list[list[Tensor]] = [[] for _ in state]
-        for layer, cell in enumerate(self.cells()):
+        for layer, cell in enumerate(self.cells(self._weights())):
             s = LSTMState(*(p[layer] for p in state)) if len(state) == 2 else state[0][layer]
             mask = None
             if self.training and self.recurrent_dropout > 0:

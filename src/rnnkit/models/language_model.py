@@ -3,7 +3,8 @@
 With the regularisers of AWD-LSTM (Merity et al. 2018) where they are cheap: embedding dropout
 (whole words dropped from the embedding matrix), locked (variational) dropout on the embeddings,
 between layers and on the output (one mask per sequence, shared over time), weight tying (Press &
-Wolf 2017; Inan et al. 2017) and recurrent dropout / zoneout inside the layers. The state is carried
+Wolf 2017; Inan et al. 2017), weight drop (DropConnect on the recurrent matrices) and recurrent
+dropout / zoneout inside the layers. The state is carried
 by the caller for truncated BPTT over contiguous text (``forward(..., state=...)``).
 
 ``softmax_cutoffs`` makes the output an adaptive softmax (Grave et al. 2017) that keeps weight tying:
@@ -50,6 +51,7 @@ class LanguageModelConfig:
     output_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
+    weight_drop: float = 0.0
     forget_bias: float = 0.0
     softmax_cutoffs: tuple[int, ...] = ()
 
@@ -73,9 +75,11 @@ class LanguageModelConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout",
-                     "recurrent_dropout", "zoneout"):
+                     "recurrent_dropout", "zoneout", "weight_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.weight_drop and self.cell in ("mingru", "minlstm"):
+            raise ConfigError(f"weight_drop acts on recurrent weights, which the {self.cell} cell does not have")
 
 
 class LMState(NamedTuple):
@@ -143,6 +147,7 @@ class LanguageModel(BundleMixin, nn.Module):
         kw: dict[str, Any] = dict(batch_first=True, zoneout=c.zoneout)
         if c.cell not in ("mingru", "minlstm"):
             kw["recurrent_dropout"] = c.recurrent_dropout
+            kw["weight_drop"] = c.weight_drop
         if c.cell in ("lstm", "gru"):
             kw["layer_norm"] = c.layer_norm
         if c.cell == "lstm":
