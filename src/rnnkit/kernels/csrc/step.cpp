@@ -299,16 +299,21 @@ bool tensor_seq(py::handle seq, std::vector<Tensor>& out) {
   return true;
 }
 
-py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, bool bias, const py::object& state_type) {
+py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias,
+                     const py::object& state_type) {
   std::vector<Tensor> in, states, weights;
+  const int with_bias = PyObject_IsTrue(bias.ptr());
+  if (with_bias < 0) throw py::error_already_set();
   if (!tensors({x}, in) || !tensors({h, c}, states) || !tensor_seq(w, weights)) return py::none();
-  return stack_step(4, in[0], states, weights, bias, state_type);
+  return stack_step(4, in[0], states, weights, with_bias == 1, state_type);
 }
 
-py::object gru_step(py::handle x, py::handle h, py::handle w, bool bias) {
+py::object gru_step(py::handle x, py::handle h, py::handle w, py::handle bias) {
   std::vector<Tensor> in, states, weights;
+  const int with_bias = PyObject_IsTrue(bias.ptr());
+  if (with_bias < 0) throw py::error_already_set();
   if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
-  return stack_step(3, in[0], states, weights, bias);
+  return stack_step(3, in[0], states, weights, with_bias == 1);
 }
 
 }  // namespace
