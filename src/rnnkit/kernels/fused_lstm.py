@@ -45,7 +45,7 @@ from torch import Tensor
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
-from rnnkit.kernels import _cpp
+from rnnkit.kernels import _cpp, triton_ln_lstm
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels._gemm import InputSide, Weight, add_outer
 
@@ -141,13 +141,16 @@ def _sum(parts: list, like: Tensor | None) -> Tensor | None:
 
 
 def _cpp_ops(s, x: Tensor):
-    """The C++ step loops (:mod:`rnnkit.kernels._cpp`) when they compute this call: a layer-norm LSTM
-    on the CPU in float32/float64, with or without lengths and recurrent dropout, not under zoneout
-    (peepholes are not part of the layer-norm cell). Else None: the Python loops below."""
-    if (s.ln_w is None or s.keep is not None or s.peep is not None or x.device.type != "cpu"
-            or x.dtype not in (torch.float32, torch.float64)):
+    """The compiled step loops when they compute this call: a layer-norm LSTM in float32/float64, with
+    or without lengths and recurrent dropout, not under zoneout (peepholes are not part of the
+    layer-norm cell) — on a GPU the Triton row passes (:mod:`rnnkit.kernels.triton_ln_lstm`, per
+    ``RNNKIT_TRITON``), on the CPU the C++ loops (:mod:`rnnkit.kernels._cpp`). Else None: the Python
+    loops below."""
+    if s.ln_w is None or s.keep is not None or s.peep is not None or x.dtype not in (torch.float32, torch.float64):
         return None
-    return _cpp.ops()
+    if triton_ln_lstm.wanted(x):
+        return triton_ln_lstm.ops()
+    return _cpp.ops() if x.device.type == "cpu" else None
 
 
 def _forward_cpp(s, b, x: Tensor, h0: Tensor, w_hh: Tensor, ys: Tensor) -> None:
@@ -174,7 +177,7 @@ def _backward_cpp(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool)
     C, d_ys, d_hn, d_cn = s.C, d_ys.contiguous(), d_hn.contiguous(), d_cn.contiguous()
     new = d_ys.new_empty if b.full else d_ys.new_zeros
     wk = SimpleNamespace(dpre=new(C, B, 4 * H), dhp=new(C, B, 4 * H))
-    acc = [torch.zeros(n, dtype=torch.float64) for n in (4 * H, H, H)]  # gains' gradients, summed in double
+    acc = [torch.zeros(n, dtype=torch.float64, device=d_ys.device) for n in (4 * H, H, H)]  # gains' grads, in double
     dh, dc = d_ys.new_zeros(B, H), d_ys.new_zeros(B, H)
     for t0, t1 in fc.chunks(b, C, reverse=True):
         if not b.full:  # rows that do not run must not enter the weight gradients
