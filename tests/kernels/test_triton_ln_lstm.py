@@ -6,6 +6,10 @@ here: Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors, tiny shapes 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,9 +34,31 @@ class _Recorder:
         return call
 
 
+# The kernels use Triton's standard library (tl.sum, tl.sigmoid are themselves jit functions), which the
+# interpreter runs only if TRITON_INTERPRET was set before triton was first imported. So the tests below
+# run in a child process started with it (test_the_triton_row_passes_in_a_fresh_process); in the suite's
+# own process they skip.
+_CHILD = os.environ.get("RNNKIT_TRITON_TEST_CHILD") == "1"
+
+
+@needs_triton
+def test_the_triton_row_passes_in_a_fresh_process():
+    if _CHILD:
+        pytest.skip("this is the child process")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TRITON_INTERPRET="1", RNNKIT_TRITON_TEST_CHILD="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "-rA",
+                          str(Path(__file__).relative_to(root))], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert out.stdout.count("PASSED") == 5, out.stdout[-2000:]  # the four above and the wanted() check
+
+
 @pytest.fixture
 def triton_ops(monkeypatch):
     """The Triton row passes in the interpreter, forced for CPU tensors, with their calls recorded."""
+    if not _CHILD:
+        pytest.skip("runs in the child process of test_the_triton_row_passes_in_a_fresh_process")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("RNNKIT_TRITON", "force")
     from triton.runtime.interpreter import InterpretedFunction
