@@ -53,3 +53,17 @@ def lstm_gradcheck_inputs(ln: bool, peep: bool, masked: bool, zoned: bool, lengt
     return (req(T, B, I), req(4 * H, I, scale=0.5), req(4 * H), req(4 * H) if ln else None, req(B, H), req(B, H),
             req(4 * H, H, scale=0.5), req(4 * H) if ln else None, req(H) if ln else None, req(H) if ln else None,
             req(3, H) if peep else None, torch.rand(B, H, **d) * 2 if masked else None, keep, b)
+
+
+class Recorder:
+    """Stands in for a namespace of kernel ops (``torch.ops.rnnkit_cpp``, the Triton row passes), counting
+    the calls it forwards by name."""
+
+    def __init__(self, real) -> None:
+        self.real, self.calls = real, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append(name)
+            return getattr(self.real, name)(*args)
+        return call

@@ -15,29 +15,16 @@ import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import _cpp
 from rnnkit.kernels import fused_lstm
-from tests.kernels._util import assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
+from tests.kernels._util import Recorder, assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                     reason="no C++ compiler on this machine: the Python loops run instead")
 
 
-class _Recorder:
-    """Stands in for ``torch.ops.rnnkit_cpp``, counting the calls it forwards."""
-
-    def __init__(self, real) -> None:
-        self.real, self.calls = real, []
-
-    def __getattr__(self, name):
-        def call(*args):
-            self.calls.append(name)
-            return getattr(self.real, name)(*args)
-        return call
-
-
 @pytest.fixture
 def recorder(monkeypatch):
     monkeypatch.setenv("RNNKIT_CPP", "1")
-    rec = _Recorder(_cpp.ops())
+    rec = Recorder(_cpp.ops())
     monkeypatch.setattr(fused_lstm._cpp, "ops", lambda: rec)
     return rec
 

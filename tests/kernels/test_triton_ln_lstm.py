@@ -16,22 +16,11 @@ import torch
 
 from rnnkit import cells as C
 from rnnkit.kernels import fused_lstm, triton_ln_lstm
-from tests.kernels._util import assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
+from tests.kernels._util import Recorder, assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install 'rnnkit[gpu]'): the Triton "
                                          "row passes are untested")
-
-
-class _Recorder:
-    def __init__(self, real) -> None:
-        self.real, self.calls = real, []
-
-    def __getattr__(self, name):
-        def call(*args):
-            self.calls.append(name)
-            return getattr(self.real, name)(*args)
-        return call
 
 
 # The kernels use Triton's standard library (tl.sum, tl.sigmoid are themselves jit functions), which the
@@ -64,7 +53,7 @@ def triton_ops(monkeypatch):
     from triton.runtime.interpreter import InterpretedFunction
     if not isinstance(triton_ln_lstm._kernels(True)[0], InterpretedFunction):
         pytest.skip("this triton does not interpret kernels built after import")
-    rec = _Recorder(triton_ln_lstm.ops())
+    rec = Recorder(triton_ln_lstm.ops())
     monkeypatch.setattr(triton_ln_lstm, "ops", lambda: rec)
     return rec
 
