@@ -100,7 +100,7 @@ class _LSTMFn(torch.autograd.Function):
         s.act, s.tc = sc.take(T, B, 4 * H), sc.take(T, B, H)  # g, i, f, o; tanh(LN(c_t))
         s.hp = None if ln_hh is None else sc.take(T, B, 4 * H)  # W_hh h_{t-1} before its norm
         s.stats, s.cstats = {}, {}
-        s.cpp = _cpp_ops(s, x)
+        s.cpp = _step_loops(s, x)
         if s.cpp is not None:
             _forward_cpp(s, b, x, h0, w_hh, ys)
         for t0, t1 in ([] if s.cpp is not None else fc.chunks(b, C)):
@@ -140,7 +140,7 @@ def _sum(parts: list, like: Tensor | None) -> Tensor | None:
     return torch.stack(parts).sum(0) if parts else torch.zeros_like(like)
 
 
-def _cpp_ops(s, x: Tensor):
+def _step_loops(s, x: Tensor):
     """The compiled step loops when they compute this call: a layer-norm LSTM in float32/float64, with
     or without lengths and recurrent dropout, not under zoneout (peepholes are not part of the
     layer-norm cell) — on a GPU the Triton row passes (:mod:`rnnkit.kernels.triton_ln_lstm`, per

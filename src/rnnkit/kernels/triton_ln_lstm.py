@@ -216,9 +216,9 @@ def ln_lstm_bwd_chunk(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d
             elif d_prev is not None:
                 out.add_(d_prev[:n])
     sums = part.to(torch.float64).sum(0)
-    dgam += sums[:G].to(dgam.device)
-    dgcw += sums[G:G + H].to(dgcw.device)
-    dgcb += sums[G + H:].to(dgcb.device)
+    dgam += sums[:G]
+    dgcw += sums[G:G + H]
+    dgcb += sums[G + H:]
 
 
 def ops() -> SimpleNamespace:
