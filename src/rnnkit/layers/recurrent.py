@@ -73,26 +73,27 @@ class Recurrent(nn.Module):
                 self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
         self.output_size = self._cells[0].output_size
         self._step_weights = self._make_step_weights()
-        # weight drop (DropConnect) acts on the recurrent matrices: their flat names
-        self._dropped = tuple(t for pairs in self._bindings for p, t in pairs if p == "weight_hh")
+        self._dropped = self._recurrent_names()  # what weight drop (DropConnect) acts on
         if self.weight_drop > 0 and not self._dropped:
             raise ValueError(f"{name}: weight_drop needs recurrent weights (weight_hh); this layer has none")
         probe = self._cells[0].init_state(1, device=torch.device("meta"))
         self._lstm_state = isinstance(probe, LSTMState)
         self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
 
+    def _recurrent_names(self) -> tuple[str, ...]:
+        """The flat names of the recurrent matrices (``weight_hh_l{k}[_reverse]``)."""
+        return tuple(t for pairs in self._bindings for p, t in pairs if p == "weight_hh")
+
     def _make_step_weights(self):
         """The flat weights (torch's order) from ``_parameters`` in one C call, for the streaming fast path."""
         return operator.itemgetter(*(t for pairs in self._bindings for _, t in pairs))
 
-    def __setstate__(self, state) -> None:  # a layer pickled before _step_weights existed
+    def __setstate__(self, state) -> None:  # a layer pickled before weight drop and the step's getter
         super().__setstate__(state)
+        self.__dict__.setdefault("weight_drop", 0.0)
+        self.__dict__.setdefault("_dropped", self._recurrent_names())
         if "_step_weights" not in self.__dict__:
             self._step_weights = self._make_step_weights()
-        # weight drop (DropConnect) acts on the recurrent matrices: their flat names
-        self._dropped = tuple(t for pairs in self._bindings for p, t in pairs if p == "weight_hh")
-        if self.weight_drop > 0 and not self._dropped:
-            raise ValueError(f"{name}: weight_drop needs recurrent weights (weight_hh); this layer has none")
 
     def _cell_output_size(self, layer: int) -> int:
         return self._cells[-1].output_size
