@@ -64,7 +64,8 @@ def _case(dtype, B=3, T=7, I=3, H=5, seed=0):
     if dtype == torch.float64:
         random_gains(cell)
     x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
-    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(), torch.randn(B, H, dtype=dtype).requires_grad_())
+    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
+                        torch.randn(B, H, dtype=dtype).requires_grad_())
     return cell, x, state
 
 

@@ -11,9 +11,9 @@ row pass (no transcendental function: products of the saved values), and accumul
 of the three gains' gradients in a per-row buffer (no atomics; summed over rows in float64 at the end
 of the chunk).
 
-``tanh`` is written out in the forward kernel (``expm1`` by Kahan's ``(u - 1) x / log u``, then ``expm1(2x) / (expm1(2x) +
-2)``) because Triton's interpreter has no libdevice and the layer norm needs a tanh whose error stays
-relative near 0 (docs/performance.md, Numerics).
+``tanh`` is written out in the forward kernel (``expm1`` by Kahan's ``(u - 1) x / log u``, then
+``expm1(2x) / (expm1(2x) + 2)``) because Triton's interpreter has no libdevice and the layer norm needs a
+tanh whose error stays relative near 0 (docs/performance.md, Numerics).
 
 Selected like the Triton scan (:func:`rnnkit.kernels.triton_scan.wanted`, ``RNNKIT_TRITON``): CUDA
 float32/float64 tensors when triton is importable; ``RNNKIT_TRITON=force`` with
