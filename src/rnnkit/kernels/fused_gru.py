@@ -21,6 +21,9 @@ hand-written backward. Gate order is torch's ``(r, z, n)``; the candidate's tanh
 Per chunk, ``dh -> (\bar a^x, \bar a^h)`` is two factor tensors computed in bulk, so a backward step is
 two multiplies, the norm's backward, one GEMM and one ``addcmul``. Zoneout (keep mask :math:`k`,
 :math:`h_t = k h_{t-1} + (1-k) h'_t`) folds into the same factors.
+
+The step loops are torch ops on any device; for a layer-norm GRU on a GPU (``RNNKIT_TRITON``) each step's
+pointwise work is instead one Triton launch (:mod:`rnnkit.kernels.triton_ln_gru`), with the same buffers.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch import Tensor
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.layernorm import EPS, LayerNormGRUCell
 from rnnkit.kernels import _fused_common as fc
+from rnnkit.kernels import triton_ln_gru
 from rnnkit.kernels._gemm import InputSide, Weight, add_outer
 
 __all__ = ["gru_sequence", "supports"]
@@ -82,8 +86,17 @@ class _GRUFn(torch.autograd.Function):
         s.hp = None if ln_hh is None else sc.take(T, B, 3 * H)  # W_hh h_{t-1} before its norm
         s.hin = None if mask is None else sc.take(T, B, H)
         s.stats = {}
+        s.tri = _row_passes(ln_hh, x)
+        if s.tri is not None:
+            s.st, h0 = sc.take(T, B, 2), h0.contiguous()  # the hidden side's mean and 1/std per row
         for t0, t1 in fc.chunks(b, C):
             xa = s.inp.forward(t0, t1).view(t1 - t0, B, 3 * H)
+            if s.tri is not None:
+                s.tri.ln_gru_fwd_chunk(xa.contiguous(), h0 if t0 == 0 else ys[t0 - 1], w_hh.t(), ln_hh, b_hh, EPS,
+                                       b.sizes[t0:t1], mask, None if keep is None else s.keep[t0:t1, 0],
+                                       None if mask is None else s.hin[t0:t1], ys[t0:t1], s.act[t0:t1],
+                                       s.ahn[t0:t1], s.hp[t0:t1], s.st[t0:t1])
+                continue
             for t in range(t0, t1):
                 n = b.sizes[t]
                 if n:
@@ -103,6 +116,14 @@ class _GRUFn(torch.autograd.Function):
         dh0 = _backward_chunks(s, b, d_ys, d_hn, ctx.needs_input_grad[4])
         inp = s.inp
         return inp.dx, inp.d_w, inp.d_bias, inp.d_gain, dh0, s.d_w, s.d_b, s.d_ln, None, None, None
+
+
+def _row_passes(ln_hh: Tensor | None, x: Tensor):
+    """The Triton row passes (:mod:`rnnkit.kernels.triton_ln_gru`) when they compute this call: a
+    layer-norm GRU in float32/float64 on a GPU (``RNNKIT_TRITON``); else None, the torch-op steps."""
+    if ln_hh is None or x.dtype not in (torch.float32, torch.float64) or not triton_ln_gru.wanted(x):
+        return None
+    return triton_ln_gru.ops()
 
 
 def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int) -> None:
@@ -132,13 +153,12 @@ def _backward_chunks(s, b, d_ys: Tensor, d_hn: Tensor, need_h0: bool) -> Tensor:
     C, new = s.C, d_ys.new_empty
     wk = SimpleNamespace(fx=new(C, B, 3, H), fh=new(C, B, 3, H), dxa=new(C, B, 3 * H), dah=new(C, B, 3 * H),
                          dhp=None if s.ln_w is None else new(C, B, 3 * H))
+    if s.tri is not None:
+        return _backward_triton(s, b, wk, d_ys, d_hn, need_h0)
     dh = None
     for t0, t1 in fc.chunks(b, C, reverse=True):
         _chunk_factors(s, wk, t0, t1)
-        if not b.full:
-            for buf in (wk.dxa, wk.dah, wk.dhp):
-                if buf is not None:
-                    buf.zero_()  # rows that do not run must not enter the weight gradients
+        _zero_idle_rows(b, wk)
         for t in range(t1 - 1, t0 - 1, -1):
             n = b.sizes[t]
             if n:
@@ -146,6 +166,37 @@ def _backward_chunks(s, b, d_ys: Tensor, d_hn: Tensor, need_h0: bool) -> Tensor:
                 dh = _backward_step(s, wk, d_ys, dh, t, t - t0, n, t > 0 or need_h0)
         _chunk_weight_grads(s, wk, t0, t1)
     return fc.arrive(dh, B, d_hn)
+
+
+def _zero_idle_rows(b, wk) -> None:
+    if not b.full:
+        for buf in (wk.dxa, wk.dah, wk.dhp):
+            if buf is not None:
+                buf.zero_()  # rows that do not run must not enter the weight gradients
+
+
+def _backward_triton(s, b, wk, d_ys: Tensor, d_hn: Tensor, need_h0: bool) -> Tensor | None:
+    """The chunks of :func:`_backward_chunks` with the Triton row passes for the steps; ``dh`` is one
+    (B, H) buffer, the rows still running after a chunk have arrived before it (``b.sizes[t1]``)."""
+    T, B, H = s.ys.shape
+    d_ys, d_hn = d_ys.contiguous(), d_hn.contiguous()
+    dh = d_ys.new_zeros(B, H)
+    acc = [torch.zeros(3 * H, dtype=torch.float64, device=d_ys.device) for _ in range(2)]  # gain, bias
+    for t0, t1 in fc.chunks(b, s.C, reverse=True):
+        _chunk_factors(s, wk, t0, t1)
+        _zero_idle_rows(b, wk)
+        c = t1 - t0
+        s.tri.ln_gru_bwd_chunk(wk.fx[:c], wk.fh[:c], wk.direct.contiguous(), s.hp[t0:t1], s.st[t0:t1], s.ln_w,
+                               s.w.w, d_ys[t0:t1], d_ys[t0 - 1] if t0 else None, d_hn, b.sizes[t0:t1],
+                               b.sizes[t1] if t1 < T else 0, s.mask, t0 > 0 or need_h0, dh, wk.dxa[:c],
+                               wk.dhp[:c], *acc)
+        _chunk_weight_grads(s, wk, t0, t1)
+    s.d_ln.add_(acc[0].to(s.d_ln.dtype))
+    if s.d_b is not None:
+        s.d_b.add_(acc[1].to(s.d_b.dtype))
+    m = b.sizes[0] if T else 0  # rows of length 0 never ran: their gradient is d_hn's
+    dh[m:] = d_hn[m:]
+    return dh if need_h0 else None
 
 
 def _chunk_factors(s, wk, t0: int, t1: int) -> None:

@@ -1,0 +1,126 @@
+"""The layer-norm GRU's Triton row passes (:mod:`rnnkit.kernels.triton_ln_gru`): with
+``RNNKIT_TRITON=force`` the fused GRU runs its step loops through them, and values and gradients equal
+the reference recurrence, with lengths, a recurrent-dropout mask, zoneout and without a bias. No GPU
+here: Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors, tiny shapes (it is slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit import cells as C
+from rnnkit.kernels import _fused_common as fc
+from rnnkit.kernels import fused_gru, triton_ln_gru
+from tests.kernels._util import Recorder, assert_close, random_gains, values_and_grads
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                  reason="triton is not installed (pip install 'rnnkit[gpu]'): the Triton "
+                                         "row passes are untested")
+
+# As in test_triton_ln_lstm.py: the kernels use tl.sum/tl.sigmoid, which the interpreter runs only if
+# TRITON_INTERPRET was set before triton's first import, so the tests run in a child process.
+_CHILD = os.environ.get("RNNKIT_TRITON_TEST_CHILD") == "1"
+
+
+@needs_triton
+def test_the_triton_gru_row_passes_in_a_fresh_process():
+    if _CHILD:
+        pytest.skip("this is the child process")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TRITON_INTERPRET="1", RNNKIT_TRITON_TEST_CHILD="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "-rA",
+                          str(Path(__file__).relative_to(root))], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert out.stdout.count("PASSED") == 6, out.stdout[-2000:]  # the five below and the wanted() check
+
+
+@pytest.fixture
+def triton_ops(monkeypatch):
+    """The Triton row passes in the interpreter, forced for CPU tensors, with their calls recorded."""
+    if not _CHILD:
+        pytest.skip("runs in the child process of test_the_triton_gru_row_passes_in_a_fresh_process")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("RNNKIT_TRITON", "force")
+    from triton.runtime.interpreter import InterpretedFunction
+    if not isinstance(triton_ln_gru._kernels(True)[0], InterpretedFunction):
+        pytest.skip("this triton does not interpret kernels built after import")
+    rec = Recorder(triton_ln_gru.ops())
+    monkeypatch.setattr(triton_ln_gru, "ops", lambda: rec)
+    return rec
+
+
+def _compare(cell, x, h0, tol, **kw):
+    inputs, params = [x, h0], list(cell.parameters())
+    torch.manual_seed(11)  # zoneout's masks: the same draws in both
+    fast = values_and_grads(lambda: fused_gru.gru_sequence(cell, x, h0, **kw), inputs, params)
+    torch.manual_seed(11)
+    ref = values_and_grads(lambda: cell.reference_forward(x, h0, **kw), inputs, params)
+    assert_close(fast[0], ref[0], tol)
+    assert_close(fast[1], ref[1], tol)
+
+
+def _case(dtype, B=3, T=7, I=3, H=5, bias=True, seed=0):
+    torch.manual_seed(seed)
+    cell = C.LayerNormGRUCell(I, H, bias=bias).to(dtype)
+    if dtype == torch.float64:
+        random_gains(cell)
+    return cell, torch.randn(B, T, I, dtype=dtype).requires_grad_(), torch.randn(B, H, dtype=dtype).requires_grad_()
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["float64", "float32"])
+def test_triton_gru_row_passes_equal_the_reference(triton_ops, dtype, tol):
+    cell, x, h0 = _case(dtype)
+    _compare(cell, x, h0, tol)
+    assert triton_ops.calls == ["ln_gru_fwd_chunk", "ln_gru_bwd_chunk"]
+    cell, x, h0 = _case(dtype, B=1, T=1, H=9, seed=4)  # B=1, T=1
+    _compare(cell, x, h0, tol)
+    assert len(triton_ops.calls) == 4
+
+
+@needs_triton
+def test_triton_gru_row_passes_with_lengths_mask_zoneout_and_no_bias(triton_ops):
+    """Lengths 0, 1 and T, a recurrent-dropout mask, zoneout, no bias, an odd hidden size, B=1 too."""
+    cell, x, h0 = _case(torch.float64, B=4, T=6, H=7, seed=1)
+    lengths, mask = torch.tensor([6, 0, 1, 4]), torch.rand(4, 7, dtype=torch.float64) * 2
+    for kw in ({"lengths": lengths}, {"recurrent_mask": mask}, {"zoneout": 0.3},
+               {"lengths": lengths, "recurrent_mask": mask, "zoneout": 0.3}):
+        _compare(cell, x, h0, 1e-10, **kw)
+    nb, x1, h1 = _case(torch.float64, B=1, T=4, H=6, bias=False, seed=2)
+    _compare(nb, x1, h1, 1e-10)
+    assert triton_ops.calls.count("ln_gru_fwd_chunk") == 5 and triton_ops.calls.count("ln_gru_bwd_chunk") == 5
+
+
+@needs_triton
+def test_gradcheck_through_the_triton_gru_row_passes(triton_ops):
+    B, T, I, H = 3, 5, 2, 3
+    d = dict(dtype=torch.float64)
+    req = lambda *s, scale=1.0: (torch.randn(*s, **d) * scale).requires_grad_()  # noqa: E731
+    keep = (torch.rand(T, 1, B, H, **d) < 0.3).to(torch.float64)
+    args = (req(T, B, I), req(3 * H, I, scale=0.5), req(3 * H), req(3 * H), req(B, H), req(3 * H, H, scale=0.5),
+            req(3 * H), req(3 * H), torch.rand(B, H, **d) * 2, keep, fc.batching(torch.tensor([5, 3, 0]), B, T))
+    assert torch.autograd.gradcheck(lambda *a: fused_gru._GRUFn.apply(*a), args)
+    assert "ln_gru_bwd_chunk" in triton_ops.calls
+
+
+@needs_triton
+def test_plain_gru_keeps_the_torch_op_steps(triton_ops):
+    """The row passes are the layer-norm GRU's: a plain GRU (recurrent dropout) runs the torch-op steps."""
+    torch.manual_seed(3)
+    cell = C.GRUCell(3, 4).double()
+    x, h0 = torch.randn(2, 5, 3, dtype=torch.float64).requires_grad_(), torch.randn(2, 4, dtype=torch.float64)
+    _compare(cell, x, h0.requires_grad_(), 1e-10, recurrent_mask=torch.rand(2, 4, dtype=torch.float64))
+    assert triton_ops.calls == []
+
+
+def test_without_force_cpu_tensors_keep_the_torch_op_steps(monkeypatch):
+    monkeypatch.delenv("RNNKIT_TRITON", raising=False)
+    assert not triton_ln_gru.wanted(torch.zeros(2, 3))
+    assert fused_gru._row_passes(torch.ones(6), torch.zeros(2, 3)) is None
