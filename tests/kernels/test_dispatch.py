@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.kernels import dispatch, fused_gru, fused_lstm, fused_min
+from rnnkit.kernels import dispatch, fused_gru, fused_indrnn, fused_lstm, fused_min
 
 CASES = [
     (lambda: rnnkit.LSTM(4, 6, batch_first=True, layer_norm=True), "fused", fused_lstm, "lstm_sequence"),
@@ -15,6 +15,9 @@ CASES = [
     (lambda: rnnkit.GRU(4, 6, batch_first=True, layer_norm=True), "fused", fused_gru, "gru_sequence"),
     (lambda: rnnkit.GRU(4, 6, batch_first=True, recurrent_dropout=0.3).train(), "fused", fused_gru,
      "gru_sequence"),
+    (lambda: rnnkit.IndRNN(4, 6, num_layers=2, batch_first=True), "fused", fused_indrnn, "indrnn_sequence"),
+    (lambda: rnnkit.IndRNN(4, 6, batch_first=True, nonlinearity="tanh", zoneout=0.2, bidirectional=True), "fused",
+     fused_indrnn, "indrnn_sequence"),
     (lambda: rnnkit.MinGRU(4, 6, batch_first=True), "scan", fused_min, "min_sequence"),
     (lambda: rnnkit.MinLSTM(4, 6, batch_first=True, bidirectional=True), "scan", fused_min, "min_sequence"),
 ]
@@ -43,7 +46,6 @@ def test_plain_layers_stay_native_and_the_rest_on_the_cell():
     assert rnnkit.GRU(4, 6, zoneout=0.1).eval().select_backend() == "fused"  # its expectation mix
     assert rnnkit.LSTM(4, 6, proj_size=2, zoneout=0.1).train().select_backend() == "cell"
     assert rnnkit.RNN(4, 6, zoneout=0.1).train().select_backend() == "cell"
-    assert rnnkit.IndRNN(4, 6).select_backend() == "cell"
     assert rnnkit.MinGRU(4, 6, zoneout=0.1).train().select_backend() == "cell"
 
 

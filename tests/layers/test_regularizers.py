@@ -165,7 +165,7 @@ def _dropped_copy(layer, p, seed):
     lambda **kw: rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, **kw),  # native
     lambda **kw: rnnkit.GRU(4, 6, num_layers=2, batch_first=True, bidirectional=True, **kw),  # native
     lambda **kw: rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, layer_norm=True, **kw),  # fused
-    lambda **kw: rnnkit.IndRNN(4, 6, num_layers=2, batch_first=True, **kw),  # cell
+    lambda **kw: rnnkit.IndRNN(4, 6, num_layers=2, batch_first=True, **kw),  # fused
 ], ids=["lstm", "gru-bidirectional", "layernorm-lstm", "indrnn"])
 def test_weight_drop_drops_the_recurrent_matrices_once_per_call(make):
     torch.manual_seed(0)

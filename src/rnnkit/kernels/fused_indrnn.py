@@ -1,0 +1,130 @@
+r"""Fused forward and backward of the IndRNN (:mod:`rnnkit.cells.indrnn`), with lengths, recurrent
+dropout and zoneout.
+
+.. math::
+
+    h'_t = \phi(a_t), \quad a_t = x_t W_{ih}^\top + b + u \odot m \odot h_{t-1}, \quad
+    h_t = k_t\, h_{t-1} + (1 - k_t)\, h'_t
+
+with ``u`` the clipped per-unit recurrent weight, ``m`` the recurrent-dropout mask and ``k_t`` zoneout's
+keep mask (``m = 1``, ``k = 0`` without them). The input projection of all steps is one GEMM (left to
+autograd: one node), the clip too; the recurrence is one :class:`torch.autograd.Function` whose step
+is two in-place ops (``addcmul`` into the output row, then ``relu_``/``tanh_``), and whose backward is
+written by hand: with :math:`\phi'_t` from the saved activations (``h' > 0`` for ReLU, ``1 - h'^2`` for
+tanh) and :math:`f_t = \phi'_t (1 - k_t)` computed for all steps at once,
+
+.. math::
+
+    \bar a_t = f_t \bar h_t, \quad \bar h_{t-1} = u\, m\, \bar a_t + k_t \bar h_t + \bar y_{t-1}, \quad
+    \bar u = \textstyle\sum_{t,b} \bar a_t\, m\, h_{t-1}, \quad \bar x^{proj}_t = \bar a_t,
+
+three ops per step (``threshold_backward``/``tanh_backward`` into the input side's gradient, one
+``addcmul`` into a per-row sum for ``u``'s gradient, one for ``dh_{t-1}``; zoneout's factor is taken
+in bulk), instead of the cell path's per-step autograd graph (~6 nodes a step).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.kernels import _fused_common as fc
+
+__all__ = ["indrnn_sequence", "supports"]
+
+
+def supports(cell) -> bool:
+    """True for the cell this kernel computes exactly: IndRNN (ReLU or tanh)."""
+    return isinstance(cell, IndRNNCell)
+
+
+class _IndRNNFn(torch.autograd.Function):
+    """``(xp, u, h0, mask, keep, b, relu) -> (ys, h_n)``, time-major, in running (length-sorted) order:
+    ``xp`` (T, B, H) the projected input, ``u`` (H,), ``ys`` (T, B, H) zero past each length."""
+
+    @staticmethod
+    def forward(ctx, xp, u, h0, mask, keep, b, relu):
+        with fc.loop_threads():
+            T, B, H = xp.shape
+            ys = fc.new_buffer(b, T, B, H, like=xp)
+            act = ys if keep is None else fc.new_buffer(b, T, B, H, like=xp)  # h' before zoneout
+            uv = u if mask is None else u * mask  # (H,) or (B, H): the recurrent factor of each row
+            for t in range(T):
+                n = b.sizes[t]
+                if n == 0:
+                    break  # sizes never grow again
+                h_prev = h0[:n] if t == 0 else ys[t - 1, :n]
+                a = torch.addcmul(xp[t, :n], uv if mask is None else uv[:n], h_prev, out=act[t, :n])
+                a.relu_() if relu else a.tanh_()
+                if keep is not None:
+                    torch.lerp(a, h_prev, keep[t, 0, :n], out=ys[t, :n])
+        ctx.b, ctx.relu = b, relu
+        ctx.save_for_backward(None if keep is None else act, ys, h0, uv, mask, keep)
+        return ys, fc.last(ys, h0, b)
+
+    @staticmethod
+    def backward(ctx, d_ys, d_hn):
+        with fc.loop_threads():
+            act, ys, h0, uv, mask, keep = ctx.saved_tensors
+            return _backward(ctx, ys if keep is None else act, ys, h0, uv, mask, keep, d_ys, d_hn)
+
+
+_THRESHOLD_B = torch.ops.aten.threshold_backward.grad_input
+_TANH_B = torch.ops.aten.tanh_backward.grad_input
+
+
+def _backward(ctx, act, ys, h0, uv, mask, keep, d_ys, d_hn):
+    b, relu = ctx.b, ctx.relu
+    need_u, need_h0 = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    T, B, H = ys.shape
+    f = None  # without zoneout phi' is applied per step from the saved activation (one op)
+    if keep is not None:
+        f = (act > 0).to(act.dtype) if relu else 1 - act * act
+        f.mul_(1 - keep[:, 0])
+    dxp = (torch.empty_like if b.full else torch.zeros_like)(ys)
+    acc = ys.new_zeros(B, H) if need_u else None  # sum over steps of dxp * h_{t-1}, per row
+    dh = None
+    for t in range(T - 1, -1, -1):
+        n = b.sizes[t]
+        if n == 0:
+            continue
+        dh = fc.arrive(dh, n, d_hn, d_ys[t])
+        da = dxp[t, :n]
+        if f is not None:
+            torch.mul(dh, f[t, :n], out=da)
+        elif relu:
+            _THRESHOLD_B(dh, act[t, :n], 0, grad_input=da)
+        else:
+            _TANH_B(dh, act[t, :n], grad_input=da)
+        if acc is not None:
+            acc[:n].addcmul_(da, h0[:n] if t == 0 else ys[t - 1, :n])
+        if t == 0 and not need_h0:
+            break
+        factor = uv if mask is None else uv[:n]
+        prev = torch.mul(da, factor) if t == 0 else torch.addcmul(d_ys[t - 1, :n], da, factor)
+        if keep is not None:
+            prev.addcmul_(dh, keep[t, 0, :n])
+        dh = prev
+    dh0 = fc.arrive(dh, B, d_hn) if need_h0 else None  # + the rows of length 0
+    du = None if acc is None else (acc if mask is None else acc.mul_(mask)).sum(0)
+    return dxp, du, dh0, None, None, None, None
+
+
+def indrnn_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = None,
+                    recurrent_mask: Tensor | None = None, zoneout: float = 0.0, zoneout_expected: bool = False):
+    """The fused equivalent of ``cell.forward(x, state, lengths=..., ...)`` for an IndRNN cell.
+
+    ``x`` is batch-first (B, T, I); returns ``(y, h_n)`` like the cell.
+    """
+    B, T, _ = x.shape
+    b = fc.batching(lengths, B, T)
+    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected)
+    if keep is not None and b.order is not None:
+        keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
+    xp = cell.project_input(b.rows(x).transpose(0, 1))  # (T, B, H): all steps in one GEMM
+    ys, h_n = _IndRNNFn.apply(xp, cell.recurrent_weight(), b.rows(state), b.rows(recurrent_mask), keep, b,
+                              cell.nonlinearity == "relu")
+    y, (h_n,) = fc.finish(b, ys, [h_n])
+    return y, h_n
+
