@@ -35,11 +35,15 @@ class Row:
     note: str = ""
 
 
-def _train_step(module: torch.nn.Module, x: torch.Tensor, **kw) -> Callable[[], None]:
+def _train_step(module: torch.nn.Module, x: torch.Tensor, sync: Callable[[], None] | None = None,
+                **kw) -> Callable[[], None]:
+    """One forward + backward; ``sync`` (a device's synchronize) ends it, so that a timing covers the work."""
     def run() -> None:
         module.zero_grad(set_to_none=True)
         y, _ = module(x, **kw)
         y.sum().backward()
+        if sync is not None:
+            sync()
     return run
 
 
@@ -90,8 +94,13 @@ def _info_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
              ("LSTM zoneout=0.1, training (fused)", rnnkit.LSTM(I, H, batch_first=True, zoneout=0.1)),
              ("LayerNormLSTM on the old cell path", rnnkit.LSTM(I, H, batch_first=True, layer_norm=True,
                                                                backend="cell"))]
-    return [_row(f"{name} vs torch.nn.LSTM", shape, _train_step(m, x), _train_step(ref, x), max(3, repeats // 2),
+    rows = [_row(f"{name} vs torch.nn.LSTM", shape, _train_step(m, x), _train_step(ref, x), max(3, repeats // 2),
                  None) for name, m in cases]
+    fused = rnnkit.IndRNN(I, H, batch_first=True)
+    loop = rnnkit.IndRNN(I, H, batch_first=True, backend="cell")
+    rows.append(_row(f"IndRNN ({fused.select_backend()}) vs the same IndRNN on the cell path", shape,
+                     _train_step(fused, x), _train_step(loop, x), max(3, repeats // 2), None))
+    return rows
 
 
 def _single_thread_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
@@ -135,11 +144,31 @@ def _step_row(I: int, H: int, repeats: int, steps: int = 500) -> Row:
                 f"{steps} calls", a, b, repeats, 0.4)
 
 
-def _gpu_rows() -> list[Row]:
-    note = "not measured: no CUDA device in this run" if not torch.cuda.is_available() else \
-        "not measured: no GPU kernels written (CUDA runs the CPU-designed kernels)"
-    return [Row(name, "-", None, None, None, "-", None, note) for name in
-            ("LayerNormLSTM on CUDA vs torch.nn.LSTM (cuDNN)", "MinGRU scan on CUDA vs torch.nn.GRU (cuDNN)")]
+_GPU_ROWS = ("LayerNormLSTM on CUDA vs torch.nn.LSTM (cuDNN)", "MinGRU scan on CUDA vs torch.nn.GRU (cuDNN)")
+
+
+def _device_rows(device: str, B: int, T: int, I: int, H: int, long_B: int, long_T: int, repeats: int,
+                 sync: Callable[[], None] | None) -> list[Row]:
+    """The GPU targets on ``device``: the layer-norm LSTM (Triton row passes on CUDA) against torch's
+    LSTM (cuDNN there), ``<= 1.3``; MinGRU's scan (Triton) against torch's GRU at T=4096, ``>= 50x``
+    faster. Every call ends with ``sync``, so that the times cover the device's work."""
+    x, shape = torch.randn(B, T, I, device=device), f"B={B} T={T} I={I} H={H}"
+    ln = rnnkit.LSTM(I, H, batch_first=True, layer_norm=True).to(device)
+    rows = [_row(_GPU_ROWS[0], shape, _train_step(ln, x, sync), _train_step(
+        torch.nn.LSTM(I, H, batch_first=True).to(device), x, sync), repeats, 1.3)]
+    xl = torch.randn(long_B, long_T, I, device=device)
+    rows.append(_row(_GPU_ROWS[1], f"B={long_B} T={long_T} I={I} H={H}",
+                     _train_step(rnnkit.MinGRU(I, H, batch_first=True).to(device), xl, sync),
+                     _train_step(torch.nn.GRU(I, H, batch_first=True).to(device), xl, sync), repeats, 0.02,
+                     faster=True))
+    return rows
+
+
+def _gpu_rows(B: int, T: int, I: int, H: int, long_B: int, long_T: int, repeats: int) -> list[Row]:
+    if not torch.cuda.is_available():
+        return [Row(name, "-", None, None, None, "-", None, "not measured: no CUDA device in this run")
+                for name in _GPU_ROWS]
+    return _device_rows("cuda", B, T, I, H, long_B, long_T, repeats, torch.cuda.synchronize)
 
 
 def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int = 7,
@@ -155,7 +184,7 @@ def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int
     rows.append(_long_row(long_B, long_T, I, H, long_repeats))
     rows.append(_step_row(I, H, repeats, steps=50 if quick else 500))
     rows += _info_rows(B, T, I, H, repeats) + _single_thread_rows(B, T, I, H, repeats)
-    return rows + _gpu_rows()
+    return rows + _gpu_rows(B, T, I, H, long_B, long_T, long_repeats)
 
 
 def machine_description(threads: int | None = None) -> str:

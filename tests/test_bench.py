@@ -1,0 +1,36 @@
+"""rnnkit.bench: the speed suite runs every row (tiny shapes), and its GPU rows' code path measures on
+whatever device it is given (here the CPU, as a stand-in for CUDA)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from rnnkit import bench
+
+
+def test_quick_suite_has_every_row_and_marks_gpu_rows_unmeasured_without_cuda():
+    rows = bench.run_speed(quick=True, repeats=1)
+    names = [r.name for r in rows]
+    for part in ("LayerNormLSTM", "LayerNormGRU", "MinGRU (scan)", "streaming", "bidirectional", "IndRNN (fused)"):
+        assert any(part in n for n in names), part
+    measured = [r for r in rows if r.ratio is not None]
+    assert all(r.seconds_a > 0 and r.seconds_b > 0 for r in measured)
+    gpu = [r for r in rows if r.name in bench._GPU_ROWS]
+    assert len(gpu) == 2
+    if not torch.cuda.is_available():
+        assert all(r.ratio is None and "not measured" in r.note for r in gpu)
+    table = bench.format_table(rows)
+    assert table.count("\n") == len(rows) + 1
+    assert len(json.loads(bench.to_json(rows))["rows"]) == len(rows)
+
+
+def test_the_gpu_rows_measure_on_the_device_they_are_given():
+    synced = []
+    rows = bench._device_rows("cpu", 2, 8, 3, 4, 1, 16, 1, lambda: synced.append(1))
+    assert [r.name for r in rows] == list(bench._GPU_ROWS)
+    assert all(r.ratio is not None and r.ratio > 0 for r in rows)
+    assert rows[0].target == "<= 1.3" and rows[1].target.startswith("<= 0.02 (>= 50x faster)")
+    assert rows[1].met == (rows[1].ratio <= 0.02)
+    assert len(synced) >= 8  # every timed call (and the warm-ups) ended with the device's synchronize
