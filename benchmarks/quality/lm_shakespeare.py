@@ -60,6 +60,28 @@ class _RecentLoss:
         return round(sum(self.losses) / len(self.losses), 4) if self.losses else None
 
 
+class _WeightAverage:
+    """An exponential moving average of the parameters, updated after every step (Polyak averaging,
+    as AWD-LSTM's averaged SGD); ``swap()`` exchanges the model's weights with the average."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay, self.avg = decay, None
+
+    def on_step_end(self, trainer, metrics) -> None:
+        params = [p.detach() for p in trainer.model.parameters()]
+        if self.avg is None:
+            self.avg = [p.clone() for p in params]
+        else:
+            torch._foreach_lerp_(self.avg, params, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap(self, model) -> None:
+        for p, a in zip(model.parameters(), self.avg):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=97.0, help="training wall-clock budget")
@@ -72,18 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--dropout", type=float, default=0.0, help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
     ap.add_argument("--input-dropout", type=float, default=0.0, help="locked dropout on the embeddings")
     ap.add_argument("--weight-drop", type=float, default=0.0,
                     help="DropConnect on the recurrent matrices (AWD-LSTM's weight drop), one mask per batch")
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay of the weight matrices (AdamW instead of Adam when > 0)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="also evaluate an exponential moving average of the weights with this decay "
+                         "(e.g. 0.999; reported as val_loss_ema and val_loss_windowed_ema)")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
 
 def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[LanguageModelConfig, TrainerConfig]:
     """The model and trainer configurations of a run (each validates its values: bad options fail here)."""
+    if not 0.0 <= args.ema < 1.0:
+        raise ValueError(f"ema must be a decay in [0, 1) (0: no averaging), got {args.ema}")
     cfg = LanguageModelConfig(vocab_size=vocab_size, cell=args.cell, embedding_size=args.embedding,
                               hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
                               output_dropout=args.dropout, input_dropout=args.input_dropout,
@@ -99,6 +127,15 @@ def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[La
     return cfg, tcfg
 
 
+def _averaged(model, average: _WeightAverage, val_ids: torch.Tensor) -> dict:
+    """Both validation losses with the averaged weights (the model keeps its own weights after)."""
+    average.swap(model)
+    out = {"val_loss_ema": round(stateful_loss(model, val_ids, seq_len=256, batch_size=1), 4),
+           "val_loss_windowed_ema": round(windowed_loss(model, val_ids), 4)}
+    average.swap(model)
+    return out
+
+
 def main() -> None:
     args = build_parser().parse_args()
     torch.manual_seed(args.seed)
@@ -110,7 +147,8 @@ def main() -> None:
         model = LanguageModel(cfg, tokenizer=tok)
         start = time.monotonic()
         recent = _RecentLoss()
-        state = Trainer(model, tcfg, callbacks=[recent]).fit(
+        average = _WeightAverage(args.ema) if args.ema > 0 else None
+        state = Trainer(model, tcfg, callbacks=[recent] + ([average] if average else [])).fit(
             LMStream(train_ids, args.batch, args.seq_len))
         train_seconds = time.monotonic() - start
     t_eval = time.monotonic()
@@ -119,6 +157,7 @@ def main() -> None:
     result = {"val_loss": round(val, 4), "val_loss_windowed": round(windowed, 4),
               "train_loss_last200": recent.value,
               "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.monotonic() - t_eval, 1),
+              **(_averaged(model, average, val_ids) if average is not None and average.avg is not None else {}),
               "steps": state.step, "params": model.num_parameters(), "config": vars(args),
               "torch_threads": torch.get_num_threads()}
     print(f"tiny shakespeare: stateful val loss {val:.4f}, windowed {windowed:.4f} after "

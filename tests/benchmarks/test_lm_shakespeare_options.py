@@ -35,14 +35,34 @@ def test_options_reach_model_and_trainer(script, tmp_path):
 def test_help_names_the_options(script):
     text = script.build_parser().format_help()
     assert "--input-dropout" in text and "--weight-decay" in text and "AdamW" in text and "--weight-drop" in text
+    assert "--ema" in text
 
 
 @pytest.mark.parametrize("argv, name", [(["--input-dropout", "1.5"], "input_dropout"),
                                         (["--weight-drop", "1.0"], "weight_drop"),
-                                        (["--weight-decay", "-0.1"], "weight_decay")])
+                                        (["--weight-decay", "-0.1"], "weight_decay"),
+                                        (["--ema", "1.0"], "ema")])
 def test_bad_values_fail_with_one_clear_line(script, tmp_path, argv, name):
     args = script.build_parser().parse_args(argv)
     with pytest.raises((ConfigError, ValueError)) as info:
         script.configs(args, 65, str(tmp_path))
     message = str(info.value)
     assert name in message and "\n" not in message
+
+
+def test_weight_average_is_the_moving_average_and_swaps_back(script):
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    trainer = type("T", (), {"model": model})()
+    avg = script._WeightAverage(0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        avg.on_step_end(trainer, {})  # the first step starts the average at the weights
+        model.weight.fill_(3.0)
+        avg.on_step_end(trainer, {})
+    assert torch.allclose(avg.avg[0], torch.full((1, 2), 0.9 * 1.0 + 0.1 * 3.0))
+    avg.swap(model)
+    assert torch.allclose(model.weight, torch.full((1, 2), 1.2))
+    avg.swap(model)
+    assert torch.allclose(model.weight, torch.full((1, 2), 3.0)) and torch.allclose(avg.avg[0], torch.full((1, 2), 1.2))
