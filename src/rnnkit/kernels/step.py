@@ -70,14 +70,14 @@ def try_step(layer, x_t: Tensor, hx):
     cpp = _step_module if _step_module is not _UNSET else _cpp_step()
     if cpp is not None and (mode == "gru" or (lstm and isinstance(hx, tuple) and len(hx) == 2 and not layer.proj_size)):
         # the C++ step checks the rest (tensors, shapes, dtypes, autograd): None where it does not apply
-        w = layer._step_weights(layer._parameters)
+        w = layer._step_weights(layer._params())
         out = (cpp.lstm_step(x_t, hx[0], hx[1], w, layer.bias, LSTMState) if lstm
                else cpp.gru_step(x_t, hx, w, layer.bias))
         if out is not None:
             return out
     if not _applies(layer, x_t, hx):
         return None
-    params = layer._parameters
+    params = layer._params()
     cell = _CELLS[mode]
     new = []  # per layer: h, or (h, c)
     for k, names in enumerate(layer._bindings):

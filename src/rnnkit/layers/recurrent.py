@@ -108,10 +108,18 @@ class Recurrent(nn.Module):
         self._cells.append(cell)
         self._bindings.append(pairs)
 
+    def _params(self):
+        """The weights by their flat names: ``_parameters``, or where some are parametrized
+        (``torch.nn.utils.parametrize``, e.g. ``parametrizations.weight_norm``) a mapping with each
+        parametrized weight computed now, as torch's own layers read them."""
+        if "parametrizations" not in self._modules:
+            return self._parameters
+        return {t: getattr(self, t) for pairs in self._bindings for _, t in pairs}
+
     def cells(self, weights=None) -> list[RecurrentCell]:
         """The cells, one per layer and direction (layer-major), bound to this layer's parameters (or to
         ``weights``, a mapping of the same names: :meth:`_weights`)."""
-        params = self._parameters if weights is None else weights
+        params = self._params() if weights is None else weights
         for cell, pairs in zip(self._cells, self._bindings):
             for pname, tname in pairs:
                 cell._parameters[pname] = params[tname]
@@ -210,7 +218,7 @@ class Recurrent(nn.Module):
     def _flat_weights(self, index: int | None = None, weights=None) -> list[Tensor]:
         """Weights in torch's flat order, for all cells or the cell at ``index`` (from ``weights``, a
         mapping like ``_parameters``, when given: :meth:`_weights`)."""
-        params = self._parameters if weights is None else weights
+        params = self._params() if weights is None else weights
         chosen = self._bindings if index is None else [self._bindings[index]]
         return [params[t] for pairs in chosen for _, t in pairs]
 
@@ -220,8 +228,8 @@ class Recurrent(nn.Module):
         drop, Merity et al. 2018): each entry zeroed with probability ``p`` and the rest scaled by
         ``1/(1-p)``, one mask per call shared by all time steps (and by the batch)."""
         if not (self.training and self.weight_drop > 0):
-            return self._parameters
-        weights = dict(self._parameters)
+            return self._params()
+        weights = dict(self._params())
         for t in self._dropped:
             weights[t] = drop_connect(weights[t], self.weight_drop)
         return weights
@@ -265,7 +273,7 @@ class Recurrent(nn.Module):
 
     def _run_layers(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, backend: str, weights=None):
         """Layer by layer, direction by direction, on batch-first ``x``; returns ``(y, state parts)``."""
-        weights = self._parameters if weights is None else weights
+        weights = self._params() if weights is None else weights
         cells, D = self.cells(weights), self.num_directions
         finals: list[list[Tensor]] = []
         for layer in range(self.num_layers):
