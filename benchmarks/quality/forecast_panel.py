@@ -130,8 +130,8 @@ def main() -> None:
     seconds = {m: round(sum(r[m]["seconds"] for r in results.values()), 1) for m in MODELS}
     print(f"fit+forecast seconds per model: {seconds}; wall time {wall:.0f} s")
     if args.json:
-        print(json.dumps({"benchmark": "forecast_panel", "origins": args.origins, "wall_s": round(wall, 1), "mean_mase": mean,
-                          "worst_ratio_to_snaive": [worst, ratio[worst]], "seconds": seconds,
+        print(json.dumps({"benchmark": "forecast_panel", "origins": args.origins, "wall_s": round(wall, 1),
+                          "mean_mase": mean, "worst_ratio_to_snaive": [worst, ratio[worst]], "seconds": seconds,
                           "results": results}, default=float))
 
 

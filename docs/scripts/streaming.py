@@ -96,7 +96,8 @@ def main() -> int:
         (tl, nl), (tt, nt) = time_lstm(lstm, t), time_transformer(layers, t)
         rows.append((t, tl, nl, tt, nt))
     print(f"machine: {machine_description()}; parameters: LSTM {params[0]:,}, Transformer {params[1]:,}\n")
-    print("| context t | LSTM step (us) | LSTM state (numbers) | Transformer step, KV cache (us) | KV cache (numbers) |")
+    print("| context t | LSTM step (us) | LSTM state (numbers) | Transformer step, KV cache (us) "
+          "| KV cache (numbers) |")
     print("|---|---|---|---|---|")
     for t, tl, nl, tt, nt in rows:
         print(f"| {t} | {tl * 1e6:.0f} | {nl:,} | {tt * 1e6:.0f} | {nt:,} |")

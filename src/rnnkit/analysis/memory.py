@@ -237,7 +237,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rnnkit bench memory", description=_CLI_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="rnnkit bench memory", description=_CLI_DOC,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", help=f"comma-separated, default all: {','.join(TASKS)}")
     ap.add_argument("--models", help=f"comma-separated, default all: {','.join(MODELS)}")
     ap.add_argument("--lengths", help="comma-separated lengths for the length-swept tasks (default per task)")

@@ -10,12 +10,13 @@ Scores (one per row, in standard-deviation units):
   relative to its mean :math:`\\bar r` over the training rows (about 1 for normal rows, like
   the forecast score).
 
-Both are divided by their root mean square on the held-out last tenth of the training rows,
-so normal rows the model did not train on score about 1. Scores are smoothed causally, :math:`\\tilde a_t = \\mathrm{EWMA}_{span}(a)_t`, and flagged when
-above a threshold: ``fixed`` (:math:`\\tilde a_t > c`), ``quantile`` (the ``q`` quantile of the
-training scores), or ``adaptive`` (:math:`\\tilde a_t > \\max(c, \\bar a_{t} + k\\, s_{t})`, mean
-and standard deviation of the previous ``history`` smoothed scores). Runs of flagged rows closer
-than ``merge`` rows become one window ``(start, end, score = max smoothed score)``.
+Both are divided by their root mean square on the held-out last tenth of the training rows, so
+normal rows the model did not train on score about 1. Scores are smoothed causally,
+:math:`\\tilde a_t = \\mathrm{EWMA}_{span}(a)_t`, and flagged when above a threshold: ``fixed``
+(:math:`\\tilde a_t > c`), ``quantile`` (the ``q`` quantile of the training scores), or ``adaptive``
+(:math:`\\tilde a_t > \\max(c, \\bar a_{t} + k\\, s_{t})`, mean and standard deviation of the
+previous ``history`` smoothed scores). Runs of flagged rows closer than ``merge`` rows become one
+window ``(start, end, score = max smoothed score)``.
 
 Rows need not be regular in time (NAB files repeat a few timestamps): they are scored in order.
 Calendar features of a DatetimeIndex (hour, day of week, ...) are given to the forecaster.

@@ -12,8 +12,9 @@ indices :math:`s`; the recurrence reads the normalised window
 :math:`x_{T+1..T+H}`; the forecast is :math:`u = \\ell_T + \\hat s_{T+h} + \\sigma \\hat x_{T+h}`
 (and :math:`y = e^u` when the series was modelled in logs), with the network's shift of the
 median kept at ``rnn_weight`` (0.7) of its size. A few seeds are trained with early stopping on
-the last part of the history and their quantiles are averaged. Everything fitted (smoothing parameters, scalers, the state at the forecast origin)
-is stored in the bundle's ``config.json``; the weights in ``model.safetensors``.
+the last part of the history and their quantiles are averaged. Everything fitted (smoothing
+parameters, scalers, the state at the forecast origin) is stored in the bundle's ``config.json``; the
+weights in ``model.safetensors``.
 """
 
 from __future__ import annotations

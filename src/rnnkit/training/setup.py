@@ -102,7 +102,8 @@ def _model_record(model: torch.nn.Module) -> dict[str, Any]:
     from rnnkit.export.bundle import registered_name
 
     cls = type(model)
-    record: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}", "registered_name": registered_name(model),
+    record: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}",
+                              "registered_name": registered_name(model),
                               "parameters": sum(p.numel() for p in model.parameters())}
     config = getattr(model, "config", None)
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
