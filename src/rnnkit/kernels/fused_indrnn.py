@@ -56,7 +56,10 @@ class _IndRNNFn(torch.autograd.Function):
                     break  # sizes never grow again
                 h_prev = h0[:n] if t == 0 else ys[t - 1, :n]
                 a = torch.addcmul(xp[t, :n], uv if mask is None else uv[:n], h_prev, out=act[t, :n])
-                a.relu_() if relu else a.tanh_()
+                if relu:
+                    a.relu_()
+                else:
+                    a.tanh_()
                 if keep is not None:
                     torch.lerp(a, h_prev, keep[t, 0, :n], out=ys[t, :n])
         ctx.b, ctx.relu = b, relu
@@ -123,6 +126,8 @@ def indrnn_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = Non
     if keep is not None and b.order is not None:
         keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
     xp = cell.project_input(b.rows(x).transpose(0, 1))  # (T, B, H): all steps in one GEMM
+    if xp.dtype != state.dtype:  # autocast's GEMM: the recurrence runs in the state's dtype, as the cell's
+        xp = xp.to(state.dtype)
     ys, h_n = _IndRNNFn.apply(xp, cell.recurrent_weight(), b.rows(state), b.rows(recurrent_mask), keep, b,
                               cell.nonlinearity == "relu")
     y, (h_n,) = fc.finish(b, ys, [h_n])
