@@ -148,9 +148,22 @@ def test_cpp_loops_with_lengths_and_recurrent_dropout_equal_reference(recorder, 
         fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
                                 list(cell.parameters()))
         assert recorder.calls[n:].count("ln_lstm_bwd_chunk") == 2  # T=70 is two chunks at B=5
-        ref = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state], list(cell.parameters()))
-        assert_close(fast[0], ref[0], tol)
-        assert_close(fast[1], ref[1], tol)
+        # against the reference recurrence in float64 (same weights and inputs): over 70 steps the float32
+        # reference itself drifts up to ~1e-5 from it (measured on the AMD VM), so two float32 runs can
+        # differ by twice that while each is within 1e-5 of the truth
+        ref = _float64_reference(cell, x, state, kw)
+        assert_close([a.double() for a in fast[0]], ref[0], tol)
+        assert_close([a.double() for a in fast[1]], ref[1], tol)
+
+
+def _float64_reference(cell, x, state, kw):
+    """Values and gradients of ``cell.reference_forward`` in float64 with copies of the inputs and weights."""
+    twin = type(cell)(cell.input_size, cell.hidden_size).double()
+    twin.load_state_dict({k: v.double() for k, v in cell.state_dict().items()})
+    xd = x.detach().double().requires_grad_()
+    sd = C.LSTMState(*(s.detach().double().requires_grad_() for s in state))
+    kwd = {k: v.double() if v.is_floating_point() else v for k, v in kw.items()}
+    return values_and_grads(lambda: twin.reference_forward(xd, sd, **kwd), [xd, *sd], list(twin.parameters()))
 
 
 @needs_compiler
