@@ -1,17 +1,40 @@
 """The fused IndRNN kernel equals the reference recurrence: values and gradients (float32 within 1e-5,
 float64 within 1e-10 and gradcheck of the hand-written backward), ReLU and tanh, with lengths, initial
-state, a recurrent-dropout mask, zoneout and the recurrent weight's clip."""
+state, a recurrent-dropout mask, zoneout and the recurrent weight's clip. Every test runs twice: with the
+C++ loops (``csrc/indrnn.cpp``; a recorder proves they ran) and with the per-step torch ops
+(``RNNKIT_CPP=0``)."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import torch
 
 import rnnkit
 from rnnkit import cells as C
+from rnnkit.kernels import _cpp
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import fused_indrnn
-from tests.kernels._util import assert_close, values_and_grads
+from tests.kernels._util import Recorder, assert_close, values_and_grads
+
+_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+
+
+@pytest.fixture(autouse=True, params=["cpp", "python"])
+def loops(request, monkeypatch):
+    """Each test with the C++ loops (their calls recorded, and required to happen) and without them."""
+    if request.param == "python":
+        monkeypatch.setenv("RNNKIT_CPP", "0")
+        yield None
+        return
+    if not _COMPILER:
+        pytest.skip("no C++ compiler on this machine: the per-step torch ops run instead")
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    rec = Recorder(_cpp.ops())
+    monkeypatch.setattr(fused_indrnn._cpp, "ops", lambda: rec)
+    yield rec
+    assert "indrnn_fwd" in rec.calls
 
 SHAPES = [(1, 1, 3, 7), (3, 9, 4, 5), (5, 20, 6, 8)]  # (B, T, I, H): B=1, T=1, odd H
 
@@ -59,7 +82,7 @@ def test_lengths_mask_and_zoneout_equal_reference(nonlinearity):
     (True, False, False, None), (False, False, False, None), (True, True, True, None),
     (False, True, True, torch.tensor([5, 3, 0])), (True, False, False, torch.tensor([4, 4, 1]))],
     ids=["relu", "tanh", "relu_mask_zoneout", "tanh_all_lengths", "relu_lengths"])
-def test_gradcheck_of_the_hand_written_backward(relu, masked, zoned, lengths):
+def test_gradcheck_of_the_hand_written_backward(relu, masked, zoned, lengths, loops):
     torch.manual_seed(2)
     B, T, H = 3, 5, 4
     d = dict(dtype=torch.float64)
@@ -70,6 +93,7 @@ def test_gradcheck_of_the_hand_written_backward(relu, masked, zoned, lengths):
     args = (xp, u, torch.randn(B, H, **d).mul(0.1).requires_grad_(), torch.rand(B, H, **d) * 2 if masked else None,
             keep, fc.batching(lengths, B, T), relu)
     assert torch.autograd.gradcheck(lambda *a: fused_indrnn._IndRNNFn.apply(*a), args)
+    assert loops is None or "indrnn_bwd" in loops.calls
 
 
 def test_the_layer_runs_the_kernel_and_matches_its_cell_path():

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.kernels import _cpp
 from rnnkit.kernels import _fused_common as fc
 
 __all__ = ["indrnn_sequence", "supports"]
@@ -50,18 +51,14 @@ class _IndRNNFn(torch.autograd.Function):
             ys = fc.new_buffer(b, T, B, H, like=xp)
             act = ys if keep is None else fc.new_buffer(b, T, B, H, like=xp)  # h' before zoneout
             uv = u if mask is None else u * mask  # (H,) or (B, H): the recurrent factor of each row
-            for t in range(T):
-                n = b.sizes[t]
-                if n == 0:
-                    break  # sizes never grow again
-                h_prev = h0[:n] if t == 0 else ys[t - 1, :n]
-                a = torch.addcmul(xp[t, :n], uv if mask is None else uv[:n], h_prev, out=act[t, :n])
-                if relu:
-                    a.relu_()
-                else:
-                    a.tanh_()
-                if keep is not None:
-                    torch.lerp(a, h_prev, keep[t, 0, :n], out=ys[t, :n])
+            ctx.cpp = _loops(xp) if T else None
+            if ctx.cpp is not None:  # the whole recurrence in one call (csrc/indrnn.cpp)
+                uv, h0 = uv.expand(B, H).contiguous(), h0.contiguous()
+                keep = None if keep is None else keep[:, 0].contiguous()  # (T, B, H)
+                ctx.cpp.indrnn_fwd(xp.contiguous(), uv, h0, keep, list(b.sizes), relu, ys,
+                                   None if keep is None else act)
+            else:
+                _forward_steps(xp, uv, h0, mask, keep, b, relu, ys, act)
         ctx.b, ctx.relu = b, relu
         ctx.save_for_backward(None if keep is None else act, ys, h0, uv, mask, keep)
         return ys, fc.last(ys, h0, b)
@@ -70,7 +67,45 @@ class _IndRNNFn(torch.autograd.Function):
     def backward(ctx, d_ys, d_hn):
         with fc.loop_threads():
             act, ys, h0, uv, mask, keep = ctx.saved_tensors
-            return _backward(ctx, ys if keep is None else act, ys, h0, uv, mask, keep, d_ys, d_hn)
+            act = ys if keep is None else act
+            if ctx.cpp is not None:
+                return _backward_cpp(ctx, act, ys, h0, uv, mask, keep, d_ys, d_hn)
+            return _backward(ctx, act, ys, h0, uv, mask, keep, d_ys, d_hn)
+
+
+def _forward_steps(xp, uv, h0, mask, keep, b, relu: bool, ys: Tensor, act: Tensor) -> None:
+    """The recurrence as two in-place torch ops a step (three under zoneout)."""
+    for t in range(xp.shape[0]):
+        n = b.sizes[t]
+        if n == 0:
+            break  # sizes never grow again
+        h_prev = h0[:n] if t == 0 else ys[t - 1, :n]
+        a = torch.addcmul(xp[t, :n], uv if mask is None else uv[:n], h_prev, out=act[t, :n])
+        if relu:
+            a.relu_()
+        else:
+            a.tanh_()
+        if keep is not None:
+            torch.lerp(a, h_prev, keep[t, 0, :n], out=ys[t, :n])
+
+
+def _loops(xp: Tensor):
+    """The C++ loops (``torch.ops.rnnkit_cpp``) for a float32/float64 CPU tensor when they are built,
+    else None: the per-step torch ops below."""
+    if xp.device.type != "cpu" or xp.dtype not in (torch.float32, torch.float64):
+        return None
+    return _cpp.ops()
+
+
+def _backward_cpp(ctx, act, ys, h0, uv, mask, keep, d_ys, d_hn):
+    """The C++ backward: ``uv`` (B, H), ``keep`` (T, B, H) as the forward made them contiguous."""
+    b = ctx.b
+    dxp = (torch.empty_like if b.full else torch.zeros_like)(ys)
+    dh, acc = torch.empty_like(h0), torch.zeros_like(h0)
+    ctx.cpp.indrnn_bwd(act, ys, h0, uv, keep, d_ys.contiguous(), d_hn.contiguous(), list(b.sizes), ctx.relu,
+                       dxp, dh, acc)
+    du = (acc if mask is None else acc.mul_(mask)).sum(0) if ctx.needs_input_grad[1] else None
+    return dxp, du, (dh if ctx.needs_input_grad[2] else None), None, None, None, None
 
 
 _THRESHOLD_B = torch.ops.aten.threshold_backward.grad_input
