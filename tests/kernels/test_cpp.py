@@ -156,6 +156,42 @@ def test_cpp_loops_with_lengths_and_recurrent_dropout_equal_reference(recorder, 
         assert_close([a.double() for a in fast[1]], ref[1], tol)
 
 
+@needs_compiler
+@pytest.mark.parametrize("gemm", ["onednn", "mm"])
+def test_cpp_loops_with_either_per_step_gemm_equal_the_float64_reference(gemm, monkeypatch):
+    """The step GEMM is oneDNN's matmul on a prepacked weight (an MkldnnCPU tensor) or at::mm_out,
+    whichever ``_gemm.prefer_onednn`` measured faster (``RNNKIT_GEMM`` forces one): both give the
+    reference's values and gradients, with lengths and a mask, forward and backward."""
+    from rnnkit.kernels import _gemm
+
+    if gemm == "onednn" and not _gemm.onednn_available():
+        pytest.skip("this torch has no oneDNN linear ops")
+    monkeypatch.setenv("RNNKIT_GEMM", gemm)
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    real, seen = _cpp.ops(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            def call(*args):
+                seen.append((name, args[-1] is not None))  # the last argument: the packed weight or None
+                return getattr(real, name)(*args)
+            return call
+    monkeypatch.setattr(fused_lstm._cpp, "ops", lambda: Spy())
+    torch.manual_seed(5)
+    B, T, I, H = 4, 40, 3, 8
+    cell = C.LayerNormLSTMCell(I, H)
+    x = torch.randn(B, T, I).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H).requires_grad_(), torch.randn(B, H).requires_grad_())
+    kw = {"lengths": torch.tensor([40, 0, 17, 3]), "recurrent_mask": torch.rand(B, H) * 2}
+    fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
+                            list(cell.parameters()))
+    ref = _float64_reference(cell, x, state, kw)
+    assert_close([a.double() for a in fast[0]], ref[0], 1e-5)
+    assert_close([a.double() for a in fast[1]], ref[1], 1e-5)
+    assert {name for name, _ in seen} == {"ln_lstm_fwd_chunk", "ln_lstm_bwd_chunk"}
+    assert all(packed == (gemm == "onednn") for _, packed in seen)
+
+
 def _float64_reference(cell, x, state, kw):
     """Values and gradients of ``cell.reference_forward`` in float64 with copies of the inputs and weights."""
     twin = type(cell)(cell.input_size, cell.hidden_size).double()

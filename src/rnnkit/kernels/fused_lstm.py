@@ -165,7 +165,8 @@ def _forward_cpp(s, b, x: Tensor, h0: Tensor, w_hh: Tensor, ys: Tensor) -> None:
         xa = s.inp.forward(t0, t1).view(t1 - t0, B, 4 * H).contiguous()
         s.cpp.ln_lstm_fwd_chunk(xa, h0 if t0 == 0 else ys[t0 - 1], w_t, s.ln_w, s.lnc_w, s.lnc_b, EPS,
                                 b.sizes[t0:t1], s.mask, None if s.mask is None else s.hin[t0:t1], ys[t0:t1],
-                                s.cs[t0:t1 + 1], s.act[t0:t1], s.tc[t0:t1], s.hp[t0:t1], s.st[t0:t1], s.cst[t0:t1])
+                                s.cs[t0:t1 + 1], s.act[t0:t1], s.tc[t0:t1], s.hp[t0:t1], s.st[t0:t1], s.cst[t0:t1],
+                                s.w.packed)  # oneDNN's prepacked W_hh where it measured faster (_gemm.Weight)
 
 
 def _backward_cpp(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool):
@@ -186,7 +187,7 @@ def _backward_cpp(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool)
         s.cpp.ln_lstm_bwd_chunk(s.act[t0:t1], s.tc[t0:t1], s.cs[t0:t1 + 1], s.hp[t0:t1], s.st[t0:t1],
                                 s.cst[t0:t1], s.ln_w, s.lnc_w, s.w_hh, d_ys[t0:t1], d_ys[t0 - 1] if t0 else None,
                                 d_hn, d_cn, b.sizes[t0:t1], b.sizes[t1] if t1 < T else 0, s.mask,
-                                t0 > 0 or need_h0, dh, dc, wk.dpre[:t1 - t0], wk.dhp[:t1 - t0], *acc)
+                                t0 > 0 or need_h0, dh, dc, wk.dpre[:t1 - t0], wk.dhp[:t1 - t0], *acc, s.w_t.packed)
         _chunk_weight_grads(s, wk, t0, t1)
     m = b.sizes[0] if T else 0  # rows of length 0 never ran: h_n = h_0, c_n = c_0
     dh[m:], dc[m:] = d_hn[m:], d_cn[m:]

@@ -170,9 +170,11 @@ def _kernels(interpret: bool):
     return fwd_row, bwd_row
 
 
-def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys, cs, act, tc, hp, stats, cstats):
+def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys, cs, act, tc, hp, stats, cstats,
+                      packed=None):
     """A chunk of forward steps; the C++ op's contract (``csrc/ln_lstm.cpp``): step ``t`` computes the
-    running prefix of ``sizes[t]`` rows; ``mask`` (recurrent dropout) multiplies ``h_{t-1}``."""
+    running prefix of ``sizes[t]`` rows; ``mask`` (recurrent dropout) multiplies ``h_{t-1}``. ``packed``
+    (a oneDNN weight, CPU only) is not used on a GPU."""
     fwd, _ = _kernels(triton_scan._interpreting())
     H = h0.shape[1]
     for t in range(xa.shape[0]):
@@ -188,7 +190,7 @@ def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys
 
 
 def ln_lstm_bwd_chunk(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d_prev, d_hn, d_cn, sizes, arrived,
-                      mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb):
+                      mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb, packed=None):
     """A chunk of backward steps, in reverse; the C++ op's contract: ``dh``/``dc`` carry the state
     gradients of the rows that have arrived (a row arrives at its last step); the gains' gradients are
     added to the float64 ``dgam``, ``dgcw``, ``dgcb``."""

@@ -2,7 +2,8 @@
 //
 // The Python loops issue ~20 small ATen calls per time step, each with its Python and dispatcher
 // cost (a quarter of a training step in docs/performance.md's profile). These two ops run a whole
-// chunk of steps: per step one GEMM (at::mm_out) and one pass over each row for everything else
+// chunk of steps: per step one GEMM (at::mm_out, or oneDNN's matmul on a prepacked weight where the
+// caller measured it faster: 2.2-2.6x on the AMD VM, slower on the Xeon) and one pass over each row for everything else
 // (the two layer norms, the gates' sigmoid/tanh, the cell update and the output), the rows split
 // over torch's threads. The backward needs no transcendental function (products of saved values).
 //
@@ -14,6 +15,7 @@
 // gradients are summed over rows and steps in double.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -73,6 +75,22 @@ void check_rows(at::IntArrayRef sizes, int64_t C, int64_t B) {
                 "rnnkit_cpp: sizes must be non-increasing and within the batch");
 }
 
+// out = x @ W^T by oneDNN's matmul on `packed` (torch.ops.mkldnn._reorder_linear_weight(W, rows)) when
+// given, else out = x @ w_t (w_t = W^T, contiguous) by at::mm_out. The same call torch's Python code
+// makes (mkldnn::_linear_pointwise), through the dispatcher; its result is copied into `out`.
+void gemm_out(Tensor& out, const Tensor& x, const Tensor& w_t, const std::optional<Tensor>& packed) {
+  if (!packed.has_value()) {
+    at::mm_out(out, x, w_t);
+    return;
+  }
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                             .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&,
+                                           c10::string_view, c10::List<std::optional<c10::Scalar>>,
+                                           std::optional<c10::string_view>)>();
+  out.copy_(op.call(x, *packed, std::nullopt, "none", c10::List<std::optional<c10::Scalar>>(), std::nullopt));
+}
+
 using rnnkit_cpp::exp_;
 using rnnkit_cpp::sigmoid_;
 using rnnkit_cpp::tanh_;
@@ -85,7 +103,8 @@ template <typename S>
 void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w, const Tensor& lnc_w,
                const Tensor& lnc_b, double eps, at::IntArrayRef sizes, const std::optional<Tensor>& mask,
                const std::optional<Tensor>& hin, const Tensor& ys, const Tensor& cs, const Tensor& act,
-               const Tensor& tc, const Tensor& hp, const Tensor& stats, const Tensor& cstats) {
+               const Tensor& tc, const Tensor& hp, const Tensor& stats, const Tensor& cstats,
+               const std::optional<Tensor>& packed) {
   const int64_t C = xa.size(0), G = xa.size(2), H = G / 4;
   const S* lw = ln_w.data_ptr<S>();
   const S* cw = lnc_w.data_ptr<S>();
@@ -100,7 +119,7 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
       at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
       h_prev = h_in;
     }
-    at::mm_out(hp_t, h_prev, w_t);  // W_hh h_{t-1}, before its norm
+    gemm_out(hp_t, h_prev, w_t, packed);  // W_hh h_{t-1}, before its norm
     const S* hpp = hp_t.data_ptr<S>();
     const S* xap = xa[t].data_ptr<S>();
     S* ap = act_t.data_ptr<S>();
@@ -151,7 +170,7 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
                        const Tensor& lnc_w, const Tensor& lnc_b, double eps, at::IntArrayRef sizes,
                        const std::optional<Tensor>& mask, const std::optional<Tensor>& hin, const Tensor& ys,
                        const Tensor& cs, const Tensor& act, const Tensor& tc, const Tensor& hp, const Tensor& stats,
-                       const Tensor& cstats) {
+                       const Tensor& cstats, const std::optional<Tensor>& packed) {
   TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
   const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
   check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&w_t, "w_t"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"},
@@ -173,7 +192,7 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
               "rnnkit_cpp: ln_lstm_fwd_chunk got inconsistent shapes");
   AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "ln_lstm_fwd_chunk", [&] {
     fwd_chunk<scalar_t>(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys, cs, act, tc, hp, stats,
-                        cstats);
+                        cstats, packed);
   });
 }
 
@@ -188,7 +207,7 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
                const Tensor& d_ys, const std::optional<Tensor>& d_prev, const Tensor& d_hn, const Tensor& d_cn,
                at::IntArrayRef sizes, int64_t arrived, const std::optional<Tensor>& mask, bool need_first,
                const Tensor& dh, const Tensor& dc, const Tensor& dpre, const Tensor& dhp, const Tensor& dgam,
-               const Tensor& dgcw, const Tensor& dgcb) {
+               const Tensor& dgcw, const Tensor& dgcb, const std::optional<Tensor>& packed) {
   const int64_t C = act.size(0), G = act.size(2), H = G / 4;
   const S* lw = ln_w.data_ptr<S>();
   const S* cw = lnc_w.data_ptr<S>();
@@ -272,7 +291,7 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
     });
     if (j > 0 || need_first) {  // dh_{t-1} = (dhp W_hh) m + dy_{t-1}
       Tensor out = dh.narrow(0, 0, B);
-      at::mm_out(out, dhp[j].narrow(0, 0, B), w_hh);
+      gemm_out(out, dhp[j].narrow(0, 0, B), w_hh, packed);  // packed: oneDNN's layout of W_hh^T
       if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
       if (j > 0)
         out.add_(d_ys[j - 1].narrow(0, 0, B));
@@ -297,7 +316,7 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
                        const Tensor& d_hn, const Tensor& d_cn, at::IntArrayRef sizes, int64_t arrived,
                        const std::optional<Tensor>& mask, bool need_first, const Tensor& dh, const Tensor& dc,
                        const Tensor& dpre, const Tensor& dhp, const Tensor& dgam, const Tensor& dgcw,
-                       const Tensor& dgcb) {
+                       const Tensor& dgcb, const std::optional<Tensor>& packed) {
   TORCH_CHECK(act.dim() == 3 && act.size(2) % 4 == 0, "rnnkit_cpp: act must be (chunk, B, 4H)");
   const int64_t C = act.size(0), B = act.size(1), H = act.size(2) / 4;
   check_all(act, {{&act, "act"}, {&tc, "tc"}, {&cs, "cs"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"},
@@ -320,7 +339,7 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
               "rnnkit_cpp: ln_lstm_bwd_chunk got inconsistent shapes");
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "ln_lstm_bwd_chunk", [&] {
     bwd_chunk<scalar_t>(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d_prev, d_hn, d_cn, sizes, arrived,
-                        mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb);
+                        mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb, packed);
   });
 }
 
@@ -329,14 +348,21 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
 TORCH_LIBRARY(rnnkit_cpp, m) {
   m.def("ln_lstm_fwd_chunk(Tensor xa, Tensor h0, Tensor w_t, Tensor ln_w, Tensor lnc_w, Tensor lnc_b, float eps, "
         "int[] sizes, Tensor? mask, Tensor(h!)? hin, Tensor(a!) ys, Tensor(b!) cs, Tensor(c!) act, Tensor(d!) tc, "
-        "Tensor(e!) hp, Tensor(f!) stats, Tensor(g!) cstats) -> ()");
+        "Tensor(e!) hp, Tensor(f!) stats, Tensor(g!) cstats, Tensor? packed=None) -> ()");
   m.def("ln_lstm_bwd_chunk(Tensor act, Tensor tc, Tensor cs, Tensor hp, Tensor stats, Tensor cstats, "
         "Tensor ln_w, Tensor lnc_w, Tensor w_hh, Tensor d_ys, Tensor? d_prev, Tensor d_hn, Tensor d_cn, int[] sizes, "
         "int arrived, Tensor? mask, bool need_first, Tensor(a!) dh, "
-        "Tensor(b!) dc, Tensor(c!) dpre, Tensor(d!) dhp, Tensor(e!) dgam, Tensor(f!) dgcw, Tensor(g!) dgcb) -> ()");
+        "Tensor(b!) dc, Tensor(c!) dpre, Tensor(d!) dhp, Tensor(e!) dgam, Tensor(f!) dgcw, Tensor(g!) dgcb, "
+        "Tensor? packed=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit_cpp, CPU, m) {
+  m.impl("ln_lstm_fwd_chunk", &ln_lstm_fwd_chunk);
+  m.impl("ln_lstm_bwd_chunk", &ln_lstm_bwd_chunk);
+}
+
+// A oneDNN-packed weight is an MkldnnCPU tensor, which makes the dispatcher look for that backend's kernel
+TORCH_LIBRARY_IMPL(rnnkit_cpp, MkldnnCPU, m) {
   m.impl("ln_lstm_fwd_chunk", &ln_lstm_fwd_chunk);
   m.impl("ln_lstm_bwd_chunk", &ln_lstm_bwd_chunk);
 }
