@@ -8,18 +8,22 @@ dropout and zoneout.
 
 with ``u`` the clipped per-unit recurrent weight, ``m`` the recurrent-dropout mask and ``k_t`` zoneout's
 keep mask (``m = 1``, ``k = 0`` without them). The input projection of all steps is one GEMM (left to
-autograd: one node), the clip too; the recurrence is one :class:`torch.autograd.Function` whose step
-is two in-place ops (``addcmul`` into the output row, then ``relu_``/``tanh_``), and whose backward is
-written by hand: with :math:`\phi'_t` from the saved activations (``h' > 0`` for ReLU, ``1 - h'^2`` for
-tanh) and :math:`f_t = \phi'_t (1 - k_t)` computed for all steps at once,
+autograd: one node), the clip too; the recurrence is one :class:`torch.autograd.Function` with a
+hand-written backward. On the CPU (float32/float64, when the C++ library builds:
+:mod:`rnnkit.kernels._cpp`) each direction is one call of ``csrc/indrnn.cpp``, which splits the B×H
+independent scalar recurrences over threads once and walks time within each thread's slice. Otherwise
+a step is two in-place torch ops
+(``addcmul`` into the output row, then ``relu_``/``tanh_``). Both compute the same backward: with
+:math:`\phi'_t` from the saved activations (``h' > 0`` for ReLU, ``1 - h'^2`` for tanh) and
+:math:`f_t = \phi'_t (1 - k_t)`,
 
 .. math::
 
     \bar a_t = f_t \bar h_t, \quad \bar h_{t-1} = u\, m\, \bar a_t + k_t \bar h_t + \bar y_{t-1}, \quad
     \bar u = \textstyle\sum_{t,b} \bar a_t\, m\, h_{t-1}, \quad \bar x^{proj}_t = \bar a_t,
 
-three ops per step (``threshold_backward``/``tanh_backward`` into the input side's gradient, one
-``addcmul`` into a per-row sum for ``u``'s gradient, one for ``dh_{t-1}``; zoneout's factor is taken
+in torch ops three per step (``threshold_backward``/``tanh_backward`` into the input side's gradient,
+one ``addcmul`` into a per-row sum for ``u``'s gradient, one for ``dh_{t-1}``; zoneout's factor taken
 in bulk), instead of the cell path's per-step autograd graph (~6 nodes a step).
 """
 
