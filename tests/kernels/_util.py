@@ -67,3 +67,58 @@ class Recorder:
             self.calls.append(name)
             return getattr(self.real, name)(*args)
         return call
+
+
+# -- Triton kernels in the interpreter ----------------------------------------------------------------
+# The Triton kernels use triton's standard library (tl.sum, tl.sigmoid are themselves jit functions),
+# which the interpreter runs only if TRITON_INTERPRET was set before triton was first imported. So their
+# tests run in a child process started with it; in the suite's own process they skip.
+TRITON_CHILD = __import__("os").environ.get("RNNKIT_TRITON_TEST_CHILD") == "1"
+
+
+def needs_triton(test):
+    import importlib.util
+
+    import pytest
+
+    return pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                              reason="triton is not installed (pip install 'rnnkit[gpu]'): the Triton "
+                                     "kernels are untested")(test)
+
+
+def run_in_triton_child(test_file: str, passed: int) -> None:
+    """Run ``test_file``'s tests in a child pytest with ``TRITON_INTERPRET=1``; all must pass, ``passed``
+    of them (the child skips the test that called this)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    if TRITON_CHILD:
+        pytest.skip("this is the child process")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TRITON_INTERPRET="1", RNNKIT_TRITON_TEST_CHILD="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "-rA",
+                          str(Path(test_file).resolve().relative_to(root))], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert out.stdout.count("PASSED") == passed, out.stdout[-2000:]
+
+
+def triton_recorder(module, monkeypatch):
+    """``module``'s Triton ops in the interpreter, forced for CPU tensors, their calls recorded (a
+    fixture body: the tests that use it run in the child process only)."""
+    import pytest
+
+    if not TRITON_CHILD:
+        pytest.skip("runs in the child process of this file's test_*_in_a_fresh_process")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("RNNKIT_TRITON", "force")
+    from triton.runtime.interpreter import InterpretedFunction
+    if not isinstance(module._kernels(True)[0], InterpretedFunction):
+        pytest.skip("this triton does not interpret kernels built after import")
+    rec = Recorder(module.ops())
+    monkeypatch.setattr(module, "ops", lambda: rec)
+    return rec

@@ -5,55 +5,25 @@ here: Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors, tiny shapes 
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from rnnkit import cells as C
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import fused_gru, triton_ln_gru
-from tests.kernels._util import Recorder, assert_close, random_gains, values_and_grads
-
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                  reason="triton is not installed (pip install 'rnnkit[gpu]'): the Triton "
-                                         "row passes are untested")
-
-# As in test_triton_ln_lstm.py: the kernels use tl.sum/tl.sigmoid, which the interpreter runs only if
-# TRITON_INTERPRET was set before triton's first import, so the tests run in a child process.
-_CHILD = os.environ.get("RNNKIT_TRITON_TEST_CHILD") == "1"
+from tests.kernels._util import (assert_close, needs_triton, run_in_triton_child, triton_recorder,
+                                 random_gains, values_and_grads)
 
 
 @needs_triton
 def test_the_triton_gru_row_passes_in_a_fresh_process():
-    if _CHILD:
-        pytest.skip("this is the child process")
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1", RNNKIT_TRITON_TEST_CHILD="1")
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "-rA",
-                          str(Path(__file__).relative_to(root))], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert out.stdout.count("PASSED") == 6, out.stdout[-2000:]  # the five below and the wanted() check
+    run_in_triton_child(__file__, passed=6)  # the tests below and the wanted() check
 
 
 @pytest.fixture
 def triton_ops(monkeypatch):
     """The Triton row passes in the interpreter, forced for CPU tensors, with their calls recorded."""
-    if not _CHILD:
-        pytest.skip("runs in the child process of test_the_triton_gru_row_passes_in_a_fresh_process")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setenv("RNNKIT_TRITON", "force")
-    from triton.runtime.interpreter import InterpretedFunction
-    if not isinstance(triton_ln_gru._kernels(True)[0], InterpretedFunction):
-        pytest.skip("this triton does not interpret kernels built after import")
-    rec = Recorder(triton_ln_gru.ops())
-    monkeypatch.setattr(triton_ln_gru, "ops", lambda: rec)
-    return rec
+    return triton_recorder(triton_ln_gru, monkeypatch)
 
 
 def _compare(cell, x, h0, tol, **kw):

@@ -151,7 +151,7 @@ def new_buffer(b: Batching, *shape: int, like: Tensor) -> Tensor:
 
 
 def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor,
-                 expected: bool = False) -> Tensor | None:
+                 expected: bool = False, order: Tensor | None = None) -> Tensor | None:
     """Keep masks ``(T, parts, B, H)`` of zoneout, drawn in the order the reference loop draws them.
 
     With ``expected`` every entry is ``p``: the kernels' ``lerp(new, old, keep)`` and their backward are
@@ -159,7 +159,8 @@ def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor,
 
     :meth:`rnnkit.cells.base.RecurrentCell._loop` draws one ``(B, H)`` Bernoulli mask per state part
     (``h`` then ``c``) per step; drawing the same shapes in the same order from the same generator
-    gives the same masks, so the fused kernels equal the reference under a fixed seed.
+    gives the same masks, so the fused kernels equal the reference under a fixed seed. ``order`` (a
+    :class:`Batching`'s) returns them in the kernels' running order.
     """
     if p <= 0.0:
         return None
@@ -169,7 +170,7 @@ def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor,
     for t in range(T):
         for k in range(parts):
             keep[t, k].bernoulli_(p)
-    return keep
+    return keep if order is None else keep.index_select(2, order)  # drawn in the caller's batch order
 
 
 def last(ys: Tensor, first: Tensor, b: Batching, offset: int = 0) -> Tensor:

@@ -276,9 +276,7 @@ def gru_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = None,
     """
     B, T, _ = x.shape
     b = fc.batching(lengths, B, T)
-    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected)
-    if keep is not None and b.order is not None:
-        keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
+    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected, b.order)
     w_ih, b_ih, ln_ih, w_hh, b_hh, ln_hh = _params(cell, isinstance(cell, LayerNormGRUCell))
     xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I)
     ys, h_n = _GRUFn.apply(xt, w_ih, b_ih, ln_ih, b.rows(state), w_hh, b_hh, ln_hh, b.rows(recurrent_mask),

@@ -161,9 +161,7 @@ def indrnn_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = Non
     """
     B, T, _ = x.shape
     b = fc.batching(lengths, B, T)
-    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected)
-    if keep is not None and b.order is not None:
-        keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
+    keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected, b.order)
     xp = cell.project_input(b.rows(x).transpose(0, 1))  # (T, B, H): all steps in one GEMM
     if xp.dtype != state.dtype:  # autocast's GEMM: the recurrence runs in the state's dtype, as the cell's
         xp = xp.to(state.dtype)

@@ -354,9 +354,7 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     B, T, _ = x.shape
     H, ln = cell.hidden_size, isinstance(cell, LayerNormLSTMCell)
     b = fc.batching(lengths, B, T)
-    keep = fc.zoneout_keep(zoneout, T, 2, B, H, x, zoneout_expected)
-    if keep is not None and b.order is not None:
-        keep = keep.index_select(2, b.order)  # drawn in the caller's batch order
+    keep = fc.zoneout_keep(zoneout, T, 2, B, H, x, zoneout_expected, b.order)
     w_ih, bias, ln_ih, w_hh, ln_hh = _gate_params(cell, ln)
     peep = None
     if not ln and cell.peephole:

@@ -18,10 +18,8 @@ scaling by 2).
   summed over rows in float64 at the end of the chunk), and ``dh \cdot \partial h_t/\partial h_{t-1}``
   plus the previous step's output gradient, to which torch adds ``dhp\, W_{hh}``.
 
-Selected like the Triton scan (:func:`rnnkit.kernels.triton_scan.wanted`, ``RNNKIT_TRITON``): CUDA
-float32/float64 tensors when triton is importable; ``RNNKIT_TRITON=force`` with
-``TRITON_INTERPRET=1`` runs them on CPU tensors, which is how the tests check them without a GPU. Not
-measured on a GPU (none was lent to the project while this was written).
+Selected as the LSTM's row passes are (:func:`wanted`). Not measured on a GPU (none was lent to the
+project while this was written).
 """
 
 from __future__ import annotations
@@ -30,17 +28,11 @@ from functools import lru_cache
 from types import SimpleNamespace
 
 import torch
-from torch import Tensor
 
 from rnnkit.kernels import triton_scan
-from rnnkit.kernels.triton_ln_lstm import _block
+from rnnkit.kernels.triton_ln_lstm import _block, wanted  # the same rule: RNNKIT_TRITON, as for the scan
 
 __all__ = ["ops", "wanted"]
-
-
-def wanted(x: Tensor) -> bool:
-    """Whether a layer-norm GRU on ``x`` runs its step loops here (``RNNKIT_TRITON``, as for the scan)."""
-    return triton_scan.wanted(x)
 
 
 @lru_cache(maxsize=2)
