@@ -29,6 +29,7 @@ import torch
 
 from rnnkit.data.registry import load_dataset
 from rnnkit.data.tokenizers import CharTokenizer
+from rnnkit.errors import ConfigError
 from rnnkit.data.text import LMStream
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit.recipes.lm import stateful_loss
@@ -137,7 +138,13 @@ def _averaged(model, average: _WeightAverage, val_ids: torch.Tensor) -> dict:
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    try:  # bad option values: one line (argparse's usage + error), before any data is read
+        with tempfile.TemporaryDirectory() as scratch:
+            configs(args, 2, scratch)
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
     torch.manual_seed(args.seed)
     splits = load_dataset("tinyshakespeare")
     tok = CharTokenizer().fit(splits["train"])

@@ -66,3 +66,14 @@ def test_weight_average_is_the_moving_average_and_swaps_back(script):
     assert torch.allclose(model.weight, torch.full((1, 2), 1.2))
     avg.swap(model)
     assert torch.allclose(model.weight, torch.full((1, 2), 3.0)) and torch.allclose(avg.avg[0], torch.full((1, 2), 1.2))
+
+
+@pytest.mark.parametrize("argv", [["--ema", "1.5"], ["--weight-drop", "1.0"]])
+def test_the_script_refuses_bad_values_in_one_line_before_reading_data(script, monkeypatch, capsys, argv):
+    monkeypatch.setattr("sys.argv", ["lm_shakespeare.py", *argv])
+    monkeypatch.setattr(script, "load_dataset", lambda *a, **k: pytest.fail("read data before checking options"))
+    with pytest.raises(SystemExit) as info:
+        script.main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("lm_shakespeare.py: error: ")
