@@ -14,12 +14,13 @@ from rnnkit.errors import DataError
 
 FILE_SETS = ("eng_fra", "eng_fra_5k", "mr", "multi30k", "nab", "ptb", "tinyshakespeare")
 SERIES = ("co2", "elec_equip", "elnino", "macrodata", "nile", "sunspots")
+SHIPPED = ("airline", "lynx", "shampoo", "uschange")
 
 
 def test_list_datasets_describes_every_set():
     infos = {info.name: info for info in list_datasets()}
     assert list(infos) == sorted(infos)
-    assert set(infos) == {"pydocs", *FILE_SETS, *SERIES}
+    assert set(infos) == {"pydocs", *FILE_SETS, *SERIES, *SHIPPED}
     assert all(isinstance(i, DatasetInfo) and i.description and i.splits for i in infos.values())
     assert infos["pydocs"].available and infos["pydocs"].kind == "text"
     assert infos["ptb"].splits == ("train", "val", "test")
@@ -88,6 +89,34 @@ def test_statsmodels_series_load_offline(name, require_dataset):
         assert len(frame) == 100 and frame["volume"].iloc[0] == 1120.0
 
 
+def test_shipped_series_are_the_files_their_readme_names_and_load_as_documented():
+    """rnnkit's own copies of aeon's series: checksums as recorded, then each file's known shape."""
+    from importlib import resources
+
+    pd = pytest.importorskip("pandas")
+    folder = resources.files("rnnkit.data").joinpath("series")
+    sums = dict(reversed(line.split()) for line in folder.joinpath("SHA256SUMS").read_text().splitlines())
+    assert set(sums) == {f"{name}.csv" for name in SHIPPED}
+    for file, digest in sums.items():
+        assert hashlib.sha256(folder.joinpath(file).read_bytes()).hexdigest() == digest, file
+    infos = {i.name: i for i in list_datasets()}
+    for name in SHIPPED:
+        assert infos[name].source == "rnnkit" and infos[name].available
+        frame = load_dataset(name, "all")
+        assert frame.index.is_monotonic_increasing and frame.index.is_unique and frame.index.name == "time"
+        assert not frame.isna().any().any() and (frame.dtypes == "float64").all()
+    airline = load_dataset("airline", "all")["passengers"]
+    assert len(airline) == 144 and airline.iloc[0] == 112 and airline.iloc[-1] == 432
+    assert list(airline.index) == list(pd.date_range("1949-01-01", periods=144, freq="MS"))
+    lynx = load_dataset("lynx", "all")["trappings"]
+    assert len(lynx) == 114 and lynx.index[0].year == 1821 and lynx.index[-1].year == 1934
+    assert len(load_dataset("shampoo", "all")) == 36
+    us = load_dataset("uschange", "all")
+    assert us.shape == (187, 5) and list(us.columns) == ["consumption", "income", "production", "savings",
+                                                        "unemployment"]
+    assert list(us.index) == list(pd.date_range("1970-01-01", periods=187, freq="QS"))
+
+
 # -- RNNKIT_DATA sets (skipped without RNNKIT_DATA unless RNNKIT_REQUIRE_DATA=1) ----------
 def test_tinyshakespeare(require_dataset):
     require_dataset("tinyshakespeare")
@@ -127,7 +156,8 @@ def test_translation_sets(require_dataset):
 
 def test_every_available_set_loads_with_the_network_cut(monkeypatch, tmp_path):
     """Nothing is downloaded: with every socket connection refused, each set available here loads
-    (pydocs from the installed Python, statsmodels series from the package, the rest from RNNKIT_DATA)."""
+    (pydocs from the installed Python, statsmodels series from the package, airline and the other
+    shipped series from rnnkit's own package data, the rest from RNNKIT_DATA)."""
     import socket
 
     def refuse(*args, **kwargs):
@@ -137,7 +167,7 @@ def test_every_available_set_loads_with_the_network_cut(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     available = [d.name for d in list_datasets() if d.available]
-    assert "pydocs" in available and "nile" in available
+    assert {"pydocs", "nile", "airline"} <= set(available)
     for name in available:
         splits = load_dataset(name, cache_dir=tmp_path)
         assert splits and all(data is not None for data in splits.values()), name

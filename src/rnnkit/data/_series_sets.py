@@ -1,4 +1,6 @@
-"""Time series that statsmodels ships (read offline from its package data).
+"""Time series that statsmodels ships (read offline from its package data), and four classic
+series that rnnkit ships itself (``data/series/``: copied from aeon's package data, see the
+README there).
 
 Each loader returns ``{"all": DataFrame}``: a float64 frame with a ``DatetimeIndex`` named
 ``"time"``, rows in time order.
@@ -7,9 +9,10 @@ Each loader returns ``{"all": DataFrame}``: a float64 frame with a ``DatetimeInd
 from __future__ import annotations
 
 import importlib
+from importlib import resources
 from typing import Any, Callable
 
-__all__ = ["SERIES", "load_series"]
+__all__ = ["SERIES", "SHIPPED", "load_series"]
 
 
 def _module(name: str) -> Any:
@@ -57,7 +60,43 @@ def _macrodata() -> Any:
     return frame.set_axis(pd.to_datetime(quarter_start), axis=0)
 
 
-# name -> (loader, description)
+def _shipped_csv(name: str) -> Any:
+    import pandas as pd
+
+    with resources.files("rnnkit.data").joinpath("series", f"{name}.csv").open("rb") as fh:
+        return pd.read_csv(fh)
+
+
+def _monthly(name: str, column: str, start: str) -> Any:
+    """A one-column monthly CSV laid out from ``start`` (the dates are checked against it)."""
+    import pandas as pd
+
+    df = _shipped_csv(name)
+    index = pd.date_range(start, periods=len(df), freq="MS")
+    if list(pd.to_datetime(df.iloc[:, 0], format="%Y-%m")) != list(index):
+        raise ValueError(f"{name}.csv: months are not consecutive from {start}")
+    return pd.DataFrame({column: df.iloc[:, 1].to_numpy("float64")}, index=index)
+
+
+def _lynx() -> Any:
+    import pandas as pd
+
+    df = _shipped_csv("lynx")
+    index = pd.to_datetime(df.iloc[:, 0].astype(str), format="%Y")
+    return pd.DataFrame({"trappings": df.iloc[:, 1].to_numpy("float64")}, index=index)
+
+
+def _uschange() -> Any:
+    import pandas as pd
+
+    df = _shipped_csv("uschange")
+    year, quarter = df["Quarter"].str.split(" Q", expand=True).astype(int).T.to_numpy()
+    index = pd.to_datetime(pd.DataFrame({"year": year, "month": quarter * 3 - 2, "day": 1}))
+    values = df[["Consumption", "Income", "Production", "Savings", "Unemployment"]]
+    return values.astype("float64").set_axis([c.lower() for c in values.columns], axis=1).set_axis(index)
+
+
+# name -> (loader, description), read from statsmodels
 SERIES: dict[str, tuple[Callable[[], Any], str]] = {
     "co2": (_co2, "weekly atmospheric CO2 at Mauna Loa, 1958-2001 (gaps interpolated)"),
     "elec_equip": (_elec_equip, "monthly euro-area electrical equipment orders index, 1995-2016"),
@@ -70,8 +109,20 @@ SERIES: dict[str, tuple[Callable[[], Any], str]] = {
 }
 
 
+# name -> (loader, description), shipped in rnnkit/data/series (from aeon's package data)
+SHIPPED: dict[str, tuple[Callable[[], Any], str]] = {
+    "airline": (lambda: _monthly("airline", "passengers", "1949-01-01"),
+                "monthly international airline passengers (thousands), 1949-1960 (Box & Jenkins)"),
+    "lynx": (_lynx, "yearly Canadian lynx trappings, 1821-1934"),
+    "shampoo": (lambda: _monthly("shampoo", "sales", "1991-01-01"),
+                "monthly shampoo sales over three years, 36 months (Makridakis et al. 1998)"),
+    "uschange": (_uschange, "quarterly % changes of US consumption, income, production, savings and "
+                 "unemployment, 1970-2016 (fpp2)"),
+}
+
+
 def load_series(name: str) -> dict[str, Any]:
-    """Load one statsmodels series as ``{"all": DataFrame}``."""
-    frame = SERIES[name][0]()
+    """Load one statsmodels or rnnkit-shipped series as ``{"all": DataFrame}``."""
+    frame = (SERIES.get(name) or SHIPPED[name])[0]()
     frame.index.name = "time"
     return {"all": frame.sort_index()}

@@ -7,6 +7,8 @@ Three sources, none downloaded at run time:
   laid out as ``tinyshakespeare/input.txt``, ``ptb/ptb.train.txt``, ... (see ``FILES`` in
   ``rnnkit.data._sets`` for the full list).
 - ``statsmodels``: series shipped inside the statsmodels package.
+- ``rnnkit``: four classic forecasting series shipped inside rnnkit (``airline``, ``lynx``,
+  ``shampoo``, ``uschange``; copied from aeon's package data, see ``rnnkit/data/series``).
 
 ``load_dataset(name)`` returns ``{split: data}``; ``load_dataset(name, split)`` one split.
 What ``data`` is depends on the kind:
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rnnkit.data import _sets
-from rnnkit.data._series_sets import SERIES, load_series
+from rnnkit.data._series_sets import SERIES, SHIPPED, load_series
 from rnnkit.data.pydocs import load_pydocs_text
 from rnnkit.errors import DataError
 
@@ -50,7 +52,7 @@ class DatasetInfo:
         name: the name to pass to :func:`load_dataset`.
         kind: ``text``, ``classification``, ``translation``, ``timeseries`` or ``anomaly``.
         description: one line.
-        source: ``python``, ``RNNKIT_DATA`` or ``statsmodels``.
+        source: ``python``, ``RNNKIT_DATA``, ``statsmodels`` or ``rnnkit``.
         splits: the split names :func:`load_dataset` returns.
         available: whether loading can work now.
         reason: why not, with the fix (empty when available).
@@ -105,6 +107,9 @@ def _specs() -> dict[str, _Spec]:
     for name, (_, description) in SERIES.items():
         specs[name] = _Spec("timeseries", description, "statsmodels", ("all",),
                             lambda name=name: load_series(name))
+    for name, (_, description) in SHIPPED.items():
+        specs[name] = _Spec("timeseries", description, "rnnkit", ("all",),
+                            lambda name=name: load_series(name))
     return dict(sorted(specs.items()))
 
 
@@ -114,6 +119,10 @@ def _unavailable(name: str, spec: _Spec) -> str:
         if importlib.util.find_spec("statsmodels") is None:
             return (f"data set {name!r} needs statsmodels; install it with "
                     "pip install 'rnnkit[timeseries]'")
+        return ""
+    if spec.source == "rnnkit":
+        if importlib.util.find_spec("pandas") is None:
+            return f"data set {name!r} needs pandas; install it with pip install 'rnnkit[timeseries]'"
         return ""
     if spec.source != DATA_ENV:
         return ""
