@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also evaluate an exponential moving average of the weights with this decay "
                          "(e.g. 0.999; reported as val_loss_ema and val_loss_windowed_ema)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default="", metavar="DIR",
+                    help="save the trained model as a bundle in DIR (for rnnkit generate/complete or a later "
+                         "evaluation)")
     return ap
 
 
@@ -158,6 +161,8 @@ def main() -> None:
         state = Trainer(model, tcfg, callbacks=[recent] + ([average] if average else [])).fit(
             LMStream(train_ids, args.batch, args.seq_len))
         train_seconds = time.monotonic() - start
+    if args.save:
+        model.save(args.save, extra={"val_text": "tinyshakespeare last 10%", "config": vars(args)})
     t_eval = time.monotonic()
     val = stateful_loss(model, val_ids, seq_len=256, batch_size=1)
     windowed = windowed_loss(model, val_ids)
