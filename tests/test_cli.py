@@ -72,6 +72,11 @@ def test_generate_complete_evaluate(tiny_run, capsys):
     assert code == 0 and len(out.strip().splitlines()) >= 1
     code, out, _ = run(["evaluate", str(tiny_run)], capsys)
     assert code == 0 and "perplexity" in out
+    static = float(out.split()[1])
+    code, out, _ = run(["evaluate", str(tiny_run), "--dynamic", "0.05"], capsys)
+    assert code == 0 and "perplexity" in out and float(out.split()[1]) != static  # the adapted model scored
+    code, out, err = run(["evaluate", str(tiny_run), "--dynamic", "-1"], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "expected lr >= 0" in err
 
 
 def test_corrupt_bundle_is_one_clear_line(tiny_run, tmp_path, capsys):

@@ -123,13 +123,18 @@ def complete(bundle: Path = typer.Argument(..., help="A language-model bundle or
 @app.command()
 def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
              text: Optional[Path] = typer.Option(None, help="A UTF-8 text file to evaluate on."),
-             dataset: Optional[str] = typer.Option(None, help="A named data set (its validation split).")) -> None:
-    """Evaluate a bundle: loss, perplexity and bits per token on held-out text."""
+             dataset: Optional[str] = typer.Option(None, help="A named data set (its validation split)."),
+             dynamic: float = typer.Option(0.0, help="Dynamic evaluation: after scoring each segment of 64 tokens, "
+                                           "one SGD step with this learning rate on it (0: off; e.g. 0.01)."),
+             dynamic_decay: float = typer.Option(0.0, help="With --dynamic: pull the weights back towards the "
+                                                 "trained ones by this share after each step (0..1).")) -> None:
+    """Evaluate a bundle: loss, perplexity and bits per token on held-out text (read in order,
+    state carried; with --dynamic the model also adapts to the text as it reads it)."""
     import math
 
     import torch
 
-    from rnnkit.recipes.lm import LMDataConfig, load_lm_text, stateful_loss
+    from rnnkit.recipes.lm import LMDataConfig, dynamic_loss, load_lm_text, stateful_loss
     model = _load_lm(bundle)
     if text is not None:
         from rnnkit.data.text import read_text
@@ -140,7 +145,11 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
         data = LMDataConfig(**{**saved, **({"dataset": dataset, "text": ""} if dataset else {})})
         val = load_lm_text(data)[1]
     _note_unknown(model, val)
-    loss = stateful_loss(model, torch.tensor(model.tokenizer.encode(val)), batch_size=8)
+    ids = torch.tensor(model.tokenizer.encode(val))
+    if dynamic != 0 or dynamic_decay != 0:
+        loss = dynamic_loss(model, ids, seq_len=64, lr=dynamic, decay=dynamic_decay)
+    else:
+        loss = stateful_loss(model, ids, batch_size=8)
     console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
 
 

@@ -24,7 +24,7 @@ from rnnkit.errors import ConfigError
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 
 __all__ = ["LMDataConfig", "LMResult", "train_language_model", "build_tokenizer", "load_lm_text",
-           "stateful_loss"]
+           "stateful_loss", "dynamic_loss"]
 
 log = logging.getLogger(__name__)
 TOKENIZERS = ("char", "word", "bpe", "unigram")
@@ -117,6 +117,48 @@ def stateful_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 256, b
         state = out.state
     model.train(was)
     return total / (n * batch_size)
+
+
+def dynamic_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 64, lr: float = 0.01,
+                 decay: float = 0.0) -> float:
+    """Mean next-token loss over ``ids`` read in order with *dynamic evaluation* (Krause et al.
+    2018): each segment of ``seq_len`` tokens is scored first, then the weights take one SGD step
+    on that segment's loss, so later text is predicted by a model adapted to the text seen so far
+    (as a keyboard adapts to its user). Each token is still scored before the model has seen it.
+    ``decay`` pulls the weights back towards the trained ones after each step
+    (``w += decay * (w0 - w)``, Krause et al.'s global prior). Works on a copy: ``model`` is left
+    as it was. ``lr=0`` gives :func:`stateful_loss` with ``batch_size=1``.
+    """
+    import copy
+
+    from rnnkit.training._tree import detach_tree
+
+    if not (lr >= 0 and math.isfinite(lr)) or not 0.0 <= decay <= 1.0 or seq_len < 1:
+        raise ConfigError(f"dynamic evaluation: expected lr >= 0, decay in [0, 1] and seq_len >= 1, "
+                          f"got lr={lr}, decay={decay}, seq_len={seq_len}")
+    work = copy.deepcopy(model).eval()
+    params = [p for p in work.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params] if decay > 0 else []
+    device = params[0].device
+    ids = torch.as_tensor(ids).reshape(1, -1).to(device)
+    n = ids.shape[1] - 1
+    state, total = None, 0.0
+    for t in range(0, n, seq_len):
+        x, y = ids[:, t:min(t + seq_len, n)], ids[:, t + 1:min(t + seq_len, n) + 1]
+        with torch.enable_grad():
+            out = work(x, y, state=state)
+            total += float(out.loss.detach()) * x.numel()  # scored before this segment's update
+            if lr > 0:
+                grads = torch.autograd.grad(out.loss, params, allow_unused=True)
+        state = detach_tree(out.state)
+        if lr > 0:
+            with torch.no_grad():
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    if g is not None:
+                        p.sub_(g, alpha=lr)
+                    if decay > 0:
+                        p.add_(start[i] - p, alpha=decay)
+    return total / n
 
 
 def train_language_model(model_cfg: LanguageModelConfig | dict, data: LMDataConfig, trainer_cfg) -> LMResult:

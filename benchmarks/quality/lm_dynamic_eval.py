@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Dynamic evaluation of a saved Tiny Shakespeare model (Krause et al. 2018), kept apart from the
+plain figures: the model takes one SGD step on each 64-character segment of the validation text
+after scoring it, so it adapts to the text it has read (every character is still scored before
+the model sees it).
+
+The learning rate and the decay towards the trained weights are chosen on the first 10,240
+characters of the validation text only; the figures are reported on the rest of it (and, for
+reference, on the whole of it), next to the plain stateful loss on the same characters.
+
+    RNNKIT_DATA=../shared/data python benchmarks/quality/lm_shakespeare.py --seconds 600 ... --save m10
+    RNNKIT_DATA=../shared/data python benchmarks/quality/lm_dynamic_eval.py m10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+
+import torch
+
+from rnnkit.data.registry import load_dataset
+from rnnkit.export import load
+from rnnkit.models import LanguageModel
+from rnnkit.recipes.lm import dynamic_loss
+
+SEQ = 64
+TUNE = 160 * SEQ  # characters of the validation text the settings are chosen on (segment-aligned)
+LRS = (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+DECAYS = (0.0, 1e-3, 1e-2)
+
+
+def rest(full: float, n_full: int, part: float, n_part: int) -> float:
+    """The mean loss over the characters after the first ``n_part`` (the evaluation is sequential
+    and the segments aligned, so the first part's sum is the same in both runs)."""
+    return (full * n_full - part * n_part) / (n_full - n_part)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", help="a bundle saved by lm_shakespeare.py --save")
+    ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
+    args = ap.parse_args()
+    model = load(args.bundle)
+    if not isinstance(model, LanguageModel):
+        ap.error(f"{args.bundle} holds a {type(model).__name__}, not a language model")
+    ids = torch.tensor(model.tokenizer.encode(load_dataset("tinyshakespeare", "val")))
+    head, n = ids[: TUNE + 1], ids.numel() - 1
+    t0 = time.monotonic()
+    grid = {}
+    for lr, decay in itertools.product(LRS, DECAYS):
+        if lr == 0 and decay > 0:
+            continue
+        grid[(lr, decay)] = dynamic_loss(model, head, seq_len=SEQ, lr=lr, decay=decay)
+        print(f"lr {lr:g} decay {decay:g}: loss {grid[(lr, decay)]:.4f} on the first {TUNE} characters")
+    lr, decay = min(grid, key=grid.get)
+    static_full = dynamic_loss(model, ids, seq_len=SEQ, lr=0.0)
+    dyn_full = dynamic_loss(model, ids, seq_len=SEQ, lr=lr, decay=decay)
+    result = {"lr": lr, "decay": decay, "tune_chars": TUNE, "rest_chars": n - TUNE,
+              "val_loss_rest": round(rest(static_full, n, grid[(0.0, 0.0)], TUNE), 4),
+              "val_loss_dynamic_rest": round(rest(dyn_full, n, grid[(lr, decay)], TUNE), 4),
+              "val_loss": round(static_full, 4), "val_loss_dynamic": round(dyn_full, 4),
+              "grid": {f"{k[0]:g}/{k[1]:g}": round(v, 4) for k, v in grid.items()},
+              "seconds": round(time.monotonic() - t0, 1), "torch_threads": torch.get_num_threads()}
+    print(f"chosen lr {lr:g}, decay {decay:g}; on the last {n - TUNE} characters: stateful "
+          f"{result['val_loss_rest']:.4f}, dynamic {result['val_loss_dynamic_rest']:.4f} "
+          f"(whole validation text: {result['val_loss']:.4f} -> {result['val_loss_dynamic']:.4f})")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
