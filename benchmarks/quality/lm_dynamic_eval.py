@@ -28,7 +28,7 @@ from rnnkit.recipes.lm import dynamic_loss
 
 SEQ = 64
 TUNE = 160 * SEQ  # characters of the validation text the settings are chosen on (segment-aligned)
-LRS = (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+LRS = (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 DECAYS = (0.0, 1e-3, 1e-2)
 
 
