@@ -38,6 +38,29 @@ def rest(full: float, n_full: int, part: float, n_part: int) -> float:
     return (full * n_full - part * n_part) / (n_full - n_part)
 
 
+def choose_and_score(model: LanguageModel, ids: torch.Tensor, tune: int = TUNE, lrs=LRS, decays=DECAYS) -> dict:
+    """Pick (lr, decay) on the first ``tune`` tokens (a multiple of the segment length), then score
+    the plain and the dynamic loss on the rest and on the whole of ``ids``."""
+    head, n = ids[: tune + 1], ids.numel() - 1
+    grid = {}
+    for lr, decay in itertools.product(lrs, decays):
+        if lr == 0 and decay > 0:
+            continue
+        grid[(lr, decay)] = dynamic_loss(model, head, seq_len=SEQ, lr=lr, decay=decay)
+        print(f"lr {lr:g} decay {decay:g}: loss {grid[(lr, decay)]:.4f} on the first {tune} tokens")
+    lr, decay = min(grid, key=grid.get)
+    static_head = grid.get((0.0, 0.0), None)
+    if static_head is None:
+        static_head = dynamic_loss(model, head, seq_len=SEQ, lr=0.0)
+    static_full = dynamic_loss(model, ids, seq_len=SEQ, lr=0.0)
+    dyn_full = dynamic_loss(model, ids, seq_len=SEQ, lr=lr, decay=decay)
+    return {"lr": lr, "decay": decay, "tune_chars": tune, "rest_chars": n - tune,
+            "val_loss_rest": round(rest(static_full, n, static_head, tune), 4),
+            "val_loss_dynamic_rest": round(rest(dyn_full, n, grid[(lr, decay)], tune), 4),
+            "val_loss": round(static_full, 4), "val_loss_dynamic": round(dyn_full, 4),
+            "grid": {f"{k[0]:g}/{k[1]:g}": round(v, 4) for k, v in grid.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", help="a bundle saved by lm_shakespeare.py --save")
@@ -47,24 +70,11 @@ def main() -> None:
     if not isinstance(model, LanguageModel):
         ap.error(f"{args.bundle} holds a {type(model).__name__}, not a language model")
     ids = torch.tensor(model.tokenizer.encode(load_dataset("tinyshakespeare", "val")))
-    head, n = ids[: TUNE + 1], ids.numel() - 1
     t0 = time.monotonic()
-    grid = {}
-    for lr, decay in itertools.product(LRS, DECAYS):
-        if lr == 0 and decay > 0:
-            continue
-        grid[(lr, decay)] = dynamic_loss(model, head, seq_len=SEQ, lr=lr, decay=decay)
-        print(f"lr {lr:g} decay {decay:g}: loss {grid[(lr, decay)]:.4f} on the first {TUNE} characters")
-    lr, decay = min(grid, key=grid.get)
-    static_full = dynamic_loss(model, ids, seq_len=SEQ, lr=0.0)
-    dyn_full = dynamic_loss(model, ids, seq_len=SEQ, lr=lr, decay=decay)
-    result = {"lr": lr, "decay": decay, "tune_chars": TUNE, "rest_chars": n - TUNE,
-              "val_loss_rest": round(rest(static_full, n, grid[(0.0, 0.0)], TUNE), 4),
-              "val_loss_dynamic_rest": round(rest(dyn_full, n, grid[(lr, decay)], TUNE), 4),
-              "val_loss": round(static_full, 4), "val_loss_dynamic": round(dyn_full, 4),
-              "grid": {f"{k[0]:g}/{k[1]:g}": round(v, 4) for k, v in grid.items()},
-              "seconds": round(time.monotonic() - t0, 1), "torch_threads": torch.get_num_threads()}
-    print(f"chosen lr {lr:g}, decay {decay:g}; on the last {n - TUNE} characters: stateful "
+    result = choose_and_score(model, ids)
+    result.update(seconds=round(time.monotonic() - t0, 1), torch_threads=torch.get_num_threads())
+    n = ids.numel() - 1
+    print(f"chosen lr {result['lr']:g}, decay {result['decay']:g}; on the last {n - TUNE} characters: stateful "
           f"{result['val_loss_rest']:.4f}, dynamic {result['val_loss_dynamic_rest']:.4f} "
           f"(whole validation text: {result['val_loss']:.4f} -> {result['val_loss_dynamic']:.4f})")
     if args.json:

@@ -4,6 +4,7 @@ are in --help, and bad values fail with one clear line."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 
 import pytest
@@ -77,3 +78,18 @@ def test_the_script_refuses_bad_values_in_one_line_before_reading_data(script, m
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("lm_shakespeare.py: error: ")
+
+
+def test_save_keeps_the_trained_model_as_a_bundle(script, monkeypatch, capsys, tmp_path):
+    from rnnkit.export import load
+    from rnnkit.models import LanguageModel
+
+    text = "to be or not to be, that is the question. " * 80
+    monkeypatch.setattr(script, "load_dataset", lambda *a, **k: {"train": text[:3000], "val": text[3000:]})
+    monkeypatch.setattr("sys.argv", ["lm_shakespeare.py", "--seconds", "1", "--hidden", "8", "--embedding", "4",
+                                     "--batch", "4", "--save", str(tmp_path / "m"), "--json"])
+    script.main()
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model = load(tmp_path / "m")
+    assert isinstance(model, LanguageModel) and model.config.hidden_size == 8
+    assert result["config"]["save"] == str(tmp_path / "m") and "--save" in script.build_parser().format_help()

@@ -63,7 +63,7 @@ def _macrodata() -> Any:
 def _shipped_csv(name: str) -> Any:
     import pandas as pd
 
-    with resources.files("rnnkit.data").joinpath("series", f"{name}.csv").open("rb") as fh:
+    with resources.files("rnnkit.data").joinpath("series").joinpath(f"{name}.csv").open("rb") as fh:
         return pd.read_csv(fh)
 
 
