@@ -15,7 +15,8 @@ import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import _cpp
 from rnnkit.kernels import fused_lstm
-from tests.kernels._util import Recorder, assert_close, lstm_gradcheck_inputs, random_gains, values_and_grads
+from tests.kernels._util import (Recorder, assert_as_accurate, assert_close, lstm_gradcheck_inputs, random_gains,
+                                 values_and_grads)
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                     reason="no C++ compiler on this machine: the Python loops run instead")
@@ -149,11 +150,13 @@ def test_cpp_loops_with_lengths_and_recurrent_dropout_equal_reference(recorder, 
                                 list(cell.parameters()))
         assert recorder.calls[n:].count("ln_lstm_bwd_chunk") == 2  # T=70 is two chunks at B=5
         # against the reference recurrence in float64 (same weights and inputs): over 70 steps the float32
-        # reference itself drifts up to ~1e-5 from it (measured on the AMD VM), so two float32 runs can
-        # differ by twice that while each is within 1e-5 of the truth
+        # reference itself drifts ~1e-5 (AMD VM) to 1.7e-5 (a Xeon VM) from it, so the kernel must be within
+        # tol of the truth or as close to it as the float32 reference is
         ref = _float64_reference(cell, x, state, kw)
-        assert_close([a.double() for a in fast[0]], ref[0], tol)
-        assert_close([a.double() for a in fast[1]], ref[1], tol)
+        same = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state],
+                                list(cell.parameters()))
+        assert_as_accurate(fast[0], same[0], ref[0], tol)
+        assert_as_accurate(fast[1], same[1], ref[1], tol)
 
 
 @needs_compiler
@@ -186,8 +189,9 @@ def test_cpp_loops_with_either_per_step_gemm_equal_the_float64_reference(gemm, m
     fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
                             list(cell.parameters()))
     ref = _float64_reference(cell, x, state, kw)
-    assert_close([a.double() for a in fast[0]], ref[0], 1e-5)
-    assert_close([a.double() for a in fast[1]], ref[1], 1e-5)
+    same = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state], list(cell.parameters()))
+    assert_as_accurate(fast[0], same[0], ref[0], 1e-5)
+    assert_as_accurate(fast[1], same[1], ref[1], 1e-5)
     assert {name for name, _ in seen} == {"ln_lstm_fwd_chunk", "ln_lstm_bwd_chunk"}
     assert all(packed == (gemm == "onednn") for _, packed in seen)
 
