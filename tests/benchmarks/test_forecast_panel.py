@@ -3,23 +3,20 @@ allows, the group means in the table, and an unknown --series name is one argpar
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from tests.benchmarks._util import QUALITY, load_script
+
 pytest.importorskip("statsmodels")
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "quality" / "forecast_panel.py"
+_PATH = QUALITY / "forecast_panel.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("forecast_panel_script", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("forecast_panel")
 
 
 def test_panel_has_both_groups_with_their_seasons_and_horizons(script):

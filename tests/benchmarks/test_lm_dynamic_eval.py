@@ -3,23 +3,16 @@ figures for the rest are the sequential sums' difference."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
 
 from rnnkit.recipes.lm import dynamic_loss, stateful_loss
-
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "quality" / "lm_dynamic_eval.py"
+from tests.benchmarks._util import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("lm_dynamic_eval_script", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("lm_dynamic_eval")
 
 
 def _reversed_cycle_model():

@@ -3,23 +3,17 @@ are in --help, and bad values fail with one clear line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
 from rnnkit.errors import ConfigError
-
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "quality" / "lm_shakespeare.py"
+from tests.benchmarks._util import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("lm_shakespeare_script", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("lm_shakespeare")
 
 
 def test_options_reach_model_and_trainer(script, tmp_path):
