@@ -1,6 +1,6 @@
 """Named data sets: :func:`list_datasets` and :func:`load_dataset`.
 
-Three sources, none downloaded at run time:
+Four sources, none downloaded at run time:
 
 - ``python``: ``pydocs``, text of Python's own documentation (see :mod:`rnnkit.data.pydocs`).
 - ``RNNKIT_DATA``: files in the folder named by the ``RNNKIT_DATA`` environment variable,
