@@ -22,6 +22,7 @@ import time
 import torch
 
 from rnnkit.data.registry import load_dataset
+from rnnkit.errors import RnnkitError
 from rnnkit.export import load
 from rnnkit.models import LanguageModel
 from rnnkit.recipes.lm import dynamic_loss
@@ -66,7 +67,10 @@ def main() -> None:
     ap.add_argument("bundle", help="a bundle saved by lm_shakespeare.py --save")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = ap.parse_args()
-    model = load(args.bundle)
+    try:
+        model = load(args.bundle)
+    except RnnkitError as exc:  # missing, corrupt or not a bundle: one line
+        ap.error(str(exc))
     if not isinstance(model, LanguageModel):
         ap.error(f"{args.bundle} holds a {type(model).__name__}, not a language model")
     ids = torch.tensor(model.tokenizer.encode(load_dataset("tinyshakespeare", "val")))

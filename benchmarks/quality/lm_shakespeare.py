@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pathlib
 import tempfile
 import time
 
@@ -112,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_save_dir(path: str) -> None:
+    """``--save`` must name a new or empty folder or an earlier bundle (checked before training, not
+    after it)."""
+    from rnnkit.export.bundle import _looks_like_bundle
+
+    folder = pathlib.Path(path) if path else None
+    if folder is None or not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"--save: expected a folder path, got an existing file {folder}")
+    if any(folder.iterdir()) and not _looks_like_bundle(folder):
+        raise ValueError(f"--save: {folder} exists and is not an rnnkit bundle; expected a new or empty folder")
+
+
 def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[LanguageModelConfig, TrainerConfig]:
     """The model and trainer configurations of a run (each validates its values: bad options fail here)."""
     if not 0.0 <= args.ema < 1.0:
@@ -146,6 +161,7 @@ def main() -> None:
     try:  # bad option values: one line (argparse's usage + error), before any data is read
         with tempfile.TemporaryDirectory() as scratch:
             configs(args, 2, scratch)
+        check_save_dir(args.save)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     torch.manual_seed(args.seed)

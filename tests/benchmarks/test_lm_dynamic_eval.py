@@ -38,3 +38,11 @@ def test_chooses_on_the_head_and_adapts_on_the_rest(script):
     assert (out["lr"], out["decay"]) == (0.5, 0.0) and set(out["grid"]) == {"0/0", "0.5/0", "0.5/1"}
     assert out["val_loss_dynamic_rest"] < out["val_loss_rest"] / 2
     assert out["val_loss_dynamic"] == pytest.approx(dynamic_loss(model, ids, seq_len=64, lr=0.5), abs=1e-4)
+
+
+def test_a_missing_bundle_is_one_line(script, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("sys.argv", ["lm_dynamic_eval.py", str(tmp_path / "none")])
+    with pytest.raises(SystemExit) as info:
+        script.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1].startswith("lm_dynamic_eval.py: error: ") and "no such bundle" in err[-1]

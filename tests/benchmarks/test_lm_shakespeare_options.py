@@ -87,3 +87,13 @@ def test_save_keeps_the_trained_model_as_a_bundle(script, monkeypatch, capsys, t
     model = load(tmp_path / "m")
     assert isinstance(model, LanguageModel) and model.config.hidden_size == 8
     assert result["config"]["save"] == str(tmp_path / "m") and "--save" in script.build_parser().format_help()
+
+
+def test_save_into_a_folder_that_is_not_a_bundle_is_refused_before_training(script, monkeypatch, capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.setattr("sys.argv", ["lm_shakespeare.py", "--save", str(tmp_path)])
+    monkeypatch.setattr(script, "load_dataset", lambda *a, **k: pytest.fail("read data before checking --save"))
+    with pytest.raises(SystemExit) as info:
+        script.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1].endswith("is not an rnnkit bundle; expected a new or empty folder")
