@@ -50,9 +50,7 @@ def choose_and_score(model: LanguageModel, ids: torch.Tensor, tune: int = TUNE, 
         grid[(lr, decay)] = dynamic_loss(model, head, seq_len=SEQ, lr=lr, decay=decay)
         print(f"lr {lr:g} decay {decay:g}: loss {grid[(lr, decay)]:.4f} on the first {tune} tokens")
     lr, decay = min(grid, key=grid.get)
-    static_head = grid.get((0.0, 0.0), None)
-    if static_head is None:
-        static_head = dynamic_loss(model, head, seq_len=SEQ, lr=0.0)
+    static_head = grid[(0.0, 0.0)] if (0.0, 0.0) in grid else dynamic_loss(model, head, seq_len=SEQ, lr=0.0)
     static_full = dynamic_loss(model, ids, seq_len=SEQ, lr=0.0)
     dyn_full = dynamic_loss(model, ids, seq_len=SEQ, lr=lr, decay=decay)
     return {"lr": lr, "decay": decay, "tune_chars": tune, "rest_chars": n - tune,

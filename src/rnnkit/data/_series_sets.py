@@ -25,12 +25,12 @@ def _co2() -> Any:
     return df.interpolate(method="time").ffill().bfill()
 
 
-def _yearly(name: str, year_col: str, value_col: str) -> Any:
+def _yearly(df: Any, year_col: str, value_col: str, column: str = "") -> Any:
+    """One yearly series from a frame's year and value columns (named ``column`` or the value's name)."""
     import pandas as pd
 
-    df = _module(name)
     index = pd.to_datetime(df[year_col].astype(int).astype(str), format="%Y")
-    return pd.DataFrame({value_col.lower(): df[value_col].to_numpy("float64")}, index=index)
+    return pd.DataFrame({column or value_col.lower(): df[value_col].to_numpy("float64")}, index=index)
 
 
 def _elnino() -> Any:
@@ -78,14 +78,6 @@ def _monthly(name: str, column: str, start: str) -> Any:
     return pd.DataFrame({column: df.iloc[:, 1].to_numpy("float64")}, index=index)
 
 
-def _lynx() -> Any:
-    import pandas as pd
-
-    df = _shipped_csv("lynx")
-    index = pd.to_datetime(df.iloc[:, 0].astype(str), format="%Y")
-    return pd.DataFrame({"trappings": df.iloc[:, 1].to_numpy("float64")}, index=index)
-
-
 def _uschange() -> Any:
     import pandas as pd
 
@@ -102,9 +94,9 @@ SERIES: dict[str, tuple[Callable[[], Any], str]] = {
     "elec_equip": (_elec_equip, "monthly euro-area electrical equipment orders index, 1995-2016"),
     "elnino": (_elnino, "monthly sea surface temperature of the El Nino region, 1950-2010"),
     "macrodata": (_macrodata, "quarterly US macroeconomic series (12 columns), 1959-2009"),
-    "nile": (lambda: _yearly("nile", "year", "volume"),
+    "nile": (lambda: _yearly(_module("nile"), "year", "volume"),
              "yearly flow volume of the Nile at Aswan, 1871-1970"),
-    "sunspots": (lambda: _yearly("sunspots", "YEAR", "SUNACTIVITY"),
+    "sunspots": (lambda: _yearly(_module("sunspots"), "YEAR", "SUNACTIVITY"),
                  "yearly sunspot activity, 1700-2008"),
 }
 
@@ -113,7 +105,8 @@ SERIES: dict[str, tuple[Callable[[], Any], str]] = {
 SHIPPED: dict[str, tuple[Callable[[], Any], str]] = {
     "airline": (lambda: _monthly("airline", "passengers", "1949-01-01"),
                 "monthly international airline passengers (thousands), 1949-1960 (Box & Jenkins)"),
-    "lynx": (_lynx, "yearly Canadian lynx trappings, 1821-1934"),
+    "lynx": (lambda: _yearly(_shipped_csv("lynx").set_axis(["year", "trappings"], axis=1), "year", "trappings"),
+             "yearly Canadian lynx trappings, 1821-1934"),
     "shampoo": (lambda: _monthly("shampoo", "sales", "1991-01-01"),
                 "monthly shampoo sales over three years, 36 months (Makridakis et al. 1998)"),
     "uschange": (_uschange, "quarterly % changes of US consumption, income, production, savings and "

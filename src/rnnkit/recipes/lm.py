@@ -145,7 +145,7 @@ def dynamic_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 64, lr:
     state, total = None, 0.0
     for t in range(0, n, seq_len):
         x, y = ids[:, t:min(t + seq_len, n)], ids[:, t + 1:min(t + seq_len, n) + 1]
-        with torch.enable_grad():
+        with torch.set_grad_enabled(lr > 0):  # lr 0 scores only: no graph to build
             out = work(x, y, state=state)
             total += float(out.loss.detach()) * x.numel()  # scored before this segment's update
             if lr > 0:
