@@ -23,6 +23,11 @@ reverse: :math:`\lambda_t = \bar y_t + a_{t+1}\lambda_{t+1}` by the same scan re
 
 and the weight gradient one GEMM per chunk. The projected inputs are kept for the backward (in a
 reused scratch buffer); everything else is recomputed per chunk.
+
+MinGRU on the CPU (float32/float64) runs each chunk's coefficients and recurrence in C++ when
+:mod:`rnnkit.kernels._cpp` can build it (``csrc/min_gru.cpp``: one pass over the chunk forward, one
+backward, each element's coefficients recomputed in registers from the projected input; the torch ops
+above make ~10 passes over memory per chunk). The GEMMs stay here; ``RNNKIT_CPP=0`` keeps the torch ops.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell, _mask_by_lengths
+from rnnkit.kernels import _cpp
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels._gemm import Weight
 from rnnkit.kernels.chunked_scan import CHUNK, scan_chunk
@@ -129,6 +135,9 @@ class _MinFn(torch.autograd.Function):
         B, T, I = x.shape
         H = h0.shape[1]
         sc = fc.Scratch(fc.batching(None, B, T), x)
+        ctx.cpp = _loops(x) if kind is _MinGRU else None
+        if ctx.cpp is not None:
+            return _forward_cpp(ctx, sc, x, w, bias, h0)
         coef, ws = kind(sc, B, T, H), Weight(w, B * CHUNK)
         ys, carry = x.new_empty(B, T, H), h0
         for t0 in range(0, T, CHUNK):
@@ -146,6 +155,8 @@ class _MinFn(torch.autograd.Function):
         B, T, I = x.shape
         d_w, d_bias = torch.zeros_like(w), x.new_zeros(w.shape[0]) if ctx.has_bias else None
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        if ctx.cpp is not None:
+            return _backward_cpp(ctx, d_ys, x, w, ys, h0, d_w, d_bias, dx)
         w_t = Weight(w.t().contiguous(), B * CHUNK) if dx is not None else None
         lam_buf, carry = ys.new_empty(B, CHUNK, ys.shape[2]), torch.zeros_like(h0)
         a_after = ys.new_ones(B, 1, ys.shape[2])  # a of the step after the chunk (1 past the end)
@@ -166,6 +177,86 @@ class _MinFn(torch.autograd.Function):
                 dx[:, t0:t1] = w_t(dxp).view(B, c, I)
         dh0 = a_after[:, 0] * carry if ctx.needs_input_grad[3] else None  # a_1 lambda_1
         return dx, d_w, d_bias, dh0, None
+
+
+def _loops(x: Tensor):
+    """The C++ chunk loops (``torch.ops.rnnkit_cpp``) for a float32/float64 CPU tensor when they are built,
+    else None: the torch ops above."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return _cpp.ops()
+
+
+def _chunks(xps: Tensor, B: int, T: int, G: int):
+    """``(t0, t1, view)`` per chunk of a flat buffer holding every chunk's (B, c, G) block contiguously."""
+    for t0 in range(0, T, CHUNK):
+        t1 = min(T, t0 + CHUNK)
+        yield t0, t1, xps[B * t0 * G:B * t1 * G].view(B, t1 - t0, G)
+
+
+def _forward_cpp(ctx, sc, x: Tensor, w: Tensor, bias: Tensor | None, h0: Tensor) -> Tensor:
+    """MinGRU with ``csrc/min_gru.cpp`` doing each chunk's recurrence in one call: per chunk the input
+    projection (one GEMM, written where the backward finds it; the bias is added in the C++ pass) and one
+    pass over it."""
+    B, T, I = x.shape
+    G = w.shape[0]
+    xps = sc.take(B * T * G)  # chunk-major, so that each chunk's GEMM writes a contiguous block
+    ys, wt = x.new_empty(B, T, G // 2), w.t()
+    ctx.has_bias = bias is not None
+    bias = bias if bias is not None else w.new_zeros(G)
+    h_in = h0 if h0.stride(-1) == 1 else h0.contiguous()
+    xbuf = _ChunkInput(x)
+    for t0, t1, xp in _chunks(xps, B, T, G):
+        torch.mm(xbuf(t0, t1), wt, out=xp.view(-1, G))
+        ctx.cpp.min_gru_fwd(xp, bias, h_in, ys[:, t0:t1])
+        h_in = ys[:, t1 - 1]
+    ctx.xps, ctx.scratch, ctx.bias = xps, sc, bias
+    ctx.save_for_backward(x, w, ys, h0)
+    return ys
+
+
+class _ChunkInput:
+    """``x[:, t0:t1]`` as a (B c, I) matrix: a view where one chunk spans the sequence, else a copy into
+    one buffer reused by every chunk (a fresh tensor per chunk costs its page faults each time)."""
+
+    def __init__(self, x: Tensor) -> None:
+        B, T, I = x.shape
+        self.x = x
+        self.buf = x.new_empty(B * CHUNK * I) if T > CHUNK or not x.is_contiguous() else None
+
+    def __call__(self, t0: int, t1: int) -> Tensor:
+        B, _, I = self.x.shape
+        if self.buf is None:
+            return self.x.view(-1, I)
+        out = self.buf[:B * (t1 - t0) * I]
+        out.view(B, t1 - t0, I).copy_(self.x[:, t0:t1])
+        return out.view(-1, I)
+
+
+def _backward_cpp(ctx, d_ys, x, w, ys, h0, d_w, d_bias, dx):
+    """The reverse of :func:`_forward_cpp`: per chunk one C++ pass (lambda and the projection's
+    gradient), then the weight gradient as one GEMM and the input's as another."""
+    B, T, I = x.shape
+    G = w.shape[0]
+    if d_ys.stride(-1) != 1:  # e.g. the expanded ones of y.sum(): into a pooled buffer (no page faults)
+        d_ys = ctx.scratch.take(*d_ys.shape).copy_(d_ys)
+    h0 = h0 if h0.stride(-1) == 1 else h0.contiguous()
+    lam, a_next = h0.new_zeros(h0.shape), h0.new_ones(h0.shape)
+    dxp_buf = x.new_empty(B * min(T, CHUNK) * G)
+    dx_buf = x.new_empty(B * min(T, CHUNK) * I) if dx is not None else None
+    xbuf = _ChunkInput(x)
+    for t0, t1, xp in reversed(list(_chunks(ctx.xps, B, T, G))):
+        c = t1 - t0
+        dxp = dxp_buf[:B * c * G].view(B, c, G)
+        ctx.cpp.min_gru_bwd(xp, ctx.bias, ys[:, t0:t1], ys[:, t0 - 1] if t0 else h0, d_ys[:, t0:t1], lam, a_next, dxp)
+        dxp = dxp.view(B * c, G)
+        d_w.addmm_(dxp.t(), xbuf(t0, t1))
+        if d_bias is not None:
+            d_bias.add_(dxp.sum(0))
+        if dx is not None:
+            dx[:, t0:t1] = torch.mm(dxp, w, out=dx_buf[:B * c * I].view(B * c, I)).view(B, c, I)
+    dh0 = a_next * lam if ctx.needs_input_grad[3] else None  # a_1 lambda_1
+    return dx, d_w, d_bias, dh0, None
 
 
 def min_sequence(cell, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None):
