@@ -118,11 +118,13 @@ def _single_thread_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Ro
     return rows
 
 
-def _long_row(B: int, T: int, I: int, H: int, repeats: int) -> Row:
-    x = torch.randn(B, T, I)
-    return _row("MinGRU (scan) vs torch.nn.GRU", f"B={B} T={T} I={I} H={H}",
-                _train_step(rnnkit.MinGRU(I, H, batch_first=True), x),
-                _train_step(torch.nn.GRU(I, H, batch_first=True), x), repeats, 0.1, faster=True)
+def _long_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
+    """MinGRU's target row, then MinLSTM against torch's LSTM (information) on the same long batch."""
+    x, shape = torch.randn(B, T, I), f"B={B} T={T} I={I} H={H}"
+    return [_row("MinGRU (scan) vs torch.nn.GRU", shape, _train_step(rnnkit.MinGRU(I, H, batch_first=True), x),
+                 _train_step(torch.nn.GRU(I, H, batch_first=True), x), repeats, 0.1, faster=True),
+            _row("MinLSTM (scan) vs torch.nn.LSTM", shape, _train_step(rnnkit.MinLSTM(I, H, batch_first=True), x),
+                 _train_step(torch.nn.LSTM(I, H, batch_first=True), x), repeats, None)]
 
 
 def _step_row(I: int, H: int, repeats: int, steps: int = 500) -> Row:
@@ -181,8 +183,8 @@ def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int
     _cpp.ops()  # build or load the optional C++ loops before anything is timed
     torch.manual_seed(0)
     rows = _layer_rows(B, T, I, H, repeats)
-    rows.append(_long_row(long_B, long_T, I, H, long_repeats))
-    rows.append(_step_row(I, H, repeats, steps=50 if quick else 500))
+    long_rows = _long_rows(long_B, long_T, I, H, long_repeats)
+    rows += [long_rows[0], _step_row(I, H, repeats, steps=50 if quick else 500), long_rows[1]]
     rows += _info_rows(B, T, I, H, repeats) + _single_thread_rows(B, T, I, H, repeats)
     return rows + _gpu_rows(B, T, I, H, long_B, long_T, long_repeats)
 

@@ -1,6 +1,6 @@
 """MinGRU/MinLSTM as one chunked scan equal the step loop: values and gradients, lengths, an initial
-state, gradcheck of the hand-written backward, and T=4096 with |x| <= 50 in float32; each for MinGRU's
-C++ chunk loops (``csrc/min_gru.cpp``) and its torch-op chunks (``RNNKIT_CPP=0``)."""
+state, gradcheck of the hand-written backward, and T=4096 with |x| <= 50 in float32; each for the C++
+chunk loops (``csrc/min_rnn.cpp``) and the torch-op chunks (``RNNKIT_CPP=0``)."""
 
 from __future__ import annotations
 
@@ -80,23 +80,24 @@ def test_g_is_the_papers_activation():
 
 
 @needs_compiler
-def test_auto_backend_runs_the_cpp_loops_for_mingru_only(recorder):
-    for layer, calls in ((rnnkit.MinGRU(4, 70, num_layers=2, batch_first=True), 2),
-                         (rnnkit.MinLSTM(4, 6, batch_first=True), 0)):
+def test_auto_backend_runs_the_cpp_loops_for_both_cells(recorder):
+    for layer, op in ((rnnkit.MinGRU(4, 70, num_layers=2, batch_first=True), "min_gru"),
+                      (rnnkit.MinLSTM(4, 6, batch_first=True, bidirectional=True), "min_lstm")):
         recorder.calls.clear()
         y, _ = layer(torch.randn(3, 10, 4))
-        y.sum().backward()  # d_ys: expanded ones (stride 0), made contiguous for the C++ pass
-        assert recorder.calls.count("min_gru_fwd") == calls and recorder.calls.count("min_gru_bwd") == calls
+        y.sum().backward()  # d_ys: expanded ones (stride 0), copied for the C++ pass
+        assert recorder.calls == [f"{op}_fwd"] * 2 + [f"{op}_bwd"] * 2, recorder.calls
 
 
 @needs_compiler
+@pytest.mark.parametrize("cls", [rnnkit.MinGRU, rnnkit.MinLSTM], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("B", [1, 3])
-def test_cpp_and_torch_ops_agree_on_a_wide_layer_with_an_odd_width(B, bias, monkeypatch):
+def test_cpp_and_torch_ops_agree_on_a_wide_layer_with_an_odd_width(cls, B, bias, monkeypatch):
     """H=70 (at B=1 split over the threads in blocks of 48 and 22 units), no bias, lengths, several
     chunks, a non-contiguous input."""
     monkeypatch.setattr(fused_min, "CHUNK", 32)
-    layer = rnnkit.MinGRU(5, 70, batch_first=True, bias=bias)
+    layer = cls(5, 70, batch_first=True, bias=bias)
     x = torch.randn(77, 3, 5)[:, :B].transpose(0, 1).requires_grad_()
     lengths = torch.tensor([77, 40, 1][:B])
     out = {}
@@ -105,3 +106,19 @@ def test_cpp_and_torch_ops_agree_on_a_wide_layer_with_an_odd_width(B, bias, monk
         out[cpp] = values_and_grads(lambda: layer(x, lengths=lengths), [x], list(layer.parameters()))
     assert_close(out["1"][0], out["0"][0], 1e-5)
     assert_close(out["1"][1], out["0"][1], 1e-5)
+
+
+@CPP
+def test_minlstm_gates_far_in_the_tails(cpp, monkeypatch):
+    """Gate pre-activations of +-300, where sigmoid(kf) and sigmoid(ki) underflow in float32: the C++
+    pass forms f / (f + i) from the pre-activations' difference, the torch ops from softplus."""
+    monkeypatch.setenv("RNNKIT_CPP", cpp)
+    cell = C.MinLSTMCell(3, 8)
+    with torch.no_grad():
+        cell.weight_ih.mul_(100)
+    x = torch.randn(2, 50, 3) * 3
+    with torch.no_grad():
+        y, _ = fused_min.min_sequence(cell, x)
+        y_ref, _ = cell.to(torch.float64).reference_forward(x.double())
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y.double(), y_ref, atol=1e-5, rtol=1e-5)

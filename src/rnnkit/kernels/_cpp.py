@@ -5,8 +5,8 @@ chunk of steps) in C++: the same arithmetic as :mod:`rnnkit.kernels.fused_lstm`,
 ATen calls per step (dispatcher ops, ``torch.ops.rnnkit_cpp``). ``csrc/step.cpp`` is the streaming step
 of plain LSTM/GRU stacks (:mod:`rnnkit.kernels.step`; pybind11 functions of :func:`module`);
 ``csrc/indrnn.cpp`` the IndRNN's whole recurrence, forward and backward (:mod:`rnnkit.kernels.fused_indrnn`,
-two more ops); ``csrc/min_gru.cpp`` MinGRU's recurrence over a chunk of steps, forward and backward
-(:mod:`rnnkit.kernels.fused_min`, two more). They are
+two more ops); ``csrc/min_rnn.cpp`` MinGRU's and MinLSTM's recurrence over a chunk of steps, forward and
+backward (:mod:`rnnkit.kernels.fused_min`, four more). They are
 compiled into one library with :func:`torch.utils.cpp_extension.load` the first time a layer-norm LSTM
 or a streaming step runs on the CPU (10-40 s on the project's 2-core VM, once per machine and torch version; the
 library is cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and needs a
@@ -28,8 +28,8 @@ from pathlib import Path
 __all__ = ["ops", "module", "mode", "status"]
 
 log = logging.getLogger(__name__)
-_SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp", "indrnn.cpp", "min_gru.cpp")]
-_VERSION = "v5"  # change with the ops' schemas: the cached library is found by its name
+_SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp", "indrnn.cpp", "min_rnn.cpp")]
+_VERSION = "v6"  # change with the ops' schemas: the cached library is found by its name
 _lock = threading.Lock()
 _state: dict = {"tried": False, "ops": None, "module": None, "error": None}
 _MODES = ("auto", "0", "1")

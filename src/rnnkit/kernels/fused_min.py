@@ -24,10 +24,10 @@ reverse: :math:`\lambda_t = \bar y_t + a_{t+1}\lambda_{t+1}` by the same scan re
 and the weight gradient one GEMM per chunk. The projected inputs are kept for the backward (in a
 reused scratch buffer); everything else is recomputed per chunk.
 
-MinGRU on the CPU (float32/float64) runs each chunk's coefficients and recurrence in C++ when
-:mod:`rnnkit.kernels._cpp` can build it (``csrc/min_gru.cpp``: one pass over the chunk forward, one
+On the CPU (float32/float64) each chunk's coefficients and recurrence run in C++ when
+:mod:`rnnkit.kernels._cpp` can build it (``csrc/min_rnn.cpp``: one pass over the chunk forward, one
 backward, each element's coefficients recomputed in registers from the projected input; the torch ops
-above make ~10 passes over memory per chunk). The GEMMs stay here; ``RNNKIT_CPP=0`` keeps the torch ops.
+above make 10-20 passes over memory per chunk). The GEMMs stay here; ``RNNKIT_CPP=0`` keeps the torch ops.
 """
 
 from __future__ import annotations
@@ -135,8 +135,9 @@ class _MinFn(torch.autograd.Function):
         B, T, I = x.shape
         H = h0.shape[1]
         sc = fc.Scratch(fc.batching(None, B, T), x)
-        ctx.cpp = _loops(x) if kind is _MinGRU else None
+        ctx.cpp = _loops(x)
         if ctx.cpp is not None:
+            ctx.op = "min_gru" if kind is _MinGRU else "min_lstm"
             return _forward_cpp(ctx, sc, x, w, bias, h0)
         coef, ws = kind(sc, B, T, H), Weight(w, B * CHUNK)
         ys, carry = x.new_empty(B, T, H), h0
@@ -195,20 +196,20 @@ def _chunks(xps: Tensor, B: int, T: int, G: int):
 
 
 def _forward_cpp(ctx, sc, x: Tensor, w: Tensor, bias: Tensor | None, h0: Tensor) -> Tensor:
-    """MinGRU with ``csrc/min_gru.cpp`` doing each chunk's recurrence in one call: per chunk the input
+    """The layer with ``csrc/min_rnn.cpp`` doing each chunk's recurrence in one call: per chunk the input
     projection (one GEMM, written where the backward finds it; the bias is added in the C++ pass) and one
     pass over it."""
     B, T, I = x.shape
     G = w.shape[0]
     xps = sc.take(B * T * G)  # chunk-major, so that each chunk's GEMM writes a contiguous block
-    ys, wt = x.new_empty(B, T, G // 2), w.t()
+    ys, wt, run = x.new_empty(B, T, h0.shape[1]), w.t(), getattr(ctx.cpp, ctx.op + "_fwd")
     ctx.has_bias = bias is not None
     bias = bias if bias is not None else w.new_zeros(G)
     h_in = h0 if h0.stride(-1) == 1 else h0.contiguous()
     xbuf = _ChunkInput(x)
     for t0, t1, xp in _chunks(xps, B, T, G):
         torch.mm(xbuf(t0, t1), wt, out=xp.view(-1, G))
-        ctx.cpp.min_gru_fwd(xp, bias, h_in, ys[:, t0:t1])
+        run(xp, bias, h_in, ys[:, t0:t1])
         h_in = ys[:, t1 - 1]
     ctx.xps, ctx.scratch, ctx.bias = xps, sc, bias
     ctx.save_for_backward(x, w, ys, h0)
@@ -244,11 +245,11 @@ def _backward_cpp(ctx, d_ys, x, w, ys, h0, d_w, d_bias, dx):
     lam, a_next = h0.new_zeros(h0.shape), h0.new_ones(h0.shape)
     dxp_buf = x.new_empty(B * min(T, CHUNK) * G)
     dx_buf = x.new_empty(B * min(T, CHUNK) * I) if dx is not None else None
-    xbuf = _ChunkInput(x)
+    xbuf, run = _ChunkInput(x), getattr(ctx.cpp, ctx.op + "_bwd")
     for t0, t1, xp in reversed(list(_chunks(ctx.xps, B, T, G))):
         c = t1 - t0
         dxp = dxp_buf[:B * c * G].view(B, c, G)
-        ctx.cpp.min_gru_bwd(xp, ctx.bias, ys[:, t0:t1], ys[:, t0 - 1] if t0 else h0, d_ys[:, t0:t1], lam, a_next, dxp)
+        run(xp, ctx.bias, ys[:, t0:t1], ys[:, t0 - 1] if t0 else h0, d_ys[:, t0:t1], lam, a_next, dxp)
         dxp = dxp.view(B * c, G)
         d_w.addmm_(dxp.t(), xbuf(t0, t1))
         if d_bias is not None:
