@@ -145,3 +145,14 @@ def triton_recorder(module, monkeypatch):
     rec = Recorder(module.ops())
     monkeypatch.setattr(module, "ops", lambda: rec)
     return rec
+
+
+def cpp_recorder(module, monkeypatch):
+    """The C++ ops (``torch.ops.rnnkit_cpp``, ``RNNKIT_CPP=1``: they must build here) as ``module`` sees
+    them through its ``_cpp.ops``, their calls recorded (a fixture body)."""
+    from rnnkit.kernels import _cpp
+
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    rec = Recorder(_cpp.ops())
+    monkeypatch.setattr(module._cpp, "ops", lambda: rec)
+    return rec

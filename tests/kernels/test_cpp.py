@@ -15,7 +15,7 @@ import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import _cpp
 from rnnkit.kernels import fused_lstm
-from tests.kernels._util import (Recorder, assert_as_accurate, assert_close, lstm_gradcheck_inputs, random_gains,
+from tests.kernels._util import (assert_as_accurate, assert_close, cpp_recorder, lstm_gradcheck_inputs, random_gains,
                                  values_and_grads)
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -24,10 +24,7 @@ needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which
 
 @pytest.fixture
 def recorder(monkeypatch):
-    monkeypatch.setenv("RNNKIT_CPP", "1")
-    rec = Recorder(_cpp.ops())
-    monkeypatch.setattr(fused_lstm._cpp, "ops", lambda: rec)
-    return rec
+    return cpp_recorder(fused_lstm, monkeypatch)
 
 
 def _run(cell, x, state, cpp: str, monkeypatch):

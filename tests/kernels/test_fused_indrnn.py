@@ -13,10 +13,9 @@ import torch
 
 import rnnkit
 from rnnkit import cells as C
-from rnnkit.kernels import _cpp
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import fused_indrnn
-from tests.kernels._util import Recorder, assert_close, values_and_grads
+from tests.kernels._util import assert_close, cpp_recorder, values_and_grads
 
 _COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
 
@@ -30,9 +29,7 @@ def loops(request, monkeypatch):
         return
     if not _COMPILER:
         pytest.skip("no C++ compiler on this machine: the per-step torch ops run instead")
-    monkeypatch.setenv("RNNKIT_CPP", "1")
-    rec = Recorder(_cpp.ops())
-    monkeypatch.setattr(fused_indrnn._cpp, "ops", lambda: rec)
+    rec = cpp_recorder(fused_indrnn, monkeypatch)
     yield rec
     assert "indrnn_fwd" in rec.calls
 

@@ -11,8 +11,8 @@ import torch
 
 import rnnkit
 from rnnkit import cells as C
-from rnnkit.kernels import _cpp, fused_min
-from tests.kernels._util import Recorder, assert_close, values_and_grads
+from rnnkit.kernels import fused_min
+from tests.kernels._util import assert_close, cpp_recorder, values_and_grads
 
 KINDS = {C.MinGRUCell: fused_min._MinGRU, C.MinLSTMCell: fused_min._MinLSTM}
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -22,11 +22,7 @@ CPP = pytest.mark.parametrize("cpp", [pytest.param("1", marks=needs_compiler), "
 
 @pytest.fixture
 def recorder(monkeypatch):
-    """The C++ ops behind a recorder of the calls made to them (RNNKIT_CPP=1: they must build here)."""
-    monkeypatch.setenv("RNNKIT_CPP", "1")
-    rec = Recorder(_cpp.ops())
-    monkeypatch.setattr(fused_min._cpp, "ops", lambda: rec)
-    return rec
+    return cpp_recorder(fused_min, monkeypatch)
 
 
 @pytest.mark.parametrize("cls", list(KINDS), ids=lambda c: c.__name__)
