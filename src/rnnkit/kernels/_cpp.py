@@ -7,8 +7,8 @@ of plain LSTM/GRU stacks (:mod:`rnnkit.kernels.step`; pybind11 functions of :fun
 ``csrc/indrnn.cpp`` the IndRNN's whole recurrence, forward and backward (:mod:`rnnkit.kernels.fused_indrnn`,
 two more ops); ``csrc/min_rnn.cpp`` MinGRU's and MinLSTM's recurrence over a chunk of steps, forward and
 backward (:mod:`rnnkit.kernels.fused_min`, four more). They are
-compiled into one library with :func:`torch.utils.cpp_extension.load` the first time a layer-norm LSTM
-or a streaming step runs on the CPU (10-40 s on the project's 2-core VM, once per machine and torch version; the
+compiled into one library with :func:`torch.utils.cpp_extension.load` the first time one of these
+kernels runs on the CPU (10-40 s on the project's 2-core VM, once per machine and torch version; the
 library is cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and needs a
 C++ compiler and ``ninja`` (the ``cpp`` extra installs ninja). Where it cannot be built the kernels
 keep their Python loops, with one logged warning saying why.
