@@ -25,7 +25,7 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["ops", "module", "mode", "status"]
+__all__ = ["ops", "ops_for", "module", "mode", "status"]
 
 log = logging.getLogger(__name__)
 _SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp", "indrnn.cpp", "min_rnn.cpp")]
@@ -98,6 +98,15 @@ def ops():
     if _state["ops"] is None and m == "1":
         raise RuntimeError(f"RNNKIT_CPP=1 but the C++ kernel loops could not be built: {_state['error']}")
     return _state["ops"]
+
+
+def ops_for(t):
+    """:func:`ops` where the loops apply to tensor ``t`` (float32/float64 on the CPU), else None."""
+    import torch
+
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    return ops()
 
 
 def module():

@@ -55,7 +55,7 @@ class _IndRNNFn(torch.autograd.Function):
             ys = fc.new_buffer(b, T, B, H, like=xp)
             act = ys if keep is None else fc.new_buffer(b, T, B, H, like=xp)  # h' before zoneout
             uv = u if mask is None else u * mask  # (H,) or (B, H): the recurrent factor of each row
-            ctx.cpp = _loops(xp) if T else None
+            ctx.cpp = _cpp.ops_for(xp) if T else None
             if ctx.cpp is not None:  # the whole recurrence in one call (csrc/indrnn.cpp)
                 uv, h0 = uv.expand(B, H).contiguous(), h0.contiguous()
                 keep = None if keep is None else keep[:, 0].contiguous()  # (T, B, H)
@@ -91,14 +91,6 @@ def _forward_steps(xp, uv, h0, mask, keep, b, relu: bool, ys: Tensor, act: Tenso
             a.tanh_()
         if keep is not None:
             torch.lerp(a, h_prev, keep[t, 0, :n], out=ys[t, :n])
-
-
-def _loops(xp: Tensor):
-    """The C++ loops (``torch.ops.rnnkit_cpp``) for a float32/float64 CPU tensor when they are built,
-    else None: the per-step torch ops below."""
-    if xp.device.type != "cpu" or xp.dtype not in (torch.float32, torch.float64):
-        return None
-    return _cpp.ops()
 
 
 def _backward_cpp(ctx, act, ys, h0, uv, mask, keep, d_ys, d_hn):

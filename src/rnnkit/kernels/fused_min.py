@@ -135,7 +135,7 @@ class _MinFn(torch.autograd.Function):
         B, T, I = x.shape
         H = h0.shape[1]
         sc = fc.Scratch(fc.batching(None, B, T), x)
-        ctx.cpp = _loops(x)
+        ctx.cpp = _cpp.ops_for(x)
         if ctx.cpp is not None:
             ctx.op = "min_gru" if kind is _MinGRU else "min_lstm"
             return _forward_cpp(ctx, sc, x, w, bias, h0)
@@ -178,14 +178,6 @@ class _MinFn(torch.autograd.Function):
                 dx[:, t0:t1] = w_t(dxp).view(B, c, I)
         dh0 = a_after[:, 0] * carry if ctx.needs_input_grad[3] else None  # a_1 lambda_1
         return dx, d_w, d_bias, dh0, None
-
-
-def _loops(x: Tensor):
-    """The C++ chunk loops (``torch.ops.rnnkit_cpp``) for a float32/float64 CPU tensor when they are built,
-    else None: the torch ops above."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return None
-    return _cpp.ops()
 
 
 def _chunks(xps: Tensor, B: int, T: int, G: int):
