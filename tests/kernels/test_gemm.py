@@ -29,6 +29,24 @@ def test_weight_and_add_outer_equal_matmul(dtype, path, monkeypatch):
     assert torch.allclose(acc, 1 + x.t() @ o, atol=tol)
 
 
+@pytest.mark.parametrize("path", ["onednn", "mm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transposed_weight_multiplies_by_w_itself(dtype, path, monkeypatch):
+    """``Weight.transposed(w)`` is ``x @ w`` (a forward weight in a backward pass); where torch.mm does
+    the product it uses ``w``'s own storage (no transposed copies), else oneDNN's packing of ``w.T``."""
+    monkeypatch.setenv("RNNKIT_GEMM", path)
+    w, x, o = (torch.randn(*s, dtype=dtype) for s in ((12, 5), (7, 12), (7, 5)))
+    lin = Weight.transposed(w, 7)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(lin(x), x @ w, atol=tol)
+    assert torch.allclose(lin(x, other=o), x @ w + o, atol=tol)
+    assert torch.allclose(lin(x[:2]), x[:2] @ w, atol=tol)
+    onednn = path == "onednn" and dtype == torch.float32 and _gemm.onednn_available()
+    assert (lin.packed is not None) == onednn
+    if not onednn:
+        assert lin.wt.data_ptr() == w.data_ptr()
+
+
 def test_input_side_backward_equals_autograd():
     x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
     w, b, gain = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((8, 3), (8,), (8,)))

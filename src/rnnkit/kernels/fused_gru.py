@@ -109,7 +109,7 @@ class _GRUFn(torch.autograd.Function):
     def _backward(ctx, d_ys, d_hn):
         s, b = ctx.s, ctx.b
         s.ys, s.h0 = ctx.saved_tensors
-        s.w_t, s.d_w = Weight(s.w.w.t().contiguous(), s.ys.shape[1]), torch.zeros_like(s.w.w)
+        s.w_t, s.d_w = Weight.transposed(s.w.w, s.ys.shape[1]), torch.zeros_like(s.w.w)
         s.d_b = None if s.b_hh is None else torch.zeros_like(s.b_hh)
         s.d_ln = None if s.ln_w is None else torch.zeros_like(s.ln_w)
         s.inp.begin_backward(ctx.needs_input_grad[0])

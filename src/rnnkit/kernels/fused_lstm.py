@@ -118,7 +118,7 @@ class _LSTMFn(torch.autograd.Function):
         s, b = ctx.s, ctx.b
         s.ys, s.h0 = ctx.saved_tensors
         T, B, H = s.ys.shape
-        s.w_t, s.d_w = Weight(s.w.w.t().contiguous(), B), torch.zeros_like(s.w.w)  # (H, 4H), (4H, H)
+        s.w_t, s.d_w = Weight.transposed(s.w.w, B), torch.zeros_like(s.w.w)  # (H, 4H), (4H, H)
         s.inp.begin_backward(ctx.needs_input_grad[0])
         s.dgam, s.dgc = [], []
         s.d_peep = None if s.peep is None else torch.zeros_like(s.peep)
@@ -156,7 +156,9 @@ def _step_loops(s, x: Tensor):
 def _forward_cpp(s, b, x: Tensor, h0: Tensor, w_hh: Tensor, ys: Tensor) -> None:
     """The forward's chunks with the C++ step loop; row statistics in (T, B, 2) buffers."""
     T, B, H = ys.shape
-    s.w_hh, w_t = w_hh.contiguous(), w_hh.t().contiguous()
+    # W_hh^T for at::mm_out: the one s.w made (another copy cost ~1 ms a layer at H=384), or, where s.w
+    # packed W_hh for oneDNN, a view (the op then multiplies by the packing)
+    s.w_hh, w_t = w_hh.contiguous(), s.w.wt if s.w.packed is None else w_hh.t()
     s.st, s.cst = s.scratch.take(T, B, 2), s.scratch.take(T, B, 2)
     h0 = h0.contiguous()
     if s.mask is not None:

@@ -158,7 +158,7 @@ class _MinFn(torch.autograd.Function):
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         if ctx.cpp is not None:
             return _backward_cpp(ctx, d_ys, x, w, ys, h0, d_w, d_bias, dx)
-        w_t = Weight(w.t().contiguous(), B * CHUNK) if dx is not None else None
+        w_t = Weight.transposed(w, B * CHUNK) if dx is not None else None
         lam_buf, carry = ys.new_empty(B, CHUNK, ys.shape[2]), torch.zeros_like(h0)
         a_after = ys.new_ones(B, 1, ys.shape[2])  # a of the step after the chunk (1 past the end)
         dxp_buf = x.new_empty(B * min(T, CHUNK) * w.shape[0])  # one buffer for every chunk: no page faults

@@ -173,9 +173,13 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
                        const Tensor& cstats, const std::optional<Tensor>& packed) {
   TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
   const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
-  check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&w_t, "w_t"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"},
-                 {&ys, "ys"}, {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"},
-                 {&cstats, "cstats"}});
+  check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"}, {&ys, "ys"},
+                 {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"}});
+  if (packed.has_value()) {  // the GEMM uses the packing: w_t may be a view (W_hh.t()), not a copy
+    TORCH_CHECK(w_t.scalar_type() == xa.scalar_type() && w_t.device().is_cpu(), "rnnkit_cpp: w_t has the wrong dtype");
+  } else {
+    check(w_t, xa, "w_t");
+  }
   check_rows(sizes, C, B);
   TORCH_CHECK(mask.has_value() == hin.has_value(), "rnnkit_cpp: mask and hin go together");
   if (mask.has_value()) {
