@@ -3,6 +3,7 @@ parameter updates; anything it does not cover goes to the full ``step``."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -99,12 +100,24 @@ class _Recorder:
         return call
 
 
-@pytest.fixture
-def cpp_step(monkeypatch):
+def _wide_by_default() -> bool:
+    """What ``_cpp`` sets on load: the AVX-512 gate sums where torch uses AVX-512."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+@pytest.fixture(params=["avx2", "avx512"])
+def cpp_step(request, monkeypatch):
+    """The C++ step module behind a recorder, with the AVX2 or the AVX-512 gate sums (the latter skipped
+    where the CPU has no AVX-512F); the load-time choice is restored after."""
     monkeypatch.setenv("RNNKIT_CPP", "1")
-    rec = _Recorder(_cpp.module())
+    mod = _cpp.module()
+    if mod.set_wide(request.param == "avx512") != (request.param == "avx512"):
+        mod.set_wide(_wide_by_default())
+        pytest.skip("this CPU has no AVX-512F")
+    rec = _Recorder(mod)
     monkeypatch.setattr(fast_step, "_step_module", rec)
-    return rec
+    yield rec
+    mod.set_wide(_wide_by_default())
 
 
 @needs_compiler
@@ -162,6 +175,8 @@ def test_what_the_cpp_step_leaves_to_torch_cell(cpp_step):
         assert mod.gru_step(x, st[0], w, True) is None  # LSTM weights are not a GRU's
         assert mod.lstm_step(x.tolist(), st[0], st[1], w, True, LSTMState) is None  # not a tensor
         assert mod.lstm_step(x, st[0], st[1], list(w), True, LSTMState) is None  # weights: a tuple
+        assert mod.lstm_step(x, st[0], st[1], w, True, dict) is None  # the state's type: a tuple subclass
+        assert mod.lstm_step(x, st[0], st[1], w, True, "LSTMState") is None
     with torch.no_grad(), pytest.raises(ValueError, match="expected x_t"):
         layer.step(x.tolist(), st)  # the full step's error
 
@@ -222,3 +237,19 @@ def test_a_layer_pickled_without_the_step_weights_getter_still_steps():
         y, _ = again.step(x, st)
         want, _ = again(x.unsqueeze(0), st)
     torch.testing.assert_close(y, want[0], atol=1e-6, rtol=0)
+
+
+@needs_compiler
+def test_the_avx512_gate_sums_follow_torchs_cpu_capability(monkeypatch):
+    """On load the step uses the AVX-512 gate sums exactly where torch itself uses AVX-512, so
+    ATEN_CPU_CAPABILITY=avx2 turns both off (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("RNNKIT_CPP", "1")
+    assert _cpp.module().wide() == _wide_by_default()
+    code = ("import torch; from rnnkit.kernels import _cpp; "
+            "print(torch.backends.cpu.get_cpu_capability(), _cpp.module().wide())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "RNNKIT_CPP": "1"}).stdout.split()
+    assert out[0] != "AVX512" and out[1] == "False"

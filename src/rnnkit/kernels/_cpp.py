@@ -77,6 +77,9 @@ def _build():
                     "RNNKIT_CPP=0 skips)")
     module = cpp_extension.load(name=name, sources=[str(p) for p in _SOURCES], extra_cflags=flags,
                                 extra_ldflags=["-fopenmp"], is_python_module=True, verbose=False)
+    # the streaming step's AVX-512 gate sums (per-function target, csrc/step.cpp) where torch itself uses
+    # AVX-512 on this CPU: ATEN_CPU_CAPABILITY=avx2 turns both off
+    module.set_wide(torch.backends.cpu.get_cpu_capability() == "AVX512")
     return torch.ops.rnnkit_cpp, module
 
 

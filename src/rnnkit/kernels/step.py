@@ -7,10 +7,11 @@ one call:
 
 * LSTM and GRU at batch <= 4, float32/float64 on the CPU: the C++ step of
   :mod:`rnnkit.kernels._cpp` (``csrc/step.cpp``; built on the first such step of a machine, ~15 s):
-  one parallel region per layer, the gate sums formed from the weight rows as they are, then the gates
-  in one vectorised pass. Equal to ``torch.nn.LSTMCell`` within float rounding (the sums run in
-  another order; ~1e-7 in float32), ~0.37x its time at B=1, I=64, H=256 on the project's Xeon VM
-  (docs/performance.md).
+  one parallel region per layer, the gate sums formed from the weight rows as they are (AVX-512 where
+  torch uses it on this CPU, else AVX2), then the gates in one vectorised pass. Equal to
+  ``torch.nn.LSTMCell`` within float rounding (the sums run in another order; ~1e-7 in float32),
+  ~0.3x its time at B=1, I=64, H=256 on the project's Xeon VMs (docs/performance.md). The output
+  ``y`` is a copy of the last layer's new ``h``, not a view of it.
 * otherwise (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``): ATen's own cell per
   layer, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and
   friends call), bit for bit ``torch.nn.LSTMCell`` with the same weights.

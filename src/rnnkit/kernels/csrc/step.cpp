@@ -1,8 +1,8 @@
 // One streaming time step of a plain LSTM or GRU layer in one call (rnnkit/kernels/step.py).
 //
 // torch's own cell (`torch._VF.lstm_cell`, what nn.LSTMCell calls) runs two GEMMs (input and hidden
-// side, each a threaded BLAS call with its own start-up cost) and a pointwise kernel: ~29 us at B=1,
-// I=64, H=256 on the project's Xeon VM, for 1.3 MB of weights. Here one parallel region does it all:
+// side, each a threaded BLAS call with its own start-up cost) and a pointwise kernel: ~29-60 us at B=1,
+// I=64, H=256 on the project's Xeon VMs, for 1.3 MB of weights. Here one parallel region does it all:
 // the hidden units are split over torch's threads; for its units a thread forms the four (GRU: three)
 // gate pre-activations as dot products of the weight rows with x and h (each row read once per step,
 // from the thread's own cache when the weights stay there between steps), then runs the gates' math
@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -33,6 +34,9 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define RNNKIT_AVX2 1
+#if defined(__GNUC__) && defined(__x86_64__)
+#define RNNKIT_AVX512 1  // per-function target below, chosen at run time (set_wide)
+#endif
 #endif
 
 #include "common.h"
@@ -120,9 +124,10 @@ inline int64_t grain(int64_t per_unit) { return std::max<int64_t>(1, 32768 / std
 // pre[b * (j1 - j0) + j - j0] = W_i[j] . x_b + W_h[j] . h_b for the rows j0 <= j < j1 of one gate's
 // blocks W_i (rows of I) and W_h (rows of H): 4 neighbouring rows at a time (8 FMA chains), both sides
 // into one sum. Bound by reading the weights from L2: 5.7-6.1 us per thread for 655 KB at B=1, I=64,
-// H=256 (timed inside the step), about what a plain vectorised read of them takes on the Xeon VM; the
-// four gates' rows of a unit side by side, 2 rows per pass, separate passes per side, software
-// prefetch and AVX-512 all measured the same or slower.
+// H=256 (timed inside the step) on one Xeon VM, ~11 us on another (~60 GB/s, 2 x 32-byte loads per
+// cache line); the four gates' rows of a unit side by side, 2 rows per pass, separate passes per side,
+// software prefetch and a 4-row AVX-512 loop all measured the same or slower. An 8-row AVX-512 loop on
+// 64-byte-aligned rows is faster: gate_sums_wide.
 template <typename S>
 inline void gate_sums(const S* Wi, const S* Wh, const S* x, const S* h, int64_t B, int64_t I, int64_t H,
                       int64_t j0, int64_t j1, S* pre) {
@@ -139,6 +144,105 @@ inline void gate_sums(const S* Wi, const S* Wh, const S* x, const S* h, int64_t 
     for (int64_t b = 0; b < B; ++b) dotn<1, S>(ri, x + b * I, I, pre + b * U + j - j0, rh, h + b * H, H);
   }
 }
+
+#ifdef RNNKIT_AVX512
+// The float gate sums with AVX-512 where the CPU has it and torch uses it (torch's CPU capability AVX512;
+// `_cpp` calls set_wide): 8 rows at a time, one 16-float register per row, the row tails by masked loads.
+// Rows of torch's weights start 64-byte aligned (rows of I or H floats, I and H multiples of 16), so a load
+// is one cache line: reading a thread's 655 KB of weights from L2 at B=1, I=64, H=256 measured ~95 GB/s on
+// the Xeon VM against ~60 GB/s for the AVX2 loop above (2 x 8-float loads per line).
+bool g_wide = false;
+
+#define RNNKIT_WIDE __attribute__((target("avx512f,avx2,fma")))
+
+// [sum a[0], ..., sum a[7]] of eight 16-float registers, in one 8-float register.
+RNNKIT_WIDE inline __m256 hsum8(const __m512* a) {
+  __m256 r[8];
+  for (int g = 0; g < 8; ++g)
+    r[g] = _mm256_add_ps(_mm512_castps512_ps256(a[g]),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[g]), 1)));
+  const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(r[0], r[1]), _mm256_hadd_ps(r[2], r[3]));
+  const __m256 s1 = _mm256_hadd_ps(_mm256_hadd_ps(r[4], r[5]), _mm256_hadd_ps(r[6], r[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
+}
+
+// out[g] = w[g] . v + w2[g] . v2 for N <= 8 rows (dotn's contract, float).
+template <int N>
+RNNKIT_WIDE inline void dotn_wide(const float* const* w, const float* v, int64_t n, float* out,
+                                  const float* const* w2, const float* v2, int64_t n2) {
+  __m512 a[8];
+  for (int g = 0; g < 8; ++g) a[g] = _mm512_setzero_ps();
+  for (int part = 0; part < 2; ++part) {
+    const float* const* wp = part == 0 ? w : w2;
+    const float* vp = part == 0 ? v : v2;
+    const int64_t m = part == 0 ? n : n2;
+    if (wp == nullptr) continue;
+    int64_t k = 0;
+    for (; k + 16 <= m; k += 16) {
+      const __m512 v0 = _mm512_loadu_ps(vp + k);
+      for (int g = 0; g < N; ++g) a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(wp[g] + k), v0, a[g]);
+    }
+    if (k < m) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (m - k)) - 1);
+      const __m512 v0 = _mm512_maskz_loadu_ps(mask, vp + k);
+      for (int g = 0; g < N; ++g) a[g] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, wp[g] + k), v0, a[g]);
+    }
+  }
+  if constexpr (N == 8) {
+    _mm256_storeu_ps(out, hsum8(a));
+  } else {
+    for (int g = 0; g < N; ++g) out[g] = _mm512_reduce_add_ps(a[g]);
+  }
+}
+
+// gate_sums (below) for float with dotn_wide: 8 rows at a time, then one by one.
+RNNKIT_WIDE void gate_sums_wide(const float* Wi, const float* Wh, const float* x, const float* h, int64_t B,
+                                int64_t I, int64_t H, int64_t j0, int64_t j1, float* pre) {
+  const int64_t U = j1 - j0;
+  int64_t j = j0;
+  for (; j + 8 <= j1; j += 8) {
+    const float *ri[8], *rh[8];
+    for (int g = 0; g < 8; ++g) ri[g] = Wi + (j + g) * I, rh[g] = Wh + (j + g) * H;
+    for (int64_t b = 0; b < B; ++b) dotn_wide<8>(ri, x + b * I, I, pre + b * U + j - j0, rh, h + b * H, H);
+  }
+  for (; j < j1; ++j) {
+    const float* ri[1] = {Wi + j * I};
+    const float* rh[1] = {Wh + j * H};
+    for (int64_t b = 0; b < B; ++b) dotn_wide<1>(ri, x + b * I, I, pre + b * U + j - j0, rh, h + b * H, H);
+  }
+}
+
+// The GRU's sums for units j0 <= j < j1 (gru_layer's layout [r, z, n_x, n_h][row][unit]): r and z over
+// both sides, n's two sides apart; 8 units at a time, then one by one.
+RNNKIT_WIDE void gru_sums_wide(const float* wi, const float* wh, const float* xp, const float* hp, int64_t B,
+                               int64_t I, int64_t H, int64_t j0, int64_t j1, float* pre) {
+  const int64_t U = j1 - j0;
+  int64_t j = j0;
+  const float *ri[3][8], *rh[3][8];
+  for (; j < j1; j += 8) {
+    const int64_t n = std::min<int64_t>(8, j1 - j);
+    for (int q = 0; q < 3; ++q)
+      for (int64_t g = 0; g < n; ++g) ri[q][g] = wi + (q * H + j + g) * I, rh[q][g] = wh + (q * H + j + g) * H;
+    for (int64_t b = 0; b < B; ++b) {
+      const float *x = xp + b * I, *h = hp + b * H;
+      float* p = pre + b * U + j - j0;
+      if (n == 8) {
+        dotn_wide<8>(ri[0], x, I, p, rh[0], h, H);
+        dotn_wide<8>(ri[1], x, I, p + B * U, rh[1], h, H);
+        dotn_wide<8>(ri[2], x, I, p + 2 * B * U, nullptr, nullptr, 0);
+        dotn_wide<8>(rh[2], h, H, p + 3 * B * U, nullptr, nullptr, 0);
+      } else {
+        for (int64_t g = 0; g < n; ++g) {
+          dotn_wide<1>(&ri[0][g], x, I, p + g, &rh[0][g], h, H);
+          dotn_wide<1>(&ri[1][g], x, I, p + B * U + g, &rh[1][g], h, H);
+          dotn_wide<1>(&ri[2][g], x, I, p + 2 * B * U + g, nullptr, nullptr, 0);
+          dotn_wide<1>(&rh[2][g], h, H, p + 3 * B * U + g, nullptr, nullptr, 0);
+        }
+      }
+    }
+  }
+}
+#endif
 
 // p[u] += a[u] (+ b[u] where b is given).
 template <typename S>
@@ -160,7 +264,16 @@ void lstm_layer(const S* xp, const S* hp, const S* cp, const S* wi, const S* wh,
     const int64_t U = j1 - j0;
     Scratch<S> scratch(4 * B * U);  // [gate][row][unit]
     S* pre = scratch.data;
-    for (int g = 0; g < 4; ++g) gate_sums<S>(wi + g * H * I, wh + g * H * H, xp, hp, B, I, H, j0, j1, pre + g * B * U);
+    for (int g = 0; g < 4; ++g) {
+#ifdef RNNKIT_AVX512
+      if constexpr (std::is_same_v<S, float>)
+        if (g_wide) {
+          gate_sums_wide(wi + g * H * I, wh + g * H * H, xp, hp, B, I, H, j0, j1, pre + g * B * U);
+          continue;
+        }
+#endif
+      gate_sums<S>(wi + g * H * I, wh + g * H * H, xp, hp, B, I, H, j0, j1, pre + g * B * U);
+    }
     if (bi != nullptr)  // a separate pass: a condition inside the gates' loop kept it from vectorising
       for (int g = 0; g < 4; ++g)
         for (int64_t b = 0; b < B; ++b) add_biases(pre + (g * B + b) * U, bi + g * H + j0, bh + g * H + j0, U);
@@ -187,7 +300,14 @@ void gru_layer(const S* xp, const S* hp, const S* wi, const S* wh, const S* bi, 
     const int64_t U = j1 - j0;
     Scratch<S> scratch(4 * B * U);  // [r, z, n_x, n_h][row][unit]
     S* pre = scratch.data;
-    for (int64_t j = j0; j < j1; ++j) {
+#ifdef RNNKIT_AVX512
+    if constexpr (std::is_same_v<S, float>)
+      if (g_wide) gru_sums_wide(wi, wh, xp, hp, B, I, H, j0, j1, pre);
+    const bool narrow = !(std::is_same_v<S, float> && g_wide);
+#else
+    const bool narrow = true;
+#endif
+    for (int64_t j = j0; narrow && j < j1; ++j) {
       const S* ri[3] = {wi + j * I, wi + (H + j) * I, wi + (2 * H + j) * I};
       const S* rh[3] = {wh + j * H, wh + (H + j) * H, wh + (2 * H + j) * H};
       for (int64_t b = 0; b < B; ++b) {
@@ -227,9 +347,9 @@ bool usable(const Tensor& t, at::ScalarType dtype) {
 
 // A stack of L layers: x (B, I); states (L, B, H); weights per layer w_ih, w_hh[, b_ih, b_hh] (`bias`).
 // Returns None (module doc) or (y (B, H), new state): the LSTM's state as state_type(h, c) (the caller's
-// LSTMState), each part (L, B, H).
+// LSTMState, a tuple subclass), each part (L, B, H); y is a copy of the last layer's h.
 py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states, const std::vector<Tensor>& w,
-                      bool bias, const py::object& state_type = py::none()) {
+                      bool bias, const py::object& state_type) {
   const int64_t per = bias ? 4 : 2;
   const at::ScalarType dt = x.scalar_type();
   if ((dt != at::kFloat && dt != at::kDouble) || !usable(x, dt) || x.dim() != 2 || x.size(0) > kMaxBatch ||
@@ -275,8 +395,23 @@ py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states,
       }
     });
   }
-  py::object y = py::cast(out[0].select(0, L - 1));
-  if (G == 4) return py::make_tuple(y, state_type(py::cast(out[0]), py::cast(out[1])));
+  // y: a copy of the last layer's h (B * H values), not a view of it: select() through the dispatcher cost
+  // more than allocating and copying (~0.5 us of the step at H=8)
+  Tensor yt = at::empty({B, H}, x.options());
+  const int64_t bytes = B * H * x.element_size();
+  std::memcpy(yt.data_ptr(), static_cast<const char*>(out[0].data_ptr()) + (L - 1) * bytes, bytes);
+  py::object y = py::cast(yt);
+  if (G == 4) {
+    // state_type(h, c) without the Python call of the named tuple's __new__ (~0.4 us): what tuple's own
+    // __new__ does for a subclass, the items set in place
+    PyTypeObject* tp = reinterpret_cast<PyTypeObject*>(state_type.ptr());
+    py::object h = py::cast(out[0]), c = py::cast(out[1]);
+    PyObject* st = tp->tp_alloc(tp, 2);
+    if (st == nullptr) throw py::error_already_set();
+    PyTuple_SET_ITEM(st, 0, h.release().ptr());
+    PyTuple_SET_ITEM(st, 1, c.release().ptr());
+    return py::make_tuple(y, py::reinterpret_steal<py::object>(st));
+  }
   return py::make_tuple(y, py::cast(out[0]));
 }
 
@@ -305,6 +440,10 @@ py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py:
   const int with_bias = PyObject_IsTrue(bias.ptr());
   if (with_bias < 0) throw py::error_already_set();
   if (!tensors({x}, in) || !tensors({h, c}, states) || !tensor_seq(w, weights)) return py::none();
+  // the state's type: a tuple subclass (stack_step builds it as tuple's __new__ would)
+  if (!PyType_Check(state_type.ptr()) ||
+      !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(state_type.ptr()), &PyTuple_Type))
+    return py::none();
   return stack_step(4, in[0], states, weights, with_bias == 1, state_type);
 }
 
@@ -313,12 +452,34 @@ py::object gru_step(py::handle x, py::handle h, py::handle w, py::handle bias) {
   const int with_bias = PyObject_IsTrue(bias.ptr());
   if (with_bias < 0) throw py::error_already_set();
   if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
-  return stack_step(3, in[0], states, weights, with_bias == 1);
+  return stack_step(3, in[0], states, weights, with_bias == 1, py::none());
 }
 
 }  // namespace
 
+// set_wide(on): use the AVX-512 gate sums where `on` and the CPU (and OS) has AVX-512F; returns whether
+// they are used now. wide(): whether they are.
+bool set_wide(bool on) {
+#ifdef RNNKIT_AVX512
+  g_wide = on && __builtin_cpu_supports("avx512f");
+  return g_wide;
+#else
+  (void)on;
+  return false;
+#endif
+}
+
+bool wide() {
+#ifdef RNNKIT_AVX512
+  return g_wide;
+#else
+  return false;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_step", &lstm_step, "One LSTM step of a layer stack, or None where it does not apply");
   m.def("gru_step", &gru_step, "One GRU step of a layer stack, or None where it does not apply");
+  m.def("set_wide", &set_wide, "Use the AVX-512 gate sums (where the CPU has them); returns whether they are used");
+  m.def("wide", &wide, "Whether the AVX-512 gate sums are used");
 }
