@@ -100,24 +100,20 @@ class _Recorder:
         return call
 
 
-def _wide_by_default() -> bool:
-    """What ``_cpp`` sets on load: the AVX-512 gate sums where torch uses AVX-512."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX512"
-
-
 @pytest.fixture(params=["avx2", "avx512"])
 def cpp_step(request, monkeypatch):
     """The C++ step module behind a recorder, with the AVX2 or the AVX-512 gate sums (the latter skipped
     where the CPU has no AVX-512F); the load-time choice is restored after."""
     monkeypatch.setenv("RNNKIT_CPP", "1")
     mod = _cpp.module()
+    chosen_on_load = mod.wide()
     if mod.set_wide(request.param == "avx512") != (request.param == "avx512"):
-        mod.set_wide(_wide_by_default())
+        mod.set_wide(chosen_on_load)
         pytest.skip("this CPU has no AVX-512F")
     rec = _Recorder(mod)
     monkeypatch.setattr(fast_step, "_step_module", rec)
     yield rec
-    mod.set_wide(_wide_by_default())
+    mod.set_wide(chosen_on_load)
 
 
 @needs_compiler
@@ -247,7 +243,7 @@ def test_the_avx512_gate_sums_follow_torchs_cpu_capability(monkeypatch):
     import sys
 
     monkeypatch.setenv("RNNKIT_CPP", "1")
-    assert _cpp.module().wide() == _wide_by_default()
+    assert _cpp.module().wide() == (torch.backends.cpu.get_cpu_capability() == "AVX512")
     code = ("import torch; from rnnkit.kernels import _cpp; "
             "print(torch.backends.cpu.get_cpu_capability(), _cpp.module().wide())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

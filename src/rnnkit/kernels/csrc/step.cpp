@@ -212,8 +212,7 @@ RNNKIT_WIDE void gate_sums_wide(const float* Wi, const float* Wh, const float* x
   }
 }
 
-// The GRU's sums for units j0 <= j < j1 (gru_layer's layout [r, z, n_x, n_h][row][unit]): r and z over
-// both sides, n's two sides apart; 8 units at a time, then one by one.
+// gru_sums (below) for float with dotn_wide: 8 units at a time, then one by one.
 RNNKIT_WIDE void gru_sums_wide(const float* wi, const float* wh, const float* xp, const float* hp, int64_t B,
                                int64_t I, int64_t H, int64_t j0, int64_t j1, float* pre) {
   const int64_t U = j1 - j0;
@@ -291,6 +290,27 @@ void lstm_layer(const S* xp, const S* hp, const S* cp, const S* wi, const S* wh,
   });
 }
 
+// The GRU's sums for units j0 <= j < j1 (gru_layer's layout [r, z, n_x, n_h][row][unit]): r and z over
+// both sides, n's two sides apart; the three gates' rows of a unit per pass.
+template <typename S>
+inline void gru_sums(const S* wi, const S* wh, const S* xp, const S* hp, int64_t B, int64_t I, int64_t H,
+                     int64_t j0, int64_t j1, S* pre) {
+  const int64_t U = j1 - j0;
+  for (int64_t j = j0; j < j1; ++j) {
+    const S* ri[3] = {wi + j * I, wi + (H + j) * I, wi + (2 * H + j) * I};
+    const S* rh[3] = {wh + j * H, wh + (H + j) * H, wh + (2 * H + j) * H};
+    for (int64_t b = 0; b < B; ++b) {
+      S sx[3], sh[3];
+      dotn<3, S>(ri, xp + b * I, I, sx);
+      dotn<3, S>(rh, hp + b * H, H, sh);
+      pre[b * U + (j - j0)] = sx[0] + sh[0];
+      pre[(B + b) * U + (j - j0)] = sx[1] + sh[1];
+      pre[(2 * B + b) * U + (j - j0)] = sx[2];
+      pre[(3 * B + b) * U + (j - j0)] = sh[2];
+    }
+  }
+}
+
 // One GRU layer (torch's cell): r = s(W_ir x + b_ir + W_hr h + b_hr), z likewise, n = tanh(W_in x + b_in +
 // r (W_hn h + b_hn)), h' = n + z (h - n). The four sums per unit: r, z (both sides), n's two sides.
 template <typename S>
@@ -301,25 +321,14 @@ void gru_layer(const S* xp, const S* hp, const S* wi, const S* wh, const S* bi, 
     Scratch<S> scratch(4 * B * U);  // [r, z, n_x, n_h][row][unit]
     S* pre = scratch.data;
 #ifdef RNNKIT_AVX512
-    if constexpr (std::is_same_v<S, float>)
-      if (g_wide) gru_sums_wide(wi, wh, xp, hp, B, I, H, j0, j1, pre);
-    const bool narrow = !(std::is_same_v<S, float> && g_wide);
-#else
-    const bool narrow = true;
+    if constexpr (std::is_same_v<S, float>) {
+      if (g_wide)
+        gru_sums_wide(wi, wh, xp, hp, B, I, H, j0, j1, pre);
+      else
+        gru_sums<S>(wi, wh, xp, hp, B, I, H, j0, j1, pre);
+    } else
 #endif
-    for (int64_t j = j0; narrow && j < j1; ++j) {
-      const S* ri[3] = {wi + j * I, wi + (H + j) * I, wi + (2 * H + j) * I};
-      const S* rh[3] = {wh + j * H, wh + (H + j) * H, wh + (2 * H + j) * H};
-      for (int64_t b = 0; b < B; ++b) {
-        S sx[3], sh[3];
-        dotn<3, S>(ri, xp + b * I, I, sx);
-        dotn<3, S>(rh, hp + b * H, H, sh);
-        pre[b * U + (j - j0)] = sx[0] + sh[0];
-        pre[(B + b) * U + (j - j0)] = sx[1] + sh[1];
-        pre[(2 * B + b) * U + (j - j0)] = sx[2];
-        pre[(3 * B + b) * U + (j - j0)] = sh[2];
-      }
-    }
+      gru_sums<S>(wi, wh, xp, hp, B, I, H, j0, j1, pre);
     if (bi != nullptr)
       for (int64_t b = 0; b < B; ++b) {
         add_biases(pre + b * U, bi + j0, bh + j0, U);                                  // r
