@@ -92,6 +92,8 @@ def _info_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
     x, shape, ref = torch.randn(B, T, I), f"B={B} T={T} I={I} H={H}", torch.nn.LSTM(I, H, batch_first=True)
     cases = [("LSTM peephole (fused)", rnnkit.LSTM(I, H, batch_first=True, peephole=True)),
              ("LSTM zoneout=0.1, training (fused)", rnnkit.LSTM(I, H, batch_first=True, zoneout=0.1)),
+             ("LayerNormLSTM zoneout=0.1, training (fused, C++ loops)",
+              rnnkit.LSTM(I, H, batch_first=True, layer_norm=True, zoneout=0.1)),
              ("LayerNormLSTM on the old cell path", rnnkit.LSTM(I, H, batch_first=True, layer_norm=True,
                                                                backend="cell"))]
     rows = [_row(f"{name} vs torch.nn.LSTM", shape, _train_step(m, x), _train_step(ref, x), max(3, repeats // 2),

@@ -121,12 +121,38 @@ def test_auto_backend_runs_the_cpp_loops_for_a_layer_norm_lstm(recorder):
 
 
 @needs_compiler
-def test_zoneout_keeps_the_python_loops(recorder):
-    cell = C.LayerNormLSTMCell(4, 6)
-    state = C.LSTMState(torch.zeros(3, 6), torch.zeros(3, 6))
-    y, _ = fused_lstm.lstm_sequence(cell, torch.randn(3, 10, 4), state, zoneout=0.2)
-    y.sum().backward()
-    assert recorder.calls == []
+@pytest.mark.parametrize("dtype,tol,T", [(torch.float64, 1e-10, 70), (torch.float32, 1e-5, 20)],
+                         ids=["float64", "float32"])
+def test_cpp_loops_with_zoneout_equal_reference(recorder, dtype, tol, T):
+    """Zoneout (training masks and the test-time expectation), alone and with lengths and a recurrent-dropout
+    mask, runs the C++ loops and gives the reference's values and gradients (the same masks: same seed)."""
+    B, I, H = 5, 3, 6
+    torch.manual_seed(3)
+    cell = C.LayerNormLSTMCell(I, H).to(dtype)
+    if dtype == torch.float64:
+        random_gains(cell)
+    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
+                        torch.randn(B, H, dtype=dtype).requires_grad_())
+    lengths, mask = torch.tensor([4, T, 0, 1, T // 2]), torch.rand(B, H, dtype=dtype) * 2
+    for kw in ({"zoneout": 0.3}, {"zoneout": 0.3, "zoneout_expected": True},
+               {"lengths": lengths, "recurrent_mask": mask, "zoneout": 0.5}):
+        n = len(recorder.calls)
+        torch.manual_seed(11)
+        fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
+                                list(cell.parameters()))
+        assert recorder.calls[n:].count("ln_lstm_bwd_chunk") == -(-T // fused_lstm.fc.chunk_size(B))
+        torch.manual_seed(11)
+        ref = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state], list(cell.parameters()))
+        assert_close(fast[0], ref[0], tol)
+        assert_close(fast[1], ref[1], tol)
+
+
+@needs_compiler
+def test_gradcheck_through_the_cpp_loops_with_zoneout_lengths_and_mask(recorder):
+    args = lstm_gradcheck_inputs(ln=True, peep=False, masked=True, zoned=True, lengths=torch.tensor([5, 3, 0]))
+    assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
+    assert "ln_lstm_bwd_chunk" in recorder.calls
 
 
 @needs_compiler

@@ -16,7 +16,7 @@ from tests.kernels._util import (assert_close, needs_triton, run_in_triton_child
 
 @needs_triton
 def test_the_triton_row_passes_in_a_fresh_process():
-    run_in_triton_child(__file__, passed=5)  # the tests below and the wanted() check
+    run_in_triton_child(__file__, passed=6)  # the tests below and the wanted() check
 
 
 @pytest.fixture
@@ -73,6 +73,21 @@ def test_gradcheck_through_the_triton_row_passes(triton_ops):
     args = lstm_gradcheck_inputs(ln=True, peep=False, masked=True, zoned=False, lengths=torch.tensor([5, 3, 0]))
     assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
     assert "ln_lstm_bwd_chunk" in triton_ops.calls
+
+
+@needs_triton
+def test_zoneout_keeps_the_python_loops_where_triton_runs(triton_ops):
+    """The Triton row passes do not compute zoneout: with it the kernel takes its Python loops (not the C++
+    ones either, which are for CPU tensors where Triton is not wanted) and still equals the reference."""
+    cell, x, state = _case(torch.float64, seed=2)
+    torch.manual_seed(4)
+    fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, zoneout=0.3), [x, *state],
+                            list(cell.parameters()))
+    assert triton_ops.calls == []
+    torch.manual_seed(4)
+    ref = values_and_grads(lambda: cell.reference_forward(x, state, zoneout=0.3), [x, *state], list(cell.parameters()))
+    assert_close(fast[0], ref[0], 1e-10)
+    assert_close(fast[1], ref[1], 1e-10)
 
 
 def test_without_force_cpu_tensors_keep_the_cpp_or_python_loops(monkeypatch):

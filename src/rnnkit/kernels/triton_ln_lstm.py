@@ -170,11 +170,18 @@ def _kernels(interpret: bool):
     return fwd_row, bwd_row
 
 
+def _no_zoneout(keep) -> None:
+    if keep is not None:
+        raise NotImplementedError("the Triton layer-norm LSTM rows do not compute zoneout (the Python loops do)")
+
+
 def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys, cs, act, tc, hp, stats, cstats,
-                      packed=None):
+                      keep=None, cn=None, packed=None):
     """A chunk of forward steps; the C++ op's contract (``csrc/ln_lstm.cpp``): step ``t`` computes the
-    running prefix of ``sizes[t]`` rows; ``mask`` (recurrent dropout) multiplies ``h_{t-1}``. ``packed``
-    (a oneDNN weight, CPU only) is not used on a GPU."""
+    running prefix of ``sizes[t]`` rows; ``mask`` (recurrent dropout) multiplies ``h_{t-1}``. Zoneout
+    (``keep``, ``cn``) is not computed here: the caller keeps the Python loops for it. ``packed`` (a
+    oneDNN weight, CPU only) is not used on a GPU."""
+    _no_zoneout(keep)
     fwd, _ = _kernels(triton_scan._interpreting())
     H = h0.shape[1]
     for t in range(xa.shape[0]):
@@ -190,10 +197,11 @@ def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys
 
 
 def ln_lstm_bwd_chunk(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d_prev, d_hn, d_cn, sizes, arrived,
-                      mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb, packed=None):
+                      mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb, keep=None, cn=None, packed=None):
     """A chunk of backward steps, in reverse; the C++ op's contract: ``dh``/``dc`` carry the state
     gradients of the rows that have arrived (a row arrives at its last step); the gains' gradients are
     added to the float64 ``dgam``, ``dgcw``, ``dgcb``."""
+    _no_zoneout(keep)
     _, bwd = _kernels(triton_scan._interpreting())
     C, B, G = act.shape
     H = G // 4

@@ -10,7 +10,10 @@
 // Layout and meaning are those of fused_lstm.py: gates (g, i, f, o); time-major chunks of the
 // kernel's saved buffers. Lengths run as there: the batch sorted by decreasing length, step t computes
 // the running prefix of sizes[t] rows (buffers of the rows that do not run stay zero). An optional
-// recurrent-dropout mask multiplies h_{t-1} before the GEMM. Zoneout stays with the Python loops.
+// recurrent-dropout mask multiplies h_{t-1} before the GEMM. Zoneout: an optional keep mask (chunk, 2, B,
+// H) mixes each new h_t and c_t with the previous ones, lerp(new, old, keep) as the reference does; the
+// cell state before that mix (which the cell norm and the backward need) goes to `cn`, the mixed one
+// to `cs` as without zoneout.
 // Reductions over a row use 32 partial sums (vectorised, not one dependent chain); the gains'
 // gradients are summed over rows and steps in double.
 #include <ATen/ATen.h>
@@ -95,6 +98,13 @@ using rnnkit_cpp::exp_;
 using rnnkit_cpp::sigmoid_;
 using rnnkit_cpp::tanh_;
 
+// torch.lerp(a, b, w) = a + w (b - a), computed as ATen's CPU kernel does (the form with the smaller
+// weight), so that zoneout's mix equals the reference's bit for bit
+template <typename S>
+inline S lerp_(S a, S b, S w) {
+  return std::abs(w) < S(0.5) ? a + w * (b - a) : b - (b - a) * (S(1) - w);
+}
+
 // Rows per task: a step splits over threads only with >= 16K gate entries per task (at B=32, 4H=1024:
 // two tasks of 16 rows; measured 136 against 152 us per forward step on one task, Xeon VM, 2 threads).
 inline int64_t grain(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
@@ -104,8 +114,9 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
                const Tensor& lnc_b, double eps, at::IntArrayRef sizes, const std::optional<Tensor>& mask,
                const std::optional<Tensor>& hin, const Tensor& ys, const Tensor& cs, const Tensor& act,
                const Tensor& tc, const Tensor& hp, const Tensor& stats, const Tensor& cstats,
+               const std::optional<Tensor>& keep, const std::optional<Tensor>& cn_pre,
                const std::optional<Tensor>& packed) {
-  const int64_t C = xa.size(0), G = xa.size(2), H = G / 4;
+  const int64_t C = xa.size(0), Bn = xa.size(1), G = xa.size(2), H = G / 4;
   const S* lw = ln_w.data_ptr<S>();
   const S* cw = lnc_w.data_ptr<S>();
   const S* cb = lnc_b.data_ptr<S>();
@@ -114,6 +125,7 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
     if (B == 0) continue;
     Tensor hp_t = hp[t].narrow(0, 0, B), act_t = act[t].narrow(0, 0, B), tc_t = tc[t].narrow(0, 0, B);
     Tensor h_prev = (t == 0 ? h0 : ys[t - 1]).narrow(0, 0, B);
+    const S* hold = h_prev.data_ptr<S>();  // h_{t-1} itself (zoneout keeps it, not the masked one)
     if (mask.has_value()) {  // recurrent dropout: W_hh (m * h_{t-1}), the masked state saved
       Tensor h_in = (*hin)[t].narrow(0, 0, B);
       at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
@@ -125,7 +137,9 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
     S* ap = act_t.data_ptr<S>();
     S* st = stats[t].data_ptr<S>();
     const S* cp = cs[t].data_ptr<S>();
-    S* cn = cs[t + 1].data_ptr<S>();
+    S* cz = cs[t + 1].data_ptr<S>();                              // c_t
+    S* cn = keep.has_value() ? (*cn_pre)[t].data_ptr<S>() : cz;  // c_t before zoneout's mix
+    const S* kp = keep.has_value() ? (*keep)[t].data_ptr<S>() : nullptr;  // (2, B, H): h's, c's
     S* tp = tc_t.data_ptr<S>();
     S* cst = cstats[t].data_ptr<S>();
     S* y = ys[t].data_ptr<S>();
@@ -161,16 +175,39 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
           u[k] = tk;
           yr[k] = o[k] * tk;
         }
+        if (kp != nullptr) {  // zoneout: h_t = lerp(h_t, h_{t-1}, k_h), c_t = lerp(c_t, c_{t-1}, k_c)
+          const S* kh = kp + r * H;
+          const S* kc = kp + (Bn + r) * H;
+          const S* hr = hold + r * H;
+          S* czr = cz + r * H;
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) {
+            yr[k] = lerp_(yr[k], hr[k], kh[k]);
+            czr[k] = lerp_(c1[k], c0[k], kc[k]);
+          }
+        }
       }
     });
   }
+}
+
+// zoneout's keep mask (chunk, 2, B, H) and the buffer of c_t before its mix (chunk, B, H): both or neither
+void check_zoneout(const std::optional<Tensor>& keep, const std::optional<Tensor>& cn, const Tensor& like, int64_t C,
+                   int64_t B, int64_t H) {
+  TORCH_CHECK(keep.has_value() == cn.has_value(), "rnnkit_cpp: keep and cn go together");
+  if (!keep.has_value()) return;
+  check(*keep, like, "keep");
+  check(*cn, like, "cn");
+  TORCH_CHECK(keep->sizes() == at::IntArrayRef({C, 2, B, H}) && cn->sizes() == at::IntArrayRef({C, B, H}),
+              "rnnkit_cpp: keep must be (chunk, 2, B, H) and cn (chunk, B, H)");
 }
 
 void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w,
                        const Tensor& lnc_w, const Tensor& lnc_b, double eps, at::IntArrayRef sizes,
                        const std::optional<Tensor>& mask, const std::optional<Tensor>& hin, const Tensor& ys,
                        const Tensor& cs, const Tensor& act, const Tensor& tc, const Tensor& hp, const Tensor& stats,
-                       const Tensor& cstats, const std::optional<Tensor>& packed) {
+                       const Tensor& cstats, const std::optional<Tensor>& keep, const std::optional<Tensor>& cn,
+                       const std::optional<Tensor>& packed) {
   TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
   const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
   check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"}, {&ys, "ys"},
@@ -188,6 +225,7 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
     TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, H}) && hin->sizes() == at::IntArrayRef({C, B, H}),
                 "rnnkit_cpp: mask must be (B, H) and hin (chunk, B, H)");
   }
+  check_zoneout(keep, cn, xa, C, B, H);
   TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_t.sizes() == at::IntArrayRef({H, 4 * H}) &&
                   ys.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
                   act.sizes() == xa.sizes() && hp.sizes() == xa.sizes() && tc.sizes() == ys.sizes() &&
@@ -196,7 +234,7 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
               "rnnkit_cpp: ln_lstm_fwd_chunk got inconsistent shapes");
   AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "ln_lstm_fwd_chunk", [&] {
     fwd_chunk<scalar_t>(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys, cs, act, tc, hp, stats,
-                        cstats, packed);
+                        cstats, keep, cn, packed);
   });
 }
 
@@ -211,8 +249,9 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
                const Tensor& d_ys, const std::optional<Tensor>& d_prev, const Tensor& d_hn, const Tensor& d_cn,
                at::IntArrayRef sizes, int64_t arrived, const std::optional<Tensor>& mask, bool need_first,
                const Tensor& dh, const Tensor& dc, const Tensor& dpre, const Tensor& dhp, const Tensor& dgam,
-               const Tensor& dgcw, const Tensor& dgcb, const std::optional<Tensor>& packed) {
-  const int64_t C = act.size(0), G = act.size(2), H = G / 4;
+               const Tensor& dgcw, const Tensor& dgcb, const std::optional<Tensor>& keep,
+               const std::optional<Tensor>& cn_pre, const std::optional<Tensor>& packed) {
+  const int64_t C = act.size(0), Bn = act.size(1), G = act.size(2), H = G / 4;
   const S* lw = ln_w.data_ptr<S>();
   const S* cw = lnc_w.data_ptr<S>();
   const int nt = at::get_num_threads();
@@ -220,6 +259,9 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
   std::vector<double> part(static_cast<size_t>(nt) * (G + 2 * H), 0.0);
   S* dhp_ = dh.data_ptr<S>();
   S* dcp = dc.data_ptr<S>();
+  // zoneout: the part of dh_t that goes straight to h_{t-1} (k_h dh_t), added after the GEMM overwrites dh
+  Tensor zh = keep.has_value() ? at::empty({Bn, H}, dh.options()) : Tensor();
+  S* zhp = keep.has_value() ? zh.data_ptr<S>() : nullptr;
   for (int64_t j = C - 1; j >= 0; --j) {
     const int64_t B = sizes[j];
     if (B == 0) continue;
@@ -232,7 +274,8 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
     const S* ap = act[j].data_ptr<S>();
     const S* tp = tc[j].data_ptr<S>();
     const S* c0p = cs[j].data_ptr<S>();
-    const S* c1p = cs[j + 1].data_ptr<S>();
+    const S* c1p = (keep.has_value() ? (*cn_pre)[j] : cs[j + 1]).data_ptr<S>();  // c_t before zoneout
+    const S* kp = keep.has_value() ? (*keep)[j].data_ptr<S>() : nullptr;
     const S* hpp = hp[j].data_ptr<S>();
     const S* st = stats[j].data_ptr<S>();
     const S* cst = cstats[j].data_ptr<S>();
@@ -242,8 +285,8 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
       const int tid = at::get_thread_num();
       double* pg = part.data() + static_cast<size_t>(tid) * (G + 2 * H);
       double *pw = pg + G, *pb = pw + H;
-      std::vector<S> buf(3 * H + 2 * G);
-      S *du = buf.data(), *xc = du + H, *dxc = xc + H, *xh = dxc + H, *dxh = xh + G;
+      std::vector<S> buf(4 * H + 2 * G);
+      S *du = buf.data(), *xc = du + H, *dxc = xc + H, *xh = dxc + H, *dxh = xh + G, *zc = dxh + G;
       for (int64_t r = r0; r < r1; ++r) {
         const S* g = ap + r * G;
         const S *i = g + H, *f = g + 2 * H, *o = g + 3 * H;
@@ -253,6 +296,18 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
         S* dhr = dhp_ + r * H;
         S* dcr = dcp + r * H;
         S* dpr = dp + r * G;
+        if (kp != nullptr) {  // zoneout: k dh_t, k dc_t go to the previous state, (1 - k) to the new one
+          const S* kh = kp + r * H;
+          const S* kc = kp + (Bn + r) * H;
+          S* zr = zhp + r * H;
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) {
+            zr[k] = dhr[k] * kh[k];
+            dhr[k] *= S(1) - kh[k];
+            zc[k] = dcr[k] * kc[k];
+            dcr[k] *= S(1) - kc[k];
+          }
+        }
         // output gate and d u, u = LN_c(c_t)
         const S mc = cst[2 * r], rc = cst[2 * r + 1];
 #pragma omp simd
@@ -277,6 +332,10 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
           dpr[2 * H + k] = dct * c0[k] * fk * (1 - fk);
           dcr[k] = dct * fk;  // dc_{t-1}
         }
+        if (kp != nullptr) {
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) dcr[k] += zc[k];
+        }
         // layer norm of W_hh h_{t-1} (gain only), backward
         const S* x = hpp + r * G;
         const S m = st[2 * r], rs = st[2 * r + 1];
@@ -297,6 +356,7 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
       Tensor out = dh.narrow(0, 0, B);
       gemm_out(out, dhp[j].narrow(0, 0, B), w_hh, packed);  // packed: oneDNN's layout of W_hh^T
       if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
+      if (keep.has_value()) out.add_(zh.narrow(0, 0, B));
       if (j > 0)
         out.add_(d_ys[j - 1].narrow(0, 0, B));
       else if (d_prev.has_value())
@@ -320,7 +380,8 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
                        const Tensor& d_hn, const Tensor& d_cn, at::IntArrayRef sizes, int64_t arrived,
                        const std::optional<Tensor>& mask, bool need_first, const Tensor& dh, const Tensor& dc,
                        const Tensor& dpre, const Tensor& dhp, const Tensor& dgam, const Tensor& dgcw,
-                       const Tensor& dgcb, const std::optional<Tensor>& packed) {
+                       const Tensor& dgcb, const std::optional<Tensor>& keep, const std::optional<Tensor>& cn,
+                       const std::optional<Tensor>& packed) {
   TORCH_CHECK(act.dim() == 3 && act.size(2) % 4 == 0, "rnnkit_cpp: act must be (chunk, B, 4H)");
   const int64_t C = act.size(0), B = act.size(1), H = act.size(2) / 4;
   check_all(act, {{&act, "act"}, {&tc, "tc"}, {&cs, "cs"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"},
@@ -329,6 +390,7 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
   if (d_prev.has_value()) check(*d_prev, act, "d_prev");
   if (mask.has_value()) check(*mask, act, "mask");
   check_rows(sizes, C, B);
+  check_zoneout(keep, cn, act, C, B, H);
   TORCH_CHECK(arrived >= 0 && arrived <= B, "rnnkit_cpp: arrived must be within the batch");
   for (const Tensor* t : {&dgam, &dgcw, &dgcb})
     TORCH_CHECK(t->is_contiguous() && t->scalar_type() == at::kDouble, "rnnkit_cpp: accumulators must be double");
@@ -343,7 +405,7 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
               "rnnkit_cpp: ln_lstm_bwd_chunk got inconsistent shapes");
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "ln_lstm_bwd_chunk", [&] {
     bwd_chunk<scalar_t>(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d_prev, d_hn, d_cn, sizes, arrived,
-                        mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb, packed);
+                        mask, need_first, dh, dc, dpre, dhp, dgam, dgcw, dgcb, keep, cn, packed);
   });
 }
 
@@ -352,12 +414,13 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
 TORCH_LIBRARY(rnnkit_cpp, m) {
   m.def("ln_lstm_fwd_chunk(Tensor xa, Tensor h0, Tensor w_t, Tensor ln_w, Tensor lnc_w, Tensor lnc_b, float eps, "
         "int[] sizes, Tensor? mask, Tensor(h!)? hin, Tensor(a!) ys, Tensor(b!) cs, Tensor(c!) act, Tensor(d!) tc, "
-        "Tensor(e!) hp, Tensor(f!) stats, Tensor(g!) cstats, Tensor? packed=None) -> ()");
+        "Tensor(e!) hp, Tensor(f!) stats, Tensor(g!) cstats, Tensor? keep=None, Tensor(i!)? cn=None, "
+        "Tensor? packed=None) -> ()");
   m.def("ln_lstm_bwd_chunk(Tensor act, Tensor tc, Tensor cs, Tensor hp, Tensor stats, Tensor cstats, "
         "Tensor ln_w, Tensor lnc_w, Tensor w_hh, Tensor d_ys, Tensor? d_prev, Tensor d_hn, Tensor d_cn, int[] sizes, "
         "int arrived, Tensor? mask, bool need_first, Tensor(a!) dh, "
         "Tensor(b!) dc, Tensor(c!) dpre, Tensor(d!) dhp, Tensor(e!) dgam, Tensor(f!) dgcw, Tensor(g!) dgcb, "
-        "Tensor? packed=None) -> ()");
+        "Tensor? keep=None, Tensor? cn=None, Tensor? packed=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit_cpp, CPU, m) {
