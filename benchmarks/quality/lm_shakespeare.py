@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--input-dropout", type=float, default=0.0, help="locked dropout on the embeddings")
     ap.add_argument("--weight-drop", type=float, default=0.0,
                     help="DropConnect on the recurrent matrices (AWD-LSTM's weight drop), one mask per batch")
+    ap.add_argument("--recurrent-dropout", type=float, default=0.0,
+                    help="dropout on the recurrent state h_{t-1} before W_hh, one mask per sequence (Gal & "
+                         "Ghahramani)")
+    ap.add_argument("--zoneout", type=float, default=0.0,
+                    help="zoneout: each unit of h and c keeps its previous value with this probability at "
+                         "every step (Krueger et al.)")
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay of the weight matrices (AdamW instead of Adam when > 0)")
     ap.add_argument("--ema", type=float, default=0.0,
@@ -135,7 +141,8 @@ def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[La
                               hidden_size=args.hidden, num_layers=args.layers, layer_norm=args.layer_norm,
                               output_dropout=args.dropout, input_dropout=args.input_dropout,
                               hidden_dropout=args.dropout if args.layers > 1 else 0.0,
-                              weight_drop=args.weight_drop)
+                              weight_drop=args.weight_drop, recurrent_dropout=args.recurrent_dropout,
+                              zoneout=args.zoneout)
     # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
     tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
                          schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,

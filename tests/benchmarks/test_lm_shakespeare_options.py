@@ -25,18 +25,24 @@ def test_options_reach_model_and_trainer(script, tmp_path):
     assert (tcfg.optimizer, tcfg.weight_decay) == ("adamw", 0.05)
     cfg, tcfg = script.configs(script.build_parser().parse_args([]), 65, str(tmp_path))
     assert (cfg.input_dropout, tcfg.optimizer, tcfg.weight_decay) == (0.0, "adam", 0.0)
+    assert (cfg.zoneout, cfg.recurrent_dropout) == (0.0, 0.0)
+    args = script.build_parser().parse_args(["--layer-norm", "--zoneout", "0.1", "--recurrent-dropout", "0.2"])
+    cfg, _ = script.configs(args, 65, str(tmp_path))
+    assert (cfg.zoneout, cfg.recurrent_dropout, cfg.layer_norm) == (0.1, 0.2, True)
 
 
 def test_help_names_the_options(script):
     text = script.build_parser().format_help()
     assert "--input-dropout" in text and "--weight-decay" in text and "AdamW" in text and "--weight-drop" in text
-    assert "--ema" in text
+    assert "--ema" in text and "--zoneout" in text and "--recurrent-dropout" in text
 
 
 @pytest.mark.parametrize("argv, name", [(["--input-dropout", "1.5"], "input_dropout"),
                                         (["--weight-drop", "1.0"], "weight_drop"),
                                         (["--weight-decay", "-0.1"], "weight_decay"),
-                                        (["--ema", "1.0"], "ema")])
+                                        (["--ema", "1.0"], "ema"),
+                                        (["--zoneout", "1.0"], "zoneout"),
+                                        (["--recurrent-dropout", "-0.2"], "recurrent_dropout")])
 def test_bad_values_fail_with_one_clear_line(script, tmp_path, argv, name):
     args = script.build_parser().parse_args(argv)
     with pytest.raises((ConfigError, ValueError)) as info:
