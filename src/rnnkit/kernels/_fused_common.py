@@ -22,8 +22,6 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from rnnkit.cells.base import zoneout_mask
-
 __all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "loop_threads", "zoneout_keep", "last",
            "arrive", "finish", "gate_perm", "tanh_from_sigmoid_"]
 
@@ -159,22 +157,19 @@ def zoneout_keep(p: float, T: int, parts: int, B: int, H: int, like: Tensor,
     With ``expected`` every entry is ``p``: the kernels' ``lerp(new, old, keep)`` and their backward are
     linear in ``keep``, so a constant ``p`` computes the test-time expectation ``p old + (1-p) new``.
 
-    :meth:`rnnkit.cells.base.RecurrentCell._loop` draws one ``(B, H)`` mask per state part (``h`` then
-    ``c``) per step (:func:`rnnkit.cells.base.zoneout_mask`); drawing the same numbers in the same order
-    from the same generator gives the same masks, so the fused kernels equal the reference under a fixed
-    seed. ``order`` (a :class:`Batching`'s) returns them in the kernels' running order.
+    :meth:`rnnkit.cells.base.RecurrentCell._loop` draws one ``(B, H)`` Bernoulli mask per state part
+    (``h`` then ``c``) per step; drawing the same shapes in the same order from the same generator
+    gives the same masks, so the fused kernels equal the reference under a fixed seed. ``order`` (a
+    :class:`Batching`'s) returns them in the kernels' running order.
     """
     if p <= 0.0:
         return None
     if expected:
         return torch.full((T, parts, B, H), p, device=like.device, dtype=like.dtype)
     keep = torch.empty(T, parts, B, H, device=like.device, dtype=like.dtype)
-    if like.device.type == "cpu":  # the CPU's rand draws element by element: one call = T * parts calls
-        keep = zoneout_mask(keep, p)
-    else:  # a GPU generator advances per call (Philox offsets): draw call by call as the loop does
-        for t in range(T):
-            for k in range(parts):
-                keep[t, k] = zoneout_mask(keep[t, k], p)
+    for t in range(T):
+        for k in range(parts):
+            keep[t, k].bernoulli_(p)
     return keep if order is None else keep.index_select(2, order)  # drawn in the caller's batch order
 
 
