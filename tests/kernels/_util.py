@@ -64,6 +64,21 @@ def random_gains(module) -> None:
                 p.uniform_(0.5, 1.5) if "weight" in name and "ln_c_bias" not in name else p.uniform_(-0.5, 0.5)
 
 
+def ln_lstm_case(dtype, B: int, T: int, I: int, H: int, seed: int):
+    """A layer-norm LSTM cell (random gains in float64) with an input (B, T, I) and a state, all requiring
+    gradients, drawn after ``torch.manual_seed(seed)``."""
+    from rnnkit import cells as C
+
+    torch.manual_seed(seed)
+    cell = C.LayerNormLSTMCell(I, H).to(dtype)
+    if dtype == torch.float64:
+        random_gains(cell)
+    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
+                        torch.randn(B, H, dtype=dtype).requires_grad_())
+    return cell, x, state
+
+
 def lstm_gradcheck_inputs(ln: bool, peep: bool, masked: bool, zoned: bool, lengths):
     """Float64 arguments of ``fused_lstm._LSTMFn`` at B=3, T=5, I=2, H=3 for ``gradcheck``."""
     from rnnkit.kernels import _fused_common as fc

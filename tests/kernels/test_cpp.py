@@ -15,8 +15,9 @@ import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import _cpp
 from rnnkit.kernels import fused_lstm
-from tests.kernels._util import (assert_as_accurate, assert_close, cpp_recorder, lstm_gradcheck_inputs, random_gains,
-                                 values_and_grads)
+from rnnkit.kernels import _fused_common as fc
+from tests.kernels._util import (assert_as_accurate, assert_close, cpp_recorder, ln_lstm_case, lstm_gradcheck_inputs,
+                                 random_gains, values_and_grads)
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                     reason="no C++ compiler on this machine: the Python loops run instead")
@@ -126,14 +127,8 @@ def test_auto_backend_runs_the_cpp_loops_for_a_layer_norm_lstm(recorder):
 def test_cpp_loops_with_zoneout_equal_reference(recorder, dtype, tol, T):
     """Zoneout (training masks and the test-time expectation), alone and with lengths and a recurrent-dropout
     mask, runs the C++ loops and gives the reference's values and gradients (the same masks: same seed)."""
-    B, I, H = 5, 3, 6
-    torch.manual_seed(3)
-    cell = C.LayerNormLSTMCell(I, H).to(dtype)
-    if dtype == torch.float64:
-        random_gains(cell)
-    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
-    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
-                        torch.randn(B, H, dtype=dtype).requires_grad_())
+    B, H = 5, 6
+    cell, x, state = ln_lstm_case(dtype, B=B, T=T, I=3, H=H, seed=3)
     lengths, mask = torch.tensor([4, T, 0, 1, T // 2]), torch.rand(B, H, dtype=dtype) * 2
     for kw in ({"zoneout": 0.3}, {"zoneout": 0.3, "zoneout_expected": True},
                {"lengths": lengths, "recurrent_mask": mask, "zoneout": 0.5}):
@@ -141,7 +136,7 @@ def test_cpp_loops_with_zoneout_equal_reference(recorder, dtype, tol, T):
         torch.manual_seed(11)
         fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
                                 list(cell.parameters()))
-        assert recorder.calls[n:].count("ln_lstm_bwd_chunk") == -(-T // fused_lstm.fc.chunk_size(B))
+        assert recorder.calls[n:].count("ln_lstm_bwd_chunk") == -(-T // fc.chunk_size(B))  # every chunk in C++
         torch.manual_seed(11)
         ref = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state], list(cell.parameters()))
         assert_close(fast[0], ref[0], tol)
@@ -159,13 +154,7 @@ def test_gradcheck_through_the_cpp_loops_with_zoneout_lengths_and_mask(recorder)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["float64", "float32"])
 def test_cpp_loops_with_lengths_and_recurrent_dropout_equal_reference(recorder, dtype, tol):
     B, T, I, H = 5, 70, 3, 6  # lengths 0 and T, a length ending inside a later chunk
-    torch.manual_seed(2)
-    cell = C.LayerNormLSTMCell(I, H).to(dtype)
-    if dtype == torch.float64:
-        random_gains(cell)
-    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
-    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
-                        torch.randn(B, H, dtype=dtype).requires_grad_())
+    cell, x, state = ln_lstm_case(dtype, B, T, I, H, seed=2)
     lengths, mask = torch.tensor([4, 70, 0, 1, 37]), torch.rand(B, H, dtype=dtype) * 2
     for kw in ({"lengths": lengths}, {"recurrent_mask": mask}, {"lengths": lengths, "recurrent_mask": mask}):
         n = len(recorder.calls)

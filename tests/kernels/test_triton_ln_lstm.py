@@ -10,8 +10,8 @@ import torch
 
 from rnnkit import cells as C
 from rnnkit.kernels import fused_lstm, triton_ln_lstm
-from tests.kernels._util import (assert_close, needs_triton, run_in_triton_child, triton_recorder,
-                                 lstm_gradcheck_inputs, random_gains, values_and_grads)
+from tests.kernels._util import (assert_close, needs_triton, run_in_triton_child, triton_recorder, ln_lstm_case,
+                                 lstm_gradcheck_inputs, values_and_grads)
 
 
 @needs_triton
@@ -26,14 +26,7 @@ def triton_ops(monkeypatch):
 
 
 def _case(dtype, B=3, T=7, I=3, H=5, seed=0):
-    torch.manual_seed(seed)
-    cell = C.LayerNormLSTMCell(I, H).to(dtype)
-    if dtype == torch.float64:
-        random_gains(cell)
-    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
-    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
-                        torch.randn(B, H, dtype=dtype).requires_grad_())
-    return cell, x, state
+    return ln_lstm_case(dtype, B, T, I, H, seed)
 
 
 @needs_triton
