@@ -79,6 +79,28 @@ def test_generate_complete_evaluate(tiny_run, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "expected lr >= 0" in err
 
 
+def test_evaluate_scores_an_ensemble_of_bundles(tiny_run, tmp_path, capsys):
+    import torch
+
+    from rnnkit.export import load
+    other = load(tiny_run / "bundle")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)
+    other.save(tmp_path / "other")
+    losses = []
+    for args in ([str(tiny_run)], [str(tmp_path / "other")], [str(tiny_run), "--with", str(tmp_path / "other")],
+                 [str(tiny_run), "--with", str(tiny_run / "bundle")]):
+        code, out, err = run(["evaluate", *args], capsys)
+        assert code == 0, err
+        losses.append(float(out.split()[1]))
+    one, two, both, same = losses
+    assert both < (one + two) / 2 and both not in (one, two)  # the mixture, below the members' mean
+    assert same == pytest.approx(one, abs=2e-4)  # a model with itself is the model
+    code, _, err = run(["evaluate", str(tiny_run), "--with", str(tmp_path / "other"), "--dynamic", "0.01"], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "does not apply to an ensemble" in err
+
+
 def test_corrupt_bundle_is_one_clear_line(tiny_run, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_run / "bundle", bad)

@@ -39,13 +39,23 @@ from rnnkit.training import Trainer, TrainerConfig
 
 @torch.no_grad()
 def windowed_loss(model, ids: torch.Tensor, n: int = 200, length: int = 256, seed: int = 0) -> float:
-    """Mean loss over ``n`` random windows, each from a zero state (nanoGPT's estimate)."""
-    model.eval()
+    """Mean loss over ``n`` random windows, each from a zero state (nanoGPT's estimate). ``model``
+    may be a list of models, scored as an ensemble (the mean of their probabilities)."""
+    models = model if isinstance(model, (list, tuple)) else [model]
+    for m in models:
+        m.eval()
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - length - 1, (n,), generator=gen)
     x = torch.stack([ids[s:s + length] for s in starts])
     y = torch.stack([ids[s + 1:s + length + 1] for s in starts])
-    return sum(float(model(x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
+    if len(models) == 1:
+        return sum(float(models[0](x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
+    total = 0.0
+    for i in range(0, n, 50):
+        log_probs = torch.stack([torch.log_softmax(m(x[i:i + 50]).logits.float(), -1) for m in models])
+        mixed = torch.logsumexp(log_probs, 0) - math.log(len(models))
+        total -= float(mixed.gather(-1, y[i:i + 50].unsqueeze(-1)).mean())
+    return total / math.ceil(n / 50)
 
 
 class _RecentLoss:

@@ -127,15 +127,23 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
              dynamic: float = typer.Option(0.0, help="Dynamic evaluation: after scoring each segment of 64 tokens, "
                                            "one SGD step with this learning rate on it (0: off; e.g. 0.01)."),
              dynamic_decay: float = typer.Option(0.0, help="With --dynamic: pull the weights back towards the "
-                                                 "trained ones by this share after each step (0..1).")) -> None:
+                                                 "trained ones by this share after each step (0..1)."),
+             also: Optional[list[Path]] = typer.Option(None, "--with", help="Another bundle over the same "
+                                                       "vocabulary, scored with BUNDLE as an ensemble (each token's "
+                                                       "probability the mean of the models'); repeat for more.")
+             ) -> None:
     """Evaluate a bundle: loss, perplexity and bits per token on held-out text (read in order,
-    state carried; with --dynamic the model also adapts to the text as it reads it)."""
+    state carried; with --dynamic the model also adapts to the text as it reads it; with --with,
+    an ensemble of bundles)."""
     import math
 
     import torch
 
     from rnnkit.recipes.lm import LMDataConfig, dynamic_loss, load_lm_text, stateful_loss
     model = _load_lm(bundle)
+    members = [model] + [_load_lm(b) for b in also or []]
+    if len(members) > 1 and (dynamic != 0 or dynamic_decay != 0):
+        raise typer.BadParameter("--dynamic adapts one model; it does not apply to an ensemble (--with)")
     if text is not None:
         from rnnkit.data.text import read_text
         val = read_text(text)
@@ -149,7 +157,7 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
     if dynamic != 0 or dynamic_decay != 0:
         loss = dynamic_loss(model, ids, seq_len=64, lr=dynamic, decay=dynamic_decay)
     else:
-        loss = stateful_loss(model, ids, batch_size=8)
+        loss = stateful_loss(members if len(members) > 1 else model, ids, batch_size=8)
     console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
 
 

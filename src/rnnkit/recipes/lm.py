@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -101,22 +102,59 @@ def build_tokenizer(kind: str, train_text: str, vocab_size: int):
 
 
 @torch.no_grad()
-def stateful_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 256, batch_size: int = 1) -> float:
+def stateful_loss(model: LanguageModel | Sequence[LanguageModel], ids: torch.Tensor, seq_len: int = 256,
+                  batch_size: int = 1) -> float:
     """Mean next-token loss over ``ids`` read in order with the state carried (the natural measure
-    for a recurrent model). ``batch_size > 1`` reads that many contiguous parts in parallel."""
-    was = model.training
-    model.eval()
+    for a recurrent model). ``batch_size > 1`` reads that many contiguous parts in parallel.
+
+    ``model`` may be a list of language models over the same vocabulary: the list is scored as an
+    *ensemble*, each token's probability the mean of the models' probabilities (each model carries
+    its own state)."""
+    models = _ensemble_members(model)
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
     n = (ids.numel() - 1) // batch_size
     x = ids[: n * batch_size].view(batch_size, n)
     y = ids[1: n * batch_size + 1].view(batch_size, n)
-    state, total = None, 0.0
-    device = next(model.parameters()).device
+    states: list = [None] * len(models)
+    total = 0.0
+    device = next(models[0].parameters()).device
     for t in range(0, n, seq_len):
-        out = model(x[:, t:t + seq_len].to(device), y[:, t:t + seq_len].to(device), state=state)
-        total += float(out.loss) * x[:, t:t + seq_len].numel()
-        state = out.state
-    model.train(was)
+        xs, ys = x[:, t:t + seq_len].to(device), y[:, t:t + seq_len].to(device)
+        if len(models) == 1:
+            out = models[0](xs, ys, state=states[0])
+            total += float(out.loss) * xs.numel()
+            states[0] = out.state
+            continue
+        log_probs = []
+        for i, m in enumerate(models):
+            out = m(xs, state=states[i])
+            log_probs.append(torch.log_softmax(out.logits.float(), -1))
+            states[i] = out.state
+        mixed = torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(models))
+        total -= float(mixed.gather(-1, ys.unsqueeze(-1)).sum())
+    for m, w in zip(models, was):
+        m.train(w)
     return total / (n * batch_size)
+
+
+def _ensemble_members(model) -> list[LanguageModel]:
+    """``model`` as a list, checked: language models over one vocabulary (same size, same tokens)."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ConfigError("an ensemble needs at least one language model, got an empty list")
+    for m in models:
+        if not isinstance(m, LanguageModel):
+            raise ConfigError(f"expected LanguageModel instances, got {type(m).__name__}")
+    first = models[0]
+    for i, m in enumerate(models[1:], 1):
+        vocab = [getattr(getattr(k, "tokenizer", None), "vocab", None) for k in (first, m)]
+        if m.config.vocab_size != first.config.vocab_size or (None not in vocab and vocab[0] != vocab[1]):
+            raise ConfigError(f"ensemble member {i} has a different vocabulary from member 0 "
+                              f"({m.config.vocab_size} against {first.config.vocab_size} tokens, or other tokens): "
+                              "an ensemble averages probabilities of the same tokens")
+    return models
 
 
 def dynamic_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 64, lr: float = 0.01,
