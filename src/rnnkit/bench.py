@@ -90,8 +90,10 @@ def _layer_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
 def _info_rows(B: int, T: int, I: int, H: int, repeats: int) -> list[Row]:
     """What else the kernels cover, and the cell path they replace, against torch.nn.LSTM."""
     x, shape, ref = torch.randn(B, T, I), f"B={B} T={T} I={I} H={H}", torch.nn.LSTM(I, H, batch_first=True)
-    cases = [("LSTM peephole (fused)", rnnkit.LSTM(I, H, batch_first=True, peephole=True)),
-             ("LSTM zoneout=0.1, training (fused)", rnnkit.LSTM(I, H, batch_first=True, zoneout=0.1)),
+    cases = [("LSTM peephole (fused, C++ loops)", rnnkit.LSTM(I, H, batch_first=True, peephole=True)),
+             ("LSTM zoneout=0.1, training (fused, C++ loops)", rnnkit.LSTM(I, H, batch_first=True, zoneout=0.1)),
+             ("LSTM recurrent_dropout=0.25, training (fused, C++ loops)",
+              rnnkit.LSTM(I, H, batch_first=True, recurrent_dropout=0.25)),
              ("LayerNormLSTM zoneout=0.1, training (fused, C++ loops)",
               rnnkit.LSTM(I, H, batch_first=True, layer_norm=True, zoneout=0.1)),
              ("LayerNormLSTM on the old cell path", rnnkit.LSTM(I, H, batch_first=True, layer_norm=True,

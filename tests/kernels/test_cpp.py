@@ -265,3 +265,76 @@ def test_the_benchmark_machine_line_says_whether_the_cpp_loops_ran(monkeypatch):
     assert "C++ loops off (RuntimeError: no compiler)" in machine_description()
     monkeypatch.setattr(_cpp, "_state", {"tried": True, "ops": object(), "error": None})
     assert "C++ loops on" in machine_description()
+
+
+# -- the LSTM without layer norm (plain under its regularisers, or with peepholes) -------------------------
+def _lstm_case(dtype, peephole: bool, B: int, T: int, I: int, H: int, seed: int):
+    torch.manual_seed(seed)
+    cell = C.LSTMCell(I, H, peephole=peephole).to(dtype)
+    random_gains(cell)  # peepholes away from zero
+    x = torch.randn(B, T, I, dtype=dtype).requires_grad_()
+    state = C.LSTMState(torch.randn(B, H, dtype=dtype).requires_grad_(),
+                        torch.randn(B, H, dtype=dtype).requires_grad_())
+    return cell, x, state
+
+
+@needs_compiler
+@pytest.mark.parametrize("peephole", [False, True], ids=["plain", "peephole"])
+@pytest.mark.parametrize("dtype,tol,T", [(torch.float64, 1e-10, 70), (torch.float32, 1e-5, 20)],
+                         ids=["float64", "float32"])
+def test_cpp_loops_of_the_lstm_without_layer_norm_equal_reference(recorder, peephole, dtype, tol, T):
+    """Plain and peephole LSTM: zoneout (training masks, expectation), recurrent dropout, lengths (0, T,
+    ending inside a later chunk), alone and together, run the C++ loops in every chunk and give the
+    reference recurrence's values and gradients (zoneout's masks: the same seed)."""
+    B, H = 5, 6
+    cell, x, state = _lstm_case(dtype, peephole, B, T, 3, H, seed=4)
+    lengths, mask = torch.tensor([4, T, 0, 1, T // 2 + 3]), torch.rand(B, H, dtype=dtype) * 2
+    cases = [{}, {"zoneout": 0.3}, {"zoneout": 0.3, "zoneout_expected": True}, {"recurrent_mask": mask},
+             {"lengths": lengths}, {"lengths": lengths, "recurrent_mask": mask, "zoneout": 0.5}]
+    for kw in cases:
+        n = len(recorder.calls)
+        torch.manual_seed(11)
+        fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, **kw), [x, *state],
+                                list(cell.parameters()))
+        chunks = -(-T // fc.chunk_size(B))
+        assert recorder.calls[n:] == ["lstm_fwd_chunk"] * chunks + ["lstm_bwd_chunk"] * chunks, kw
+        torch.manual_seed(11)
+        ref = values_and_grads(lambda: cell.reference_forward(x, state, **kw), [x, *state], list(cell.parameters()))
+        assert_close(fast[0], ref[0], tol)
+        assert_close(fast[1], ref[1], tol)
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(1, 1, 3, 7), (2, 3 * 64 + 5, 3, 4), (33, 3, 5, 256)], ids=str)
+def test_cpp_loops_of_the_peephole_lstm_equal_the_python_loops(shape, monkeypatch):
+    # B=1, T=1, odd H; several chunks and a partial one; rows split over threads at H=256
+    B, T, I, H = shape
+    cell, x, state = _lstm_case(torch.float64, True, B, T, I, H, seed=0)
+    torch.manual_seed(3)
+    cpp = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, zoneout=0.2), [x, *state],
+                           list(cell.parameters()))
+    monkeypatch.setenv("RNNKIT_CPP", "0")
+    torch.manual_seed(3)
+    py = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state, zoneout=0.2), [x, *state],
+                          list(cell.parameters()))
+    assert_close(cpp[0], py[0], 1e-10)
+    assert_close(cpp[1], py[1], 1e-10)
+
+
+@needs_compiler
+@pytest.mark.parametrize("peep,masked,zoned,lengths", [
+    (True, False, False, None), (False, True, True, None), (True, True, True, torch.tensor([5, 3, 0])),
+    (False, False, True, torch.tensor([4, 4, 1]))], ids=["peephole", "mask_zoneout", "all_lengths", "zoneout_lengths"])
+def test_gradcheck_through_the_cpp_loops_without_layer_norm(recorder, peep, masked, zoned, lengths):
+    args = lstm_gradcheck_inputs(ln=False, peep=peep, masked=masked, zoned=zoned, lengths=lengths)
+    assert torch.autograd.gradcheck(lambda *a: fused_lstm._LSTMFn.apply(*a), args)
+    assert "lstm_bwd_chunk" in recorder.calls
+
+
+@needs_compiler
+@pytest.mark.parametrize("kw", [{"peephole": True}, {"zoneout": 0.1}, {"recurrent_dropout": 0.2}], ids=str)
+def test_auto_backend_runs_the_cpp_loops_for_the_lstm_without_layer_norm(recorder, kw):
+    layer = rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, **kw).train()
+    y, _ = layer(torch.randn(3, 10, 4))
+    y.sum().backward()
+    assert recorder.calls.count("lstm_fwd_chunk") == 2 and recorder.calls.count("lstm_bwd_chunk") == 2

@@ -1,5 +1,7 @@
 """The fused LSTM kernel equals the reference recurrence: values and gradients (float32 within 1e-5,
-float64 gradcheck of the hand-written backward), with lengths, initial state, masks and zoneout."""
+float64 gradcheck of the hand-written backward), with lengths, initial state, masks and zoneout. Every
+test runs twice: with the step loops the kernel picks (the C++ loops on the CPU where they build) and
+with its Python loops (``RNNKIT_CPP=0``)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ CELLS = {
     "no_bias": lambda i, h: C.LayerNormLSTMCell(i, h, bias=False),
 }
 SHAPES = [(1, 1, 3, 7), (3, 9, 4, 5), (5, 20, 6, 8)]  # (B, T, I, H): B=1, T=1, odd H
+
+
+@pytest.fixture(autouse=True, params=["auto", "0"], ids=["loops_auto", "loops_python"])
+def loops(request, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPP", request.param)
+    return request.param
 
 
 def _compare(cell, x, state, dtype, tol, lengths=None, mask=None, zoneout=0.0):

@@ -1,7 +1,8 @@
 """The optional C++ loops of the fused kernels (private): built on first use, used when they build.
 
-``csrc/ln_lstm.cpp`` runs the per-step loops of the layer-norm LSTM kernel (forward and backward of a
-chunk of steps) in C++: the same arithmetic as :mod:`rnnkit.kernels.fused_lstm`, without ~20 Python-level
+``csrc/ln_lstm.cpp`` runs the per-step loops of the LSTM kernel (forward and backward of a chunk of
+steps; the layer-norm LSTM, and the LSTM without layer norm under recurrent dropout or zoneout or with
+peepholes) in C++: the same arithmetic as :mod:`rnnkit.kernels.fused_lstm`, without ~20 Python-level
 ATen calls per step (dispatcher ops, ``torch.ops.rnnkit_cpp``). ``csrc/step.cpp`` is the streaming step
 of plain LSTM/GRU stacks (:mod:`rnnkit.kernels.step`; pybind11 functions of :func:`module`);
 ``csrc/indrnn.cpp`` the IndRNN's whole recurrence, forward and backward (:mod:`rnnkit.kernels.fused_indrnn`,
@@ -29,7 +30,7 @@ __all__ = ["ops", "ops_for", "module", "mode", "status"]
 
 log = logging.getLogger(__name__)
 _SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp", "indrnn.cpp", "min_rnn.cpp")]
-_VERSION = "v6"  # change with the ops' schemas: the cached library is found by its name
+_VERSION = "v7"  # change with the ops' schemas: the cached library is found by its name
 _lock = threading.Lock()
 _state: dict = {"tried": False, "ops": None, "module": None, "error": None}
 _MODES = ("auto", "0", "1")

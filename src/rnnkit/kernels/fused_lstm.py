@@ -29,10 +29,11 @@ backward of a step is
 
 Zoneout's keep mask :math:`k` folds into those factors as :math:`(1-k)` plus one ``addcmul`` per state.
 
-For the layer-norm LSTM on the CPU (with or without lengths, recurrent dropout and zoneout) the
-per-step loops of both passes run in C++ when :mod:`rnnkit.kernels._cpp` can build them
-(``csrc/ln_lstm.cpp``: the same equations, one pass over each row per step, no Python per step); the
-chunk-level work (input side, weight gradients) stays here. ``RNNKIT_CPP=0`` keeps the Python loops.
+On the CPU (with or without lengths, recurrent dropout and zoneout) the per-step loops of both passes
+run in C++ when :mod:`rnnkit.kernels._cpp` can build them (``csrc/ln_lstm.cpp``: the same equations, one
+pass over each row per step, no Python per step), for the layer-norm LSTM and for the LSTM without it
+(plain under its regularisers, or with peepholes); the chunk-level work (input side, weight gradients,
+peepholes' gradients) stays here. ``RNNKIT_CPP=0`` keeps the Python loops.
 """
 
 from __future__ import annotations
@@ -141,14 +142,14 @@ def _sum(parts: list, like: Tensor | None) -> Tensor | None:
 
 
 def _step_loops(s, x: Tensor):
-    """The compiled step loops when they compute this call: a layer-norm LSTM in float32/float64, with
-    or without lengths and recurrent dropout (peepholes are not part of the layer-norm cell) — on a GPU
-    the Triton row passes (:mod:`rnnkit.kernels.triton_ln_lstm`, per ``RNNKIT_TRITON``; not under
-    zoneout), on the CPU the C++ loops (:mod:`rnnkit.kernels._cpp`; with zoneout too). Else None: the
-    Python loops below."""
-    if s.ln_w is None or s.peep is not None or x.dtype not in (torch.float32, torch.float64):
+    """The compiled step loops when they compute this call (float32/float64, with or without lengths,
+    recurrent dropout and zoneout). The layer-norm LSTM: on a GPU the Triton row passes
+    (:mod:`rnnkit.kernels.triton_ln_lstm`, per ``RNNKIT_TRITON``; not under zoneout), on the CPU the C++
+    loops. The LSTM without layer norm (plain, or with peepholes): the C++ loops on the CPU. Else None:
+    the Python loops below."""
+    if x.dtype not in (torch.float32, torch.float64):
         return None
-    if triton_ln_lstm.wanted(x):
+    if s.ln_w is not None and triton_ln_lstm.wanted(x):
         return triton_ln_lstm.ops() if s.keep is None else None
     return _cpp.ops() if x.device.type == "cpu" else None
 
@@ -159,45 +160,62 @@ def _forward_cpp(s, b, x: Tensor, h0: Tensor, w_hh: Tensor, ys: Tensor) -> None:
     # W_hh^T for at::mm_out: the one s.w made (another copy cost ~1 ms a layer at H=384), or, where s.w
     # packed W_hh for oneDNN, a view (the op then multiplies by the packing)
     s.w_hh, w_t = w_hh.contiguous(), s.w.wt if s.w.packed is None else w_hh.t()
-    s.st, s.cst = s.scratch.take(T, B, 2), s.scratch.take(T, B, 2)
+    ln = s.ln_w is not None
+    if ln:
+        s.st, s.cst = s.scratch.take(T, B, 2), s.scratch.take(T, B, 2)
     h0 = h0.contiguous()
     if s.mask is not None:
         s.mask = s.mask.to(dtype=x.dtype).contiguous()
     zoned = s.keep is not None  # zoneout: the keep masks and c_t before their mix (s.cn) per chunk
     for t0, t1 in fc.chunks(b, s.C):
         xa = s.inp.forward(t0, t1).view(t1 - t0, B, 4 * H).contiguous()
-        s.cpp.ln_lstm_fwd_chunk(xa, h0 if t0 == 0 else ys[t0 - 1], w_t, s.ln_w, s.lnc_w, s.lnc_b, EPS,
-                                b.sizes[t0:t1], s.mask, None if s.mask is None else s.hin[t0:t1], ys[t0:t1],
-                                s.cs[t0:t1 + 1], s.act[t0:t1], s.tc[t0:t1], s.hp[t0:t1], s.st[t0:t1], s.cst[t0:t1],
-                                s.keep[t0:t1] if zoned else None, s.cn[t0:t1] if zoned else None,
+        h_prev, hin = h0 if t0 == 0 else ys[t0 - 1], None if s.mask is None else s.hin[t0:t1]
+        keep, cn = (s.keep[t0:t1], s.cn[t0:t1]) if zoned else (None, None)
+        if not ln:  # plain or peephole LSTM (the g block of xa and W_hh scaled by 2: module doc)
+            s.cpp.lstm_fwd_chunk(xa, h_prev, w_t, s.peep, b.sizes[t0:t1], s.mask, hin, ys[t0:t1], s.cs[t0:t1 + 1],
+                                 s.act[t0:t1], s.tc[t0:t1], keep, cn, s.w.packed)
+            continue
+        s.cpp.ln_lstm_fwd_chunk(xa, h_prev, w_t, s.ln_w, s.lnc_w, s.lnc_b, EPS, b.sizes[t0:t1], s.mask, hin,
+                                ys[t0:t1], s.cs[t0:t1 + 1], s.act[t0:t1], s.tc[t0:t1], s.hp[t0:t1], s.st[t0:t1],
+                                s.cst[t0:t1], keep, cn,
                                 s.w.packed)  # oneDNN's prepacked W_hh where it measured faster (_gemm.Weight)
 
 
 def _backward_cpp(s, b, d_ys: Tensor, d_hn: Tensor, d_cn: Tensor, need_h0: bool):
-    """The backward's chunks with the C++ step loop; returns dh0, dc0 and the three gains' gradients.
+    """The backward's chunks with the C++ step loop; returns dh0, dc0 and the three gains' gradients
+    (None without layer norm).
 
     A row's state gradients start at its last step (``d_hn`` plus its output gradient, ``d_cn``); the
     rows still running after a chunk have arrived before it (``b.sizes[t1]`` of them)."""
     T, B, H = s.ys.shape
     C, d_ys, d_hn, d_cn = s.C, d_ys.contiguous(), d_hn.contiguous(), d_cn.contiguous()
+    ln = s.ln_w is not None
     new = d_ys.new_empty if b.full else d_ys.new_zeros
-    wk = SimpleNamespace(dpre=new(C, B, 4 * H), dhp=new(C, B, 4 * H))
-    acc = [torch.zeros(n, dtype=torch.float64, device=d_ys.device) for n in (4 * H, H, H)]  # gains' grads, in double
+    wk = SimpleNamespace(dpre=new(C, B, 4 * H), dhp=new(C, B, 4 * H) if ln else None)
+    acc = [torch.zeros(n, dtype=torch.float64, device=d_ys.device) for n in (4 * H, H, H)] if ln else []
     dh, dc = d_ys.new_zeros(B, H), d_ys.new_zeros(B, H)
     zoned = s.keep is not None
     for t0, t1 in fc.chunks(b, C, reverse=True):
         if not b.full:  # rows that do not run must not enter the weight gradients
             wk.dpre.zero_()
-            wk.dhp.zero_()
-        s.cpp.ln_lstm_bwd_chunk(s.act[t0:t1], s.tc[t0:t1], s.cs[t0:t1 + 1], s.hp[t0:t1], s.st[t0:t1],
-                                s.cst[t0:t1], s.ln_w, s.lnc_w, s.w_hh, d_ys[t0:t1], d_ys[t0 - 1] if t0 else None,
-                                d_hn, d_cn, b.sizes[t0:t1], b.sizes[t1] if t1 < T else 0, s.mask,
-                                t0 > 0 or need_h0, dh, dc, wk.dpre[:t1 - t0], wk.dhp[:t1 - t0], *acc,
-                                s.keep[t0:t1] if zoned else None, s.cn[t0:t1] if zoned else None, s.w_t.packed)
+            if ln:
+                wk.dhp.zero_()
+        c, d_prev, arrived = t1 - t0, d_ys[t0 - 1] if t0 else None, b.sizes[t1] if t1 < T else 0
+        keep = s.keep[t0:t1] if zoned else None
+        if ln:
+            s.cpp.ln_lstm_bwd_chunk(s.act[t0:t1], s.tc[t0:t1], s.cs[t0:t1 + 1], s.hp[t0:t1], s.st[t0:t1],
+                                    s.cst[t0:t1], s.ln_w, s.lnc_w, s.w_hh, d_ys[t0:t1], d_prev, d_hn, d_cn,
+                                    b.sizes[t0:t1], arrived, s.mask, t0 > 0 or need_h0, dh, dc, wk.dpre[:c],
+                                    wk.dhp[:c], *acc, keep, s.cn[t0:t1] if zoned else None, s.w_t.packed)
+        else:
+            s.cpp.lstm_bwd_chunk(s.act[t0:t1], s.tc[t0:t1], s.cs[t0:t1 + 1], s.w_hh, s.peep, d_ys[t0:t1], d_prev,
+                                 d_hn, d_cn, b.sizes[t0:t1], arrived, s.mask, t0 > 0 or need_h0, dh, dc,
+                                 wk.dpre[:c], keep, s.w_t.packed)
         _chunk_weight_grads(s, wk, t0, t1)
     m = b.sizes[0] if T else 0  # rows of length 0 never ran: h_n = h_0, c_n = c_0
     dh[m:], dc[m:] = d_hn[m:], d_cn[m:]
-    return (dh if need_h0 else None), dc, *(a.to(d_ys.dtype) for a in acc)
+    grads = [a.to(d_ys.dtype) for a in acc] if ln else [None] * 3
+    return (dh if need_h0 else None), dc, *grads
 
 
 def _forward_step(s, xa_t: Tensor, h_prev: Tensor, h_out: Tensor, t: int, n: int) -> None:

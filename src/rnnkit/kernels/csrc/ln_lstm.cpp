@@ -1,4 +1,5 @@
-// The per-step loops of the fused layer-norm LSTM (rnnkit/kernels/fused_lstm.py) in C++.
+// The per-step loops of the fused layer-norm LSTM (rnnkit/kernels/fused_lstm.py) in C++, and (at the
+// end) those of the LSTM without layer norm: plain under recurrent dropout or zoneout, or with peepholes.
 //
 // The Python loops issue ~20 small ATen calls per time step, each with its Python and dispatcher
 // cost (a quarter of a training step in docs/performance.md's profile). These two ops run a whole
@@ -409,6 +410,240 @@ void ln_lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, co
   });
 }
 
+// -- the LSTM without layer norm (plain or with peepholes) under recurrent dropout or zoneout --------
+//
+// fused_lstm.py's sigmoid form: the g block of the weights (and so of xa and the GEMM's output) is scaled
+// by 2 and g = 2 sigmoid(2a) - 1 = tanh(a); c's tanh is tanh_. Peepholes `peep` (3, H): p_i, p_f act on
+// c_{t-1}, p_o on c_t. The GEMM writes W_hh h_{t-1} into the step's act rows, which the row pass turns
+// into the activations in place (no pre-activation buffer: the backward needs none).
+template <typename S>
+void plain_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const std::optional<Tensor>& peep,
+                     at::IntArrayRef sizes, const std::optional<Tensor>& mask, const std::optional<Tensor>& hin,
+                     const Tensor& ys, const Tensor& cs, const Tensor& act, const Tensor& tc,
+                     const std::optional<Tensor>& keep, const std::optional<Tensor>& cn_pre,
+                     const std::optional<Tensor>& packed) {
+  const int64_t C = xa.size(0), Bn = xa.size(1), G = xa.size(2), H = G / 4;
+  const S* pp = peep.has_value() ? peep->data_ptr<S>() : nullptr;  // p_i, p_f, p_o
+  const int64_t sig_end = pp != nullptr ? 3 * H : G;  // with peepholes o waits for c_t
+  for (int64_t t = 0; t < C; ++t) {
+    const int64_t B = sizes[t];
+    if (B == 0) continue;
+    Tensor act_t = act[t].narrow(0, 0, B);
+    Tensor h_prev = (t == 0 ? h0 : ys[t - 1]).narrow(0, 0, B);
+    const S* hold = h_prev.data_ptr<S>();
+    if (mask.has_value()) {
+      Tensor h_in = (*hin)[t].narrow(0, 0, B);
+      at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
+      h_prev = h_in;
+    }
+    gemm_out(act_t, h_prev, w_t, packed);  // W_hh h_{t-1}
+    const S* xap = xa[t].data_ptr<S>();
+    S* ap = act_t.data_ptr<S>();
+    const S* cp = cs[t].data_ptr<S>();
+    S* cz = cs[t + 1].data_ptr<S>();
+    S* cn = keep.has_value() ? (*cn_pre)[t].data_ptr<S>() : cz;
+    const S* kp = keep.has_value() ? (*keep)[t].data_ptr<S>() : nullptr;
+    S* tp = tc[t].data_ptr<S>();
+    S* y = ys[t].data_ptr<S>();
+    at::parallel_for(0, B, grain(G), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        S* p = ap + r * G;
+        const S* a = xap + r * G;
+        const S* c0 = cp + r * H;
+        if (pp != nullptr) {
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) {
+            p[H + k] += pp[k] * c0[k];
+            p[2 * H + k] += pp[H + k] * c0[k];
+          }
+        }
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) p[k] = S(2) * sigmoid_(p[k] + a[k]) - S(1);  // g = tanh(a_g)
+#pragma omp simd
+        for (int64_t k = H; k < sig_end; ++k) p[k] = sigmoid_(p[k] + a[k]);
+        const S *g = p, *i = p + H, *f = p + 2 * H;
+        S* o = p + 3 * H;
+        S* c1 = cn + r * H;
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) c1[k] = f[k] * c0[k] + i[k] * g[k];
+        if (pp != nullptr) {
+          const S* po = pp + 2 * H;
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) o[k] = sigmoid_(o[k] + a[3 * H + k] + po[k] * c1[k]);
+        }
+        S* u = tp + r * H;
+        S* yr = y + r * H;
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) {
+          const S tk = tanh_(c1[k]);
+          u[k] = tk;
+          yr[k] = o[k] * tk;
+        }
+        if (kp != nullptr) {
+          const S* kh = kp + r * H;
+          const S* kc = kp + (Bn + r) * H;
+          const S* hr = hold + r * H;
+          S* czr = cz + r * H;
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) {
+            yr[k] = lerp_(yr[k], hr[k], kh[k]);
+            czr[k] = lerp_(c1[k], c0[k], kc[k]);
+          }
+        }
+      }
+    });
+  }
+}
+
+void check_peep(const std::optional<Tensor>& peep, const Tensor& like, int64_t H) {
+  if (!peep.has_value()) return;
+  check(*peep, like, "peep");
+  TORCH_CHECK(peep->sizes() == at::IntArrayRef({3, H}), "rnnkit_cpp: peep must be (3, H)");
+}
+
+void lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const std::optional<Tensor>& peep,
+                    at::IntArrayRef sizes, const std::optional<Tensor>& mask, const std::optional<Tensor>& hin,
+                    const Tensor& ys, const Tensor& cs, const Tensor& act, const Tensor& tc,
+                    const std::optional<Tensor>& keep, const std::optional<Tensor>& cn,
+                    const std::optional<Tensor>& packed) {
+  TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
+  const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
+  check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&ys, "ys"}, {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}});
+  if (packed.has_value()) {
+    TORCH_CHECK(w_t.scalar_type() == xa.scalar_type() && w_t.device().is_cpu(), "rnnkit_cpp: w_t has the wrong dtype");
+  } else {
+    check(w_t, xa, "w_t");
+  }
+  check_rows(sizes, C, B);
+  TORCH_CHECK(mask.has_value() == hin.has_value(), "rnnkit_cpp: mask and hin go together");
+  if (mask.has_value()) {
+    check(*mask, xa, "mask");
+    check(*hin, xa, "hin");
+    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, H}) && hin->sizes() == at::IntArrayRef({C, B, H}),
+                "rnnkit_cpp: mask must be (B, H) and hin (chunk, B, H)");
+  }
+  check_zoneout(keep, cn, xa, C, B, H);
+  check_peep(peep, xa, H);
+  TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_t.sizes() == at::IntArrayRef({H, 4 * H}) &&
+                  ys.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
+                  act.sizes() == xa.sizes() && tc.sizes() == ys.sizes(),
+              "rnnkit_cpp: lstm_fwd_chunk got inconsistent shapes");
+  AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "lstm_fwd_chunk", [&] {
+    plain_fwd_chunk<scalar_t>(xa, h0, w_t, peep, sizes, mask, hin, ys, cs, act, tc, keep, cn, packed);
+  });
+}
+
+// Backward of a chunk of the LSTM without layer norm, steps in reverse (dh, dc, arrived, dpre as in
+// bwd_chunk; d(W_hh h_{t-1}) is dpre itself). The g block's gradient is halved (the sigmoid form).
+template <typename S>
+void plain_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tensor& w_hh,
+                     const std::optional<Tensor>& peep, const Tensor& d_ys, const std::optional<Tensor>& d_prev,
+                     const Tensor& d_hn, const Tensor& d_cn, at::IntArrayRef sizes, int64_t arrived,
+                     const std::optional<Tensor>& mask, bool need_first, const Tensor& dh, const Tensor& dc,
+                     const Tensor& dpre, const std::optional<Tensor>& keep, const std::optional<Tensor>& packed) {
+  const int64_t C = act.size(0), Bn = act.size(1), G = act.size(2), H = G / 4;
+  const S* pp = peep.has_value() ? peep->data_ptr<S>() : nullptr;
+  S* dhp_ = dh.data_ptr<S>();
+  S* dcp = dc.data_ptr<S>();
+  Tensor zh = keep.has_value() ? at::empty({Bn, H}, dh.options()) : Tensor();
+  S* zhp = keep.has_value() ? zh.data_ptr<S>() : nullptr;
+  for (int64_t j = C - 1; j >= 0; --j) {
+    const int64_t B = sizes[j];
+    if (B == 0) continue;
+    if (B > arrived) {
+      dh.narrow(0, arrived, B - arrived).copy_(d_hn.narrow(0, arrived, B - arrived));
+      dh.narrow(0, arrived, B - arrived).add_(d_ys[j].narrow(0, arrived, B - arrived));
+      dc.narrow(0, arrived, B - arrived).copy_(d_cn.narrow(0, arrived, B - arrived));
+      arrived = B;
+    }
+    const S* ap = act[j].data_ptr<S>();
+    const S* tp = tc[j].data_ptr<S>();
+    const S* c0p = cs[j].data_ptr<S>();
+    const S* kp = keep.has_value() ? (*keep)[j].data_ptr<S>() : nullptr;
+    S* dp = dpre[j].data_ptr<S>();
+    at::parallel_for(0, B, grain(G), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const S* g = ap + r * G;
+        const S *i = g + H, *f = g + 2 * H, *o = g + 3 * H;
+        const S* tr = tp + r * H;
+        const S* c0 = c0p + r * H;
+        S* dhr = dhp_ + r * H;
+        S* dcr = dcp + r * H;
+        S* dpr = dp + r * G;
+        if (kp != nullptr) {  // zoneout: k_h dh_t goes straight to h_{t-1} (added after the GEMM)
+          const S* kh = kp + r * H;
+          S* zr = zhp + r * H;
+#pragma omp simd
+          for (int64_t k = 0; k < H; ++k) {
+            zr[k] = dhr[k] * kh[k];
+            dhr[k] *= S(1) - kh[k];
+          }
+        }
+        const S* kc = kp != nullptr ? kp + (Bn + r) * H : nullptr;  // and k_c dc_t to c_{t-1}
+#pragma omp simd
+        for (int64_t k = 0; k < H; ++k) {
+          const S ok = o[k], tk = tr[k], d = dhr[k];
+          const S dao = d * tk * ok * (1 - ok);
+          const S kcv = kc != nullptr ? kc[k] : S(0);
+          const S dcin = dcr[k];
+          S dct = d * ok * (1 - tk * tk) + dcin * (S(1) - kcv);
+          if (pp != nullptr) dct += pp[2 * H + k] * dao;
+          const S gk = g[k], ik = i[k], fk = f[k];
+          const S dai = dct * gk * ik * (1 - ik), daf = dct * c0[k] * fk * (1 - fk);
+          dpr[k] = dct * ik * (1 - gk * gk) * S(0.5);
+          dpr[H + k] = dai;
+          dpr[2 * H + k] = daf;
+          dpr[3 * H + k] = dao;
+          S dcp_ = dct * fk + dcin * kcv;  // dc_{t-1}; zoneout's k_c dc_t goes straight through
+          if (pp != nullptr) dcp_ += pp[k] * dai + pp[H + k] * daf;
+          dcr[k] = dcp_;
+        }
+      }
+    });
+    if (j > 0 || need_first) {  // dh_{t-1} = (dpre W_hh) m + k_h dh_t + dy_{t-1}
+      Tensor out = dh.narrow(0, 0, B);
+      gemm_out(out, dpre[j].narrow(0, 0, B), w_hh, packed);
+      if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
+      if (keep.has_value()) out.add_(zh.narrow(0, 0, B));
+      if (j > 0)
+        out.add_(d_ys[j - 1].narrow(0, 0, B));
+      else if (d_prev.has_value())
+        out.add_(d_prev->narrow(0, 0, B));
+    }
+  }
+}
+
+void lstm_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tensor& w_hh,
+                    const std::optional<Tensor>& peep, const Tensor& d_ys, const std::optional<Tensor>& d_prev,
+                    const Tensor& d_hn, const Tensor& d_cn, at::IntArrayRef sizes, int64_t arrived,
+                    const std::optional<Tensor>& mask, bool need_first, const Tensor& dh, const Tensor& dc,
+                    const Tensor& dpre, const std::optional<Tensor>& keep, const std::optional<Tensor>& packed) {
+  TORCH_CHECK(act.dim() == 3 && act.size(2) % 4 == 0, "rnnkit_cpp: act must be (chunk, B, 4H)");
+  const int64_t C = act.size(0), B = act.size(1), H = act.size(2) / 4;
+  check_all(act, {{&act, "act"}, {&tc, "tc"}, {&cs, "cs"}, {&w_hh, "w_hh"}, {&d_ys, "d_ys"}, {&d_hn, "d_hn"},
+                  {&d_cn, "d_cn"}, {&dh, "dh"}, {&dc, "dc"}, {&dpre, "dpre"}});
+  if (d_prev.has_value()) check(*d_prev, act, "d_prev");
+  if (mask.has_value()) check(*mask, act, "mask");
+  if (keep.has_value()) {
+    check(*keep, act, "keep");
+    TORCH_CHECK(keep->sizes() == at::IntArrayRef({C, 2, B, H}), "rnnkit_cpp: keep must be (chunk, 2, B, H)");
+  }
+  check_peep(peep, act, H);
+  check_rows(sizes, C, B);
+  TORCH_CHECK(arrived >= 0 && arrived <= B, "rnnkit_cpp: arrived must be within the batch");
+  TORCH_CHECK(tc.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
+                  dpre.sizes() == act.sizes() && w_hh.sizes() == at::IntArrayRef({4 * H, H}) &&
+                  d_ys.sizes() == tc.sizes() && dh.sizes() == at::IntArrayRef({B, H}) && dc.sizes() == dh.sizes() &&
+                  d_hn.sizes() == dh.sizes() && d_cn.sizes() == dh.sizes() &&
+                  (!d_prev.has_value() || d_prev->sizes() == dh.sizes()) &&
+                  (!mask.has_value() || mask->sizes() == dh.sizes()),
+              "rnnkit_cpp: lstm_bwd_chunk got inconsistent shapes");
+  AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_bwd_chunk", [&] {
+    plain_bwd_chunk<scalar_t>(act, tc, cs, w_hh, peep, d_ys, d_prev, d_hn, d_cn, sizes, arrived, mask, need_first,
+                              dh, dc, dpre, keep, packed);
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnkit_cpp, m) {
@@ -421,15 +656,25 @@ TORCH_LIBRARY(rnnkit_cpp, m) {
         "int arrived, Tensor? mask, bool need_first, Tensor(a!) dh, "
         "Tensor(b!) dc, Tensor(c!) dpre, Tensor(d!) dhp, Tensor(e!) dgam, Tensor(f!) dgcw, Tensor(g!) dgcb, "
         "Tensor? keep=None, Tensor? cn=None, Tensor? packed=None) -> ()");
+  m.def("lstm_fwd_chunk(Tensor xa, Tensor h0, Tensor w_t, Tensor? peep, int[] sizes, Tensor? mask, Tensor(h!)? hin, "
+        "Tensor(a!) ys, Tensor(b!) cs, Tensor(c!) act, Tensor(d!) tc, Tensor? keep=None, Tensor(i!)? cn=None, "
+        "Tensor? packed=None) -> ()");
+  m.def("lstm_bwd_chunk(Tensor act, Tensor tc, Tensor cs, Tensor w_hh, Tensor? peep, Tensor d_ys, Tensor? d_prev, "
+        "Tensor d_hn, Tensor d_cn, int[] sizes, int arrived, Tensor? mask, bool need_first, Tensor(a!) dh, "
+        "Tensor(b!) dc, Tensor(c!) dpre, Tensor? keep=None, Tensor? packed=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit_cpp, CPU, m) {
   m.impl("ln_lstm_fwd_chunk", &ln_lstm_fwd_chunk);
   m.impl("ln_lstm_bwd_chunk", &ln_lstm_bwd_chunk);
+  m.impl("lstm_fwd_chunk", &lstm_fwd_chunk);
+  m.impl("lstm_bwd_chunk", &lstm_bwd_chunk);
 }
 
 // A oneDNN-packed weight is an MkldnnCPU tensor, which makes the dispatcher look for that backend's kernel
 TORCH_LIBRARY_IMPL(rnnkit_cpp, MkldnnCPU, m) {
   m.impl("ln_lstm_fwd_chunk", &ln_lstm_fwd_chunk);
   m.impl("ln_lstm_bwd_chunk", &ln_lstm_bwd_chunk);
+  m.impl("lstm_fwd_chunk", &lstm_fwd_chunk);
+  m.impl("lstm_bwd_chunk", &lstm_bwd_chunk);
 }
