@@ -78,16 +78,24 @@ def train_members(commands: list[list[str]], threads: int) -> list[dict]:
     """Run the member commands at the same time; each one's JSON line (its own figures)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for cmd in commands]
-    results = []
-    for i, proc in enumerate(procs):
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            for other in procs:
-                other.kill()
-            raise RnnkitError(f"ensemble member {i} failed (exit status {proc.returncode}); its command: "
-                              f"{' '.join(commands[i])}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+    try:
+        while None in [proc.poll() for proc in procs]:  # polls every member; one that fails stops the others
+            failed = next((i for i, proc in enumerate(procs) if proc.returncode not in (None, 0)), None)
+            if failed is not None:
+                raise RnnkitError(f"ensemble member {failed} failed (exit status {procs[failed].returncode}); "
+                                  f"its command: {' '.join(commands[failed])}")
+            time.sleep(0.2)
+        failed = next((i for i, proc in enumerate(procs) if proc.returncode != 0), None)
+        if failed is not None:
+            raise RnnkitError(f"ensemble member {failed} failed (exit status {procs[failed].returncode}); "
+                              f"its command: {' '.join(commands[failed])}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    # members print two lines at the end (the trainer is quiet): the pipes never fill while they run
+    return [json.loads(proc.stdout.read().strip().splitlines()[-1]) for proc in procs]
 
 
 def score(models: list, val_ids: torch.Tensor, windowed_loss) -> dict:

@@ -143,7 +143,8 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
     model = _load_lm(bundle)
     members = [model] + [_load_lm(b) for b in also or []]
     if len(members) > 1 and (dynamic != 0 or dynamic_decay != 0):
-        raise typer.BadParameter("--dynamic adapts one model; it does not apply to an ensemble (--with)")
+        from rnnkit.errors import ConfigError
+        raise ConfigError("--dynamic adapts one model; it does not apply to an ensemble (--with)")
     if text is not None:
         from rnnkit.data.text import read_text
         val = read_text(text)

@@ -44,9 +44,13 @@ def test_members_run_at_once_with_their_thread_count(script):
     assert out == [{"threads": "1"}, {"threads": "1"}]
 
 
-def test_a_failed_member_stops_the_run_with_its_command(script):
-    with pytest.raises(RnnkitError, match="ensemble member 1 failed"):
-        script.train_members([[sys.executable, "-c", "print('{}')"], [sys.executable, "-c", "raise SystemExit(3)"]], 1)
+def test_a_failed_member_stops_the_others_at_once_with_its_command(script):
+    import time
+    slow = [sys.executable, "-c", "import time; time.sleep(60); print('{}')"]
+    t0 = time.monotonic()
+    with pytest.raises(RnnkitError, match=r"ensemble member 1 failed \(exit status 3\)"):
+        script.train_members([slow, [sys.executable, "-c", "raise SystemExit(3)"]], 1)
+    assert time.monotonic() - t0 < 30  # the slow member was stopped, not waited for
 
 
 def _saved_member(tmp_path, name, seed):

@@ -140,8 +140,11 @@ def stateful_loss(model: LanguageModel | Sequence[LanguageModel], ids: torch.Ten
 
 
 def _ensemble_members(model) -> list[LanguageModel]:
-    """``model`` as a list, checked: language models over one vocabulary (same size, same tokens)."""
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    """``model`` as a list; a list is checked: language models over one vocabulary (same size, same
+    tokens). A single model is taken as it is."""
+    if not isinstance(model, (list, tuple)):
+        return [model]
+    models = list(model)
     if not models:
         raise ConfigError("an ensemble needs at least one language model, got an empty list")
     for m in models:
