@@ -110,6 +110,55 @@ inline S lerp_(S a, S b, S w) {
 // two tasks of 16 rows; measured 136 against 152 us per forward step on one task, Xeon VM, 2 threads).
 inline int64_t grain(int64_t G) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)); }
 
+// h_{t-1} of the step's B running rows, multiplied by the recurrent-dropout mask into hin[t] when there is one
+// (W_hh sees the masked state; zoneout keeps the unmasked one).
+inline Tensor step_input(const Tensor& h_prev, const std::optional<Tensor>& mask, const std::optional<Tensor>& hin,
+                         int64_t t, int64_t B) {
+  if (!mask.has_value()) return h_prev;
+  Tensor h_in = (*hin)[t].narrow(0, 0, B);
+  at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
+  return h_in;
+}
+
+// zoneout's mix of one row: h_t = lerp(h_t, h_{t-1}, k_h), c_t = lerp(c_t before the mix, c_{t-1}, k_c)
+template <typename S>
+inline void zoneout_row(S* y, const S* h_old, const S* kh, S* c, const S* c_new, const S* c_old, const S* kc,
+                        int64_t H) {
+#pragma omp simd
+  for (int64_t k = 0; k < H; ++k) {
+    y[k] = lerp_(y[k], h_old[k], kh[k]);
+    c[k] = lerp_(c_new[k], c_old[k], kc[k]);
+  }
+}
+
+// Backward: the rows whose last step is this one (sizes B > arrived) start their state gradients:
+// dh = d_hn + dy_t, dc = d_cn. Returns the new count of arrived rows.
+inline int64_t arrive(const Tensor& dh, const Tensor& dc, const Tensor& d_hn, const Tensor& d_cn, const Tensor& dy_t,
+                      int64_t B, int64_t arrived) {
+  if (B <= arrived) return arrived;
+  const int64_t n = B - arrived;
+  dh.narrow(0, arrived, n).copy_(d_hn.narrow(0, arrived, n));
+  dh.narrow(0, arrived, n).add_(dy_t.narrow(0, arrived, n));
+  dc.narrow(0, arrived, n).copy_(d_cn.narrow(0, arrived, n));
+  return B;
+}
+
+// Backward: dh_{t-1} of the B running rows = (g W_hh) m + zh + dy_{t-1}, g the gradient at W_hh h_{t-1}
+// (packed: oneDNN's layout of W_hh^T), zh zoneout's k_h dh_t, dy_{t-1} the output gradient of step j - 1
+// (d_prev, the chunk before's last one, at j = 0)
+inline void previous_h_grad(const Tensor& dh, const Tensor& g, const Tensor& w_hh, const std::optional<Tensor>& packed,
+                            const std::optional<Tensor>& mask, const Tensor& zh, const Tensor& d_ys,
+                            const std::optional<Tensor>& d_prev, int64_t j, int64_t B) {
+  Tensor out = dh.narrow(0, 0, B);
+  gemm_out(out, g.narrow(0, 0, B), w_hh, packed);
+  if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
+  if (zh.defined()) out.add_(zh.narrow(0, 0, B));
+  if (j > 0)
+    out.add_(d_ys[j - 1].narrow(0, 0, B));
+  else if (d_prev.has_value())
+    out.add_(d_prev->narrow(0, 0, B));
+}
+
 template <typename S>
 void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w, const Tensor& lnc_w,
                const Tensor& lnc_b, double eps, at::IntArrayRef sizes, const std::optional<Tensor>& mask,
@@ -127,12 +176,7 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
     Tensor hp_t = hp[t].narrow(0, 0, B), act_t = act[t].narrow(0, 0, B), tc_t = tc[t].narrow(0, 0, B);
     Tensor h_prev = (t == 0 ? h0 : ys[t - 1]).narrow(0, 0, B);
     const S* hold = h_prev.data_ptr<S>();  // h_{t-1} itself (zoneout keeps it, not the masked one)
-    if (mask.has_value()) {  // recurrent dropout: W_hh (m * h_{t-1}), the masked state saved
-      Tensor h_in = (*hin)[t].narrow(0, 0, B);
-      at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
-      h_prev = h_in;
-    }
-    gemm_out(hp_t, h_prev, w_t, packed);  // W_hh h_{t-1}, before its norm
+    gemm_out(hp_t, step_input(h_prev, mask, hin, t, B), w_t, packed);  // W_hh h_{t-1}, before its norm
     const S* hpp = hp_t.data_ptr<S>();
     const S* xap = xa[t].data_ptr<S>();
     S* ap = act_t.data_ptr<S>();
@@ -176,17 +220,8 @@ void fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tens
           u[k] = tk;
           yr[k] = o[k] * tk;
         }
-        if (kp != nullptr) {  // zoneout: h_t = lerp(h_t, h_{t-1}, k_h), c_t = lerp(c_t, c_{t-1}, k_c)
-          const S* kh = kp + r * H;
-          const S* kc = kp + (Bn + r) * H;
-          const S* hr = hold + r * H;
-          S* czr = cz + r * H;
-#pragma omp simd
-          for (int64_t k = 0; k < H; ++k) {
-            yr[k] = lerp_(yr[k], hr[k], kh[k]);
-            czr[k] = lerp_(c1[k], c0[k], kc[k]);
-          }
-        }
+        if (kp != nullptr)  // zoneout
+          zoneout_row(yr, hold + r * H, kp + r * H, cz + r * H, c1, c0, kp + (Bn + r) * H, H);
       }
     });
   }
@@ -203,16 +238,11 @@ void check_zoneout(const std::optional<Tensor>& keep, const std::optional<Tensor
               "rnnkit_cpp: keep must be (chunk, 2, B, H) and cn (chunk, B, H)");
 }
 
-void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w,
-                       const Tensor& lnc_w, const Tensor& lnc_b, double eps, at::IntArrayRef sizes,
-                       const std::optional<Tensor>& mask, const std::optional<Tensor>& hin, const Tensor& ys,
-                       const Tensor& cs, const Tensor& act, const Tensor& tc, const Tensor& hp, const Tensor& stats,
-                       const Tensor& cstats, const std::optional<Tensor>& keep, const std::optional<Tensor>& cn,
-                       const std::optional<Tensor>& packed) {
-  TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
+// The arguments both forward ops share: W_hh^T (or its packing), the running rows, mask/hin, zoneout's buffers
+void check_step_args(const Tensor& xa, const Tensor& w_t, at::IntArrayRef sizes, const std::optional<Tensor>& mask,
+                     const std::optional<Tensor>& hin, const std::optional<Tensor>& keep,
+                     const std::optional<Tensor>& cn, const std::optional<Tensor>& packed) {
   const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
-  check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"}, {&ys, "ys"},
-                 {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"}});
   if (packed.has_value()) {  // the GEMM uses the packing: w_t may be a view (W_hh.t()), not a copy
     TORCH_CHECK(w_t.scalar_type() == xa.scalar_type() && w_t.device().is_cpu(), "rnnkit_cpp: w_t has the wrong dtype");
   } else {
@@ -227,6 +257,19 @@ void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, co
                 "rnnkit_cpp: mask must be (B, H) and hin (chunk, B, H)");
   }
   check_zoneout(keep, cn, xa, C, B, H);
+}
+
+void ln_lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const Tensor& ln_w,
+                       const Tensor& lnc_w, const Tensor& lnc_b, double eps, at::IntArrayRef sizes,
+                       const std::optional<Tensor>& mask, const std::optional<Tensor>& hin, const Tensor& ys,
+                       const Tensor& cs, const Tensor& act, const Tensor& tc, const Tensor& hp, const Tensor& stats,
+                       const Tensor& cstats, const std::optional<Tensor>& keep, const std::optional<Tensor>& cn,
+                       const std::optional<Tensor>& packed) {
+  TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
+  const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
+  check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&ln_w, "ln_w"}, {&lnc_w, "lnc_w"}, {&lnc_b, "lnc_b"}, {&ys, "ys"},
+                 {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}, {&hp, "hp"}, {&stats, "stats"}, {&cstats, "cstats"}});
+  check_step_args(xa, w_t, sizes, mask, hin, keep, cn, packed);
   TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_t.sizes() == at::IntArrayRef({H, 4 * H}) &&
                   ys.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
                   act.sizes() == xa.sizes() && hp.sizes() == xa.sizes() && tc.sizes() == ys.sizes() &&
@@ -266,12 +309,7 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
   for (int64_t j = C - 1; j >= 0; --j) {
     const int64_t B = sizes[j];
     if (B == 0) continue;
-    if (B > arrived) {  // rows whose last step this is
-      dh.narrow(0, arrived, B - arrived).copy_(d_hn.narrow(0, arrived, B - arrived));
-      dh.narrow(0, arrived, B - arrived).add_(d_ys[j].narrow(0, arrived, B - arrived));
-      dc.narrow(0, arrived, B - arrived).copy_(d_cn.narrow(0, arrived, B - arrived));
-      arrived = B;
-    }
+    arrived = arrive(dh, dc, d_hn, d_cn, d_ys[j], B, arrived);  // rows whose last step this is
     const S* ap = act[j].data_ptr<S>();
     const S* tp = tc[j].data_ptr<S>();
     const S* c0p = cs[j].data_ptr<S>();
@@ -353,16 +391,7 @@ void bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, const Tens
         for (int64_t k = 0; k < G; ++k) dqr[k] = rs * (dxh[k] - b1 - xh[k] * b2);
       }
     });
-    if (j > 0 || need_first) {  // dh_{t-1} = (dhp W_hh) m + dy_{t-1}
-      Tensor out = dh.narrow(0, 0, B);
-      gemm_out(out, dhp[j].narrow(0, 0, B), w_hh, packed);  // packed: oneDNN's layout of W_hh^T
-      if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
-      if (keep.has_value()) out.add_(zh.narrow(0, 0, B));
-      if (j > 0)
-        out.add_(d_ys[j - 1].narrow(0, 0, B));
-      else if (d_prev.has_value())
-        out.add_(d_prev->narrow(0, 0, B));
-    }
+    if (j > 0 || need_first) previous_h_grad(dh, dhp[j], w_hh, packed, mask, zh, d_ys, d_prev, j, B);
   }
   double* ag = dgam.data_ptr<double>();
   double* aw = dgcw.data_ptr<double>();
@@ -431,12 +460,7 @@ void plain_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, cons
     Tensor act_t = act[t].narrow(0, 0, B);
     Tensor h_prev = (t == 0 ? h0 : ys[t - 1]).narrow(0, 0, B);
     const S* hold = h_prev.data_ptr<S>();
-    if (mask.has_value()) {
-      Tensor h_in = (*hin)[t].narrow(0, 0, B);
-      at::mul_out(h_in, h_prev, mask->narrow(0, 0, B));
-      h_prev = h_in;
-    }
-    gemm_out(act_t, h_prev, w_t, packed);  // W_hh h_{t-1}
+    gemm_out(act_t, step_input(h_prev, mask, hin, t, B), w_t, packed);  // W_hh h_{t-1}
     const S* xap = xa[t].data_ptr<S>();
     S* ap = act_t.data_ptr<S>();
     const S* cp = cs[t].data_ptr<S>();
@@ -479,17 +503,8 @@ void plain_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, cons
           u[k] = tk;
           yr[k] = o[k] * tk;
         }
-        if (kp != nullptr) {
-          const S* kh = kp + r * H;
-          const S* kc = kp + (Bn + r) * H;
-          const S* hr = hold + r * H;
-          S* czr = cz + r * H;
-#pragma omp simd
-          for (int64_t k = 0; k < H; ++k) {
-            yr[k] = lerp_(yr[k], hr[k], kh[k]);
-            czr[k] = lerp_(c1[k], c0[k], kc[k]);
-          }
-        }
+        if (kp != nullptr)  // zoneout
+          zoneout_row(yr, hold + r * H, kp + r * H, cz + r * H, c1, c0, kp + (Bn + r) * H, H);
       }
     });
   }
@@ -509,20 +524,7 @@ void lstm_fwd_chunk(const Tensor& xa, const Tensor& h0, const Tensor& w_t, const
   TORCH_CHECK(xa.dim() == 3 && xa.size(2) % 4 == 0, "rnnkit_cpp: xa must be (chunk, B, 4H)");
   const int64_t C = xa.size(0), B = xa.size(1), H = xa.size(2) / 4;
   check_all(xa, {{&xa, "xa"}, {&h0, "h0"}, {&ys, "ys"}, {&cs, "cs"}, {&act, "act"}, {&tc, "tc"}});
-  if (packed.has_value()) {
-    TORCH_CHECK(w_t.scalar_type() == xa.scalar_type() && w_t.device().is_cpu(), "rnnkit_cpp: w_t has the wrong dtype");
-  } else {
-    check(w_t, xa, "w_t");
-  }
-  check_rows(sizes, C, B);
-  TORCH_CHECK(mask.has_value() == hin.has_value(), "rnnkit_cpp: mask and hin go together");
-  if (mask.has_value()) {
-    check(*mask, xa, "mask");
-    check(*hin, xa, "hin");
-    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, H}) && hin->sizes() == at::IntArrayRef({C, B, H}),
-                "rnnkit_cpp: mask must be (B, H) and hin (chunk, B, H)");
-  }
-  check_zoneout(keep, cn, xa, C, B, H);
+  check_step_args(xa, w_t, sizes, mask, hin, keep, cn, packed);
   check_peep(peep, xa, H);
   TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_t.sizes() == at::IntArrayRef({H, 4 * H}) &&
                   ys.sizes() == at::IntArrayRef({C, B, H}) && cs.sizes() == at::IntArrayRef({C + 1, B, H}) &&
@@ -550,12 +552,7 @@ void plain_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, cons
   for (int64_t j = C - 1; j >= 0; --j) {
     const int64_t B = sizes[j];
     if (B == 0) continue;
-    if (B > arrived) {
-      dh.narrow(0, arrived, B - arrived).copy_(d_hn.narrow(0, arrived, B - arrived));
-      dh.narrow(0, arrived, B - arrived).add_(d_ys[j].narrow(0, arrived, B - arrived));
-      dc.narrow(0, arrived, B - arrived).copy_(d_cn.narrow(0, arrived, B - arrived));
-      arrived = B;
-    }
+    arrived = arrive(dh, dc, d_hn, d_cn, d_ys[j], B, arrived);  // rows whose last step this is
     const S* ap = act[j].data_ptr<S>();
     const S* tp = tc[j].data_ptr<S>();
     const S* c0p = cs[j].data_ptr<S>();
@@ -600,16 +597,7 @@ void plain_bwd_chunk(const Tensor& act, const Tensor& tc, const Tensor& cs, cons
         }
       }
     });
-    if (j > 0 || need_first) {  // dh_{t-1} = (dpre W_hh) m + k_h dh_t + dy_{t-1}
-      Tensor out = dh.narrow(0, 0, B);
-      gemm_out(out, dpre[j].narrow(0, 0, B), w_hh, packed);
-      if (mask.has_value()) out.mul_(mask->narrow(0, 0, B));
-      if (keep.has_value()) out.add_(zh.narrow(0, 0, B));
-      if (j > 0)
-        out.add_(d_ys[j - 1].narrow(0, 0, B));
-      else if (d_prev.has_value())
-        out.add_(d_prev->narrow(0, 0, B));
-    }
+    if (j > 0 || need_first) previous_h_grad(dh, dpre[j], w_hh, packed, mask, zh, d_ys, d_prev, j, B);
   }
 }
 
