@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  allow_abbrev=False)
     ap.add_argument("--members", type=int, default=2, help="models trained at the same time (default 2)")
     ap.add_argument("--threads", type=int, default=0,
-                    help="threads per member (default: the cores divided among the members, at least 1)")
+                    help="threads per member (default: torch's thread count here - the cores, or OMP_NUM_THREADS - "
+                         "divided among the members, at least 1)")
     ap.add_argument("--bundles", nargs="+", metavar="BUNDLE", default=None,
                     help="score these saved language models as an ensemble instead of training")
     ap.add_argument("--save", default="", metavar="DIR",
@@ -71,7 +72,7 @@ def member_commands(args: argparse.Namespace, rest: list[str], save_root: pathli
 
 
 def threads_per_member(args: argparse.Namespace) -> int:
-    return args.threads or max(1, (os.cpu_count() or 1) // args.members)
+    return args.threads or max(1, torch.get_num_threads() // args.members)
 
 
 def train_members(commands: list[list[str]], threads: int) -> list[dict]:

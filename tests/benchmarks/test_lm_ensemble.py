@@ -30,7 +30,7 @@ def test_each_member_gets_its_seed_folder_and_the_forwarded_options(script, tmp_
 
 
 def test_threads_are_the_cores_shared_among_members(script, monkeypatch):
-    monkeypatch.setattr(script.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(script.torch, "get_num_threads", lambda: 2)
     parse = script.build_parser().parse_known_args
     assert script.threads_per_member(parse(["--members", "2"])[0]) == 1
     assert script.threads_per_member(parse(["--members", "3"])[0]) == 1
