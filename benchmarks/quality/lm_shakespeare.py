@@ -33,7 +33,7 @@ from rnnkit.data.tokenizers import CharTokenizer
 from rnnkit.errors import ConfigError
 from rnnkit.data.text import LMStream
 from rnnkit.models import LanguageModel, LanguageModelConfig
-from rnnkit.recipes.lm import stateful_loss
+from rnnkit.recipes.lm import mixture_log_probs, stateful_loss
 from rnnkit.training import Trainer, TrainerConfig
 
 
@@ -52,8 +52,7 @@ def windowed_loss(model, ids: torch.Tensor, n: int = 200, length: int = 256, see
         return sum(float(models[0](x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
     total = 0.0
     for i in range(0, n, 50):
-        log_probs = torch.stack([torch.log_softmax(m(x[i:i + 50]).logits.float(), -1) for m in models])
-        mixed = torch.logsumexp(log_probs, 0) - math.log(len(models))
+        mixed, _ = mixture_log_probs(models, x[i:i + 50])
         total -= float(mixed.gather(-1, y[i:i + 50].unsqueeze(-1)).mean())
     return total / math.ceil(n / 50)
 

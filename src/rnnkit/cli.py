@@ -158,7 +158,7 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
     if dynamic != 0 or dynamic_decay != 0:
         loss = dynamic_loss(model, ids, seq_len=64, lr=dynamic, decay=dynamic_decay)
     else:
-        loss = stateful_loss(members if len(members) > 1 else model, ids, batch_size=8)
+        loss = stateful_loss(members, ids, batch_size=8)
     console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
 
 

@@ -25,7 +25,7 @@ from rnnkit.errors import ConfigError
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 
 __all__ = ["LMDataConfig", "LMResult", "train_language_model", "build_tokenizer", "load_lm_text",
-           "stateful_loss", "dynamic_loss"]
+           "stateful_loss", "dynamic_loss", "mixture_log_probs"]
 
 log = logging.getLogger(__name__)
 TOKENIZERS = ("char", "word", "bpe", "unigram")
@@ -127,16 +127,23 @@ def stateful_loss(model: LanguageModel | Sequence[LanguageModel], ids: torch.Ten
             total += float(out.loss) * xs.numel()
             states[0] = out.state
             continue
-        log_probs = []
-        for i, m in enumerate(models):
-            out = m(xs, state=states[i])
-            log_probs.append(torch.log_softmax(out.logits.float(), -1))
-            states[i] = out.state
-        mixed = torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(models))
+        mixed, states = mixture_log_probs(models, xs, states)
         total -= float(mixed.gather(-1, ys.unsqueeze(-1)).sum())
     for m, w in zip(models, was):
         m.train(w)
     return total / (n * batch_size)
+
+
+def mixture_log_probs(models: Sequence[LanguageModel], x: torch.Tensor, states: Sequence | None = None):
+    """``(log p, new states)``: the log of the mean of the models' next-token probabilities for
+    ``x`` (B, T) -> (B, T, V), each model from its own state (``None``: zero states)."""
+    states = list(states) if states is not None else [None] * len(models)
+    log_probs = []
+    for i, m in enumerate(models):
+        out = m(x, state=states[i])
+        log_probs.append(torch.log_softmax(out.logits.float(), -1))
+        states[i] = out.state
+    return torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(models)), states
 
 
 def _ensemble_members(model) -> list[LanguageModel]:
