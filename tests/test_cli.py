@@ -25,7 +25,7 @@ def run(args, capsys):
 def test_help_lists_commands(capsys):
     code, out, _ = run(["--help"], capsys)
     assert code == 0
-    for name in ("train", "evaluate", "generate", "complete", "datasets", "demo", "bench", "diagnose"):
+    for name in ("train", "evaluate", "generate", "complete", "ensemble", "datasets", "demo", "bench", "diagnose"):
         assert name in out
 
 
@@ -83,11 +83,12 @@ def test_evaluate_scores_an_ensemble_of_bundles(tiny_run, tmp_path, capsys):
     import torch
 
     from rnnkit.export import load
+    from rnnkit.export.bundle import read_bundle_config
     other = load(tiny_run / "bundle")
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(0.5)
-    other.save(tmp_path / "other")
+    other.save(tmp_path / "other", extra=read_bundle_config(tiny_run / "bundle")["extra"])  # its data record
     losses = []
     for args in ([str(tiny_run)], [str(tmp_path / "other")], [str(tiny_run), "--with", str(tmp_path / "other")],
                  [str(tiny_run), "--with", str(tiny_run / "bundle")]):
@@ -97,8 +98,62 @@ def test_evaluate_scores_an_ensemble_of_bundles(tiny_run, tmp_path, capsys):
     one, two, both, same = losses
     assert both < (one + two) / 2 and both not in (one, two)  # the mixture, below the members' mean
     assert same == pytest.approx(one, abs=2e-4)  # a model with itself is the model
-    code, _, err = run(["evaluate", str(tiny_run), "--with", str(tmp_path / "other"), "--dynamic", "0.01"], capsys)
-    assert code != 0 and len(err.strip().splitlines()) == 1 and "does not apply to an ensemble" in err
+    code, out, err = run(["evaluate", str(tiny_run), "--with", str(tmp_path / "other"), "--dynamic", "0.05"], capsys)
+    assert code == 0, err
+    assert float(out.split()[1]) != both  # the ensemble adapted as it read (dynamic evaluation of the mixture)
+
+
+def test_ensemble_joins_bundles_into_one_that_every_command_takes(tiny_run, tmp_path, capsys):
+    import torch
+
+    from rnnkit.export import load
+    from rnnkit.export.bundle import read_bundle_config
+    other = load(tiny_run / "bundle")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)
+    other.save(tmp_path / "other", extra=read_bundle_config(tiny_run / "bundle")["extra"])  # its data record
+    ens = tmp_path / "ens"
+    code, out, err = run(["ensemble", str(tiny_run), str(tmp_path / "other"), "--out", str(ens)], capsys)
+    assert code == 0 and "an ensemble of 2 language models" in out, err
+    code, out, _ = run(["evaluate", str(ens)], capsys)  # the data recorded by the first member's run
+    code2, out2, _ = run(["evaluate", str(tiny_run), "--with", str(tmp_path / "other")], capsys)
+    assert code == code2 == 0 and out.split()[1] == out2.split()[1]
+    code, out, _ = run(["generate", str(ens), "--prompt", "to be", "--max-tokens", "20", "--seed", "1"], capsys)
+    assert code == 0 and out.startswith("to be") and len(out.strip()) >= 20
+    code, out, _ = run(["complete", str(ens), "to be or no", "-k", "2"], capsys)
+    assert code == 0 and 1 <= len(out.strip().splitlines()) <= 2
+    # an ensemble joins further models as members: three now
+    code, out, err = run(["ensemble", str(ens), str(tiny_run), "--out", str(tmp_path / "three")], capsys)
+    assert code == 0 and "an ensemble of 3 language models" in out, err
+
+
+@pytest.mark.parametrize("case, match", [
+    ("one", "joins at least two language models, got 1"),
+    ("forecaster", "not a language model"),
+    ("occupied", "exists and is not an rnnkit bundle"),
+    ("no data", "does not record the data it was trained on; give --text FILE or --dataset NAME"),
+])
+def test_ensemble_and_evaluate_refuse_bad_input_in_one_line(case, match, tiny_run, tmp_path, capsys):
+    out_dir = tmp_path / "ens"
+    if case == "one":
+        args = ["ensemble", str(tiny_run), "--out", str(out_dir)]
+    elif case == "forecaster":
+        import numpy as np
+
+        from rnnkit.models.forecaster import Forecaster
+        Forecaster(horizon=2, max_steps=2, ensemble=1).fit(np.sin(np.arange(40.0))).save(tmp_path / "fc")
+        args = ["ensemble", str(tiny_run), str(tmp_path / "fc"), "--out", str(out_dir)]
+    elif case == "occupied":
+        out_dir.mkdir()
+        (out_dir / "notes.txt").write_text("mine")
+        args = ["ensemble", str(tiny_run), str(tiny_run), "--out", str(out_dir)]
+    else:
+        from rnnkit.export import load
+        load(tiny_run / "bundle").save(out_dir)  # saved without its data record
+        args = ["evaluate", str(out_dir)]
+    code, _, err = run(args, capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and match in err, err
 
 
 def test_corrupt_bundle_is_one_clear_line(tiny_run, tmp_path, capsys):

@@ -24,7 +24,7 @@ import torch
 from rnnkit.data.registry import load_dataset
 from rnnkit.errors import RnnkitError
 from rnnkit.export import load
-from rnnkit.models import LanguageModel
+from rnnkit.models import LanguageModel, LanguageModelEnsemble
 from rnnkit.recipes.lm import dynamic_loss
 
 SEQ = 64
@@ -39,7 +39,7 @@ def rest(full: float, n_full: int, part: float, n_part: int) -> float:
     return (full * n_full - part * n_part) / (n_full - n_part)
 
 
-def choose_and_score(model: LanguageModel, ids: torch.Tensor, tune: int = TUNE, lrs=LRS, decays=DECAYS) -> dict:
+def choose_and_score(model: LanguageModel | LanguageModelEnsemble, ids: torch.Tensor, tune: int = TUNE, lrs=LRS, decays=DECAYS) -> dict:
     """Pick (lr, decay) on the first ``tune`` tokens (a multiple of the segment length), then score
     the plain and the dynamic loss on the rest and on the whole of ``ids``."""
     head, n = ids[: tune + 1], ids.numel() - 1
@@ -62,14 +62,15 @@ def choose_and_score(model: LanguageModel, ids: torch.Tensor, tune: int = TUNE, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", help="a bundle saved by lm_shakespeare.py --save")
+    ap.add_argument("bundle", help="a bundle saved by lm_shakespeare.py --save (or an ensemble bundle: "
+                                   "lm_ensemble.py --save, rnnkit ensemble)")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = ap.parse_args()
     try:
         model = load(args.bundle)
     except RnnkitError as exc:  # missing, corrupt or not a bundle: one line
         ap.error(str(exc))
-    if not isinstance(model, LanguageModel):
+    if not isinstance(model, (LanguageModel, LanguageModelEnsemble)):
         ap.error(f"{args.bundle} holds a {type(model).__name__}, not a language model")
     ids = torch.tensor(model.tokenizer.encode(load_dataset("tinyshakespeare", "val")))
     t0 = time.monotonic()

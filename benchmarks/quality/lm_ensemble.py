@@ -3,7 +3,7 @@
 wall-clock budget on the same cores: ``--members N`` runs N copies of ``lm_shakespeare.py``
 at once (seeds ``seed .. seed+N-1``), each on its share of the cores (``OMP_NUM_THREADS``), then
 scores the ensemble, each character's probability the mean of the members' probabilities (each
-member carries its own state: ``rnnkit.recipes.lm.stateful_loss`` with a list of models).
+member carries its own state: a ``rnnkit.LanguageModelEnsemble``).
 
 Why: on 2 cores one model's small recurrent GEMMs (batch 32) do not keep both cores busy; two
 one-thread trainings together make about 1.4x the steps of one two-thread training, and averaging
@@ -16,6 +16,7 @@ budget, as for one model: the members train at the same time, not one after the 
 
 Every option this script does not know goes to ``lm_shakespeare.py`` (see its ``--help``).
 ``--bundles A B ...`` scores bundles saved earlier (``lm_shakespeare.py --save``) instead of training.
+``--save DIR`` keeps the members and writes the ensemble as one bundle, ``DIR/ensemble``.
 
 Prints one JSON line at the end (``--json``): the ensemble's ``val_loss`` (stateful) and
 ``val_loss_windowed``, ``train_seconds`` (the longest member's), ``params`` (all members), each
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bundles", nargs="+", metavar="BUNDLE", default=None,
                     help="score these saved language models as an ensemble instead of training")
     ap.add_argument("--save", default="", metavar="DIR",
-                    help="keep the members as bundles DIR/member0, DIR/member1, ...")
+                    help="keep the members as bundles DIR/member0, DIR/member1, ... and the ensemble as one bundle "
+                         "DIR/ensemble (rnnkit evaluate / generate / complete take it); with --bundles, DIR/ensemble only")
     ap.add_argument("--seed", type=int, default=0, help="the first member's seed; member i takes seed + i")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     return ap
@@ -99,10 +101,10 @@ def train_members(commands: list[list[str]], threads: int) -> list[dict]:
     return [json.loads(proc.stdout.read().strip().splitlines()[-1]) for proc in procs]
 
 
-def score(models: list, val_ids: torch.Tensor, windowed_loss) -> dict:
+def score(ensemble, val_ids: torch.Tensor, windowed_loss) -> dict:
     from rnnkit.recipes.lm import stateful_loss
-    return {"val_loss": round(stateful_loss(models, val_ids, seq_len=256, batch_size=1), 4),
-            "val_loss_windowed": round(windowed_loss(models, val_ids), 4)}
+    return {"val_loss": round(stateful_loss(ensemble, val_ids, seq_len=256, batch_size=1), 4),
+            "val_loss_windowed": round(windowed_loss(ensemble, val_ids), 4)}
 
 
 def main() -> None:
@@ -119,11 +121,12 @@ def main() -> None:
             shakespeare.check_save_dir(args.save)
         elif rest:
             raise ValueError(f"--bundles scores saved models; these training options do not apply: {' '.join(rest)}")
+        if args.save:
+            shakespeare.check_save_dir(str(pathlib.Path(args.save) / "ensemble"))
     except (RnnkitError, ValueError) as exc:
         parser.error(str(exc))
 
-    from rnnkit.export import load
-    from rnnkit.models import LanguageModel
+    from rnnkit.models import LanguageModelEnsemble
 
     threads = threads_per_member(args)
     result: dict = {}
@@ -143,22 +146,21 @@ def main() -> None:
         else:
             bundles = [pathlib.Path(b) for b in args.bundles]
             result.update(config={"bundles": [str(b) for b in bundles]})
-        try:
-            models = [load(b) for b in bundles]
+        try:  # refused in one line: a missing or corrupt bundle, a non-LM, members over other vocabularies
+            ensemble = LanguageModelEnsemble.from_bundles(bundles)
         except RnnkitError as exc:
             parser.error(str(exc))
-        for b, m in zip(bundles, models):
-            if not isinstance(m, LanguageModel):
-                parser.error(f"{b} holds a {type(m).__name__}, not a language model")
-        ids = torch.tensor(models[0].tokenizer.encode(shakespeare.load_dataset("tinyshakespeare", "val")))
+        ids = torch.tensor(ensemble.tokenizer.encode(shakespeare.load_dataset("tinyshakespeare", "val")))
         t_eval = time.monotonic()
-        try:
-            result.update(score(models, ids, shakespeare.windowed_loss))
-        except RnnkitError as exc:  # members over different vocabularies
-            parser.error(str(exc))
-    result.update(eval_seconds=round(time.monotonic() - t_eval, 1), params=sum(m.num_parameters() for m in models),
+        result.update(score(ensemble, ids, shakespeare.windowed_loss))
+    result.update(eval_seconds=round(time.monotonic() - t_eval, 1), params=ensemble.num_parameters(),
                   torch_threads_eval=torch.get_num_threads())
-    print(f"tiny shakespeare, ensemble of {len(models)}: stateful val loss {result['val_loss']:.4f}, "
+    if args.save:
+        ensemble.save(pathlib.Path(args.save) / "ensemble",
+                      extra={"val_loss": result["val_loss"], "val_loss_windowed": result["val_loss_windowed"],
+                             "members": [str(b) for b in bundles],
+                             "data": {"dataset": "tinyshakespeare", "tokenizer": "char"}})
+    print(f"tiny shakespeare, ensemble of {len(ensemble.members)}: stateful val loss {result['val_loss']:.4f}, "
           f"windowed {result['val_loss_windowed']:.4f}")
     if args.json:
         print(json.dumps(result))

@@ -32,29 +32,24 @@ from rnnkit.data.registry import load_dataset
 from rnnkit.data.tokenizers import CharTokenizer
 from rnnkit.errors import ConfigError
 from rnnkit.data.text import LMStream
-from rnnkit.models import LanguageModel, LanguageModelConfig
-from rnnkit.recipes.lm import mixture_log_probs, stateful_loss
+from rnnkit.models import LanguageModel, LanguageModelConfig, LanguageModelEnsemble
+from rnnkit.recipes.lm import stateful_loss
 from rnnkit.training import Trainer, TrainerConfig
 
 
 @torch.no_grad()
 def windowed_loss(model, ids: torch.Tensor, n: int = 200, length: int = 256, seed: int = 0) -> float:
     """Mean loss over ``n`` random windows, each from a zero state (nanoGPT's estimate). ``model``
-    may be a list of models, scored as an ensemble (the mean of their probabilities)."""
-    models = model if isinstance(model, (list, tuple)) else [model]
-    for m in models:
-        m.eval()
+    may be a list of models or a ``LanguageModelEnsemble``, scored as an ensemble (the mean of their
+    probabilities)."""
+    if isinstance(model, (list, tuple)):
+        model = LanguageModelEnsemble(model)
+    model.eval()
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - length - 1, (n,), generator=gen)
     x = torch.stack([ids[s:s + length] for s in starts])
     y = torch.stack([ids[s + 1:s + length + 1] for s in starts])
-    if len(models) == 1:
-        return sum(float(models[0](x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
-    total = 0.0
-    for i in range(0, n, 50):
-        mixed, _ = mixture_log_probs(models, x[i:i + 50])
-        total -= float(mixed.gather(-1, y[i:i + 50].unsqueeze(-1)).mean())
-    return total / math.ceil(n / 50)
+    return sum(float(model(x[i:i + 50], y[i:i + 50]).loss) for i in range(0, n, 50)) / math.ceil(n / 50)
 
 
 class _RecentLoss:
@@ -194,7 +189,8 @@ def main() -> None:
             LMStream(train_ids, args.batch, args.seq_len))
         train_seconds = time.monotonic() - start
     if args.save:
-        model.save(args.save, extra={"val_text": "tinyshakespeare last 10%", "config": vars(args)})
+        model.save(args.save, extra={"val_text": "tinyshakespeare last 10%", "config": vars(args),
+                                     "data": {"dataset": "tinyshakespeare", "tokenizer": "char"}})
     t_eval = time.monotonic()
     val = stateful_loss(model, val_ids, seq_len=256, batch_size=1)
     windowed = windowed_loss(model, val_ids)

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 from rnnkit.cells import LSTMState
 from rnnkit.errors import CheckpointError, ConfigError, DataError, RnnkitError
 from rnnkit.layers import GRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM, Recurrent, chrono_init_, from_torch
-from rnnkit.models import LanguageModel, LanguageModelConfig, LMOutput
+from rnnkit.models import LanguageModel, LanguageModelConfig, LanguageModelEnsemble, LMOutput
 
 
 _LAZY = {"Forecaster": "rnnkit.models.forecaster", "AnomalyDetector": "rnnkit.models.anomaly"}
@@ -36,6 +36,6 @@ def load(directory, map_location="cpu"):
 __all__ = [
     "__version__",
     "RNN", "LSTM", "GRU", "IndRNN", "MinGRU", "MinLSTM", "Recurrent", "LSTMState", "from_torch", "chrono_init_",
-    "LanguageModel", "LanguageModelConfig", "LMOutput", "Forecaster", "AnomalyDetector", "load",
+    "LanguageModel", "LanguageModelConfig", "LanguageModelEnsemble", "LMOutput", "Forecaster", "AnomalyDetector", "load",
     "RnnkitError", "DataError", "CheckpointError", "ConfigError",
 ]

@@ -70,11 +70,13 @@ def _bundle_path(path: Path) -> Path:
 
 
 def _load_lm(path: Path):
+    """A language model or an ensemble of them."""
     from rnnkit.export import load
-    from rnnkit.models.language_model import LanguageModel
+    from rnnkit.models import LanguageModel, LanguageModelEnsemble
     model = load(_bundle_path(path))
-    if not isinstance(model, LanguageModel):
-        raise typer.BadParameter(f"{path} holds a {type(model).__name__}, not a language model")
+    if not isinstance(model, (LanguageModel, LanguageModelEnsemble)):
+        from rnnkit.errors import ConfigError
+        raise ConfigError(f"{path} holds a {type(model).__name__}, not a language model")
     return model
 
 
@@ -134,33 +136,54 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
              ) -> None:
     """Evaluate a bundle: loss, perplexity and bits per token on held-out text (read in order,
     state carried; with --dynamic the model also adapts to the text as it reads it; with --with,
-    an ensemble of bundles)."""
+    an ensemble of bundles). Without --text or --dataset, the validation text of the data set the
+    bundle records."""
     import math
 
     import torch
 
+    from rnnkit.errors import ConfigError
+    from rnnkit.models import LanguageModelEnsemble
     from rnnkit.recipes.lm import LMDataConfig, dynamic_loss, load_lm_text, stateful_loss
     model = _load_lm(bundle)
-    members = [model] + [_load_lm(b) for b in also or []]
-    if len(members) > 1 and (dynamic != 0 or dynamic_decay != 0):
-        from rnnkit.errors import ConfigError
-        raise ConfigError("--dynamic adapts one model; it does not apply to an ensemble (--with)")
+    if also:
+        model = LanguageModelEnsemble([model] + [_load_lm(b) for b in also])
     if text is not None:
         from rnnkit.data.text import read_text
         val = read_text(text)
     else:
         from rnnkit.export.bundle import read_bundle_config
-        saved = read_bundle_config(_bundle_path(bundle)).get("extra", {}).get("data", {})
-        data = LMDataConfig(**{**saved, **({"dataset": dataset, "text": ""} if dataset else {})})
+        saved = read_bundle_config(_bundle_path(bundle)).get("extra", {}).get("data")
+        if not isinstance(saved, dict) and not dataset:
+            raise ConfigError(f"{bundle} does not record the data it was trained on; give --text FILE or --dataset NAME")
+        data = LMDataConfig(**{**(saved or {}), **({"dataset": dataset, "text": ""} if dataset else {})})
         val = load_lm_text(data)[1]
     _note_unknown(model, val)
     ids = torch.tensor(model.tokenizer.encode(val))
     if dynamic != 0 or dynamic_decay != 0:
         loss = dynamic_loss(model, ids, seq_len=64, lr=dynamic, decay=dynamic_decay)
     else:
-        loss = stateful_loss(members, ids, batch_size=8)
+        loss = stateful_loss(model, ids, batch_size=8)
     console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
 
+
+
+@app.command()
+def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more language-model bundles (or run folders, "
+                                                  "or ensemble bundles) over the same vocabulary."),
+             out: Path = typer.Option(..., "--out", "-o", help="The new ensemble bundle's folder.")) -> None:
+    """Join language models into one ensemble bundle: each next-token probability the mean of the
+    members' (generate, complete and evaluate take it like any language model)."""
+    from rnnkit.export.bundle import read_bundle_config
+    from rnnkit.models import LanguageModelEnsemble
+    from rnnkit.errors import ConfigError
+    joined = LanguageModelEnsemble([_load_lm(b) for b in bundles])
+    if len(joined.members) < 2:
+        raise ConfigError(f"an ensemble joins at least two language models, got {len(joined.members)}")
+    data = read_bundle_config(_bundle_path(bundles[0])).get("extra", {}).get("data")
+    joined.save(out, extra={"members": [str(b) for b in bundles], **({"data": data} if isinstance(data, dict) else {})})
+    console.print(f"{out}: an ensemble of {len(joined.members)} language models, "
+                  f"{joined.num_parameters():,} parameters", highlight=False, soft_wrap=True)
 
 def _train_lm(params: dict, base: dict | None = None) -> None:
     from rnnkit.models.language_model import LanguageModelConfig

@@ -71,7 +71,7 @@ def test_saved_bundles_are_scored_as_one_ensemble(script, monkeypatch, capsys, t
     monkeypatch.setattr(script, "_shakespeare_script", lambda: shakespeare)
     monkeypatch.setattr(shakespeare, "load_dataset", lambda *a, **k: TEXT[:1500])
     monkeypatch.setattr("sys.argv", ["lm_ensemble.py", "--bundles", str(tmp_path / "m0"), str(tmp_path / "m1"),
-                                     "--json"])
+                                     "--json", "--save", str(tmp_path / "out")])
     script.main()
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ids = torch.tensor(models[0].tokenizer.encode(TEXT[:1500]))
@@ -83,6 +83,15 @@ def test_saved_bundles_are_scored_as_one_ensemble(script, monkeypatch, capsys, t
     one = shakespeare.windowed_loss(models[0], ids)
     assert shakespeare.windowed_loss([models[0]] * 2, ids) == pytest.approx(one, rel=1e-5)
     assert result["val_loss_windowed"] < (one + shakespeare.windowed_loss(models[1], ids)) / 2
+    # --save: the ensemble as one bundle, which scores the same and records where its data comes from
+    from rnnkit.export import load
+    from rnnkit.export.bundle import read_bundle_config
+    from rnnkit.models import LanguageModelEnsemble
+    saved = load(tmp_path / "out" / "ensemble")
+    assert isinstance(saved, LanguageModelEnsemble) and len(saved.members) == 2
+    assert stateful_loss(saved, ids, seq_len=256) == pytest.approx(result["val_loss"], abs=1e-4)
+    extra = read_bundle_config(tmp_path / "out" / "ensemble")["extra"]
+    assert extra["data"]["dataset"] == "tinyshakespeare" and extra["val_loss"] == result["val_loss"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -91,9 +100,14 @@ def test_saved_bundles_are_scored_as_one_ensemble(script, monkeypatch, capsys, t
     (["--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["--bundles", "a", "--layers", "2"], "these training options do not apply: --layers 2"),
     (["--bundles", "/nonexistent/bundle"], "/nonexistent/bundle"),
+    (["--bundles", "a", "--save", "OCCUPIED"], "ensemble exists and is not an rnnkit bundle"),
 ])
-def test_bad_options_fail_in_one_line_before_any_training(script, monkeypatch, capsys, argv, message):
+def test_bad_options_fail_in_one_line_before_any_training(script, monkeypatch, capsys, tmp_path, argv, message):
     monkeypatch.setattr(script, "train_members", lambda *a: pytest.fail("trained before checking the options"))
+    if "OCCUPIED" in argv:
+        (tmp_path / "ensemble").mkdir()
+        (tmp_path / "ensemble" / "notes.txt").write_text("mine")
+        argv = [str(tmp_path) if a == "OCCUPIED" else a for a in argv]
     monkeypatch.setattr("sys.argv", ["lm_ensemble.py", *argv])
     with pytest.raises(SystemExit) as info:
         script.main()

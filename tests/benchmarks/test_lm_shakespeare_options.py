@@ -93,6 +93,8 @@ def test_save_keeps_the_trained_model_as_a_bundle(script, monkeypatch, capsys, t
     model = load(tmp_path / "m")
     assert isinstance(model, LanguageModel) and model.config.hidden_size == 8
     assert result["config"]["save"] == str(tmp_path / "m") and "--save" in script.build_parser().format_help()
+    from rnnkit.export.bundle import read_bundle_config  # so that `rnnkit evaluate m` reads tiny shakespeare
+    assert read_bundle_config(tmp_path / "m")["extra"]["data"] == {"dataset": "tinyshakespeare", "tokenizer": "char"}
 
 
 def test_save_into_a_folder_that_is_not_a_bundle_is_refused_before_training(script, monkeypatch, capsys, tmp_path):

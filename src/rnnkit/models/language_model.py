@@ -28,7 +28,7 @@ from rnnkit.errors import ConfigError
 from rnnkit.export.bundle import BundleMixin, register_model, save_bundle
 from rnnkit.layers import GRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM
 
-__all__ = ["LanguageModelConfig", "LanguageModel", "LMOutput", "LMState", "CELLS"]
+__all__ = ["LanguageModelConfig", "LanguageModel", "LMOutput", "LMState", "CELLS", "TextMethods"]
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM}
 
@@ -108,8 +108,29 @@ def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * mask
 
 
+class TextMethods:
+    """``stream``, ``generate`` and ``complete`` for a model whose ``forward`` returns next-token
+    logits (or log-probabilities) and which carries a ``tokenizer``."""
+
+    def stream(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling):
+        """Yield generated text piece by piece (see :mod:`rnnkit.models.text_generation`)."""
+        from rnnkit.models.sampling import SamplingConfig
+        from rnnkit.models.text_generation import stream
+        return stream(self, prompt, max_tokens, SamplingConfig(**sampling), seed)
+
+    def generate(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling) -> str:
+        """The continuation of ``prompt``: ``temperature``, ``top_k``, ``top_p``,
+        ``repetition_penalty``, ``greedy`` as in :class:`~rnnkit.models.sampling.SamplingConfig`."""
+        return "".join(self.stream(prompt, max_tokens, seed=seed, **sampling))
+
+    def complete(self, prefix: str, k: int = 3, **kw):
+        """The ``k`` most likely next words after ``prefix`` with their probabilities, best first."""
+        from rnnkit.models.text_generation import complete
+        return complete(self, prefix, k, **kw)
+
+
 @register_model("LanguageModel")
-class LanguageModel(BundleMixin, nn.Module):
+class LanguageModel(TextMethods, BundleMixin, nn.Module):
     """Recurrent language model; ``forward(input_ids, targets=None, state=None) -> LMOutput``."""
 
     config_class = LanguageModelConfig
@@ -247,23 +268,6 @@ class LanguageModel(BundleMixin, nn.Module):
         for k, (lo, hi) in enumerate(self._clusters()):
             parts.append(head[..., c0 + k:c0 + k + 1] + self._tail_log_probs(x, lo, hi))
         return torch.cat(parts, -1)
-
-    # -- text ---------------------------------------------------------------------------------
-    def stream(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling):
-        """Yield generated text piece by piece (see :mod:`rnnkit.models.text_generation`)."""
-        from rnnkit.models.sampling import SamplingConfig
-        from rnnkit.models.text_generation import stream
-        return stream(self, prompt, max_tokens, SamplingConfig(**sampling), seed)
-
-    def generate(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling) -> str:
-        """The continuation of ``prompt``: ``temperature``, ``top_k``, ``top_p``,
-        ``repetition_penalty``, ``greedy`` as in :class:`~rnnkit.models.sampling.SamplingConfig`."""
-        return "".join(self.stream(prompt, max_tokens, seed=seed, **sampling))
-
-    def complete(self, prefix: str, k: int = 3, **kw):
-        """The ``k`` most likely next words after ``prefix`` with their probabilities, best first."""
-        from rnnkit.models.text_generation import complete
-        return complete(self, prefix, k, **kw)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,9 +22,10 @@ import torch
 
 from rnnkit.errors import ConfigError
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
+from rnnkit.models.lm_ensemble import LanguageModelEnsemble
 
 __all__ = ["LMDataConfig", "LMResult", "train_language_model", "build_tokenizer", "load_lm_text",
-           "stateful_loss", "dynamic_loss", "mixture_log_probs"]
+           "stateful_loss", "dynamic_loss"]
 
 log = logging.getLogger(__name__)
 TOKENIZERS = ("char", "word", "bpe", "unigram")
@@ -102,72 +102,33 @@ def build_tokenizer(kind: str, train_text: str, vocab_size: int):
 
 
 @torch.no_grad()
-def stateful_loss(model: LanguageModel | Sequence[LanguageModel], ids: torch.Tensor, seq_len: int = 256,
-                  batch_size: int = 1) -> float:
+def stateful_loss(model, ids: torch.Tensor, seq_len: int = 256, batch_size: int = 1) -> float:
     """Mean next-token loss over ``ids`` read in order with the state carried (the natural measure
     for a recurrent model). ``batch_size > 1`` reads that many contiguous parts in parallel.
 
-    ``model`` may be a list of language models over the same vocabulary: the list is scored as an
-    *ensemble*, each token's probability the mean of the models' probabilities (each model carries
-    its own state)."""
-    models = _ensemble_members(model)
-    was = [m.training for m in models]
-    for m in models:
-        m.eval()
+    ``model`` may be a :class:`~rnnkit.models.lm_ensemble.LanguageModelEnsemble` or a list of
+    language models over the same vocabulary, scored as one: each token's probability the mean of
+    the models' probabilities (each model carries its own state)."""
+    if isinstance(model, (list, tuple)):
+        model = LanguageModelEnsemble(model)
+    modes = [(m, m.training) for m in model.modules()]  # each member keeps its own mode
+    model.eval()
     n = (ids.numel() - 1) // batch_size
     x = ids[: n * batch_size].view(batch_size, n)
     y = ids[1: n * batch_size + 1].view(batch_size, n)
-    states: list = [None] * len(models)
-    total = 0.0
-    device = next(models[0].parameters()).device
+    state, total = None, 0.0
+    device = next(model.parameters()).device
     for t in range(0, n, seq_len):
         xs, ys = x[:, t:t + seq_len].to(device), y[:, t:t + seq_len].to(device)
-        if len(models) == 1:
-            out = models[0](xs, ys, state=states[0])
-            total += float(out.loss) * xs.numel()
-            states[0] = out.state
-            continue
-        mixed, states = mixture_log_probs(models, xs, states)
-        total -= float(mixed.gather(-1, ys.unsqueeze(-1)).sum())
-    for m, w in zip(models, was):
-        m.train(w)
+        out = model(xs, ys, state=state)
+        total += float(out.loss) * xs.numel()
+        state = out.state
+    for m, mode in modes:
+        m.training = mode
     return total / (n * batch_size)
 
 
-def mixture_log_probs(models: Sequence[LanguageModel], x: torch.Tensor, states: Sequence | None = None):
-    """``(log p, new states)``: the log of the mean of the models' next-token probabilities for
-    ``x`` (B, T) -> (B, T, V), each model from its own state (``None``: zero states)."""
-    states = list(states) if states is not None else [None] * len(models)
-    log_probs = []
-    for i, m in enumerate(models):
-        out = m(x, state=states[i])
-        log_probs.append(torch.log_softmax(out.logits.float(), -1))
-        states[i] = out.state
-    return torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(models)), states
-
-
-def _ensemble_members(model) -> list[LanguageModel]:
-    """``model`` as a list; a list is checked: language models over one vocabulary (same size, same
-    tokens). A single model is taken as it is."""
-    if not isinstance(model, (list, tuple)):
-        return [model]
-    models = list(model)
-    if not models:
-        raise ConfigError("an ensemble needs at least one language model, got an empty list")
-    for m in models:
-        if not isinstance(m, LanguageModel):
-            raise ConfigError(f"expected LanguageModel instances, got {type(m).__name__}")
-    first = models[0]
-    for i, m in enumerate(models[1:], 1):
-        vocab = [getattr(getattr(k, "tokenizer", None), "vocab", None) for k in (first, m)]
-        if m.config.vocab_size != first.config.vocab_size or (None not in vocab and vocab[0] != vocab[1]):
-            raise ConfigError(f"ensemble member {i} has a different vocabulary from member 0 "
-                              f"({m.config.vocab_size} against {first.config.vocab_size} tokens, or other tokens): "
-                              "an ensemble averages probabilities of the same tokens")
-    return models
-
-
-def dynamic_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 64, lr: float = 0.01,
+def dynamic_loss(model: LanguageModel | LanguageModelEnsemble, ids: torch.Tensor, seq_len: int = 64, lr: float = 0.01,
                  decay: float = 0.0) -> float:
     """Mean next-token loss over ``ids`` read in order with *dynamic evaluation* (Krause et al.
     2018): each segment of ``seq_len`` tokens is scored first, then the weights take one SGD step
@@ -175,7 +136,8 @@ def dynamic_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int = 64, lr:
     (as a keyboard adapts to its user). Each token is still scored before the model has seen it.
     ``decay`` pulls the weights back towards the trained ones after each step
     (``w += decay * (w0 - w)``, Krause et al.'s global prior). Works on a copy: ``model`` is left
-    as it was. ``lr=0`` gives :func:`stateful_loss` with ``batch_size=1``.
+    as it was. ``lr=0`` gives :func:`stateful_loss` with ``batch_size=1``. An ensemble adapts all of
+    its members by the gradient of the mixture's loss.
     """
     import copy
 
