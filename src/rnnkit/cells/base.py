@@ -79,6 +79,17 @@ class RecurrentCell(nn.Module):
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> State:
         raise NotImplementedError
 
+    # the fused kernels keep their prepared weights here between inference calls
+    # (rnnkit.kernels._gemm.prepared): dropped on a change of mode and never copied or pickled
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_rnnkit_prepared", None)
+        return super().train(mode)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_rnnkit_prepared", None)
+        return state
+
     def project_input(self, x: Tensor) -> Tensor:
         """The part of the step that depends on the input only, for any leading shape."""
         raise NotImplementedError

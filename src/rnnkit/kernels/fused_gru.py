@@ -37,7 +37,7 @@ from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.layernorm import EPS, LayerNormGRUCell
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import triton_ln_gru
-from rnnkit.kernels._gemm import InputSide, Weight, add_outer
+from rnnkit.kernels._gemm import InputSide, Weight, add_outer, prepared
 
 __all__ = ["gru_sequence", "supports"]
 
@@ -67,20 +67,21 @@ class _GRUFn(torch.autograd.Function):
     def backward(ctx, *grads):
         with fc.loop_threads():
             try:
-                return _GRUFn._backward(ctx, *grads)
+                return _GRUFn._backward(ctx, *grads)[:len(ctx.needs_input_grad)]  # prep: optional
             finally:  # the saved output refers to this node: kept in ctx.s it would make a reference
                 # cycle, and the scratch buffers would wait for the garbage collector instead of going
                 # back to the pool when the graph is freed (a fresh 32 MB buffer per call, page faults)
                 ctx.s.ys = ctx.s.h0 = None
 
     @staticmethod
-    def _forward(ctx, x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep, b):
+    def _forward(ctx, x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep, b, prep=None):
         T, B, _ = x.shape
         H, C = h0.shape[1], fc.chunk_size(B)
         s = SimpleNamespace(b_hh=b_hh, ln_w=ln_hh, mask=mask, keep=keep, C=C)
         sc = s.scratch = fc.Scratch(b, x)
         keep_xp = None if ln_ih is None else sc.take(T, B, 3 * H)
-        s.inp, s.w = InputSide(x, w_ih, b_ih, ln_ih, EPS, C * B, keep_xp), Weight(w_hh, B)
+        s.inp = InputSide(x, w_ih, b_ih, ln_ih, EPS, C * B, keep_xp, prep)
+        s.w = Weight(w_hh, B) if prep is None else prep.weight(w_hh, B)
         ys = fc.new_buffer(b, T, B, H, like=x)
         s.act, s.ahn = sc.take(T, B, 3 * H), sc.take(T, B, H)  # r, z, n; the recurrent side of n
         s.hp = None if ln_hh is None else sc.take(T, B, 3 * H)  # W_hh h_{t-1} before its norm
@@ -115,7 +116,7 @@ class _GRUFn(torch.autograd.Function):
         s.inp.begin_backward(ctx.needs_input_grad[0])
         dh0 = _backward_chunks(s, b, d_ys, d_hn, ctx.needs_input_grad[4])
         inp = s.inp
-        return inp.dx, inp.d_w, inp.d_bias, inp.d_gain, dh0, s.d_w, s.d_b, s.d_ln, None, None, None
+        return inp.dx, inp.d_w, inp.d_bias, inp.d_gain, dh0, s.d_w, s.d_b, s.d_ln, None, None, None, None
 
 
 def _row_passes(ln_hh: Tensor | None, x: Tensor):
@@ -277,9 +278,12 @@ def gru_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = None,
     B, T, _ = x.shape
     b = fc.batching(lengths, B, T)
     keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected, b.order)
-    w_ih, b_ih, ln_ih, w_hh, b_hh, ln_hh = _params(cell, isinstance(cell, LayerNormGRUCell))
+    ln = isinstance(cell, LayerNormGRUCell)
+    read = [cell.weight_ih, cell.weight_hh] + [t for t in (cell.bias_ih, cell.bias_hh) if t is not None] + \
+        ([cell.ln_ih_weight, cell.ln_hh_weight] if ln else [])
+    (w_ih, b_ih, ln_ih, w_hh, b_hh, ln_hh), prep = prepared(cell, read, lambda: _params(cell, ln))
     xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I)
     ys, h_n = _GRUFn.apply(xt, w_ih, b_ih, ln_ih, b.rows(state), w_hh, b_hh, ln_hh, b.rows(recurrent_mask),
-                           keep, b)
+                           keep, b, prep)
     y, (h_n,) = fc.finish(b, ys, [h_n])
     return y, h_n

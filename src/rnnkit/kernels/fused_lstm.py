@@ -48,7 +48,7 @@ from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.kernels import _cpp, triton_ln_lstm
 from rnnkit.kernels import _fused_common as fc
-from rnnkit.kernels._gemm import InputSide, Weight, add_outer
+from rnnkit.kernels._gemm import InputSide, Weight, add_outer, prepared
 
 __all__ = ["lstm_sequence", "supports"]
 
@@ -79,20 +79,21 @@ class _LSTMFn(torch.autograd.Function):
     def backward(ctx, *grads):
         with fc.loop_threads():
             try:
-                return _LSTMFn._backward(ctx, *grads)
+                return _LSTMFn._backward(ctx, *grads)[:len(ctx.needs_input_grad)]  # prep: optional
             finally:  # the saved output refers to this node: kept in ctx.s it would make a reference
                 # cycle, and the scratch buffers would wait for the garbage collector instead of going
                 # back to the pool when the graph is freed (a fresh 32 MB buffer per call, page faults)
                 ctx.s.ys = ctx.s.h0 = None
 
     @staticmethod
-    def _forward(ctx, x, w_ih, bias, ln_ih, h0, c0, w_hh, ln_hh, lnc_w, lnc_b, peep, mask, keep, b):
+    def _forward(ctx, x, w_ih, bias, ln_ih, h0, c0, w_hh, ln_hh, lnc_w, lnc_b, peep, mask, keep, b, prep=None):
         T, B, _ = x.shape
         H, C = h0.shape[1], fc.chunk_size(B)
         s = SimpleNamespace(ln_w=ln_hh, lnc_w=lnc_w, lnc_b=lnc_b, peep=peep, mask=mask, keep=keep, C=C)
         s.scratch = sc = fc.Scratch(b, x)
         keep_xp = None if ln_ih is None else sc.take(T, B, 4 * H)
-        s.inp, s.w = InputSide(x, w_ih, bias, ln_ih, EPS, C * B, keep_xp), Weight(w_hh, B)
+        s.inp = InputSide(x, w_ih, bias, ln_ih, EPS, C * B, keep_xp, prep)
+        s.w = Weight(w_hh, B) if prep is None else prep.weight(w_hh, B)
         ys = fc.new_buffer(b, T, B, H, like=x)
         s.cs = sc.take(T + 1, B, H)  # c_0 .. c_T
         s.cs[0] = c0
@@ -132,7 +133,7 @@ class _LSTMFn(torch.autograd.Function):
             d_lnc_w, d_lnc_b = _sum([g for g, _ in s.dgc], s.lnc_w), _sum([g for _, g in s.dgc], s.lnc_b)
         inp = s.inp
         return (inp.dx, inp.d_w, inp.d_bias, inp.d_gain, dh0, dc0, s.d_w, d_ln, d_lnc_w, d_lnc_b, s.d_peep,
-                None, None, None)
+                None, None, None, None)
 
 
 def _sum(parts: list, like: Tensor | None) -> Tensor | None:
@@ -379,13 +380,15 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     H, ln = cell.hidden_size, isinstance(cell, LayerNormLSTMCell)
     b = fc.batching(lengths, B, T)
     keep = fc.zoneout_keep(zoneout, T, 2, B, H, x, zoneout_expected, b.order)
-    w_ih, bias, ln_ih, w_hh, ln_hh = _gate_params(cell, ln)
+    read = [cell.weight_ih, cell.weight_hh] + [t for t in (cell.bias_ih, cell.bias_hh) if t is not None] + \
+        ([cell.ln_ih_weight, cell.ln_hh_weight] if ln else [])
+    (w_ih, bias, ln_ih, w_hh, ln_hh), prep = prepared(cell, read, lambda: _gate_params(cell, ln))
     peep = None
     if not ln and cell.peephole:
         peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
     lnc = (cell.ln_c_weight, cell.ln_c_bias) if ln else (None, None)
     xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I)
     ys, h_n, c_n = _LSTMFn.apply(xt, w_ih, bias, ln_ih, b.rows(state.h), b.rows(state.c), w_hh, ln_hh, *lnc,
-                                 peep, b.rows(recurrent_mask), keep, b)
+                                 peep, b.rows(recurrent_mask), keep, b, prep)
     y, (h_n, c_n) = fc.finish(b, ys, [h_n, c_n])
     return y, LSTMState(h_n, c_n)

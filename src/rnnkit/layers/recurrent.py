@@ -108,6 +108,14 @@ class Recurrent(nn.Module):
         self._cells.append(cell)
         self._bindings.append(pairs)
 
+    def train(self, mode: bool = True):
+        """Set the mode of the layer and of its cells (which are not registered submodules: the
+        fused kernels keep prepared weights on a cell only while it is in evaluation mode)."""
+        super().train(mode)
+        for cell in self._cells:
+            cell.train(mode)
+        return self
+
     def _params(self):
         """The weights by their flat names: ``_parameters``, or where some are parametrized
         (``torch.nn.utils.parametrize``, e.g. ``parametrizations.weight_norm``) a mapping with each

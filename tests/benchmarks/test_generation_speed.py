@@ -1,0 +1,63 @@
+"""benchmarks/generation_speed.py: the "prepared every call" model really prepares on every call
+(and generates what the kept one does), and a short run writes every row."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+import torch
+
+from rnnkit.kernels import _gemm
+
+PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "generation_speed.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("generation_speed_script", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_every_call_model_prepares_on_every_call(script, monkeypatch):
+    kept, every = script.build(True, 0), script.build(True, 0)
+    script.forget_each_call(every)
+    builds = []
+    real = _gemm.Prepared.__init__
+    monkeypatch.setattr(_gemm.Prepared, "__init__", lambda self, params: builds.append(1) or real(self, params))
+    for model, per_call in ((kept, False), (every, True)):
+        builds.clear()
+        text = model.generate("ab", 6, seed=0)
+        layers = model.config.num_layers
+        assert len(builds) == (layers * 7 if per_call else layers)  # the prompt's call + 6 one-token calls
+    assert kept.generate("ab", 20, seed=1) == every.generate("ab", 20, seed=1) and len(text) == 6
+
+
+def test_a_short_run_writes_every_row(script, monkeypatch, tmp_path):
+    monkeypatch.setattr("sys.argv", ["generation_speed.py", "--chars", "3", "--rounds", "1",
+                                     "--json", str(tmp_path / "g.json")])
+    monkeypatch.setattr(script, "build", lambda ln, seed: _small(script, ln, seed))
+    script.main()
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert len(result["chars_per_second"]) == 4 and all(v > 0 for v in result["chars_per_second"].values())
+    assert result["kept_over_every_call"] > 0
+
+
+def _small(script, layer_norm, seed):
+    from rnnkit.data.tokenizers import CharTokenizer
+    from rnnkit.models import LanguageModel, LanguageModelConfig
+    torch.manual_seed(seed)
+    tok = CharTokenizer().fit(script.TEXT)
+    return LanguageModel(LanguageModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16,
+                                             layer_norm=layer_norm), tokenizer=tok).eval()
+
+
+def test_bad_options_fail_in_one_line(script, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["generation_speed.py", "--rounds", "0"])
+    with pytest.raises(SystemExit) as info:
+        script.main()
+    assert info.value.code == 2 and "--chars and --rounds must be >= 1" in capsys.readouterr().err
