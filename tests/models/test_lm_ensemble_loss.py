@@ -56,6 +56,8 @@ def test_members_keep_their_training_mode():
     a.train()
     stateful_loss([a, b], IDS[:100], seq_len=32)
     assert a.training and not b.training
+    cells = [[c.training for layer in m.layers for c in layer._cells] for m in (a, b)]
+    assert all(cells[0]) and not any(cells[1])  # the layers' cells follow (they keep weights only in eval)
 
 
 @pytest.mark.parametrize("members, match", [

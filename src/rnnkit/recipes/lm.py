@@ -123,8 +123,8 @@ def stateful_loss(model, ids: torch.Tensor, seq_len: int = 256, batch_size: int 
         out = model(xs, ys, state=state)
         total += float(out.loss) * xs.numel()
         state = out.state
-    for m, mode in modes:
-        m.training = mode
+    for m, mode in modes:  # parents first: each module ends in its own mode (layers pass theirs to their cells)
+        m.train(mode)
     return total / (n * batch_size)
 
 
