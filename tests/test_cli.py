@@ -33,7 +33,7 @@ def test_train_help_shows_every_option_with_its_default(capsys):
     code, out, _ = run(["train", "lm", "--help"], capsys)
     assert code == 0
     assert "--model.hidden_size" in out and "[default: 512]" in out and "--trainer.max_time" in out
-    assert "--data.tokenizer" in out
+    assert "--data.tokenizer" in out and "--model.zoneout_cell" in out
 
 
 def test_datasets_lists_pydocs(capsys):

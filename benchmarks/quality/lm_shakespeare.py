@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--zoneout", type=float, default=0.0,
                     help="zoneout: each unit of h and c keeps its previous value with this probability at "
                          "every step (Krueger et al.)")
+    ap.add_argument("--zoneout-cell", type=float, default=None,
+                    help="the LSTM's cell state c gets this zoneout rate instead, --zoneout then acting on h "
+                         "only (Krueger et al.: 0.05 for h, 0.5 for c)")
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay of the weight matrices (AdamW instead of Adam when > 0)")
     ap.add_argument("--ema", type=float, default=0.0,
@@ -146,7 +149,7 @@ def configs(args: argparse.Namespace, vocab_size: int, run_dir: str) -> tuple[La
                               output_dropout=args.dropout, input_dropout=args.input_dropout,
                               hidden_dropout=args.dropout if args.layers > 1 else 0.0,
                               weight_drop=args.weight_drop, recurrent_dropout=args.recurrent_dropout,
-                              zoneout=args.zoneout)
+                              zoneout=args.zoneout, zoneout_cell=args.zoneout_cell)
     # cosine decay of the learning rate over the wall-clock budget, after a short warm-up
     tcfg = TrainerConfig(run_dir=run_dir, name="shakespeare", max_time=args.seconds, lr=args.lr,
                          schedule="cosine", warmup_steps=20, min_lr=args.lr / 20, max_grad_norm=1.0,

@@ -29,12 +29,15 @@ def test_options_reach_model_and_trainer(script, tmp_path):
     args = script.build_parser().parse_args(["--layer-norm", "--zoneout", "0.1", "--recurrent-dropout", "0.2"])
     cfg, _ = script.configs(args, 65, str(tmp_path))
     assert (cfg.zoneout, cfg.recurrent_dropout, cfg.layer_norm) == (0.1, 0.2, True)
+    cfg, _ = script.configs(script.build_parser().parse_args(["--zoneout", "0.05", "--zoneout-cell", "0.5"]), 65,
+                            str(tmp_path))
+    assert (cfg.zoneout, cfg.zoneout_cell) == (0.05, 0.5)
 
 
 def test_help_names_the_options(script):
     text = script.build_parser().format_help()
     assert "--input-dropout" in text and "--weight-decay" in text and "AdamW" in text and "--weight-drop" in text
-    assert "--ema" in text and "--zoneout" in text and "--recurrent-dropout" in text
+    assert "--ema" in text and "--zoneout" in text and "--recurrent-dropout" in text and "--zoneout-cell" in text
 
 
 @pytest.mark.parametrize("argv, name", [(["--input-dropout", "1.5"], "input_dropout"),
@@ -42,6 +45,7 @@ def test_help_names_the_options(script):
                                         (["--weight-decay", "-0.1"], "weight_decay"),
                                         (["--ema", "1.0"], "ema"),
                                         (["--zoneout", "1.0"], "zoneout"),
+                                        (["--zoneout-cell", "1.0"], "zoneout_cell"),
                                         (["--recurrent-dropout", "-0.2"], "recurrent_dropout")])
 def test_bad_values_fail_with_one_clear_line(script, tmp_path, argv, name):
     args = script.build_parser().parse_args(argv)

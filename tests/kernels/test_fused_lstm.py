@@ -61,9 +61,13 @@ def test_lengths_mask_and_zoneout_equal_reference(kind):
     lengths = torch.tensor([4, 11, 0, 1, 7])
     mask = torch.rand(B, H) * 2
     for kw in ({"lengths": lengths}, {"mask": mask}, {"zoneout": 0.3}, {"lengths": lengths, "zoneout": 0.3,
-                                                                        "mask": mask}):
+                                                                        "mask": mask},
+               {"zoneout": (0.2, 0.5), "lengths": lengths}, {"zoneout": (0.0, 0.4)}):  # (h, c) rates apart
         _compare(CELLS[kind](I, H), x, (h0, c0), torch.float64, 1e-10, **kw)
-        if kind != "no_bias":  # without biases layer norm is ill-conditioned in float32 (float64 above)
+        # float32 too, except: without biases layer norm is ill-conditioned; with c zoned out and h never,
+        # the gradients run through c over many steps (|dx| ~ 7 here) and float32 summation order moves
+        # them by ~3e-5 relative (float64 above shows the kernel equal to the reference)
+        if kind != "no_bias" and kw.get("zoneout") != (0.0, 0.4):
             _compare(CELLS[kind](I, H), x, (h0, c0), torch.float32, 1e-5, **kw)
 
 

@@ -222,3 +222,73 @@ def test_weight_drop_bad_values():
     with pytest.raises(TypeError):
         rnnkit.MinGRU(3, 5, weight_drop=0.1)  # no recurrent matrix to drop
     assert "weight_drop=0.2" in repr(rnnkit.GRU(3, 5, weight_drop=0.2))
+
+
+def _expected_zoneout_parts(layer, x, p_h, p_c):
+    """Hand-written eval-mode zoneout with an LSTM's h and c at their own rates."""
+    ys = x
+    for cell in layer.cells():
+        s = cell.init_state(x.shape[0], dtype=x.dtype)
+        outs = []
+        for t in range(ys.shape[1]):
+            _, new = cell.step(ys[:, t], s)
+            s = LSTMState(p_h * s.h + (1 - p_h) * new.h, p_c * s.c + (1 - p_c) * new.c)
+            outs.append(s.h)
+        ys = torch.stack(outs, 1)
+    return ys
+
+
+@pytest.mark.parametrize("options", [{}, {"layer_norm": True}, {"peephole": True}])
+@pytest.mark.parametrize("backend", ["auto", "cell"])
+def test_lstm_zoneout_rates_for_h_and_c_apart_in_eval_mode(options, backend):
+    torch.manual_seed(3)
+    layer = rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, zoneout=(0.05, 0.5), backend=backend,
+                        **options).double().eval()
+    x = torch.randn(3, 7, 4, dtype=torch.float64)
+    y, _ = layer(x)
+    torch.testing.assert_close(y, _expected_zoneout_parts(layer, x, 0.05, 0.5))
+    one = rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, zoneout=0.5, **options).double().eval()
+    one.load_state_dict(layer.state_dict())
+    assert not torch.allclose(one(x)[0], y)  # not the single rate
+    state, outs = None, []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            out, state = layer.step(x[:, t], state)
+            outs.append(out)
+    torch.testing.assert_close(torch.stack(outs, 1), y)
+
+
+def test_lstm_zoneout_rates_apart_in_training(monkeypatch):
+    """h keeps its previous value at about p_h, c at about p_c; a rate of 0 draws no mask (the fused
+    kernel and the cell loop then use the same random numbers: tests/kernels/test_fused_lstm.py)."""
+    layer = rnnkit.LSTM(4, 64, batch_first=True, zoneout=(0.0, 0.6), backend="cell").train()
+    seen = []
+    cell = layer.cells()[0]
+    original = type(cell).recurrence
+
+    def spy(self, xp_t, state, recurrent_mask=None):
+        seen.append(state)
+        return original(self, xp_t, state, recurrent_mask)
+    monkeypatch.setattr(type(cell), "recurrence", spy)
+    layer(torch.randn(16, 40, 4))
+    h = torch.stack([s.h for s in seen[1:]])
+    c = torch.stack([s.c for s in seen[1:]])
+    assert (h[1:] == h[:-1]).float().mean().item() < 0.02  # h is never zoned out
+    assert 0.55 < (c[1:] == c[:-1]).float().mean().item() < 0.65
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: rnnkit.GRU(4, 6, zoneout=(0.1, 0.2)), "this layer's state has one part"),
+    (lambda: rnnkit.MinGRU(4, 6, zoneout=(0.1, 0.2)), "this layer's state has one part"),
+    (lambda: rnnkit.LSTM(4, 6, zoneout=(0.1, 0.2, 0.3)), "sets an LSTM's two state parts apart"),
+    (lambda: rnnkit.LSTM(4, 6, zoneout=(0.1, 1.0)), "zoneout must be a number in"),
+])
+def test_bad_zoneout_rates_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_equal_rates_are_one_rate():
+    assert rnnkit.LSTM(4, 6, zoneout=(0.2, 0.2)).zoneout == 0.2
+    assert rnnkit.LSTM(4, 6, zoneout=[0.0, 0.0]).select_backend() == "native"  # no zoneout at all
+    assert "zoneout=(0.05, 0.5)" in repr(rnnkit.LSTM(4, 6, zoneout=(0.05, 0.5)))

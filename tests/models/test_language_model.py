@@ -62,7 +62,9 @@ def test_regularisers_only_in_training():
                                       "layer_norm"), ({"input_dropout": 1.0}, "input_dropout"),
                                       ({"proj_size": 4, "cell": "gru"}, "proj_size"),
                                       ({"weight_drop": 1.0}, "weight_drop"),
-                                      ({"weight_drop": 0.2, "cell": "mingru"}, "weight_drop")])
+                                      ({"weight_drop": 0.2, "cell": "mingru"}, "weight_drop"),
+                                      ({"zoneout_cell": 0.5, "cell": "gru"}, "zoneout_cell is the zoneout of an LSTM"),
+                                      ({"zoneout_cell": 1.0}, r"zoneout_cell must be in \[0, 1\)")])
 def test_bad_config(kw, match):
     with pytest.raises(ConfigError, match=match):
         LanguageModelConfig(vocab_size=10, **kw)
@@ -171,3 +173,15 @@ def test_adaptive_softmax_learns_generates_and_round_trips(tmp_path):
     back = rnnkit.load(tmp_path / "b")
     assert back.config.softmax_cutoffs == m.config.softmax_cutoffs
     assert torch.equal(back(x[:1, :20]).logits, m(x[:1, :20]).logits)
+
+
+def test_zoneout_cell_gives_the_lstm_cell_state_its_own_rate(tmp_path):
+    tok = CharTokenizer().fit("abcdefgh ")
+    m = LanguageModel(LanguageModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=12,
+                                          num_layers=2, zoneout=0.05, zoneout_cell=0.5), tokenizer=tok)
+    assert [layer.zoneout for layer in m.layers] == [(0.05, 0.5)] * 2
+    assert LanguageModel(vocab_size=10, zoneout=0.1).layers[0].zoneout == 0.1  # unset: one rate for h and c
+    m.save(tmp_path / "m")
+    back = rnnkit.load(tmp_path / "m")
+    ids = torch.randint(0, tok.vocab_size, (2, 9))
+    assert back.config.zoneout_cell == 0.5 and torch.equal(back(ids).logits, m.eval()(ids).logits)

@@ -18,7 +18,9 @@ and its state stops changing) and the two recurrent regularisers of the layers:
   recurrent weights (variational recurrent dropout, Gal & Ghahramani 2016: one mask for all steps);
 * ``zoneout``: at every step each state unit keeps its previous value with probability ``p``
   (Krueger et al. 2017); with ``zoneout_expected=True`` (the layer's evaluation mode) every unit takes
-  the expectation ``p h_{t-1} + (1-p) h_t`` instead, as the paper does at test time.
+  the expectation ``p h_{t-1} + (1-p) h_t`` instead, as the paper does at test time. ``p`` is one rate,
+  or one per state part: an LSTM's ``(p_h, p_c)`` (the paper's best LSTM used 0.05 for ``h``, 0.5 for
+  ``c``). Masks are drawn per step, ``h`` then ``c``, none for a part whose rate is 0.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import NamedTuple, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LSTMState", "State", "RecurrentCell", "map_state", "check_step_input"]
+__all__ = ["LSTMState", "State", "RecurrentCell", "map_state", "check_step_input", "zoneout_rates",
+           "zoneout_state"]
 
 
 class LSTMState(NamedTuple):
@@ -133,14 +136,14 @@ class RecurrentCell(nn.Module):
         return self._loop(lambda t, s: self.step(xs[t], s, recurrent_mask)[1],
                           x, state, lengths, zoneout, zoneout_expected)
 
-    def _loop(self, advance, x: Tensor, state: State, lengths: Tensor | None, zoneout: float,
+    def _loop(self, advance, x: Tensor, state: State, lengths: Tensor | None, zoneout,
               zoneout_expected: bool = False):
         """Loop ``advance(t, state)`` over time, applying zoneout and freezing finished sequences."""
         outputs = []
         for t in range(x.shape[1]):
             new = advance(t, state)
-            if zoneout > 0.0:
-                new = map_state(lambda n, o: _zoneout(n, o, zoneout, zoneout_expected), new, state)
+            if zoneout:
+                new = zoneout_state(new, state, zoneout, zoneout_expected)
             if lengths is not None:
                 alive = (lengths > t).unsqueeze(-1)  # (B, 1)
                 new = map_state(lambda n, o: torch.where(alive, n, o), new, state)
@@ -155,9 +158,28 @@ class RecurrentCell(nn.Module):
         return y, state
 
 
+def zoneout_rates(p, parts: int) -> tuple[float, ...]:
+    """``p`` (one rate, or one per state part) as one rate per part of a state with ``parts`` parts."""
+    if isinstance(p, (tuple, list)):
+        if len(p) != parts:
+            raise ValueError(f"zoneout: expected one rate or {parts} (one per state part), got {tuple(p)!r}")
+        return tuple(float(r) for r in p)
+    return (float(p),) * parts
+
+
+def zoneout_state(new: State, old: State, p, expected: bool = False) -> State:
+    """Zoneout on every part of a state (``p`` as in :func:`zoneout_rates`), ``h`` before ``c``."""
+    if isinstance(new, Tensor):
+        return _zoneout(new, old, zoneout_rates(p, 1)[0], expected)
+    rates = zoneout_rates(p, len(new))
+    return type(new)(*(_zoneout(n, o, r, expected) for n, o, r in zip(new, old, rates)))
+
+
 def _zoneout(new: Tensor, old: Tensor, p: float, expected: bool = False) -> Tensor:
     """Keep each unit's previous value with probability ``p`` (a fresh mask every step); with
     ``expected``, the expectation ``p old + (1-p) new`` (Krueger et al.'s test-time rule)."""
+    if p == 0.0:  # no mask drawn: the random stream is the same as without this part's zoneout
+        return new
     if expected:
         return torch.lerp(new, old, p)
     keep = torch.empty_like(new).bernoulli_(p)

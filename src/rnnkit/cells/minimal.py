@@ -76,7 +76,7 @@ class _MinCell(RecurrentCell):
         """The whole sequence as one parallel scan (zoneout mixes states step by step: it loops instead)."""
         if recurrent_mask is not None:
             raise ValueError(f"{type(self).__name__} has no recurrent weights: recurrent dropout does not apply")
-        if zoneout > 0.0:
+        if zoneout:
             return super().forward(x, state, lengths=lengths, zoneout=zoneout, zoneout_expected=zoneout_expected)
         h0 = self._default_state(x, state)
         log_a, log_b = self.log_coefficients(self.project_input(x))

@@ -39,13 +39,17 @@ class RNN(Recurrent):
 
 
 class LSTM(Recurrent):
-    """LSTM layer, a drop-in ``torch.nn.LSTM``; optionally layer-normalised or with peepholes."""
+    """LSTM layer, a drop-in ``torch.nn.LSTM``; optionally layer-normalised or with peepholes.
+
+    ``zoneout`` is one rate for ``h`` and ``c``, or ``(p_h, p_c)`` (Krueger et al. 2017 found
+    ``(0.05, 0.5)`` best for character-level LSTMs)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *, layer_norm: bool = False,
                  peephole: bool = False, forget_bias: float = 0.0, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, weight_drop: float = 0.0, backend: str = "auto") -> None:
+                 zoneout: float | tuple[float, float] = 0.0, weight_drop: float = 0.0,
+                 backend: str = "auto") -> None:
         if layer_norm and (proj_size or peephole):
             raise ValueError("LSTM: layer_norm=True supports neither proj_size nor peephole; "
                              f"got proj_size={proj_size}, peephole={peephole}")

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit.cells.base import LSTMState, RecurrentCell, _zoneout, map_state
+from rnnkit.cells.base import LSTMState, RecurrentCell, zoneout_state
 from rnnkit.kernels import dispatch, native
 from rnnkit.kernels.step import try_step
 from rnnkit.layers import masking
@@ -45,8 +45,8 @@ class Recurrent(nn.Module):
 
     def __init__(self, make_cell: Callable[[int], RecurrentCell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, *, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
-                 weight_drop: float = 0.0, backend: str = "auto") -> None:
+                 bidirectional: bool = False, *, recurrent_dropout: float = 0.0,
+                 zoneout: float | tuple[float, float] = 0.0, weight_drop: float = 0.0, backend: str = "auto") -> None:
         super().__init__()
         name = type(self).__name__
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
@@ -61,7 +61,8 @@ class Recurrent(nn.Module):
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         self.bidirectional = bool(bidirectional)
         self.recurrent_dropout = check_probability(f"{name}: recurrent_dropout", recurrent_dropout)
-        self.zoneout = check_probability(f"{name}: zoneout", zoneout)
+        zoneout = tuple(check_probability(f"{name}: zoneout", p) for p in zoneout) \
+            if isinstance(zoneout, (tuple, list)) else check_probability(f"{name}: zoneout", zoneout)
         self.weight_drop = check_probability(f"{name}: weight_drop", weight_drop)
         self.backend = backend
         self._cells: list[RecurrentCell] = []
@@ -79,6 +80,16 @@ class Recurrent(nn.Module):
         probe = self._cells[0].init_state(1, device=torch.device("meta"))
         self._lstm_state = isinstance(probe, LSTMState)
         self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
+        self.zoneout = self._check_zoneout(zoneout)
+
+    def _check_zoneout(self, zoneout):
+        """One rate, or an LSTM's ``(p_h, p_c)`` (kept as one float when they are equal)."""
+        if not isinstance(zoneout, tuple):
+            return zoneout
+        if not self._lstm_state or len(zoneout) != 2:
+            raise ValueError(f"{type(self).__name__}: zoneout=(p_h, p_c) sets an LSTM's two state parts apart; "
+                             f"this layer's state has one part: give one rate, got {zoneout!r}")
+        return zoneout[0] if zoneout[0] == zoneout[1] else zoneout
 
     def _recurrent_names(self) -> tuple[str, ...]:
         """The flat names of the recurrent matrices (``weight_hh_l{k}[_reverse]``)."""
@@ -208,14 +219,14 @@ class Recurrent(nn.Module):
     def select_backend(self) -> str:
         """The backend ``forward`` uses now (it depends on the training mode)."""
         # zoneout acts in evaluation mode too (the expectation of its mix), which torch's kernels lack
-        regularised = (self.training and self.recurrent_dropout > 0) or self.zoneout > 0
+        regularised = (self.training and self.recurrent_dropout > 0) or bool(self.zoneout)
         native_ok = self.native_mode is not None and not regularised
         if self.backend == "native" and not native_ok:
             why = "recurrent dropout in training or zoneout" if regularised else "this configuration"
             raise ValueError(f"{type(self).__name__}: backend='native' is not available for {why}; "
                              "use backend='auto'")
         fast = {"fused": dispatch.fused_supports(self._cells[0]),
-                "scan": dispatch.scan_supports(self._cells[0], self.zoneout > 0)}
+                "scan": dispatch.scan_supports(self._cells[0], bool(self.zoneout))}
         if self.backend in fast and not fast[self.backend]:
             raise ValueError(f"{type(self).__name__}: backend={self.backend!r} is not available for this "
                              "configuration; use backend='auto'")
@@ -316,7 +327,7 @@ class Recurrent(nn.Module):
         reg = {}
         if self.training and self.recurrent_dropout > 0:
             reg["recurrent_mask"] = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
-        if self.zoneout > 0:  # training: random keep masks; evaluation: their expectation
+        if self.zoneout:  # training: random keep masks; evaluation: their expectation
             reg["zoneout"] = self.zoneout
             reg["zoneout_expected"] = not self.training
         if backend == "fused":
@@ -381,8 +392,8 @@ class Recurrent(nn.Module):
             if self.training and self.recurrent_dropout > 0:
                 mask = variational_mask(x.shape[0], cell.output_size, self.recurrent_dropout, x)
             x, s_new = cell.step(x, s, mask)
-            if self.zoneout > 0:
-                s_new = map_state(lambda n, o: _zoneout(n, o, self.zoneout, not self.training), s_new, s)
+            if self.zoneout:
+                s_new = zoneout_state(s_new, s, self.zoneout, not self.training)
                 x = s_new if isinstance(s_new, Tensor) else s_new[0]
             for i, p in enumerate([s_new] if isinstance(s_new, Tensor) else s_new):
                 new_parts[i].append(p)

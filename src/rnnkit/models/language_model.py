@@ -35,7 +35,11 @@ CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": IndRNN, "mingru": MinGR
 
 @dataclass(frozen=True)
 class LanguageModelConfig:
-    """Configuration of a :class:`LanguageModel` (every field has a default but ``vocab_size``)."""
+    """Configuration of a :class:`LanguageModel` (every field has a default but ``vocab_size``).
+
+    ``zoneout`` is the zoneout rate of the layers' state; for the LSTM cell ``zoneout_cell`` (when
+    set) gives its cell state ``c`` a rate of its own, ``zoneout`` then acting on ``h`` only.
+    """
 
     vocab_size: int
     cell: str = "lstm"
@@ -51,6 +55,7 @@ class LanguageModelConfig:
     output_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
+    zoneout_cell: float | None = None
     weight_drop: float = 0.0
     forget_bias: float = 0.0
     softmax_cutoffs: tuple[int, ...] = ()
@@ -78,6 +83,12 @@ class LanguageModelConfig:
                      "recurrent_dropout", "zoneout", "weight_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.zoneout_cell is not None:
+            if self.cell != "lstm":
+                raise ConfigError(f"zoneout_cell is the zoneout of an LSTM's cell state c; the {self.cell} cell has none")
+            if isinstance(self.zoneout_cell, bool) or not isinstance(self.zoneout_cell, (int, float)) or \
+                    not 0.0 <= self.zoneout_cell < 1.0:
+                raise ConfigError(f"zoneout_cell must be in [0, 1) or None, got {self.zoneout_cell!r}")
         if self.weight_drop and self.cell in ("mingru", "minlstm"):
             raise ConfigError(f"weight_drop acts on recurrent weights, which the {self.cell} cell does not have")
 
@@ -165,7 +176,9 @@ class LanguageModel(TextMethods, BundleMixin, nn.Module):
         c = self.config
         last = i == c.num_layers - 1
         in_size = c.embedding_size if i == 0 else self.layers[i - 1].output_size
-        kw: dict[str, Any] = dict(batch_first=True, zoneout=c.zoneout)
+        # zoneout: one rate, or an LSTM's (h, c) rates when zoneout_cell is set
+        zoneout = c.zoneout if c.zoneout_cell is None else (c.zoneout, c.zoneout_cell)
+        kw: dict[str, Any] = dict(batch_first=True, zoneout=zoneout)
         if c.cell not in ("mingru", "minlstm"):
             kw["recurrent_dropout"] = c.recurrent_dropout
             kw["weight_drop"] = c.weight_drop
