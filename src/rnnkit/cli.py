@@ -167,16 +167,15 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
     console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
 
 
-
 @app.command()
 def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more language-model bundles (or run folders, "
                                                   "or ensemble bundles) over the same vocabulary."),
              out: Path = typer.Option(..., "--out", "-o", help="The new ensemble bundle's folder.")) -> None:
     """Join language models into one ensemble bundle: each next-token probability the mean of the
     members' (generate, complete and evaluate take it like any language model)."""
+    from rnnkit.errors import ConfigError
     from rnnkit.export.bundle import read_bundle_config
     from rnnkit.models import LanguageModelEnsemble
-    from rnnkit.errors import ConfigError
     joined = LanguageModelEnsemble([_load_lm(b) for b in bundles])
     if len(joined.members) < 2:
         raise ConfigError(f"an ensemble joins at least two language models, got {len(joined.members)}")
@@ -184,6 +183,7 @@ def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more languag
     joined.save(out, extra={"members": [str(b) for b in bundles], **({"data": data} if isinstance(data, dict) else {})})
     console.print(f"{out}: an ensemble of {len(joined.members)} language models, "
                   f"{joined.num_parameters():,} parameters", highlight=False, soft_wrap=True)
+
 
 def _train_lm(params: dict, base: dict | None = None) -> None:
     from rnnkit.models.language_model import LanguageModelConfig

@@ -122,3 +122,26 @@ def test_the_cells_follow_the_layers_mode():
     assert not any(cell.training for cell in layer._cells)
     layer.train()
     assert all(cell.training for cell in layer._cells)
+
+
+def test_a_parameter_replaced_by_another_tensor_is_seen():
+    layer, x = _layer("ln_lstm"), torch.randn(2, 4, 6)
+    with torch.no_grad():
+        before = layer(x)[0]
+        for name, p in list(layer.named_parameters()):
+            setattr(layer, name, torch.nn.Parameter(p.detach() * 0.5))  # new tensors, version 0
+        after = layer(x)[0]
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, _fresh(layer, x), rtol=0, atol=0)
+
+
+def test_parametrized_weights_are_prepared_on_every_call():
+    layer, x = _layer("gru"), torch.randn(2, 4, 6)
+    torch.nn.utils.parametrizations.weight_norm(layer, "weight_hh_l0")
+    layer.eval()
+    with torch.no_grad():
+        first = layer(x)[0]
+        layer.parametrizations.weight_hh_l0.original0.mul_(2.0)  # the norm g: the computed weight changes
+        second = layer(x)[0]
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, _fresh(layer, x), rtol=0, atol=0)

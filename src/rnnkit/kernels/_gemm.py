@@ -225,23 +225,27 @@ class Prepared:
         return made
 
 
-def prepared(cell, tensors: list[Tensor], build) -> tuple[tuple, Prepared | None]:
+def prepared(cell, build) -> tuple[tuple, Prepared | None]:
     """``(build(), None)`` where a gradient may be needed, else ``(params, Prepared)`` kept on ``cell``
-    from an earlier call while ``tensors`` (what ``build`` reads) are the same storage at the same
-    version.
+    from an earlier call while the cell's parameters are the same tensors at the same versions.
 
     Kept only in evaluation mode with nothing to differentiate (``torch.no_grad()`` or parameters that
-    do not require a gradient): generation, scoring, serving. Every in-place change through the tensor
+    do not require a gradient): generation, scoring, serving. Every in-place change through a parameter
     (an optimizer step, ``load_state_dict``, ``p.mul_(...)`` under ``no_grad``) bumps its version and
-    the next call prepares again; a change through ``p.data`` does not (``.data`` has a version counter
-    of its own): after such a change ``model.eval()`` (any change of mode) drops the kept copy.
+    the next call prepares again, as does a parameter replaced by another tensor (the kept entry holds
+    the tensors it was made from, so their memory cannot be reused by a new one meanwhile; weights
+    computed per call, e.g. by a parametrization, are new tensors each time: prepared every call). A
+    change through ``p.data`` is not seen (``.data`` has a version counter of its own): after one,
+    ``model.eval()`` (any change of mode) drops the kept copy.
     """
+    tensors = list(cell.parameters())
     if cell.training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
         return build(), None
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in tensors)
+    versions = [t._version for t in tensors]
     kept = cell.__dict__.get("_rnnkit_prepared")
-    if kept is None or kept[0] != key:
+    if kept is None or kept[1] != versions or len(kept[0]) != len(tensors) or \
+            any(a is not b for a, b in zip(kept[0], tensors)):
         with torch.no_grad():
-            kept = (key, Prepared(build()))
+            kept = (tensors, versions, Prepared(build()))
         cell.__dict__["_rnnkit_prepared"] = kept
-    return kept[1].params, kept[1]
+    return kept[2].params, kept[2]

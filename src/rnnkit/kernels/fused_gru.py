@@ -279,9 +279,7 @@ def gru_sequence(cell, x: Tensor, state: Tensor, lengths: Tensor | None = None,
     b = fc.batching(lengths, B, T)
     keep = fc.zoneout_keep(zoneout, T, 1, B, cell.hidden_size, x, zoneout_expected, b.order)
     ln = isinstance(cell, LayerNormGRUCell)
-    read = [cell.weight_ih, cell.weight_hh] + [t for t in (cell.bias_ih, cell.bias_hh) if t is not None] + \
-        ([cell.ln_ih_weight, cell.ln_hh_weight] if ln else [])
-    (w_ih, b_ih, ln_ih, w_hh, b_hh, ln_hh), prep = prepared(cell, read, lambda: _params(cell, ln))
+    (w_ih, b_ih, ln_ih, w_hh, b_hh, ln_hh), prep = prepared(cell, lambda: _params(cell, ln))
     xt = b.rows(x).transpose(0, 1).contiguous()  # (T, B, I)
     ys, h_n = _GRUFn.apply(xt, w_ih, b_ih, ln_ih, b.rows(state), w_hh, b_hh, ln_hh, b.rows(recurrent_mask),
                            keep, b, prep)

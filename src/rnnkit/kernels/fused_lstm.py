@@ -380,9 +380,7 @@ def lstm_sequence(cell, x: Tensor, state: LSTMState, lengths: Tensor | None = No
     H, ln = cell.hidden_size, isinstance(cell, LayerNormLSTMCell)
     b = fc.batching(lengths, B, T)
     keep = fc.zoneout_keep(zoneout, T, 2, B, H, x, zoneout_expected, b.order)
-    read = [cell.weight_ih, cell.weight_hh] + [t for t in (cell.bias_ih, cell.bias_hh) if t is not None] + \
-        ([cell.ln_ih_weight, cell.ln_hh_weight] if ln else [])
-    (w_ih, bias, ln_ih, w_hh, ln_hh), prep = prepared(cell, read, lambda: _gate_params(cell, ln))
+    (w_ih, bias, ln_ih, w_hh, ln_hh), prep = prepared(cell, lambda: _gate_params(cell, ln))
     peep = None
     if not ln and cell.peephole:
         peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
