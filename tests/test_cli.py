@@ -79,16 +79,21 @@ def test_generate_complete_evaluate(tiny_run, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "expected lr >= 0" in err
 
 
-def test_evaluate_scores_an_ensemble_of_bundles(tiny_run, tmp_path, capsys):
+def _halved_copy(run_dir, folder):
+    """The run's model with its weights halved, saved with the run's data record: another model."""
     import torch
 
     from rnnkit.export import load
     from rnnkit.export.bundle import read_bundle_config
-    other = load(tiny_run / "bundle")
+    other = load(run_dir / "bundle")
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(0.5)
-    other.save(tmp_path / "other", extra=read_bundle_config(tiny_run / "bundle")["extra"])  # its data record
+    other.save(folder, extra=read_bundle_config(run_dir / "bundle")["extra"])
+
+
+def test_evaluate_scores_an_ensemble_of_bundles(tiny_run, tmp_path, capsys):
+    _halved_copy(tiny_run, tmp_path / "other")
     losses = []
     for args in ([str(tiny_run)], [str(tmp_path / "other")], [str(tiny_run), "--with", str(tmp_path / "other")],
                  [str(tiny_run), "--with", str(tiny_run / "bundle")]):
@@ -104,15 +109,7 @@ def test_evaluate_scores_an_ensemble_of_bundles(tiny_run, tmp_path, capsys):
 
 
 def test_ensemble_joins_bundles_into_one_that_every_command_takes(tiny_run, tmp_path, capsys):
-    import torch
-
-    from rnnkit.export import load
-    from rnnkit.export.bundle import read_bundle_config
-    other = load(tiny_run / "bundle")
-    with torch.no_grad():
-        for p in other.parameters():
-            p.mul_(0.5)
-    other.save(tmp_path / "other", extra=read_bundle_config(tiny_run / "bundle")["extra"])  # its data record
+    _halved_copy(tiny_run, tmp_path / "other")
     ens = tmp_path / "ens"
     code, out, err = run(["ensemble", str(tiny_run), str(tmp_path / "other"), "--out", str(ens)], capsys)
     assert code == 0 and "an ensemble of 2 language models" in out, err

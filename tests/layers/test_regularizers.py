@@ -24,8 +24,10 @@ def test_recurrent_dropout_is_the_identity_in_eval_mode(kind):
     assert not torch.allclose(reg(x)[0], plain(x)[0])
 
 
-def _expected_zoneout_loop(layer, x, p):
-    """Hand-written eval-mode zoneout: every state becomes p * previous + (1 - p) * new, per step."""
+def _expected_zoneout_loop(layer, x, p, p_c=None):
+    """Hand-written eval-mode zoneout: every state becomes p * previous + (1 - p) * new, per step (an
+    LSTM's c at ``p_c`` when given)."""
+    p_c = p if p_c is None else p_c
     ys = x
     for cell in layer.cells():
         s = cell.init_state(x.shape[0], dtype=x.dtype)
@@ -33,7 +35,7 @@ def _expected_zoneout_loop(layer, x, p):
         for t in range(ys.shape[1]):
             _, new = cell.step(ys[:, t], s)
             if isinstance(new, LSTMState):
-                s = LSTMState(p * s.h + (1 - p) * new.h, p * s.c + (1 - p) * new.c)
+                s = LSTMState(p * s.h + (1 - p) * new.h, p_c * s.c + (1 - p_c) * new.c)
                 outs.append(s.h)
             else:
                 s = p * s + (1 - p) * new
@@ -91,19 +93,25 @@ def test_eval_zoneout_step_by_step_equals_forward(kind):
     torch.testing.assert_close(torch.stack(outs), y, atol=1e-6, rtol=1e-5)
 
 
+def _spy_steps(monkeypatch, layer, record) -> list:
+    """What ``record(state, recurrent_mask)`` returns at each step of the layer's first cell."""
+    seen = []
+    cell = layer.cells()[0]
+    original = type(cell).recurrence
+
+    def spy(self, xp_t, state, recurrent_mask=None):
+        seen.append(record(state, recurrent_mask))
+        return original(self, xp_t, state, recurrent_mask)
+    monkeypatch.setattr(type(cell), "recurrence", spy)
+    return seen
+
+
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_recurrent_dropout_mask_is_the_same_at_every_step(kind, monkeypatch):
     # the cell path, where the mask is visible per step (the fused kernels take the same one mask:
     # tests/kernels/test_fused_lstm.py and test_fused_gru.py compare them with the reference)
     layer = getattr(rnnkit, kind)(4, 6, batch_first=True, recurrent_dropout=0.5, backend="cell").train()
-    cell = layer.cells()[0]
-    seen = []
-    original = type(cell).recurrence
-
-    def spy(self, xp_t, state, recurrent_mask=None):
-        seen.append(recurrent_mask)
-        return original(self, xp_t, state, recurrent_mask)
-    monkeypatch.setattr(type(cell), "recurrence", spy)
+    seen = _spy_steps(monkeypatch, layer, lambda state, mask: mask)
     layer(torch.randn(32, 9, 4))
     assert len(seen) == 9
     assert all(m is not None and torch.equal(m, seen[0]) for m in seen)
@@ -224,20 +232,6 @@ def test_weight_drop_bad_values():
     assert "weight_drop=0.2" in repr(rnnkit.GRU(3, 5, weight_drop=0.2))
 
 
-def _expected_zoneout_parts(layer, x, p_h, p_c):
-    """Hand-written eval-mode zoneout with an LSTM's h and c at their own rates."""
-    ys = x
-    for cell in layer.cells():
-        s = cell.init_state(x.shape[0], dtype=x.dtype)
-        outs = []
-        for t in range(ys.shape[1]):
-            _, new = cell.step(ys[:, t], s)
-            s = LSTMState(p_h * s.h + (1 - p_h) * new.h, p_c * s.c + (1 - p_c) * new.c)
-            outs.append(s.h)
-        ys = torch.stack(outs, 1)
-    return ys
-
-
 @pytest.mark.parametrize("options", [{}, {"layer_norm": True}, {"peephole": True}])
 @pytest.mark.parametrize("backend", ["auto", "cell"])
 def test_lstm_zoneout_rates_for_h_and_c_apart_in_eval_mode(options, backend):
@@ -246,7 +240,7 @@ def test_lstm_zoneout_rates_for_h_and_c_apart_in_eval_mode(options, backend):
                         **options).double().eval()
     x = torch.randn(3, 7, 4, dtype=torch.float64)
     y, _ = layer(x)
-    torch.testing.assert_close(y, _expected_zoneout_parts(layer, x, 0.05, 0.5))
+    torch.testing.assert_close(y, _expected_zoneout_loop(layer, x, 0.05, 0.5))
     one = rnnkit.LSTM(4, 6, num_layers=2, batch_first=True, zoneout=0.5, **options).double().eval()
     one.load_state_dict(layer.state_dict())
     assert not torch.allclose(one(x)[0], y)  # not the single rate
@@ -262,14 +256,7 @@ def test_lstm_zoneout_rates_apart_in_training(monkeypatch):
     """h keeps its previous value at about p_h, c at about p_c; a rate of 0 draws no mask (the fused
     kernel and the cell loop then use the same random numbers: tests/kernels/test_fused_lstm.py)."""
     layer = rnnkit.LSTM(4, 64, batch_first=True, zoneout=(0.0, 0.6), backend="cell").train()
-    seen = []
-    cell = layer.cells()[0]
-    original = type(cell).recurrence
-
-    def spy(self, xp_t, state, recurrent_mask=None):
-        seen.append(state)
-        return original(self, xp_t, state, recurrent_mask)
-    monkeypatch.setattr(type(cell), "recurrence", spy)
+    seen = _spy_steps(monkeypatch, layer, lambda state, mask: state)
     layer(torch.randn(16, 40, 4))
     h = torch.stack([s.h for s in seen[1:]])
     c = torch.stack([s.c for s in seen[1:]])
