@@ -208,7 +208,8 @@ class Prepared:
 
     Preparing costs a fixed ~1-3 ms per layer and call (copies of every weight matrix; measured on the
     Xeon VM at H=320: ``index_select`` 0.17 ms and a transposed copy 0.54 ms per (1280, 320) matrix),
-    which a T=1 call of text generation paid for ~0.1 ms of arithmetic.
+    which a T=1 call of text generation paid for ~0.1 ms of arithmetic. Kept, they cost about two more
+    copies of the layer's weight matrices in memory.
     """
 
     def __init__(self, params: tuple) -> None:
