@@ -145,3 +145,26 @@ def test_parametrized_weights_are_prepared_on_every_call():
         second = layer(x)[0]
     assert not torch.allclose(first, second)
     torch.testing.assert_close(second, _fresh(layer, x), rtol=0, atol=0)
+
+
+def test_inference_mode_works_for_layers_made_inside_and_outside_it():
+    x = torch.randn(2, 4, 6)
+    with torch.inference_mode():
+        inside = _layer("ln_lstm")  # inference tensors: no version counter, so nothing is kept
+        assert inside(x)[0].shape == (2, 4, 12) and _kept(inside) == [None]
+    outside = _layer("ln_lstm")
+    with torch.inference_mode():
+        first, second = outside(x)[0], outside(x)[0]
+    assert _kept(outside) != [None] and torch.equal(first, second)
+    torch.testing.assert_close(first, _fresh(outside, x), rtol=0, atol=0)
+
+
+def test_a_change_of_dtype_or_of_storage_is_seen():
+    layer, x = _layer("ln_lstm"), torch.randn(2, 4, 6)
+    with torch.no_grad():
+        layer(x)
+        layer.double()  # the same Parameter objects, new storage and dtype, the same version
+        torch.testing.assert_close(layer(x.double())[0], _fresh(layer, x.double()), rtol=0, atol=0)
+        for p in layer.parameters():
+            p.data = p.data * 0.5  # new storage again
+        torch.testing.assert_close(layer(x.double())[0], _fresh(layer, x.double()), rtol=0, atol=0)

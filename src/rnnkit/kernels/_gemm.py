@@ -228,25 +228,28 @@ class Prepared:
 
 def prepared(cell, build) -> tuple[tuple, Prepared | None]:
     """``(build(), None)`` where a gradient may be needed, else ``(params, Prepared)`` kept on ``cell``
-    from an earlier call while the cell's parameters are the same tensors at the same versions.
+    from an earlier call while the cell's parameters are unchanged: the same tensors, on the same
+    storage, with the same dtype, device, shape and version.
 
     Kept only in evaluation mode with nothing to differentiate (``torch.no_grad()`` or parameters that
-    do not require a gradient): generation, scoring, serving. Every in-place change through a parameter
-    (an optimizer step, ``load_state_dict``, ``p.mul_(...)`` under ``no_grad``) bumps its version and
-    the next call prepares again, as does a parameter replaced by another tensor (the kept entry holds
-    the tensors it was made from, so their memory cannot be reused by a new one meanwhile; weights
-    computed per call, e.g. by a parametrization, are new tensors each time: prepared every call). A
-    change through ``p.data`` is not seen (``.data`` has a version counter of its own): after one,
+    do not require a gradient): generation, scoring, serving. An optimizer step, ``load_state_dict``
+    or any in-place change under ``no_grad`` bumps a version; ``model.double()``, ``.to(device)`` and
+    ``p.data = ...`` give a parameter new storage; a parameter replaced by another tensor is another
+    object: each makes the next call prepare again. The kept entry holds the tensors and their storage,
+    so no new tensor can take over their memory address meanwhile. Weights computed per call (a
+    parametrization such as weight norm) are new tensors each time: prepared every call, as are
+    parameters created under ``torch.inference_mode()`` (no version counter). An in-place change
+    through ``p.data`` is not seen (``.data`` has a version counter of its own): after one,
     ``model.eval()`` (any change of mode) drops the kept copy.
     """
     tensors = list(cell.parameters())
-    if cell.training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+    if cell.training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or \
+            any(t.is_inference() for t in tensors):
         return build(), None
-    versions = [t._version for t in tensors]
+    key = [(t.data_ptr(), t.dtype, t.device, tuple(t.shape), t._version) for t in tensors]
     kept = cell.__dict__.get("_rnnkit_prepared")
-    if kept is None or kept[1] != versions or len(kept[0]) != len(tensors) or \
-            any(a is not b for a, b in zip(kept[0], tensors)):
-        with torch.no_grad():
-            kept = (tensors, versions, Prepared(build()))
+    if kept is None or kept[2] != key or any(a is not b for a, b in zip(kept[0], tensors)):
+        with torch.no_grad():  # detached aliases keep the storages (and so their addresses) alive
+            kept = (tensors, [t.detach() for t in tensors], key, Prepared(build()))
         cell.__dict__["_rnnkit_prepared"] = kept
-    return kept[2].params, kept[2]
+    return kept[3].params, kept[3]
