@@ -167,7 +167,8 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def load_dataset(name: str, split: str | None = None, *,
                  cache_dir: str | os.PathLike | None = None, **options: Any) -> Any:
-    """Load a named data set: ``{split: data}``, or the one ``split`` asked for.
+    """Load a named data set: ``{split: data}``, or the one ``split`` asked for, from local files
+    only (never a download: the four sources of the module doc; tested with the network cut).
 
     Args:
         name: a name from :func:`list_datasets`.

@@ -219,7 +219,7 @@ def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list
         kind, _, series = data.dataset.partition("/")
         if kind != "nab" or not series:
             raise ConfigError(f"data.dataset: expected 'nab/<series>', got {data.dataset!r}")
-        item = load_dataset("nab", series)
+        item = load_dataset("nab", series)  # $RNNKIT_DATA/nab on disk, never a download
         return item.data["value"], list(item.windows)
     frame = _read(data.csv, data.time_col, _cols(data.target), data.nan, duplicates="keep")
     return (frame.iloc[:, 0] if frame.shape[1] == 1 else frame), []

@@ -83,7 +83,7 @@ def load_lm_text(data: LMDataConfig) -> tuple[str, str]:
         if info.kind != "text":
             raise ConfigError(f"data set {data.dataset!r} is {info.kind} data, not text; "
                               "choose a text data set (rnnkit datasets) or give --data.text FILE")
-        splits = load_dataset(data.dataset)
+        splits = load_dataset(data.dataset)  # local files only (RNNKIT_DATA or package data), no download
         train, val = splits["train"], splits.get("val") or splits.get("valid")
     if data.max_chars:
         train, val = train[: data.max_chars], val[: max(data.max_chars // 9, 1000)]
