@@ -140,6 +140,8 @@ class RecurrentCell(nn.Module):
               zoneout_expected: bool = False):
         """Loop ``advance(t, state)`` over time, applying zoneout and freezing finished sequences."""
         outputs = []
+        if zoneout:  # one rate per state part, worked out once rather than at every step
+            zoneout = zoneout_rates(zoneout, 1 if isinstance(state, Tensor) else len(state))
         for t in range(x.shape[1]):
             new = advance(t, state)
             if zoneout:

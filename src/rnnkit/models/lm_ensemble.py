@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnkit.errors import ConfigError
-from rnnkit.export.bundle import BundleMixin, config_from_dict, register_model, save_bundle
+from rnnkit.export.bundle import BundleMixin, config_from_dict, register_model
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, LMOutput, TextMethods
 
 __all__ = ["LanguageModelEnsemble", "LanguageModelEnsembleConfig", "LMEnsembleState", "ensemble_members"]
@@ -134,10 +134,6 @@ class LanguageModelEnsemble(TextMethods, BundleMixin, nn.Module):
             if not isinstance(m, (LanguageModel, LanguageModelEnsemble)):
                 raise ConfigError(f"{p} holds a {type(m).__name__}, not a language model")
         return cls(models)
-
-    def save(self, directory, **kwargs):
-        kwargs.setdefault("tokenizer", self.tokenizer)
-        return save_bundle(self, directory, **kwargs)
 
     def init_state(self, batch_size: int, *, device=None) -> LMEnsembleState:
         return LMEnsembleState(tuple(m.init_state(batch_size, device=device) for m in self.members))
