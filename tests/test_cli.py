@@ -125,6 +125,11 @@ def test_ensemble_joins_bundles_into_one_that_every_command_takes(tiny_run, tmp_
     assert code == 0 and "an ensemble of 3 language models" in out, err
 
 
+def test_ensemble_help_names_its_arguments(capsys):
+    code, out, _ = run(["ensemble", "--help"], capsys)
+    assert code == 0 and "--out" in out and "bundles" in out and "same vocabulary" in out
+
+
 @pytest.mark.parametrize("case, match", [
     ("one", "joins at least two language models, got 1"),
     ("forecaster", "not a language model"),

@@ -61,3 +61,11 @@ def test_bad_options_fail_in_one_line(script, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         script.main()
     assert info.value.code == 2 and "--chars and --rounds must be >= 1" in capsys.readouterr().err
+
+
+def test_help_names_the_options(script, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["generation_speed.py", "--help"])
+    with pytest.raises(SystemExit):
+        script.main()
+    text = capsys.readouterr().out
+    assert all(option in text for option in ("--chars", "--rounds", "--json"))
