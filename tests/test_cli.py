@@ -152,7 +152,7 @@ def test_ensemble_and_evaluate_refuse_bad_input_in_one_line(case, match, tiny_ru
         args = ["ensemble", str(tiny_run), str(tiny_run), "--out", str(out_dir)]
     else:
         from rnnkit.export import load
-        load(tiny_run / "bundle").save(out_dir)  # saved without its data record
+        load(tiny_run / "bundle").save(out_dir, extra={})  # saved without its data record
         args = ["evaluate", str(out_dir)]
     code, _, err = run(args, capsys)
     assert code != 0 and len(err.strip().splitlines()) == 1 and match in err, err

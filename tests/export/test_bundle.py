@@ -87,6 +87,18 @@ def test_roundtrip_tied_nested_config(tmp_path):
     assert rnnkit.export.load is load_bundle
 
 
+def test_extra_kept_when_a_loaded_bundle_is_saved_again(tmp_path):
+    save_bundle(_model(), tmp_path / "b", extra={"data": {"name": "tinyshakespeare"}, "val_loss": 1.5})
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.bundle_extra == {"data": {"name": "tinyshakespeare"}, "val_loss": 1.5}
+    loaded.save(tmp_path / "c")  # nothing passed: the record travels with the model
+    assert read_bundle_config(tmp_path / "c")["extra"] == loaded.bundle_extra
+    loaded.save(tmp_path / "d", extra={"note": "fine-tuned"})  # an explicit record replaces it
+    assert read_bundle_config(tmp_path / "d")["extra"] == {"note": "fine-tuned"}
+    save_bundle(_model(), tmp_path / "e")  # a model that was never loaded has none
+    assert read_bundle_config(tmp_path / "e")["extra"] == {}
+
+
 def test_dtype_and_mixin(tmp_path):
     model = _model().double()
     model.save(tmp_path / "b")

@@ -8,6 +8,7 @@ data file to its SHA-256. Loading rebuilds the model from its config (``cls.from
 
 ``model.tokenizer`` is set when ``tokenizer.json`` exists: the object returned by
 ``rnnkit.data.tokenizers.load_tokenizer(path)`` when that function exists, else the raw JSON text.
+``model.bundle_extra`` is set to the ``extra`` record, and saving the model again keeps it.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def write_bundle_files(model: nn.Module, folder: str | Path, *, tokenizer: Any =
     name = registered_name(model)
     if name is None:
         raise TypeError(f"{type(model).__qualname__} is not registered; decorate it with @register_model('name')")
+    if extra is None:  # a loaded bundle's record (data set, scores) stays with the model
+        extra = getattr(model, "bundle_extra", None)
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra: expected a dict or None, got {type(extra).__name__}")
     folder = Path(folder)
@@ -119,7 +122,9 @@ def save_bundle(model: nn.Module, directory: str | Path, *, tokenizer: Any = Non
                 extra: dict[str, Any] | None = None) -> Path:
     """Save ``model`` as a bundle folder, atomically (temporary folder, fsync, rename).
 
-    ``tokenizer`` (an object with ``to_json()``, or a JSON string) defaults to ``model.tokenizer``.
+    ``tokenizer`` (an object with ``to_json()``, or a JSON string) defaults to ``model.tokenizer``;
+    ``extra`` (a JSON-able dict kept in config.json) to ``model.bundle_extra``, which
+    :func:`load_bundle` sets, so that loading and saving again keeps a bundle's record.
     An existing bundle at ``directory`` is replaced; any other non-empty folder is refused.
     """
     directory = Path(directory)
@@ -258,6 +263,8 @@ def load_bundle(directory: str | Path, map_location: str | torch.device = "cpu")
     model = model.to(map_location)
     load_weights(model, path / "model.safetensors", device=str(map_location))
     attach_tokenizer(model, path)
+    extra = meta.get("extra")
+    model.bundle_extra = dict(extra) if isinstance(extra, dict) else {}
     return model.eval()
 
 
