@@ -3,20 +3,24 @@
 language models, measured side by side in one run, rounds interleaved:
 
 * the layer-norm LSTM language model of the 30-minute Tiny Shakespeare rows (3 x 320, embedding 64,
-  66 characters), with the fused kernels' prepared weights kept between calls (the default), and
-  the same model preparing them on every call (what every call paid before they were kept:
-  ``--no-keep`` style, emulated by dropping the kept weights before each call);
+  66 characters) as it runs by default: each one-token call is the C++ one-step path
+  (:mod:`rnnkit.kernels.step`; since the twelfth session);
+* the same model through the fused kernels at T=1 (the path before: emulated by switching the C++
+  step off for its timings), with their prepared weights kept between calls, and preparing them on
+  every call (before the eleventh session: emulated by dropping the kept weights before each call);
 * an ensemble of two such models (``rnnkit.LanguageModelEnsemble``);
-* a plain LSTM language model of the same shape, which runs on torch's own kernels, for reference.
+* a plain LSTM language model of the same shape, by default (the C++ step) and on torch's own kernels
+  (the C++ step switched off).
 
 The weights are random (the speed does not depend on them); nothing is read from disk.
 
-    python benchmarks/generation_speed.py --json benchmarks/results/generation_speed_xeon_s11.json
+    python benchmarks/generation_speed.py --json benchmarks/results/generation_speed_amd_s12.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -25,6 +29,7 @@ import time
 import torch
 
 from rnnkit.data.tokenizers import CharTokenizer
+from rnnkit.kernels import step as one_step
 from rnnkit.models import LanguageModel, LanguageModelConfig, LanguageModelEnsemble
 
 TEXT = "".join(chr(c) for c in range(32, 98))  # 66 characters, as Tiny Shakespeare's vocabulary
@@ -50,10 +55,23 @@ def forget_each_call(model) -> None:
             module.register_forward_pre_hook(_drop_kept)
 
 
-def chars_per_second(model, n: int) -> float:
-    t0 = time.perf_counter()
-    model.generate("ab", n, seed=0)
-    return n / (time.perf_counter() - t0)
+@contextlib.contextmanager
+def without_step():
+    """Switch the C++ one-step path off: one-token calls run the layers' full forward (the fused kernels
+    for layer norm, torch's kernels for a plain LSTM), as they did before it."""
+    saved = one_step._step_module
+    one_step._step_module = None
+    try:
+        yield
+    finally:
+        one_step._step_module = saved
+
+
+def chars_per_second(model, n: int, step: bool = True) -> float:
+    with contextlib.nullcontext() if step else without_step():
+        t0 = time.perf_counter()
+        model.generate("ab", n, seed=0)
+        return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -64,27 +82,36 @@ def main() -> None:
     args = ap.parse_args()
     if args.chars < 1 or args.rounds < 1:
         ap.error(f"--chars and --rounds must be >= 1, got {args.chars} and {args.rounds}")
-    kept, every = build(True, 0), build(True, 0)
+    every = build(True, 0)
     forget_each_call(every)
-    models = {"layer-norm LSTM 3x320, weights kept": kept,
-              "layer-norm LSTM 3x320, prepared every call": every,
-              "ensemble of two layer-norm LSTMs 3x320": LanguageModelEnsemble([build(True, 0), build(True, 1)]),
-              "plain LSTM 3x320 (torch's kernels)": build(False, 0)}
+    plain = build(False, 0)
+    models = {  # name: (model, whether the C++ one-step path is on)
+        "layer-norm LSTM 3x320 (default: one-step C++ path)": (build(True, 0), True),
+        "layer-norm LSTM 3x320, fused kernels, weights kept": (build(True, 0), False),
+        "layer-norm LSTM 3x320, fused kernels, prepared every call": (every, False),
+        "ensemble of two layer-norm LSTMs 3x320 (default)": (
+            LanguageModelEnsemble([build(True, 0), build(True, 1)]), True),
+        "plain LSTM 3x320 (default: one-step C++ path)": (plain, True),
+        "plain LSTM 3x320, torch's kernels": (plain, False)}
     times: dict[str, list[float]] = {name: [] for name in models}
-    for m in models.values():
-        chars_per_second(m, 10)  # warm-up: the C++ build, the GEMM choice
+    for m, step in models.values():
+        chars_per_second(m, 10, step)  # warm-up: the C++ build, the GEMM choice
     for _ in range(args.rounds):
-        for name, m in models.items():
-            times[name].append(chars_per_second(m, args.chars))
+        for name, (m, step) in models.items():
+            times[name].append(chars_per_second(m, args.chars, step))
     rows = {name: round(statistics.median(v), 1) for name, v in times.items()}
     names = list(rows)
     result = {"chars_per_second": rows,
-              "kept_over_every_call": round(rows[names[0]] / rows[names[1]], 2),
+              "step_over_fused_kept": round(rows[names[0]] / rows[names[1]], 2),
+              "kept_over_every_call": round(rows[names[1]] / rows[names[2]], 2),
+              "plain_step_over_torch": round(rows[names[4]] / rows[names[5]], 2),
               "chars": args.chars, "rounds": args.rounds, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
     for name, v in rows.items():
         print(f"{name:48s} {v:8.1f} chars/s")
-    print(f"kept weights: {result['kept_over_every_call']}x the characters per second of preparing them each call")
+    print(f"one-step C++ path: {result['step_over_fused_kept']}x the characters per second of the fused kernels "
+          f"(kept weights); kept weights: {result['kept_over_every_call']}x preparing them each call; plain LSTM: "
+          f"{result['plain_step_over_torch']}x torch's kernels")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

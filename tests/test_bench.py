@@ -14,7 +14,7 @@ def test_quick_suite_has_every_row_and_marks_gpu_rows_unmeasured_without_cuda():
     rows = bench.run_speed(quick=True, repeats=1)
     names = [r.name for r in rows]
     for part in ("LayerNormLSTM", "LayerNormGRU", "MinGRU (scan)", "MinLSTM (scan)", "streaming", "bidirectional",
-                 "IndRNN (fused)"):
+                 "IndRNN (fused)", "LayerNormLSTM.step", "LayerNormGRU.step", "one-token forward"):
         assert any(part in n for n in names), part
     measured = [r for r in rows if r.ratio is not None]
     assert all(r.seconds_a > 0 and r.seconds_b > 0 for r in measured)

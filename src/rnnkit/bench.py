@@ -150,6 +150,34 @@ def _step_row(I: int, H: int, repeats: int, steps: int = 500) -> Row:
                 f"{steps} calls", a, b, repeats, 0.4)
 
 
+def _one_step_rows(I: int, H: int, repeats: int, steps: int = 500) -> list[Row]:
+    """Information: the one-step path of the layer-norm layers (``step``) against their cells' own eager
+    equations (what a hand-written streaming loop runs), and a one-token ``forward`` (generation) against
+    torch.nn.LSTM's; B=1, eval, no_grad."""
+    x1, xs, rows = torch.randn(1, I), torch.randn(1, 1, I), []
+
+    def loop(fn):
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(steps):
+                    fn()
+        return run
+
+    for kind in ("LSTM", "GRU"):
+        layer = getattr(rnnkit, kind)(I, H, batch_first=True, layer_norm=True).eval()
+        cell, st = layer.cells()[0], layer.init_state(1)
+        one = type(st)(*(p[0] for p in st)) if isinstance(st, tuple) else st[0]
+        rows.append(_row(f"streaming LayerNorm{kind}.step vs its cell's eager equations (eval, no_grad)",
+                         f"B=1 I={I} H={H}, {steps} calls", loop(lambda: layer.step(x1, st)),
+                         loop(lambda: cell.recurrence(cell.project_input(x1), one)), repeats, None))
+    layer, ref = rnnkit.LSTM(I, H, batch_first=True).eval(), torch.nn.LSTM(I, H, batch_first=True).eval()
+    st = layer.init_state(1)
+    rows.append(_row("one-token forward (T=1) of rnnkit.LSTM vs torch.nn.LSTM (eval, no_grad)",
+                     f"B=1 I={I} H={H}, {steps} calls", loop(lambda: layer(xs, st)), loop(lambda: ref(xs, tuple(st))),
+                     repeats, None))
+    return rows
+
+
 _GPU_ROWS = ("LayerNormLSTM on CUDA vs torch.nn.LSTM (cuDNN)", "MinGRU scan on CUDA vs torch.nn.GRU (cuDNN)")
 
 
@@ -190,6 +218,7 @@ def run_speed(B: int = 32, T: int = 256, I: int = 64, H: int = 256, repeats: int
     long_rows = _long_rows(long_B, long_T, I, H, long_repeats)
     rows += [long_rows[0], _step_row(I, H, repeats, steps=50 if quick else 500), long_rows[1]]
     rows += _info_rows(B, T, I, H, repeats) + _single_thread_rows(B, T, I, H, repeats)
+    rows += _one_step_rows(I, H, repeats, steps=50 if quick else 500)
     return rows + _gpu_rows(B, T, I, H, long_B, long_T, long_repeats)
 
 

@@ -1,5 +1,6 @@
-"""benchmarks/generation_speed.py: the "prepared every call" model really prepares on every call
-(and generates what the kept one does), and a short run writes every row."""
+"""benchmarks/generation_speed.py: the rows run the path they name (the one-step C++ path by default;
+with it off, the fused kernels, the "prepared every call" model preparing on every call) and generate
+the same text, and a short run writes every row."""
 
 from __future__ import annotations
 
@@ -23,18 +24,29 @@ def script():
     return module
 
 
-def test_the_every_call_model_prepares_on_every_call(script, monkeypatch):
+def test_each_row_runs_the_path_it_names(script, monkeypatch):
     kept, every = script.build(True, 0), script.build(True, 0)
     script.forget_each_call(every)
     builds = []
     real = _gemm.Prepared.__init__
     monkeypatch.setattr(_gemm.Prepared, "__init__", lambda self, params: builds.append(1) or real(self, params))
-    for model, per_call in ((kept, False), (every, True)):
-        builds.clear()
-        text = model.generate("ab", 6, seed=0)
-        layers = model.config.num_layers
-        assert len(builds) == (layers * 7 if per_call else layers)  # the prompt's call + 6 one-token calls
-    assert kept.generate("ab", 20, seed=1) == every.generate("ab", 20, seed=1) and len(text) == 6
+    layers = kept.config.num_layers
+    with script.without_step():
+        for model, per_call in ((kept, False), (every, True)):
+            builds.clear()
+            text = model.generate("ab", 6, seed=0)
+            assert len(builds) == (layers * 7 if per_call else layers)  # the prompt's call + 6 one-token calls
+        want = kept.generate("ab", 20, seed=1)  # through the fused kernels
+        assert want == every.generate("ab", 20, seed=1) and len(text) == 6
+    default = script.build(True, 0)
+    builds.clear()
+    steps = []
+    real_try = script.one_step.try_step
+    monkeypatch.setattr("rnnkit.layers.recurrent.try_step",
+                        lambda *a, **k: steps.append(1) or real_try(*a, **k))
+    assert default.generate("ab", 20, seed=1) == want  # the one-step path writes the same text
+    if script.one_step._cpp_step() is not None:  # with a C++ compiler: only the prompt's call prepares
+        assert len(builds) == layers and len(steps) >= 19 * layers
 
 
 def test_a_short_run_writes_every_row(script, monkeypatch, tmp_path):
@@ -43,8 +55,8 @@ def test_a_short_run_writes_every_row(script, monkeypatch, tmp_path):
     monkeypatch.setattr(script, "build", lambda ln, seed: _small(script, ln, seed))
     script.main()
     result = json.loads((tmp_path / "g.json").read_text())
-    assert len(result["chars_per_second"]) == 4 and all(v > 0 for v in result["chars_per_second"].values())
-    assert result["kept_over_every_call"] > 0
+    assert len(result["chars_per_second"]) == 6 and all(v > 0 for v in result["chars_per_second"].values())
+    assert min(result[k] for k in ("step_over_fused_kept", "kept_over_every_call", "plain_step_over_torch")) > 0
 
 
 def _small(script, layer_norm, seed):

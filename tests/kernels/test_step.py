@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def test_no_grad_steps_equal_forward_on_the_fast_path(make, monkeypatch):
     y, s = layer(x, h0)
     hits = []
     original = fast_step.try_step
-    monkeypatch.setattr("rnnkit.layers.recurrent.try_step", lambda *a: hits.append(1) or original(*a))
+    monkeypatch.setattr("rnnkit.layers.recurrent.try_step", lambda *a, **k: hits.append(1) or original(*a, **k))
     with torch.no_grad():
         state, ys = h0, []
         for t in range(10):
@@ -192,6 +193,110 @@ def test_the_cpp_step_runs_with_threads_and_follows_updates(cpp_step):
     assert not torch.allclose(y1, y2)
 
 
+def _layer_norm_layer(kind, I, H, layers=1, bias=True, dtype=torch.float32, **kw):
+    """A layer-normalised layer with its gains away from 1 and nonzero biases (as after training)."""
+    layer = getattr(rnnkit, kind)(I, H, num_layers=layers, bias=bias, layer_norm=True, **kw).to(dtype).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return layer
+
+
+def _cells_recurrence(layer, x, st):
+    """One step by the cells' own equations (rnnkit.cells.layernorm), layer by layer."""
+    inp, parts = x, []
+    for k, cell in enumerate(layer.cells()):
+        new = cell.recurrence(cell.project_input(inp), LSTMState(st[0][k], st[1][k]) if isinstance(st, tuple)
+                              else st[k])
+        parts.append(new if isinstance(new, tuple) else (new,))
+        inp = parts[-1][0]
+    return inp, tuple(torch.stack(p) for p in zip(*parts))
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("shape", [(1, 64, 256, 1, True), (1, 3, 1, 1, True), (2, 5, 9, 2, False), (4, 7, 33, 3, True),
+                                   (3, 1, 17, 1, False)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_the_layer_norm_cpp_step_equals_the_cells(kind, shape, dtype, cpp_step):
+    """The layer-normalised LSTM and GRU: B=1..4, odd sizes, H=1, stacks, no bias, both gate-sum loops;
+    within float rounding of the cells' equations, state carried, and it is the C++ step that ran."""
+    B, I, H, layers, bias = shape
+    torch.manual_seed(0)
+    layer = _layer_norm_layer(kind, I, H, layers, bias, dtype)
+    x, st = torch.randn(B, I, dtype=dtype), _random_state(layer, B)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # the norms amplify the sums' rounding (~1e-6 seen)
+    with torch.no_grad():
+        for _ in range(3):
+            y, new = layer.step(x, st)
+            want_y, want = _cells_recurrence(layer, x, st)
+            torch.testing.assert_close(y, want_y, atol=tol, rtol=0)
+            for a, b in zip(new if isinstance(new, tuple) else (new,), want):
+                assert a.shape == b.shape and a.dtype == dtype
+                torch.testing.assert_close(a, b, atol=tol, rtol=0)
+            st = new
+    assert cpp_step.calls == [("ln_" + kind.lower() + "_step", True)] * 3
+    assert isinstance(new, LSTMState) == (kind == "LSTM")
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind, options", [("LSTM", {}), ("GRU", {}), ("LSTM", {"layer_norm": True}),
+                                           ("GRU", {"layer_norm": True})], ids=["lstm", "gru", "ln-lstm", "ln-gru"])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "time-first"])
+def test_a_one_step_forward_without_autograd_is_the_cpp_step(kind, options, batch_first, cpp_step):
+    """Generation feeds one token at a time: ``forward`` on a length-1 sequence under no_grad runs the C++
+    step (the fused kernels' per-call cost is ~0.5 ms a layer at T=1) and equals the full forward."""
+    torch.manual_seed(0)
+    layer = getattr(rnnkit, kind)(5, 8, num_layers=2, batch_first=batch_first, **options).eval()
+    x = torch.randn(3, 1, 5) if batch_first else torch.randn(1, 3, 5)
+    st = _random_state(layer, 3)
+    want_y, want_s = layer(x, st)  # autograd on: the full forward
+    assert cpp_step.calls == []
+    with torch.no_grad():
+        y, s = layer(x, st)
+    name = ("ln_" if options else "") + kind.lower() + "_step"
+    assert cpp_step.calls == [(name, True)]
+    assert y.shape == want_y.shape and type(s) is type(want_s)
+    torch.testing.assert_close(y, want_y.detach(), atol=1e-5, rtol=0)
+    for a, b in zip(s if isinstance(s, tuple) else (s,), want_s if isinstance(want_s, tuple) else (want_s,)):
+        torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=0)
+    with torch.no_grad():  # not one step, no state, lengths, a batch over 4: the full forward
+        layer(torch.cat([x, x], 1 if batch_first else 0), st)
+        layer(x)
+        layer(x, st, lengths=torch.ones(3, dtype=torch.long))
+        big = torch.randn(5, 1, 5) if batch_first else torch.randn(1, 5, 5)
+        layer(big, _random_state(layer, 5))
+    assert cpp_step.calls == [(name, True), (name, False)]
+
+
+def test_a_traced_or_compiled_one_step_forward_is_the_full_forward():
+    """Under torch.jit.trace, torch.export or torch.compile the C++ step is left out: a trace would keep its result as
+    a constant. The traced or compiled layer follows a new state. (A plain LSTM: the fused kernels, which
+    a layer-normalised one runs instead, are neither traceable nor one graph.)"""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(5, 8, batch_first=True).eval()
+    x, st, other = torch.randn(1, 1, 5), _random_state(layer, 1), _random_state(layer, 1)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x, h, c):
+            return self.layer(x, (h, c))[0]
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks become constants
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace: deprecated, still in use
+        want = layer(x, other)[0]
+        traced = torch.jit.trace(Wrap(), (x, *st), check_trace=False)
+        torch.testing.assert_close(traced(x, *other), want, atol=1e-5, rtol=0)
+        exported = torch.export.export(Wrap(), (x, *st)).module()
+        torch.testing.assert_close(exported(x, *other), want, atol=1e-5, rtol=0)
+        compiled = torch.compile(Wrap(), backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x, *other), want, atol=1e-5, rtol=0)
+
+
 def test_the_fast_step_follows_parameter_updates():
     layer = rnnkit.LSTM(3, 4).eval()
     x, st = torch.randn(2, 3), layer.init_state(2)
@@ -212,7 +317,8 @@ def test_what_the_fast_path_leaves_to_the_full_step():
         assert fast_step.try_step(layer, x, None) is None  # no state: full step makes zeros
         proj = rnnkit.LSTM(3, 4, proj_size=2)
         assert fast_step.try_step(proj, x, proj.init_state(2)) is None
-        assert fast_step.try_step(rnnkit.LSTM(3, 4, layer_norm=True), x, st) is None
+        assert fast_step.try_step(rnnkit.LSTM(3, 4, peephole=True), x, st) is None
+        assert fast_step.try_step(rnnkit.LSTM(3, 4, layer_norm=True, zoneout=0.1).eval(), x, st) is None
         assert fast_step.try_step(layer, x[0], st) is None  # unbatched
         assert fast_step.try_step(layer, torch.randn(2, 5), st) is None  # wrong size -> the full step's error
     y, s = layer.step(x, st)  # with autograd: the full step

@@ -1,19 +1,27 @@
-r"""Fast one-step inference (streaming) for plain LSTM, GRU and RNN layers without autograd.
+r"""Fast one-step inference (streaming, generation) for LSTM, GRU and RNN layers without autograd, plain
+or layer-normalised.
 
 ``Recurrent.step`` validates its input, loops over its cells and stacks the new state: ~100 small ops
 for a 1-layer LSTM. When nothing needs a gradient (``torch.no_grad()``, or no parameter requires one)
 and no regulariser acts (evaluation mode, or none configured), :func:`try_step` runs the whole stack in
-one call:
+one call. ``Recurrent.forward`` on a one-step sequence with a state under ``no_grad`` (what generation
+does for every token) takes the C++ step too: torch's LSTM kernel costs ~0.1-0.4 ms at T=1, B=1 and the
+fused kernels ~0.5 ms a layer, against ~0.02 ms here.
 
-* LSTM and GRU at batch <= 4, float32/float64 on the CPU: the C++ step of
+* layer-normalised LSTM and GRU (``layer_norm=True``) at batch <= 4, float32/float64 on the CPU: the
+  C++ step's ``ln_lstm_step`` / ``ln_gru_step``: both sides' sums in one parallel region over the
+  gate rows, then per batch row the two norms, the gates and (LSTM) the cell's norm; within float
+  rounding of the cells' equations (:mod:`rnnkit.cells.layernorm`; ~1e-6 in float32, the norms amplify
+  the sums' rounding), ~0.15x their eager time at B=1, I=64, H=256. Otherwise the full ``step``.
+* plain LSTM and GRU at batch <= 4, float32/float64 on the CPU: the C++ step of
   :mod:`rnnkit.kernels._cpp` (``csrc/step.cpp``; built on the first such step of a machine, ~15 s):
   one parallel region per layer, the gate sums formed from the weight rows as they are (AVX-512 where
   torch uses it on this CPU, else AVX2), then the gates in one vectorised pass. Equal to
   ``torch.nn.LSTMCell`` within float rounding (the sums run in another order; ~1e-7 in float32),
   ~0.3x its time at B=1, I=64, H=256 on the project's Xeon VMs (docs/performance.md). The output
   ``y`` is a copy of the last layer's new ``h``, not a view of it.
-* otherwise (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``): ATen's own cell per
-  layer, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and
+* otherwise for plain layers (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``;
+  in ``step`` only, not in a one-step ``forward``): ATen's own cell per layer, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and
   friends call), bit for bit ``torch.nn.LSTMCell`` with the same weights.
 
 Both use the layer's parameters as they are, so parameter updates are seen at once (there is no copy
@@ -31,6 +39,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import LSTMState
+from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.kernels import _cpp
 
 __all__ = ["try_step"]
@@ -59,16 +68,19 @@ def _applies(layer, x_t, hx) -> bool:
     return all(isinstance(p, Tensor) and tuple(p.shape) == want and not p.requires_grad for p in parts)
 
 
-def try_step(layer, x_t: Tensor, hx):
-    """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc)."""
-    if hx is None:
-        return None
+def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
+    """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc);
+    with ``cpp_only`` only the C++ step (a one-step ``forward``: ATen's cells are not faster there)."""
+    if hx is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None  # a trace or a compiled graph would hold the C++ call's result as a constant
     mode = layer.native_mode
-    if mode is None or layer.bidirectional or layer.zoneout or (
+    if layer.bidirectional or layer.zoneout or (
             layer.training and (layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
         return None  # zoneout mixes states in evaluation mode too
-    lstm = mode == "lstm"
     cpp = _step_module if _step_module is not _UNSET else _cpp_step()
+    if mode is None:
+        return _layer_norm_step(cpp, layer, x_t, hx) if getattr(layer, "layer_norm", False) else None
+    lstm = mode == "lstm"
     if cpp is not None and (mode == "gru" or (lstm and isinstance(hx, tuple) and len(hx) == 2 and not layer.proj_size)):
         # the C++ step checks the rest (tensors, shapes, dtypes, autograd): None where it does not apply
         w = layer._step_weights(layer._params())
@@ -76,7 +88,7 @@ def try_step(layer, x_t: Tensor, hx):
                else cpp.gru_step(x_t, hx, w, layer.bias))
         if out is not None:
             return out
-    if not _applies(layer, x_t, hx):
+    if cpp_only or not _applies(layer, x_t, hx):
         return None
     params = layer._params()
     cell = _CELLS[mode]
@@ -89,6 +101,19 @@ def try_step(layer, x_t: Tensor, hx):
     if lstm:
         return x_t, LSTMState(*(_stack(p) for p in zip(*new)))
     return x_t, _stack(new)
+
+
+def _layer_norm_step(cpp, layer, x_t: Tensor, hx):
+    """The C++ step of a layer-normalised LSTM or GRU stack, or None (no C++ module, or the step does
+    not apply: the full ``step`` then runs the cells)."""
+    if cpp is None:
+        return None
+    w = layer._step_weights(layer._params())
+    if isinstance(layer._cells[0], LayerNormLSTMCell):
+        if not (isinstance(hx, tuple) and len(hx) == 2):
+            return None
+        return cpp.ln_lstm_step(x_t, hx[0], hx[1], w, layer.bias, EPS, LSTMState)
+    return cpp.ln_gru_step(x_t, hx, w, layer.bias, EPS)
 
 
 def _cpp_step():

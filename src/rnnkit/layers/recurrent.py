@@ -260,8 +260,14 @@ class Recurrent(nn.Module):
         ``input`` is ``(B, T, F)`` if ``batch_first`` else ``(T, B, F)``, a 2-D unbatched ``(T, F)``, or
         a ``PackedSequence``. ``lengths`` (B,) marks the valid steps of a padded batch: outputs past a
         sequence's length are zero, its final state is its last valid step, and the reverse direction
-        starts at that step.
+        starts at that step. One step with a state and nothing needing a gradient (generation) runs the
+        C++ step of :mod:`rnnkit.kernels.step` where it applies (equal within float rounding).
         """
+        if (hx is not None and lengths is None and not torch.is_grad_enabled() and isinstance(input, Tensor)
+                and input.dim() == 3 and input.shape[1 if self.batch_first else 0] == 1):
+            fast = try_step(self, input[:, 0] if self.batch_first else input[0], hx, cpp_only=True)
+            if fast is not None:  # one step without autograd (generation, streaming): the C++ step
+                return fast[0].unsqueeze(1 if self.batch_first else 0), fast[1]
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError(f"{type(self).__name__}: give lengths or a PackedSequence, not both")

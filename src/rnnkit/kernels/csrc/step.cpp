@@ -243,6 +243,54 @@ RNNKIT_WIDE void gru_sums_wide(const float* wi, const float* wh, const float* xp
 }
 #endif
 
+// out[b * ld + j] = W[j] . v_b for the rows j0 <= j < j1 of W (rows of K): the layer-norm cells' sums,
+// input and hidden side apart (each side is normalised on its own), 4 rows at a time.
+template <typename S>
+inline void row_sums(const S* W, const S* v, int64_t B, int64_t K, int64_t j0, int64_t j1, S* out, int64_t ld) {
+  int64_t j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const S* r[4] = {W + j * K, W + (j + 1) * K, W + (j + 2) * K, W + (j + 3) * K};
+    for (int64_t b = 0; b < B; ++b) dotn<4, S>(r, v + b * K, K, out + b * ld + j);
+  }
+  for (; j < j1; ++j) {
+    const S* r[1] = {W + j * K};
+    for (int64_t b = 0; b < B; ++b) dotn<1, S>(r, v + b * K, K, out + b * ld + j);
+  }
+}
+
+#ifdef RNNKIT_AVX512
+// row_sums for float with dotn_wide: 8 rows at a time, then one by one.
+RNNKIT_WIDE void row_sums_wide(const float* W, const float* v, int64_t B, int64_t K, int64_t j0, int64_t j1,
+                               float* out, int64_t ld) {
+  int64_t j = j0;
+  for (; j + 8 <= j1; j += 8) {
+    const float* r[8];
+    for (int g = 0; g < 8; ++g) r[g] = W + (j + g) * K;
+    for (int64_t b = 0; b < B; ++b) dotn_wide<8>(r, v + b * K, K, out + b * ld + j, nullptr, nullptr, 0);
+  }
+  for (; j < j1; ++j) {
+    const float* r[1] = {W + j * K};
+    for (int64_t b = 0; b < B; ++b) dotn_wide<1>(r, v + b * K, K, out + b * ld + j, nullptr, nullptr, 0);
+  }
+}
+#endif
+
+// Mean and 1 / sqrt(biased variance + eps) of a[0..n), as torch's layer_norm (sums in double).
+template <typename S>
+inline void moments(const S* a, int64_t n, double eps, S& mean, S& rstd) {
+  double s = 0, q = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t u = 0; u < n; ++u) s += a[u];
+  const double m = s / static_cast<double>(n);
+#pragma omp simd reduction(+ : q)
+  for (int64_t u = 0; u < n; ++u) {
+    const double d = static_cast<double>(a[u]) - m;
+    q += d * d;
+  }
+  mean = static_cast<S>(m);
+  rstd = static_cast<S>(1.0 / std::sqrt(q / static_cast<double>(n) + eps));
+}
+
 // p[u] += a[u] (+ b[u] where b is given).
 template <typename S>
 inline void add_biases(S* p, const S* a, const S* b, int64_t n) {
@@ -349,6 +397,67 @@ void gru_layer(const S* xp, const S* hp, const S* wi, const S* wh, const S* bi, 
   });
 }
 
+// One layer-normalised LSTM (G = 4) or GRU (G = 3) layer (rnnkit/cells/layernorm.py): the G*H sums of
+// each side in one parallel region over the rows, then per batch row (serially: the norms need the
+// whole row, and the ~G*H pointwise values cost a microsecond or two) both sides' norms, the gates,
+// and for the LSTM the cell's norm. gi, gh: the sides' gains (G*H); gc, bc: the cell norm's (H);
+// px, ph: scratch of B*G*H each.
+template <typename S>
+void ln_layer(int G, const S* xp, const S* hp, const S* cp, const S* wi, const S* wh, const S* bi, const S* bh,
+              const S* gi, const S* gh, const S* gc, const S* bc, double eps, int64_t B, int64_t I, int64_t H,
+              S* ho, S* co, S* px, S* ph) {
+  const int64_t N = G * H;
+  at::parallel_for(0, N, grain((I + H) * B), [&](int64_t j0, int64_t j1) {
+#ifdef RNNKIT_AVX512
+    if constexpr (std::is_same_v<S, float>)
+      if (g_wide) {
+        row_sums_wide(wi, xp, B, I, j0, j1, px, N);
+        row_sums_wide(wh, hp, B, H, j0, j1, ph, N);
+        return;
+      }
+#endif
+    row_sums<S>(wi, xp, B, I, j0, j1, px, N);
+    row_sums<S>(wh, hp, B, H, j0, j1, ph, N);
+  });
+  for (int64_t b = 0; b < B; ++b) {
+    S *ax = px + b * N, *ah = ph + b * N, mx, rx, mh, rh;
+    moments(ax, N, eps, mx, rx);
+    moments(ah, N, eps, mh, rh);
+    const S* h0 = hp + b * H;
+    S* h_out = ho + b * H;
+    if (G == 4) {  // torch's gate order (i, f, g, o); both sides and both biases into ax
+#pragma omp simd
+      for (int64_t u = 0; u < N; ++u) ax[u] = gi[u] * (ax[u] - mx) * rx + gh[u] * (ah[u] - mh) * rh;
+      if (bi != nullptr) add_biases(ax, bi, bh, N);
+      const S* c0 = cp + b * H;
+      S* c_out = co + b * H;
+#pragma omp simd
+      for (int64_t u = 0; u < H; ++u)
+        c_out[u] = sigmoid_(ax[H + u]) * c0[u] + sigmoid_(ax[u]) * tanh_(ax[2 * H + u]);
+      S mc, rc;
+      moments(c_out, H, eps, mc, rc);
+#pragma omp simd
+      for (int64_t u = 0; u < H; ++u)
+        h_out[u] = sigmoid_(ax[3 * H + u]) * tanh_(gc[u] * (c_out[u] - mc) * rc + bc[u]);
+    } else {  // (r, z, n): each side normalised, then its own bias
+#pragma omp simd
+      for (int64_t u = 0; u < N; ++u) {
+        ax[u] = gi[u] * (ax[u] - mx) * rx;
+        ah[u] = gh[u] * (ah[u] - mh) * rh;
+      }
+      if (bi != nullptr) {
+        add_biases(ax, bi, static_cast<const S*>(nullptr), N);
+        add_biases(ah, bh, static_cast<const S*>(nullptr), N);
+      }
+#pragma omp simd
+      for (int64_t u = 0; u < H; ++u) {
+        const S n = tanh_(ax[2 * H + u] + sigmoid_(ax[u] + ah[u]) * ah[2 * H + u]);
+        h_out[u] = n + sigmoid_(ax[H + u] + ah[H + u]) * (h0[u] - n);
+      }
+    }
+  }
+}
+
 bool usable(const Tensor& t, at::ScalarType dtype) {
   return t.defined() && t.scalar_type() == dtype && t.device().is_cpu() && t.is_contiguous() &&
          t.layout() == at::kStrided;
@@ -358,8 +467,9 @@ bool usable(const Tensor& t, at::ScalarType dtype) {
 // Returns None (module doc) or (y (B, H), new state): the LSTM's state as state_type(h, c) (the caller's
 // LSTMState, a tuple subclass), each part (L, B, H); y is a copy of the last layer's h.
 py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states, const std::vector<Tensor>& w,
-                      bool bias, const py::object& state_type) {
-  const int64_t per = bias ? 4 : 2;
+                      bool bias, const py::object& state_type, bool ln = false, double eps = 0.0) {
+  // per layer: w_ih, w_hh[, b_ih, b_hh][, gain_ih, gain_hh[, gain_c, bias_c]] (the cells' parameter order)
+  const int64_t nb = bias ? 4 : 2, per = nb + (ln ? (G == 4 ? 4 : 2) : 0);
   const at::ScalarType dt = x.scalar_type();
   if ((dt != at::kFloat && dt != at::kDouble) || !usable(x, dt) || x.dim() != 2 || x.size(0) > kMaxBatch ||
       w.empty() || static_cast<int64_t>(w.size()) % per != 0)
@@ -379,8 +489,8 @@ py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states,
       return py::none();
     for (int64_t q = 0; q < per; ++q)
       if (grad && w[k * per + q].requires_grad()) return py::none();
-    for (int64_t q = 2; q < per; ++q)
-      if (!usable(w[k * per + q], dt) || w[k * per + q].numel() != G * H) return py::none();
+    for (int64_t q = 2; q < per; ++q)  // biases and the sides' gains G*H values, the cell norm's H
+      if (!usable(w[k * per + q], dt) || w[k * per + q].numel() != (q < nb + 2 ? G * H : H)) return py::none();
   }
   std::vector<Tensor> out;
   for (size_t s = 0; s < states.size(); ++s) out.push_back(at::empty({L, B, H}, x.options()));
@@ -395,7 +505,16 @@ py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states,
         const S* bi = bias ? w[k * per + 2].data_ptr<S>() : nullptr;
         const S* bh = bias ? w[k * per + 3].data_ptr<S>() : nullptr;
         S* ho = out[0].data_ptr<S>() + off;
-        if (G == 4)
+        if (ln) {
+          const S* g[4] = {};  // gain_ih, gain_hh[, gain_c, bias_c]
+          for (int64_t q = nb; q < per; ++q) g[q - nb] = w[k * per + q].data_ptr<S>();
+          const int64_t N = G * H;
+          static thread_local std::vector<S> scratch;  // both sides' sums; grown once, no malloc per step
+          if (static_cast<int64_t>(scratch.size()) < 2 * B * N) scratch.resize(2 * B * N);
+          ln_layer<S>(G, in, states[0].data_ptr<S>() + off, G == 4 ? states[1].data_ptr<S>() + off : nullptr, wi, wh,
+                      bi, bh, g[0], g[1], g[2], g[3], eps, B, I, H, ho,
+                      G == 4 ? out[1].data_ptr<S>() + off : nullptr, scratch.data(), scratch.data() + B * N);
+        } else if (G == 4)
           lstm_layer<S>(in, states[0].data_ptr<S>() + off, states[1].data_ptr<S>() + off, wi, wh, bi, bh, B, I, H, ho,
                         out[1].data_ptr<S>() + off);
         else
@@ -464,6 +583,28 @@ py::object gru_step(py::handle x, py::handle h, py::handle w, py::handle bias) {
   return stack_step(3, in[0], states, weights, with_bias == 1, py::none());
 }
 
+// The layer-normalised cells' steps (per layer also the gains: ln_ih, ln_hh and for the LSTM ln_c's weight
+// and bias); eps is the norms' epsilon.
+py::object ln_lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias, double eps,
+                        const py::object& state_type) {
+  std::vector<Tensor> in, states, weights;
+  const int with_bias = PyObject_IsTrue(bias.ptr());
+  if (with_bias < 0) throw py::error_already_set();
+  if (!tensors({x}, in) || !tensors({h, c}, states) || !tensor_seq(w, weights)) return py::none();
+  if (!PyType_Check(state_type.ptr()) ||
+      !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(state_type.ptr()), &PyTuple_Type))
+    return py::none();
+  return stack_step(4, in[0], states, weights, with_bias == 1, state_type, true, eps);
+}
+
+py::object ln_gru_step(py::handle x, py::handle h, py::handle w, py::handle bias, double eps) {
+  std::vector<Tensor> in, states, weights;
+  const int with_bias = PyObject_IsTrue(bias.ptr());
+  if (with_bias < 0) throw py::error_already_set();
+  if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
+  return stack_step(3, in[0], states, weights, with_bias == 1, py::none(), true, eps);
+}
+
 }  // namespace
 
 // set_wide(on): use the AVX-512 gate sums where `on` and the CPU (and OS) has AVX-512F; returns whether
@@ -489,6 +630,8 @@ bool wide() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_step", &lstm_step, "One LSTM step of a layer stack, or None where it does not apply");
   m.def("gru_step", &gru_step, "One GRU step of a layer stack, or None where it does not apply");
+  m.def("ln_lstm_step", &ln_lstm_step, "One layer-norm LSTM step of a layer stack, or None where it does not apply");
+  m.def("ln_gru_step", &ln_gru_step, "One layer-norm GRU step of a layer stack, or None where it does not apply");
   m.def("set_wide", &set_wide, "Use the AVX-512 gate sums (where the CPU has them); returns whether they are used");
   m.def("wide", &wide, "Whether the AVX-512 gate sums are used");
 }
