@@ -52,6 +52,30 @@ def test_top_k_top_p_never_emit_outside_the_allowed_set(logits, k, p, seed):
     del order
 
 
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_the_repetition_penalty_sees_every_token_so_far(char_model, penalty, monkeypatch):
+    """Each token is chosen with the set of the prompt's and the generated tokens as its history (the
+    penalty applies once per token); without a penalty no history is built."""
+    from rnnkit.models import text_generation
+
+    calls = []
+    real = text_generation.sample_next
+
+    def spy(logp, cfg, history, gen):
+        calls.append(None if history is None else history.tolist())
+        return real(logp, cfg, history, gen)
+
+    monkeypatch.setattr(text_generation, "sample_next", spy)
+    out = char_model.generate("abca", 12, repetition_penalty=penalty, seed=3)
+    if penalty == 1.0:
+        assert calls == [None] * 12
+        return
+    seen = set(char_model.tokenizer.encode("abca"))
+    for history, char in zip(calls, out):
+        assert history == sorted(seen)
+        seen.update(char_model.tokenizer.encode(char))
+
+
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)

@@ -78,13 +78,16 @@ def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None 
     ids = prompt_ids(model, prompt)
     try:
         logp, state = _advance(model, ids)
-        history = list(ids)
+        # the repetition penalty needs the tokens seen so far (as a set: the penalty applies once per
+        # token); a tensor of the whole history per token cost O(length) each, 45 us at 1,000 tokens
+        seen = set(ids) if sampling.repetition_penalty != 1.0 else None
         banned = getattr(tok, "unk_id", None)  # never write <unk> into generated text
         for _ in range(max_tokens):
             if banned is not None:
                 logp[banned] = -math.inf
-            nxt = sample_next(logp, sampling, torch.tensor(history), gen)
-            history.append(nxt)
+            nxt = sample_next(logp, sampling, None if seen is None else torch.tensor(sorted(seen)), gen)
+            if seen is not None:
+                seen.add(nxt)
             yield tok.decode([nxt])
             logp, state = _advance(model, [nxt], state)
     finally:
