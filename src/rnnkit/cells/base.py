@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["LSTMState", "State", "RecurrentCell", "map_state", "check_step_input", "zoneout_rates",
-           "zoneout_state"]
+           "zoneout_state", "zoneout_keep"]
 
 
 class LSTMState(NamedTuple):
@@ -140,11 +140,16 @@ class RecurrentCell(nn.Module):
               zoneout_expected: bool = False):
         """Loop ``advance(t, state)`` over time, applying zoneout and freezing finished sequences."""
         outputs = []
+        keep = None
         if zoneout:  # one rate per state part, worked out once rather than at every step
             zoneout = zoneout_rates(zoneout, 1 if isinstance(state, Tensor) else len(state))
+            if not zoneout_expected:  # the masks of every step, drawn as the fused kernels draw them
+                keep = _loop_keep(zoneout, state, x.shape[1])
         for t in range(x.shape[1]):
             new = advance(t, state)
-            if zoneout:
+            if keep is not None:
+                new = _apply_keep(new, state, [k[t] for k in keep])
+            elif zoneout:
                 new = zoneout_state(new, state, zoneout, zoneout_expected)
             if lengths is not None:
                 alive = (lengths > t).unsqueeze(-1)  # (B, 1)
@@ -167,6 +172,75 @@ def zoneout_rates(p, parts: int) -> tuple[float, ...]:
             raise ValueError(f"zoneout: expected one rate or {parts} (one per state part), got {tuple(p)!r}")
         return tuple(float(r) for r in p)
     return (float(p),) * parts
+
+
+def zoneout_keep(p, T: int, parts: int, B: int, H: int, like: Tensor,
+                 expected: bool = False, order: Tensor | None = None) -> Tensor | None:
+    """Keep masks ``(T, parts, B, H)`` of zoneout for a whole sequence (1 = keep the previous value), or
+    None when no rate is positive.
+
+    ``p`` is one rate or one per state part (an LSTM's ``(p_h, p_c)``: :func:`zoneout_rates`). With
+    ``expected`` every entry of part ``k`` is ``p_k``: the kernels' ``lerp(new, old, keep)`` and their
+    backward are linear in ``keep``, so a constant ``p`` computes the test-time expectation
+    ``p old + (1-p) new``. ``order`` (a batching's row order) returns the rows in that order.
+
+    The masks are drawn in one call before the recurrence, by the reference loop and the fused kernels
+    alike, so both give the same result under ``torch.manual_seed``. On the CPU (float32/float64, where
+    the C++ library builds) one C++ op fills them from a seed drawn from torch's generator (~0.5 ns an
+    entry against ~5 for ``bernoulli_``: ``csrc/masks.cpp``); elsewhere ``bernoulli_``, one call per part.
+    """
+    rates = zoneout_rates(p, parts)
+    if not any(r > 0.0 for r in rates):
+        return None
+    keep = torch.empty(T, parts, B, H, device=like.device, dtype=like.dtype)
+    if expected:
+        for k, r in enumerate(rates):
+            keep[:, k].fill_(r)
+        return keep
+    _draw_keep(keep, rates)
+    return keep if order is None else keep.index_select(2, order)  # drawn in the caller's batch order
+
+
+def _draw_keep(keep: Tensor, rates: tuple[float, ...]) -> None:
+    """Fill ``keep`` (T, parts, B, H) with Bernoulli(``rates[k]``) in part ``k`` (zeros for a rate of 0)."""
+    ops = None
+    if keep.device.type == "cpu" and keep.dtype in (torch.float32, torch.float64) and keep.numel():
+        from rnnkit.kernels import _cpp  # (lazily: the kernels import this module)
+        ops = _cpp.ops()
+    if ops is not None:
+        seed = int(torch.randint(0, 2 ** 62, (1,)))  # from torch's generator: reproducible under a seed
+        ops.zoneout_masks(keep, list(rates), seed)
+        return
+    _draw_keep_torch(keep, rates)
+
+
+def _draw_keep_torch(keep: Tensor, rates: tuple[float, ...]) -> None:
+    """:func:`_draw_keep` with torch's ``bernoulli_`` (no C++ library, ``RNNKIT_CPP=0``, other devices):
+    other masks than the C++ op's under the same seed."""
+    for k, r in enumerate(rates):
+        if r > 0.0:
+            keep[:, k].bernoulli_(r)
+        else:
+            keep[:, k].zero_()
+
+
+def _loop_keep(rates: tuple[float, ...], state: State, T: int) -> list[Tensor]:
+    """The reference loop's masks, one ``(T, B, H_k)`` per state part: from one :func:`zoneout_keep`
+    call where the parts have one size (as the fused kernels draw them), else one call per part (a
+    projected LSTM's ``h`` and ``c`` differ)."""
+    parts = [state] if isinstance(state, Tensor) else list(state)
+    B, sizes = parts[0].shape[0], {p.shape[-1] for p in parts}
+    if len(sizes) == 1:
+        keep = zoneout_keep(rates, T, len(parts), B, sizes.pop(), parts[0])
+        return [keep[:, k] for k in range(len(parts))]
+    return [torch.zeros(T, B, p.shape[-1], dtype=p.dtype, device=p.device) if r == 0.0 else
+            zoneout_keep(r, T, 1, B, p.shape[-1], p)[:, 0] for p, r in zip(parts, rates)]
+
+
+def _apply_keep(new: State, old: State, keep: list[Tensor]) -> State:
+    if isinstance(new, Tensor):
+        return torch.lerp(new, old, keep[0])
+    return type(new)(*(torch.lerp(n, o, k) for n, o, k in zip(new, old, keep)))
 
 
 def zoneout_state(new: State, old: State, p, expected: bool = False) -> State:

@@ -29,8 +29,8 @@ from pathlib import Path
 __all__ = ["ops", "ops_for", "module", "mode", "status"]
 
 log = logging.getLogger(__name__)
-_SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp", "indrnn.cpp", "min_rnn.cpp")]
-_VERSION = "v7"  # change with the ops' schemas: the cached library is found by its name
+_SOURCES = [Path(__file__).parent / "csrc" / f for f in ("ln_lstm.cpp", "step.cpp", "indrnn.cpp", "min_rnn.cpp", "masks.cpp")]
+_VERSION = "v8"  # change with the ops' schemas: the cached library is found by its name
 _lock = threading.Lock()
 _state: dict = {"tried": False, "ops": None, "module": None, "error": None}
 _MODES = ("auto", "0", "1")

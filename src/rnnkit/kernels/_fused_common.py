@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from rnnkit.cells.base import zoneout_rates
+from rnnkit.cells.base import zoneout_keep  # the kernels call it as fc.zoneout_keep
 
 __all__ = ["Batching", "batching", "chunk_size", "chunks", "Scratch", "loop_threads", "zoneout_keep", "last",
            "arrive", "finish", "gate_perm", "tanh_from_sigmoid_"]
@@ -150,37 +150,6 @@ def new_buffer(b: Batching, *shape: int, like: Tensor) -> Tensor:
     """A fresh buffer: uninitialised when every row is computed, else zeros (the padding)."""
     make = torch.empty if b.full else torch.zeros
     return make(*shape, device=like.device, dtype=like.dtype)
-
-
-def zoneout_keep(p, T: int, parts: int, B: int, H: int, like: Tensor,
-                 expected: bool = False, order: Tensor | None = None) -> Tensor | None:
-    """Keep masks ``(T, parts, B, H)`` of zoneout, drawn in the order the reference loop draws them.
-
-    ``p`` is one rate or one per state part (an LSTM's ``(p_h, p_c)``:
-    :func:`rnnkit.cells.base.zoneout_rates`). With ``expected`` every entry of part ``k`` is ``p_k``:
-    the kernels' ``lerp(new, old, keep)`` and their backward are linear in ``keep``, so a constant
-    ``p`` computes the test-time expectation ``p old + (1-p) new``.
-
-    :meth:`rnnkit.cells.base.RecurrentCell._loop` draws one ``(B, H)`` Bernoulli mask per state part
-    (``h`` then ``c``, none for a part whose rate is 0) per step; drawing the same shapes in the same
-    order from the same generator gives the same masks, so the fused kernels equal the reference under
-    a fixed seed. ``order`` (a :class:`Batching`'s) returns them in the kernels' running order.
-    """
-    rates = zoneout_rates(p, parts)
-    if not any(r > 0.0 for r in rates):
-        return None
-    if expected:
-        keep = torch.empty(T, parts, B, H, device=like.device, dtype=like.dtype)
-        for k, r in enumerate(rates):
-            keep[:, k].fill_(r)
-        return keep
-    drawn = [k for k, r in enumerate(rates) if r > 0.0]
-    make = torch.empty if len(drawn) == parts else torch.zeros  # a part with rate 0 keeps nothing
-    keep = make(T, parts, B, H, device=like.device, dtype=like.dtype)
-    for t in range(T):
-        for k in drawn:
-            keep[t, k].bernoulli_(rates[k])
-    return keep if order is None else keep.index_select(2, order)  # drawn in the caller's batch order
 
 
 def last(ys: Tensor, first: Tensor, b: Batching, offset: int = 0) -> Tensor:
