@@ -17,6 +17,9 @@ from rnnkit.kernels import step as fast_step
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                     reason="no C++ compiler on this machine: ATen's cell runs instead")
+# (B, I, H, layers, bias) of the C++ step's tests: B=1..4, odd sizes, H=1, stacks, no bias
+STEP_SHAPES = [(1, 64, 256, 1, True), (1, 3, 1, 1, True), (2, 5, 9, 2, False), (4, 7, 33, 3, True),
+               (3, 1, 17, 1, False)]
 
 
 @pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(5, 8, num_layers=2, batch_first=True),
@@ -119,8 +122,7 @@ def cpp_step(request, monkeypatch):
 
 @needs_compiler
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-@pytest.mark.parametrize("shape", [(1, 64, 256, 1, True), (1, 3, 1, 1, True), (2, 5, 9, 2, False), (4, 7, 33, 3, True),
-                                   (3, 1, 17, 1, False)], ids=str)
+@pytest.mark.parametrize("shape", STEP_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_the_cpp_step_equals_torch_cell_with_copied_weights(kind, shape, dtype, cpp_step):
     """B=1..4, odd sizes, H=1, stacks, no bias: within float rounding of ATen's cell (the sums run in
@@ -215,8 +217,7 @@ def _cells_recurrence(layer, x, st):
 
 @needs_compiler
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-@pytest.mark.parametrize("shape", [(1, 64, 256, 1, True), (1, 3, 1, 1, True), (2, 5, 9, 2, False), (4, 7, 33, 3, True),
-                                   (3, 1, 17, 1, False)], ids=str)
+@pytest.mark.parametrize("shape", STEP_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_the_layer_norm_cpp_step_equals_the_cells(kind, shape, dtype, cpp_step):
     """The layer-normalised LSTM and GRU: B=1..4, odd sizes, H=1, stacks, no bias, both gate-sum loops;

@@ -562,8 +562,10 @@ bool tensor_seq(py::handle seq, std::vector<Tensor>& out) {
   return true;
 }
 
-py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias,
-                     const py::object& state_type) {
+// The entry points of the plain cells (lstm_step, gru_step) and of the layer-normalised ones (ln_*: per
+// layer also the gains ln_ih, ln_hh and for the LSTM ln_c's weight and bias; eps is the norms' epsilon).
+py::object lstm_entry(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias,
+                      const py::object& state_type, bool ln, double eps) {
   std::vector<Tensor> in, states, weights;
   const int with_bias = PyObject_IsTrue(bias.ptr());
   if (with_bias < 0) throw py::error_already_set();
@@ -572,37 +574,33 @@ py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py:
   if (!PyType_Check(state_type.ptr()) ||
       !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(state_type.ptr()), &PyTuple_Type))
     return py::none();
-  return stack_step(4, in[0], states, weights, with_bias == 1, state_type);
+  return stack_step(4, in[0], states, weights, with_bias == 1, state_type, ln, eps);
+}
+
+py::object gru_entry(py::handle x, py::handle h, py::handle w, py::handle bias, bool ln, double eps) {
+  std::vector<Tensor> in, states, weights;
+  const int with_bias = PyObject_IsTrue(bias.ptr());
+  if (with_bias < 0) throw py::error_already_set();
+  if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
+  return stack_step(3, in[0], states, weights, with_bias == 1, py::none(), ln, eps);
+}
+
+py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias,
+                     const py::object& state_type) {
+  return lstm_entry(x, h, c, w, bias, state_type, false, 0.0);
 }
 
 py::object gru_step(py::handle x, py::handle h, py::handle w, py::handle bias) {
-  std::vector<Tensor> in, states, weights;
-  const int with_bias = PyObject_IsTrue(bias.ptr());
-  if (with_bias < 0) throw py::error_already_set();
-  if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
-  return stack_step(3, in[0], states, weights, with_bias == 1, py::none());
+  return gru_entry(x, h, w, bias, false, 0.0);
 }
 
-// The layer-normalised cells' steps (per layer also the gains: ln_ih, ln_hh and for the LSTM ln_c's weight
-// and bias); eps is the norms' epsilon.
 py::object ln_lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias, double eps,
                         const py::object& state_type) {
-  std::vector<Tensor> in, states, weights;
-  const int with_bias = PyObject_IsTrue(bias.ptr());
-  if (with_bias < 0) throw py::error_already_set();
-  if (!tensors({x}, in) || !tensors({h, c}, states) || !tensor_seq(w, weights)) return py::none();
-  if (!PyType_Check(state_type.ptr()) ||
-      !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(state_type.ptr()), &PyTuple_Type))
-    return py::none();
-  return stack_step(4, in[0], states, weights, with_bias == 1, state_type, true, eps);
+  return lstm_entry(x, h, c, w, bias, state_type, true, eps);
 }
 
 py::object ln_gru_step(py::handle x, py::handle h, py::handle w, py::handle bias, double eps) {
-  std::vector<Tensor> in, states, weights;
-  const int with_bias = PyObject_IsTrue(bias.ptr());
-  if (with_bias < 0) throw py::error_already_set();
-  if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
-  return stack_step(3, in[0], states, weights, with_bias == 1, py::none(), true, eps);
+  return gru_entry(x, h, w, bias, true, eps);
 }
 
 }  // namespace
