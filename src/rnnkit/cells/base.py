@@ -186,8 +186,8 @@ def zoneout_keep(p, T: int, parts: int, B: int, H: int, like: Tensor,
 
     The masks are drawn in one call before the recurrence, by the reference loop and the fused kernels
     alike, so both give the same result under ``torch.manual_seed``. On the CPU (float32/float64, where
-    the C++ library builds) one C++ op fills them from a seed drawn from torch's generator (~0.5 ns an
-    entry against ~5 for ``bernoulli_``: ``csrc/masks.cpp``); elsewhere ``bernoulli_``, one call per part.
+    the C++ library builds) one C++ op fills them from a seed drawn from torch's generator (~1 ns an
+    entry against ~6 for ``bernoulli_``: ``csrc/masks.cpp``); elsewhere ``bernoulli_``, one call per part.
     """
     rates = zoneout_rates(p, parts)
     if not any(r > 0.0 for r in rates):

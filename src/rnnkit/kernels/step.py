@@ -20,9 +20,10 @@ fused kernels ~0.5 ms a layer, against ~0.02 ms here.
   ``torch.nn.LSTMCell`` within float rounding (the sums run in another order; ~1e-7 in float32),
   ~0.3x its time at B=1, I=64, H=256 on the project's Xeon VMs (docs/performance.md). The output
   ``y`` is a copy of the last layer's new ``h``, not a view of it.
-* otherwise for plain layers (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``;
-  in ``step`` only, not in a one-step ``forward``): ATen's own cell per layer, ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and
-  friends call), bit for bit ``torch.nn.LSTMCell`` with the same weights.
+* otherwise for plain layers (larger batches, the Elman RNN, no C++ compiler, ``RNNKIT_CPP=0``; in
+  ``step`` only, a one-step ``forward`` keeps torch's kernels): ATen's own cell per layer,
+  ``torch._VF.lstm_cell`` / ``gru_cell`` / ``rnn_*_cell`` (what ``torch.nn.LSTMCell`` and friends call),
+  bit for bit ``torch.nn.LSTMCell`` with the same weights.
 
 Both use the layer's parameters as they are, so parameter updates are seen at once (there is no copy
 of the weights to keep in sync). Whether the C++ step is used is decided on the first fast step of
@@ -70,7 +71,7 @@ def _applies(layer, x_t, hx) -> bool:
 
 def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc);
-    with ``cpp_only`` only the C++ step (a one-step ``forward``: ATen's cells are not faster there)."""
+    with ``cpp_only`` only the C++ step (for a one-step ``forward``, which otherwise keeps torch's kernels)."""
     if hx is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None  # a trace or a compiled graph would hold the C++ call's result as a constant
     mode = layer.native_mode
