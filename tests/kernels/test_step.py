@@ -270,6 +270,43 @@ def test_a_one_step_forward_without_autograd_is_the_cpp_step(kind, options, batc
     assert cpp_step.calls == [(name, True), (name, False)]
 
 
+@needs_compiler
+@pytest.mark.parametrize("kind, options", [("LSTM", {"zoneout": 0.2}), ("LSTM", {"zoneout": (0.1, 0.6)}),
+                                           ("GRU", {"zoneout": 0.3}),
+                                           ("LSTM", {"zoneout": (0.3, 0.7), "layer_norm": True}),
+                                           ("GRU", {"zoneout": 0.6, "layer_norm": True})],
+                         ids=["lstm", "lstm-h-c", "gru", "ln-lstm", "ln-gru"])
+def test_zoneout_in_evaluation_mode_is_mixed_in_the_cpp_step(kind, options, cpp_step):
+    """A layer trained with zoneout, in evaluation mode: each layer's new state is mixed with its old one
+    at the rates (zoneout's expectation) inside the C++ step, before the next layer reads h; equal to the
+    full step and to the full forward (the fused kernels' expectation). In training: the full step."""
+    torch.manual_seed(0)
+    layer = getattr(rnnkit, kind)(5, 8, num_layers=2, batch_first=True, **options).eval()
+    x, st = torch.randn(3, 5), _random_state(layer, 3)
+    name = ("ln_" if options.get("layer_norm") else "") + kind.lower() + "_step"
+    with torch.no_grad():
+        y, new = layer.step(x, st)
+        y1, new1 = layer(x.unsqueeze(1), st)
+        saved = fast_step._step_module
+        fast_step._step_module = None  # the full step: the cells and zoneout_state(expected=True)
+        try:
+            want_y, want = layer.step(x, st)
+        finally:
+            fast_step._step_module = saved
+        assert cpp_step.calls == [(name, True)] * 2
+        layer.train()
+        layer.step(x, st)  # fresh masks: not the C++ step
+        assert len(cpp_step.calls) == 2
+    torch.testing.assert_close(y, want_y, atol=1e-5, rtol=0)
+    torch.testing.assert_close(y1[:, 0], want_y, atol=1e-5, rtol=0)
+    for a, b, c in zip(new if isinstance(new, tuple) else (new,), want if isinstance(want, tuple) else (want,),
+                       new1 if isinstance(new1, tuple) else (new1,)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c, b, atol=1e-5, rtol=0)
+    full_y, _ = layer.eval()(x.unsqueeze(1), st)  # with gradients: the fused kernels' expectation
+    torch.testing.assert_close(full_y[:, 0].detach(), want_y, atol=1e-5, rtol=0)
+
+
 def test_a_traced_or_compiled_one_step_forward_is_the_full_forward():
     """Under torch.jit.trace, torch.export or torch.compile the C++ step is left out: a trace would keep its result as
     a constant. The traced or compiled layer follows a new state. (A plain LSTM: the fused kernels, which
@@ -319,7 +356,7 @@ def test_what_the_fast_path_leaves_to_the_full_step():
         proj = rnnkit.LSTM(3, 4, proj_size=2)
         assert fast_step.try_step(proj, x, proj.init_state(2)) is None
         assert fast_step.try_step(rnnkit.LSTM(3, 4, peephole=True), x, st) is None
-        assert fast_step.try_step(rnnkit.LSTM(3, 4, layer_norm=True, zoneout=0.1).eval(), x, st) is None
+        assert fast_step.try_step(rnnkit.LSTM(3, 4, layer_norm=True, zoneout=0.1).train(), x, st) is None
         assert fast_step.try_step(layer, x[0], st) is None  # unbatched
         assert fast_step.try_step(layer, torch.randn(2, 5), st) is None  # wrong size -> the full step's error
     y, s = layer.step(x, st)  # with autograd: the full step

@@ -3,8 +3,9 @@ or layer-normalised.
 
 ``Recurrent.step`` validates its input, loops over its cells and stacks the new state: ~100 small ops
 for a 1-layer LSTM. When nothing needs a gradient (``torch.no_grad()``, or no parameter requires one)
-and no regulariser acts (evaluation mode, or none configured), :func:`try_step` runs the whole stack in
-one call. ``Recurrent.forward`` on a one-step sequence with a state under ``no_grad`` (what generation
+and no regulariser draws masks (evaluation mode, or none configured), :func:`try_step` runs the whole
+stack in one call; zoneout's expectation in evaluation mode (each layer's new state mixed with its old
+one at the rates before the next layer reads ``h``) is part of the C++ step. ``Recurrent.forward`` on a one-step sequence with a state under ``no_grad`` (what generation
 does for every token) takes the C++ step too: torch's LSTM kernel costs ~0.1-0.4 ms at T=1, B=1 and the
 fused kernels ~0.5 ms a layer, against ~0.02 ms here.
 
@@ -39,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.cells.base import LSTMState
+from rnnkit.cells.base import LSTMState, zoneout_rates
 from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.kernels import _cpp
 
@@ -75,21 +76,24 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     if hx is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None  # a trace or a compiled graph would hold the C++ call's result as a constant
     mode = layer.native_mode
-    if layer.bidirectional or layer.zoneout or (
-            layer.training and (layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
-        return None  # zoneout mixes states in evaluation mode too
+    if layer.bidirectional or (layer.training and (
+            layer.zoneout or layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
+        return None  # fresh masks in training
     cpp = _step_module if _step_module is not _UNSET else _cpp_step()
+    # zoneout in evaluation mode mixes each state part with its old value (its expectation): the C++
+    # step does that per layer; ATen's cells do not
+    zone = zoneout_rates(layer.zoneout, len(layer._state_sizes)) if layer.zoneout else ()
     if mode is None:
-        return _layer_norm_step(cpp, layer, x_t, hx) if getattr(layer, "layer_norm", False) else None
+        return _layer_norm_step(cpp, layer, x_t, hx, zone) if getattr(layer, "layer_norm", False) else None
     lstm = mode == "lstm"
     if cpp is not None and (mode == "gru" or (lstm and isinstance(hx, tuple) and len(hx) == 2 and not layer.proj_size)):
         # the C++ step checks the rest (tensors, shapes, dtypes, autograd): None where it does not apply
         w = layer._step_weights(layer._params())
-        out = (cpp.lstm_step(x_t, hx[0], hx[1], w, layer.bias, LSTMState) if lstm
-               else cpp.gru_step(x_t, hx, w, layer.bias))
+        out = (cpp.lstm_step(x_t, hx[0], hx[1], w, layer.bias, LSTMState, *zone) if lstm
+               else cpp.gru_step(x_t, hx, w, layer.bias, *zone))
         if out is not None:
             return out
-    if cpp_only or not _applies(layer, x_t, hx):
+    if cpp_only or zone or not _applies(layer, x_t, hx):
         return None
     params = layer._params()
     cell = _CELLS[mode]
@@ -104,7 +108,7 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     return x_t, _stack(new)
 
 
-def _layer_norm_step(cpp, layer, x_t: Tensor, hx):
+def _layer_norm_step(cpp, layer, x_t: Tensor, hx, zone: tuple = ()):
     """The C++ step of a layer-normalised LSTM or GRU stack, or None (no C++ module, or the step does
     not apply: the full ``step`` then runs the cells)."""
     if cpp is None:
@@ -113,8 +117,8 @@ def _layer_norm_step(cpp, layer, x_t: Tensor, hx):
     if isinstance(layer._cells[0], LayerNormLSTMCell):
         if not (isinstance(hx, tuple) and len(hx) == 2):
             return None
-        return cpp.ln_lstm_step(x_t, hx[0], hx[1], w, layer.bias, EPS, LSTMState)
-    return cpp.ln_gru_step(x_t, hx, w, layer.bias, EPS)
+        return cpp.ln_lstm_step(x_t, hx[0], hx[1], w, layer.bias, EPS, LSTMState, *zone)
+    return cpp.ln_gru_step(x_t, hx, w, layer.bias, EPS, *zone)
 
 
 def _cpp_step():

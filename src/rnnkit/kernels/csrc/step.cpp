@@ -458,6 +458,18 @@ void ln_layer(int G, const S* xp, const S* hp, const S* cp, const S* wi, const S
   }
 }
 
+// o[i] = torch.lerp(o[i], old[i], p), with torch's two formulas (from the nearer end).
+template <typename S>
+inline void lerp_to_old(S* o, const S* old, int64_t n, S p) {
+  if (p < S(0.5)) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] += p * (old[i] - o[i]);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] = old[i] - (old[i] - o[i]) * (S(1) - p);
+  }
+}
+
 bool usable(const Tensor& t, at::ScalarType dtype) {
   return t.defined() && t.scalar_type() == dtype && t.device().is_cpu() && t.is_contiguous() &&
          t.layout() == at::kStrided;
@@ -467,7 +479,8 @@ bool usable(const Tensor& t, at::ScalarType dtype) {
 // Returns None (module doc) or (y (B, H), new state): the LSTM's state as state_type(h, c) (the caller's
 // LSTMState, a tuple subclass), each part (L, B, H); y is a copy of the last layer's h.
 py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states, const std::vector<Tensor>& w,
-                      bool bias, const py::object& state_type, bool ln = false, double eps = 0.0) {
+                      bool bias, const py::object& state_type, bool ln = false, double eps = 0.0,
+                      const double* zone = nullptr) {
   // per layer: w_ih, w_hh[, b_ih, b_hh][, gain_ih, gain_hh[, gain_c, bias_c]] (the cells' parameter order)
   const int64_t nb = bias ? 4 : 2, per = nb + (ln ? (G == 4 ? 4 : 2) : 0);
   const at::ScalarType dt = x.scalar_type();
@@ -519,6 +532,12 @@ py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states,
                         out[1].data_ptr<S>() + off);
         else
           gru_layer<S>(in, states[0].data_ptr<S>() + off, wi, wh, bi, bh, B, I, H, ho);
+        // zoneout's expectation (evaluation mode): each state part lerp(new, old, p), as torch.lerp computes
+        // it, before the next layer reads h
+        for (size_t part = 0; zone != nullptr && part < states.size(); ++part) {
+          const S p = static_cast<S>(zone[part]);
+          if (p > 0) lerp_to_old<S>(out[part].data_ptr<S>() + off, states[part].data_ptr<S>() + off, B * H, p);
+        }
         in = ho;
       }
     });
@@ -565,7 +584,7 @@ bool tensor_seq(py::handle seq, std::vector<Tensor>& out) {
 // The entry points of the plain cells (lstm_step, gru_step) and of the layer-normalised ones (ln_*: per
 // layer also the gains ln_ih, ln_hh and for the LSTM ln_c's weight and bias; eps is the norms' epsilon).
 py::object lstm_entry(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias,
-                      const py::object& state_type, bool ln, double eps) {
+                      const py::object& state_type, bool ln, double eps, double zh, double zc) {
   std::vector<Tensor> in, states, weights;
   const int with_bias = PyObject_IsTrue(bias.ptr());
   if (with_bias < 0) throw py::error_already_set();
@@ -574,33 +593,38 @@ py::object lstm_entry(py::handle x, py::handle h, py::handle c, py::handle w, py
   if (!PyType_Check(state_type.ptr()) ||
       !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(state_type.ptr()), &PyTuple_Type))
     return py::none();
-  return stack_step(4, in[0], states, weights, with_bias == 1, state_type, ln, eps);
+  if (!(zh >= 0 && zh < 1 && zc >= 0 && zc < 1)) return py::none();
+  const double zone[2] = {zh, zc};
+  return stack_step(4, in[0], states, weights, with_bias == 1, state_type, ln, eps, zone);
 }
 
-py::object gru_entry(py::handle x, py::handle h, py::handle w, py::handle bias, bool ln, double eps) {
+py::object gru_entry(py::handle x, py::handle h, py::handle w, py::handle bias, bool ln, double eps, double zh) {
   std::vector<Tensor> in, states, weights;
   const int with_bias = PyObject_IsTrue(bias.ptr());
   if (with_bias < 0) throw py::error_already_set();
   if (!tensors({x}, in) || !tensors({h}, states) || !tensor_seq(w, weights)) return py::none();
-  return stack_step(3, in[0], states, weights, with_bias == 1, py::none(), ln, eps);
+  if (!(zh >= 0 && zh < 1)) return py::none();
+  const double zone[1] = {zh};
+  return stack_step(3, in[0], states, weights, with_bias == 1, py::none(), ln, eps, zone);
 }
 
+// zh, zc: zoneout's rates for h and c in evaluation mode (its expectation; 0: none)
 py::object lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias,
-                     const py::object& state_type) {
-  return lstm_entry(x, h, c, w, bias, state_type, false, 0.0);
+                     const py::object& state_type, double zh, double zc) {
+  return lstm_entry(x, h, c, w, bias, state_type, false, 0.0, zh, zc);
 }
 
-py::object gru_step(py::handle x, py::handle h, py::handle w, py::handle bias) {
-  return gru_entry(x, h, w, bias, false, 0.0);
+py::object gru_step(py::handle x, py::handle h, py::handle w, py::handle bias, double zh) {
+  return gru_entry(x, h, w, bias, false, 0.0, zh);
 }
 
 py::object ln_lstm_step(py::handle x, py::handle h, py::handle c, py::handle w, py::handle bias, double eps,
-                        const py::object& state_type) {
-  return lstm_entry(x, h, c, w, bias, state_type, true, eps);
+                        const py::object& state_type, double zh, double zc) {
+  return lstm_entry(x, h, c, w, bias, state_type, true, eps, zh, zc);
 }
 
-py::object ln_gru_step(py::handle x, py::handle h, py::handle w, py::handle bias, double eps) {
-  return gru_entry(x, h, w, bias, true, eps);
+py::object ln_gru_step(py::handle x, py::handle h, py::handle w, py::handle bias, double eps, double zh) {
+  return gru_entry(x, h, w, bias, true, eps, zh);
 }
 
 }  // namespace
@@ -626,10 +650,16 @@ bool wide() {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_step", &lstm_step, "One LSTM step of a layer stack, or None where it does not apply");
-  m.def("gru_step", &gru_step, "One GRU step of a layer stack, or None where it does not apply");
-  m.def("ln_lstm_step", &ln_lstm_step, "One layer-norm LSTM step of a layer stack, or None where it does not apply");
-  m.def("ln_gru_step", &ln_gru_step, "One layer-norm GRU step of a layer stack, or None where it does not apply");
+  m.def("lstm_step", &lstm_step, "One LSTM step of a layer stack, or None where it does not apply", py::arg("x"),
+        py::arg("h"), py::arg("c"), py::arg("w"), py::arg("bias"), py::arg("state_type"), py::arg("zh") = 0.0,
+        py::arg("zc") = 0.0);
+  m.def("gru_step", &gru_step, "One GRU step of a layer stack, or None where it does not apply", py::arg("x"),
+        py::arg("h"), py::arg("w"), py::arg("bias"), py::arg("zh") = 0.0);
+  m.def("ln_lstm_step", &ln_lstm_step, "One layer-norm LSTM step of a layer stack, or None where it does not apply",
+        py::arg("x"), py::arg("h"), py::arg("c"), py::arg("w"), py::arg("bias"), py::arg("eps"),
+        py::arg("state_type"), py::arg("zh") = 0.0, py::arg("zc") = 0.0);
+  m.def("ln_gru_step", &ln_gru_step, "One layer-norm GRU step of a layer stack, or None where it does not apply",
+        py::arg("x"), py::arg("h"), py::arg("w"), py::arg("bias"), py::arg("eps"), py::arg("zh") = 0.0);
   m.def("set_wide", &set_wide, "Use the AVX-512 gate sums (where the CPU has them); returns whether they are used");
   m.def("wide", &wide, "Whether the AVX-512 gate sums are used");
 }
