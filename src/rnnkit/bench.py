@@ -136,18 +136,18 @@ def _step_row(I: int, H: int, repeats: int, steps: int = 500) -> Row:
     layer, cell = rnnkit.LSTM(I, H, batch_first=True).eval(), torch.nn.LSTMCell(I, H).eval()
     x1, st = torch.randn(1, I), layer.init_state(1)
     hc = (torch.zeros(1, H), torch.zeros(1, H))
-
-    def a() -> None:
-        with torch.no_grad():
-            for _ in range(steps):
-                layer.step(x1, st)
-
-    def b() -> None:
-        with torch.no_grad():
-            for _ in range(steps):
-                cell(x1, hc)
     return _row("streaming rnnkit.LSTM.step vs torch.nn.LSTMCell (eval, no_grad)", f"B=1 I={I} H={H}, "
-                f"{steps} calls", a, b, repeats, 0.4)
+                f"{steps} calls", _no_grad_calls(lambda: layer.step(x1, st), steps),
+                _no_grad_calls(lambda: cell(x1, hc), steps), repeats, 0.4)
+
+
+def _no_grad_calls(fn: Callable[[], object], steps: int) -> Callable[[], None]:
+    """A timed body: ``steps`` calls of ``fn`` under no_grad."""
+    def run() -> None:
+        with torch.no_grad():
+            for _ in range(steps):
+                fn()
+    return run
 
 
 def _one_step_rows(I: int, H: int, repeats: int, steps: int = 500) -> list[Row]:
@@ -155,14 +155,7 @@ def _one_step_rows(I: int, H: int, repeats: int, steps: int = 500) -> list[Row]:
     equations (what a hand-written streaming loop runs), and a one-token ``forward`` (generation) against
     torch.nn.LSTM's; B=1, eval, no_grad."""
     x1, xs, rows = torch.randn(1, I), torch.randn(1, 1, I), []
-
-    def loop(fn):
-        def run() -> None:
-            with torch.no_grad():
-                for _ in range(steps):
-                    fn()
-        return run
-
+    loop = lambda fn: _no_grad_calls(fn, steps)  # noqa: E731
     for kind in ("LSTM", "GRU"):
         layer = getattr(rnnkit, kind)(I, H, batch_first=True, layer_norm=True).eval()
         cell, st = layer.cells()[0], layer.init_state(1)

@@ -1,5 +1,5 @@
 // Shared by the C++ kernel sources: the gates' sigmoid and tanh, inlined so that they vectorise inside
-// `omp simd` loops.
+// `omp simd` loops, torch.lerp's formula, and a layer norm's row moments.
 #pragma once
 
 #include <algorithm>
@@ -33,5 +33,38 @@ inline float tanh_(float x) {
   return a < 0.625f ? small : big;
 }
 inline double tanh_(double x) { return std::tanh(x); }
+
+// torch.lerp(a, b, w) = a + w (b - a), computed as ATen's CPU kernel does (the form with the smaller
+// weight), so that zoneout's mix equals the reference's bit for bit
+template <typename S>
+inline S lerp_(S a, S b, S w) {
+  return std::abs(w) < S(0.5) ? a + w * (b - a) : b - (b - a) * (S(1) - w);
+}
+
+// Sums with 32 independent partial sums (4 AVX2 registers of floats), so that a reduction is not one
+// long chain of dependent additions (4 cycles each): sum_k f(k) over k < n.
+constexpr int64_t kLanes = 32;
+template <typename S, typename F>
+inline S lane_sum(int64_t n, F f) {
+  S acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) acc[j] += f(k + j);
+  S tail = 0;
+  for (; k < n; ++k) tail += f(k);
+  S total = 0;
+  for (int64_t j = 0; j < kLanes; ++j) total += acc[j];
+  return total + tail;
+}
+
+// Mean and 1 / sqrt(var + eps) of a row, two passes.
+template <typename S>
+inline void row_moments(const S* x, int64_t n, double eps, double& mean, double& rstd) {
+  mean = static_cast<double>(lane_sum<S>(n, [&](int64_t k) { return x[k]; })) / n;
+  const S m = static_cast<S>(mean);
+  const S sq = lane_sum<S>(n, [&](int64_t k) { const S d = x[k] - m; return d * d; });
+  rstd = 1.0 / std::sqrt(static_cast<double>(sq) / n + eps);
+}
 
 }  // namespace rnnkit_cpp

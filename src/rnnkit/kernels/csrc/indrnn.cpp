@@ -21,10 +21,7 @@ namespace {
 
 constexpr int64_t kGrain = 2048;  // elements per thread task at least
 
-template <typename S>
-inline S lerp_(S a, S b, S w) {  // torch.lerp(a, b, w), its two-sided formula
-  return w < S(0.5) ? a + w * (b - a) : b - (b - a) * (S(1) - w);
-}
+using rnnkit_cpp::lerp_;  // torch.lerp(a, b, w), its two-sided formula
 
 template <typename S>
 void fwd(const at::Tensor& xp, const at::Tensor& uv, const at::Tensor& h0, const std::optional<at::Tensor>& keep,

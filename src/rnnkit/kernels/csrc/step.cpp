@@ -275,20 +275,13 @@ RNNKIT_WIDE void row_sums_wide(const float* W, const float* v, int64_t B, int64_
 }
 #endif
 
-// Mean and 1 / sqrt(biased variance + eps) of a[0..n), as torch's layer_norm (sums in double).
+// A row's mean and 1 / sqrt(var + eps) in the step's dtype (row_moments of common.h, the C++ loops' own).
 template <typename S>
 inline void moments(const S* a, int64_t n, double eps, S& mean, S& rstd) {
-  double s = 0, q = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t u = 0; u < n; ++u) s += a[u];
-  const double m = s / static_cast<double>(n);
-#pragma omp simd reduction(+ : q)
-  for (int64_t u = 0; u < n; ++u) {
-    const double d = static_cast<double>(a[u]) - m;
-    q += d * d;
-  }
+  double m, r;
+  rnnkit_cpp::row_moments(a, n, eps, m, r);
   mean = static_cast<S>(m);
-  rstd = static_cast<S>(1.0 / std::sqrt(q / static_cast<double>(n) + eps));
+  rstd = static_cast<S>(r);
 }
 
 // p[u] += a[u] (+ b[u] where b is given).
@@ -458,18 +451,6 @@ void ln_layer(int G, const S* xp, const S* hp, const S* cp, const S* wi, const S
   }
 }
 
-// o[i] = torch.lerp(o[i], old[i], p), with torch's two formulas (from the nearer end).
-template <typename S>
-inline void lerp_to_old(S* o, const S* old, int64_t n, S p) {
-  if (p < S(0.5)) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) o[i] += p * (old[i] - o[i]);
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) o[i] = old[i] - (old[i] - o[i]) * (S(1) - p);
-  }
-}
-
 bool usable(const Tensor& t, at::ScalarType dtype) {
   return t.defined() && t.scalar_type() == dtype && t.device().is_cpu() && t.is_contiguous() &&
          t.layout() == at::kStrided;
@@ -536,7 +517,10 @@ py::object stack_step(int G, const Tensor& x, const std::vector<Tensor>& states,
         // it, before the next layer reads h
         for (size_t part = 0; zone != nullptr && part < states.size(); ++part) {
           const S p = static_cast<S>(zone[part]);
-          if (p > 0) lerp_to_old<S>(out[part].data_ptr<S>() + off, states[part].data_ptr<S>() + off, B * H, p);
+          if (p <= 0) continue;
+          S* o = out[part].data_ptr<S>() + off;
+          const S* old = states[part].data_ptr<S>() + off;
+          for (int64_t i = 0; i < B * H; ++i) o[i] = rnnkit_cpp::lerp_(o[i], old[i], p);
         }
         in = ho;
       }
