@@ -141,6 +141,17 @@ def test_multivariate_global_and_covariates():
     assert set(g.predict_frame()["series"]) == {0, 1}
 
 
+def test_global_model_over_differently_named_series():
+    """``[df["a"], df["b"]]``: one target per series may be named anything; several must match."""
+    y = seasonal(80)
+    f = Forecaster(horizon=4, **FAST).fit([y.rename("north"), (y * 2).rename("south")])
+    assert [p.shape for p in f.predict()] == [(4,), (4,)]
+    assert len(f.predict(y=[y.rename("east"), y.rename("west")])) == 2
+    two = pd.DataFrame({"a": y, "b": y + 1}, index=y.index)
+    with pytest.raises(DataError, match=r"y\[1\]: columns .* differ from the first series'"):
+        Forecaster(horizon=4, **FAST).fit([two, two.rename(columns={"b": "c"})])
+
+
 def test_backtest_scores_every_model_at_every_origin():
     y = seasonal(84)
     table = backtest(Forecaster(horizon=6, **FAST), y, n_origins=2, baselines=("naive", "seasonal_naive"))

@@ -43,6 +43,14 @@ __all__ = ["Forecaster", "ForecasterConfig"]
 log = logging.getLogger(__name__)
 
 
+def _same_columns(got: dict[str, list], want: dict[str, list]) -> bool:
+    """Whether two series have the same columns. One target may be named anything (a global
+    model over ``[df["a"], df["b"]]`` learns "the target"); several must match by name, and
+    covariates always do."""
+    same_targets = got["targets"] == want["targets"] or len(got["targets"]) == len(want["targets"]) == 1
+    return same_targets and got["past"] == want["past"] and got["future"] == want["future"]
+
+
 @dataclasses.dataclass(frozen=True)
 class _BundleConfig:
     """What ``config.json`` holds: the options and everything fitted (JSON values only)."""
@@ -101,7 +109,7 @@ class Forecaster(BundleMixin, nn.Module):
             data, tgt, past, fut = to_series(yi, ci, targets=o.target, future=o.future_covariates,
                                              nan=o.nan, name=label)
             got = {"targets": tgt, "past": past, "future": fut}
-            if names is not None and got != names:
+            if names is not None and not _same_columns(got, names):
                 raise DataError(f"{label}: columns {got} differ from the first series' {names}")
             out.append(data)
             names = got
@@ -196,7 +204,7 @@ class Forecaster(BundleMixin, nn.Module):
             return f["series"]
         series, names = self._check(y, y_covariates)
         want = {k: f[k] for k in ("targets", "past", "future")}
-        if names != want or len(series) != len(f["series"]):
+        if not _same_columns(names, want) or len(series) != len(f["series"]):
             raise DataError(f"y: expected {len(f['series'])} series with columns {want}, got "
                             f"{len(series)} with {names}")
         statics = static_rows(static, len(series)) if static is not None else \
