@@ -80,6 +80,30 @@ def test_read_series_csv_duplicate_policies(tmp_path):
     assert read_series_csv(path, duplicates="keep")["v"].tolist() == [1, 2, 4, 3]
 
 
+def test_read_series_csv_reads_day_first_dates_in_one_format(tmp_path):
+    """13/01/2015 means the whole column is day first: 02/01/2015 is then the 2nd of January,
+    not the 1st of February (what parsing each stamp on its own gave)."""
+    days = pd.date_range("2015-01-01", periods=40, freq="D")
+    daily = "d,v\n" + "".join(f"{t:%d/%m/%Y},{i}\n" for i, t in enumerate(days))
+    df = read_series_csv(_write(tmp_path, daily), time_col="d")
+    assert df.index.equals(pd.DatetimeIndex(days, name="d")) and df["v"].tolist() == list(range(40))
+    us = "d,v\n" + "".join(f"{t:%m/%d/%Y},{i}\n" for i, t in enumerate(days))
+    assert read_series_csv(_write(tmp_path, us), time_col="d").index.equals(pd.DatetimeIndex(days, name="d"))
+    # 01/02/2015 ... 01/12/2015: both readings parse; only day first gives a regular time step
+    months = pd.date_range("2015-01-01", periods=24, freq="MS")
+    monthly = "d,v\n" + "".join(f"{t:%d/%m/%Y},{i}\n" for i, t in enumerate(months))
+    assert read_series_csv(_write(tmp_path, monthly), time_col="d").index.equals(pd.DatetimeIndex(months, name="d"))
+
+
+def test_read_series_csv_reads_semicolon_files_with_decimal_commas(tmp_path):
+    df = read_series_csv(_write(tmp_path, "date;load;temp\n2024-01-01;1,5;10\n2024-01-02;2;-0,25\n"))
+    assert list(df.columns) == ["load", "temp"] and df["load"].tolist() == [1.5, 2.0]
+    assert df["temp"].tolist() == [10.0, -0.25]
+    # a comma file keeps "1,5" a mistake (a thousands separator? a decimal mark?), not a guess
+    with pytest.raises(DataError, match="holds '1,5', not a number"):
+        read_series_csv(_write(tmp_path, 'date,load\n2024-01-01,"1,5"\n'))
+
+
 # -- windows ------------------------------------------------------------------------------
 def test_window_dataset_pairs_past_and_future():
     x = torch.arange(20.0).view(10, 2)  # feature 0: 0, 2, 4, ...; feature 1: 1, 3, 5, ...

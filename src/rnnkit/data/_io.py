@@ -16,7 +16,7 @@ from pathlib import Path
 from rnnkit.errors import DataError
 
 __all__ = [
-    "read_bytes", "decode_utf8", "read_text", "read_lines", "line_of_offset", "read_csv_rows",
+    "read_bytes", "decode_utf8", "read_text", "read_lines", "line_of_offset", "read_csv_rows", "read_csv_table", "sniff_delimiter",
 ]
 
 PathLike = str | os.PathLike
@@ -109,18 +109,31 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[str]:
     return lines
 
 
-def read_csv_rows(
-    path: PathLike, delimiter: str | None = None
-) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and ``(line, fields)`` rows of a CSV/TSV file, refusing ragged rows.
+def sniff_delimiter(header_line: str, name: str) -> str:
+    """The field separator from a file's name and header line: a tab for ``.tsv``/``.tab``; else a
+    comma, unless the header has none and splits on a semicolon, a tab or a bar (``;`` is what
+    spreadsheets write where the comma is the decimal mark)."""
+    if name.endswith((".tsv", ".tab")):
+        return "\t"
+    if "," not in header_line:
+        for other in (";", "\t", "|"):
+            if other in header_line:
+                return other
+    return ","
 
-    The delimiter defaults to a tab for ``.tsv``/``.tab`` files (read without quoting) and
-    a comma otherwise. Blank lines are skipped.
+
+def read_csv_table(
+    path: PathLike, delimiter: str | None = None
+) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+    """Header, ``(line, fields)`` rows and the delimiter of a CSV/TSV file, refusing ragged rows.
+
+    Without ``delimiter`` it is sniffed from the header (:func:`sniff_delimiter`). Tab-separated
+    files are read without quoting. Blank lines are skipped.
     """
     text = read_text(path)
     name = Path(path).name.removesuffix(".gz")
-    tsv = name.endswith((".tsv", ".tab")) if delimiter is None else delimiter == "\t"
-    delim = delimiter or ("\t" if tsv else ",")
+    delim = delimiter or sniff_delimiter(text.split("\n", 1)[0], name)
+    tsv = delim == "\t"
     # TSV files rarely quote: a stray '"' in a sentence must not swallow the next lines.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim,
                         quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
@@ -138,4 +151,12 @@ def read_csv_rows(
             rows.append((reader.line_num, fields))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: {exc}; fix the CSV syntax") from None
+    return header, rows, delim
+
+
+def read_csv_rows(
+    path: PathLike, delimiter: str | None = None
+) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and ``(line, fields)`` rows of a CSV/TSV file (see :func:`read_csv_table`)."""
+    header, rows, _ = read_csv_table(path, delimiter)
     return header, rows

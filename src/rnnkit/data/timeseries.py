@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rnnkit.data._io import read_csv_rows
+from rnnkit.data._io import read_csv_table
 from rnnkit.data.scaling import Scaler, as_array
 from rnnkit.errors import DataError
 
@@ -67,14 +67,19 @@ def _pick_columns(path: Any, header: list[str], time_col: str | None,
     return time_col, targets
 
 
-def _parse_values(path: Any, column: list[str], lines: list[int], name: str) -> np.ndarray:
-    """Floats of one column; missing markers become NaN, anything else unparseable raises."""
+def _parse_values(path: Any, column: list[str], lines: list[int], name: str,
+                  decimal_comma: bool = False) -> np.ndarray:
+    """Floats of one column; missing markers become NaN, anything else unparseable raises.
+    ``decimal_comma``: "2,5" is 2.5 (files separated by ';', as spreadsheets write them where the
+    comma is the decimal mark)."""
     out = np.empty(len(column), dtype=np.float64)
     for i, cell in enumerate(column):
         cell = cell.strip()
         if cell in _MISSING:
             out[i] = np.nan
             continue
+        if decimal_comma and "," in cell and "." not in cell:
+            cell = cell.replace(",", ".", 1) if cell.count(",") == 1 else cell
         try:
             out[i] = float(cell)
         except ValueError:
@@ -92,10 +97,29 @@ def _to_times(raw: Any) -> Any:
         return numbers.astype("int64") if whole else numbers
     with warnings.catch_warnings():  # "could not infer format": handled just below
         warnings.simplefilter("ignore", UserWarning)
-        times = pd.to_datetime(raw, errors="coerce")
-        if times.isna().any():  # mixed formats: parse each stamp on its own
-            times = pd.to_datetime(raw, errors="coerce", format="mixed")
-    return times
+        # One format for the whole column, month first (pandas' default) or day first: 13/01/2015
+        # must not make the column's 01/02/2015 the 1st of February while 12/01/2015 stays the
+        # 1st of December (what parsing each stamp on its own does)
+        readings = [t for t in (pd.to_datetime(raw, errors="coerce", dayfirst=first) for first in (False, True))
+                    if not t.isna().any()]
+        if len(readings) == 2 and not readings[0].equals(readings[1]):
+            regular = [t for t in readings if _regular(t)]  # 01/02/2015: the reading with a time step
+            return regular[0] if len(regular) == 1 else readings[0]
+        if readings:
+            return readings[0]
+        return pd.to_datetime(raw, errors="coerce", format="mixed")  # mixed formats: each on its own
+
+
+def _regular(times: Any) -> bool:
+    """Whether sorted distinct ``times`` have a frequency pandas can name (a regular time step)."""
+    pd = _pandas()
+    distinct = pd.DatetimeIndex(times).unique().sort_values()
+    with warnings.catch_warnings():  # pandas' notice about infer_freq's future return type
+        warnings.simplefilter("ignore")
+        try:
+            return len(distinct) >= 3 and pd.infer_freq(distinct) is not None
+        except (TypeError, ValueError):
+            return False
 
 
 def _parse_times(path: Any, column: list[str], lines: list[int], name: str,
@@ -156,13 +180,18 @@ def read_series_csv(path: str | os.PathLike, time_col: str | None = None,
         path: the CSV file (``.gz`` transparently), with a header row.
         time_col: the timestamp column; ``None`` picks a column named timestamp, time, date,
             datetime or ds (any case) when there is one, else the index is 0..N-1. A time
-            column of plain numbers (steps, years) gives a numeric index, else datetimes.
+            column of plain numbers (steps, years) gives a numeric index, else datetimes, read
+            in one format for the whole column: dates like 03/04/2015 month first (pandas'
+            default) unless only day first reads every stamp (a day above 12) or, when both
+            do, only day first gives a regular time step.
         target: the value column(s) to keep; ``None`` keeps every other column.
         nan: ``"refuse"`` missing values, or ``"interpolate"`` them (linearly in time; the
             ends take the nearest value).
         duplicates: what to do with rows that repeat a timestamp: ``"refuse"``, keep the
             ``"first"`` or ``"last"``, average them (``"mean"``), or ``"keep"`` all rows.
-        delimiter: the field separator (default: tab for ``.tsv``, else comma).
+        delimiter: the field separator (default: tab for ``.tsv``; else a comma, or a semicolon,
+            tab or bar when the header has no comma). With ';' a comma in a number is its
+            decimal mark ("2,5").
 
     Returns:
         A DataFrame of the target columns, indexed by time (sorted) when there is a time column.
@@ -176,14 +205,14 @@ def read_series_csv(path: str | os.PathLike, time_col: str | None = None,
     if duplicates not in _DUPLICATES:
         raise ValueError(f"duplicates must be one of {_DUPLICATES}, got {duplicates!r}")
     pd = _pandas()
-    header, rows = read_csv_rows(path, delimiter)
+    header, rows, delim = read_csv_table(path, delimiter)
     if not rows:
         raise DataError(f"{path}: no data rows after the header; add one row per time step")
     time_col, targets = _pick_columns(path, header, time_col, target)
     lines = [line for line, _ in rows]
     wanted = set(targets) | {time_col}
     cols = {n: [f[j] for _, f in rows] for j, n in enumerate(header) if n in wanted}
-    data = {t: _parse_values(path, cols[t], lines, t) for t in targets}
+    data = {t: _parse_values(path, cols[t], lines, t, decimal_comma=delim == ";") for t in targets}
     index = None if time_col is None else _parse_times(
         path, cols[time_col], lines, time_col, refuse_duplicates=duplicates == "refuse")
     df = pd.DataFrame(data, index=index, columns=targets)
