@@ -36,6 +36,22 @@ def test_train_help_shows_every_option_with_its_default(capsys):
     assert "--data.tokenizer" in out and "--model.zoneout_cell" in out
 
 
+@pytest.mark.parametrize("task", ["lm", "forecast", "detect"])
+def test_every_generated_train_option_says_what_it_does(task):
+    """Each ``--section.field`` option's help is its field's attribute docstring plus the default."""
+    from rnnkit.cli_options import field_docs
+
+    from rnnkit import cli
+
+    command = cli._train_group().commands[task]
+    generated = [p for p in command.params if "__" in (p.name or "")]
+    assert len(generated) > 10
+    undocumented = [p.opts[0] for p in generated if not p.help or p.help.startswith("[default")]
+    assert undocumented == []
+    from rnnkit.recipes.lm import LMDataConfig
+    assert field_docs(LMDataConfig)["seq_len"].endswith(".")
+
+
 def test_datasets_lists_pydocs(capsys):
     code, out, _ = run(["datasets"], capsys)
     assert code == 0 and "pydocs" in out and "tinyshakespeare" in out
@@ -177,6 +193,16 @@ def test_user_mistakes_are_one_line(args, match, tiny_run, capsys):
     args = [str(tiny_run) if a == "GEN" else a for a in args]
     code, _, err = run(args, capsys)
     assert code != 0 and "Traceback" not in err and match in err
+
+
+def test_language_models_refuse_the_trainers_loader_options(tmp_path, capsys):
+    """A language model reads data.batch_size streams; trainer.batch_size would be silently ignored."""
+    code, _, err = run(["train", "lm", "--trainer.batch_size", "64"], capsys)
+    assert code != 0 and "No such option" in err
+    toml = tmp_path / "run.toml"
+    toml.write_text("[trainer]\nmax_steps = 1\nbatch_size = 64\n")
+    code, _, err = run(["train", "lm", "--config", str(toml)], capsys)
+    assert code != 0 and "Traceback" not in err and "set [data] batch_size instead" in err
 
 
 def test_console_script_entry_point_works():

@@ -185,12 +185,22 @@ def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more languag
                   f"{joined.num_parameters():,} parameters", highlight=False, soft_wrap=True)
 
 
+# The trainer's loader options for map-style data sets: a language model reads data.batch_size
+# contiguous streams of its text instead (LMStream), so these would be silently ignored.
+_LM_STREAM_ONLY = ("batch_size", "drop_last", "num_workers")
+
+
 def _train_lm(params: dict, base: dict | None = None) -> None:
+    from rnnkit.errors import ConfigError
     from rnnkit.models.language_model import LanguageModelConfig
     from rnnkit.recipes.lm import LMDataConfig, train_language_model
     from rnnkit.training import TrainerConfig
     sections = {"model": LanguageModelConfig, "data": LMDataConfig, "trainer": TrainerConfig}
     values = resolve_sections(params, read_toml(params.get("config")), sections, base)
+    ignored = [k for k in _LM_STREAM_ONLY if k in values["trainer"]]
+    if ignored:
+        raise ConfigError(f"trainer.{ignored[0]} does not apply to language models: they read "
+                          "data.batch_size contiguous streams of the text; set [data] batch_size instead")
     values["model"].setdefault("vocab_size", 2)  # replaced by the tokenizer's size
     values["trainer"].setdefault("name", "lm")
     if params.get("quiet"):
@@ -220,7 +230,7 @@ def _train_group() -> click.Group:
     lm = click.Command("lm", callback=lambda **p: _train_lm(p), help=(
         "Language model on a named data set or --data.text FILE (char, word or BPE tokens)."),
         params=common + config_options("model", LanguageModelConfig, skip=("vocab_size",))
-        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig))
+        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig, skip=_LM_STREAM_ONLY))
     group.add_command(lm)
     group.add_command(_forecast_command(common[:1]))
     group.add_command(_detect_command(common[:1]))

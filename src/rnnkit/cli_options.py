@@ -1,15 +1,20 @@
 """Command-line options generated from the frozen dataclass configs.
 
 ``rnnkit train lm --model.hidden_size 512 --trainer.max_time 60`` sets fields of the model, data
-and trainer configs. Every field of each config becomes an option ``--SECTION.FIELD`` whose help
-shows the default; a TOML file (``--config run.toml``, sections ``[model]``, ``[data]``,
+and trainer configs. Every field of each config becomes an option ``--SECTION.FIELD`` whose help is
+the field's attribute docstring (the string literal under it, which the API docs show as well)
+and its default; a TOML file (``--config run.toml``, sections ``[model]``, ``[data]``,
 ``[trainer]``) sits between the defaults and the flags.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import sys
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,27 @@ def _click_type(hint: Any):
     return _SCALARS.get(hint)
 
 
+@functools.lru_cache(maxsize=None)
+def field_docs(config_class: type) -> dict[str, str]:
+    """``{field: docstring}`` from the string literals right under the fields of a dataclass.
+
+    Empty when the source is not available (a frozen or byte-compiled-only install): the options
+    then show their defaults alone.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(config_class)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
 def _default_text(field: dataclasses.Field) -> str:
     if field.default is not dataclasses.MISSING:
         return repr(field.default)
@@ -49,6 +75,7 @@ def config_options(section: str, config_class: type, skip: tuple[str, ...] = (),
     ``plain=True`` names them ``--field-name`` instead (``--time-col``), for the data options.
     """
     hints = typing.get_type_hints(config_class)
+    docs = field_docs(config_class)
     options = []
     for field in dataclasses.fields(config_class):
         ctype = _click_type(hints[field.name])
@@ -56,7 +83,9 @@ def config_options(section: str, config_class: type, skip: tuple[str, ...] = (),
             continue
         flag = f"--{field.name.replace('_', '-')}" if plain else f"--{section}.{field.name}"
         options.append(click.Option([flag, f"{section}__{field.name}"], type=ctype,
-                                    default=None, help=f"[default: {_default_text(field)}]"))
+                                    default=None,
+                                    help=f"{docs.get(field.name, '').replace('``', '')} "
+                                         f"[default: {_default_text(field)}]".lstrip()))
     return options
 
 

@@ -57,6 +57,10 @@ def test_bundle_round_trip_and_bad_input(tmp_path):
         AnomalyDetector(**FAST).fit(pd.Series(np.ones(200)))
     with pytest.raises(ConfigError, match="threshold"):
         AnomalyDetector(threshold="magic")
+    with pytest.raises(ConfigError, match=r"cell: expected one of \('lstm'"):
+        AnomalyDetector(method="reconstruction", cell="transformer")
+    with pytest.raises(ConfigError, match="history: expected 0 .* at least window=48"):
+        AnomalyDetector(history=5)  # pandas' rolling window would fail inside detect()
 
 
 def test_window_metrics_count_overlaps_and_delay():
@@ -96,3 +100,12 @@ def test_detector_recipe_and_detect_from_bundle(tmp_path):
     assert len(summary["windows"]) == 1 and (tmp_path / "runs" / "sensor" / "detection.png").is_file()
     windows = detect_from_bundle(bundle, str(csv), plot=str(tmp_path / "d.png"))
     assert windows == det.detect(y) and (tmp_path / "d.png").is_file()
+    # a CSV trained with nan=interpolate is read the same way when detecting from the bundle
+    gappy = y.copy()
+    gappy.iloc[[100, 550]] = np.nan
+    gappy.rename_axis("timestamp").to_csv(csv)
+    _, bundle, _ = train_detector(DetectorConfig(**FAST), DetectDataConfig(csv=str(csv), nan="interpolate"),
+                                  tmp_path / "runs", "gappy")
+    assert isinstance(detect_from_bundle(bundle, str(csv)), list)
+    with pytest.raises(ConfigError, match="data.nan: expected 'refuse' or 'interpolate', got 'drop'"):
+        DetectDataConfig(csv=str(csv), nan="drop")

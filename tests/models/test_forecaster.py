@@ -185,6 +185,8 @@ def test_recipe_trains_saves_plots_and_forecasts_from_the_bundle(tmp_path):
     frame = forecast_from_bundle(bundle, str(csv), "date", "units", plot=str(tmp_path / "f.png"))
     np.testing.assert_allclose(frame["median"].to_numpy(), fc.predict())
     assert (tmp_path / "f.png").is_file() and frame.index[0] == pd.Timestamp("2006-01-01")
+    with pytest.raises(ConfigError, match="data.nan: expected 'refuse' or 'interpolate', got 'drop'"):
+        ForecastDataConfig(csv=str(csv), nan="drop")
 
 
 def test_defaults_work_on_a_40_point_monthly_series():

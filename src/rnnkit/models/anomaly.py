@@ -38,13 +38,14 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.export.bundle import BundleMixin, register_model
 from rnnkit.models._anomaly_scores import forecast_scores, values_and_calendar
 from rnnkit.models._autoencoder import AESpec, LSTMAutoencoder, fit_autoencoder, row_errors
+from rnnkit.models._forecast_net import CELLS
 from rnnkit.models._forecast_train import torch_threads
 from rnnkit.models.forecaster import Forecaster, _BundleConfig
 
 __all__ = ["AnomalyDetector", "DetectorConfig", "AnomalyWindow"]
 
 _CHOICES = {"method": ("forecast", "reconstruction"), "threshold": ("fixed", "quantile", "adaptive"),
-            "nan": ("refuse", "interpolate")}
+            "nan": ("refuse", "interpolate"), "cell": tuple(CELLS)}
 
 
 class AnomalyWindow(NamedTuple):
@@ -60,20 +61,43 @@ class DetectorConfig:
     """Options of :class:`AnomalyDetector` (see the module docstring for the equations)."""
 
     method: str = "forecast"
+    """Score from: ``forecast`` (a one-step forecaster's error) or ``reconstruction``
+    (an autoencoder's)."""
     window: int = 48
+    """Rows read per score; the first ``window`` rows are never flagged and fitting needs
+    4 × as many."""
     hidden_size: int = 32
+    """Hidden units of the forecaster's or the autoencoder's recurrent layers."""
     cell: str = "lstm"
+    """Recurrent cell: ``lstm``, ``gru``, ``rnn``, ``mingru`` or ``minlstm``."""
     threshold: str = "adaptive"
+    """Threshold on the smoothed score: ``fixed`` (``value``), ``quantile``
+    (of the training scores) or ``adaptive``."""
     value: float = 4.0
+    """Threshold in score units (normal rows score about 1): the ``fixed`` one and the
+    ``adaptive`` floor."""
     quantile: float = 0.999
+    """With ``threshold=quantile``: the level of the quantile of the training rows'
+    smoothed scores."""
     k: float = 4.0
+    """With ``threshold=adaptive``: standard deviations above the trailing mean of the scores."""
     history: int = 0
+    """With ``threshold=adaptive``: previous scores in the trailing mean and deviation;
+    0 = 10 × ``window``."""
     smooth: int = 3
+    """Span, in rows, of the causal exponential moving average of the scores; 1 = no smoothing."""
     merge: int = 0
+    """Flagged runs at most this many unflagged rows apart become one window;
+    0 = ``window`` // 2."""
     max_steps: int = 400
+    """Training steps at most (early stopping may end sooner)."""
     max_time: float = 60.0
+    """Time limit in seconds for training."""
     nan: str = "refuse"
+    """Missing values in fitted and scored series (``rnnkit detect`` too): ``refuse``
+    or ``interpolate``."""
     seed: int = 0
+    """Random seed of the weights and training batches."""
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -84,6 +108,9 @@ class DetectorConfig:
                 raise ConfigError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
         if not 0.0 < self.quantile < 1.0:
             raise ConfigError(f"quantile: expected a value in (0, 1), got {self.quantile!r}")
+        if 0 < self.history < self.window:
+            raise ConfigError(f"history: expected 0 (10 x window) or at least window={self.window} trailing "
+                              f"scores, got {self.history}")
         if self.history < 0 or self.merge < 0 or self.value <= 0 or self.k <= 0:
             raise ConfigError("history and merge must be >= 0, value and k > 0; got "
                               f"{self.history}, {self.merge}, {self.value}, {self.k}")

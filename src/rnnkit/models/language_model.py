@@ -42,23 +42,41 @@ class LanguageModelConfig:
     """
 
     vocab_size: int
+    """Number of token ids (set from the tokenizer by the trainers)."""
     cell: str = "lstm"
+    """Recurrence of every layer: ``rnn``, ``lstm``, ``gru``, ``indrnn``, ``mingru`` or ``minlstm``."""
     embedding_size: int = 256
+    """Width of the token embedding (and of the output layer's input when weights are tied)."""
     hidden_size: int = 512
+    """Hidden units of each recurrent layer."""
     num_layers: int = 1
+    """Recurrent layers stacked on the embedding."""
     proj_size: int = 0
+    """LSTM only: project each layer's output h to this width (LSTMP, Sak et al. 2014); 0 = none."""
     layer_norm: bool = False
+    """Layer-normalised LSTM or GRU layers (Ba et al. 2016), run by rnnkit's fused kernels."""
     tie_weights: bool = False
+    """Share the embedding matrix with the output layer (Press & Wolf 2017)."""
     embedding_dropout: float = 0.0
+    """Drop whole tokens' embedding rows while training (the same row everywhere in a batch)."""
     input_dropout: float = 0.0
+    """Locked dropout on the embeddings fed to the first layer (one mask per sequence)."""
     hidden_dropout: float = 0.0
+    """Locked dropout between recurrent layers (one mask per sequence)."""
     output_dropout: float = 0.0
+    """Locked dropout on the last layer's output before the softmax (one mask per sequence)."""
     recurrent_dropout: float = 0.0
+    """Variational dropout of h where it enters the recurrent weights (Gal & Ghahramani 2016)."""
     zoneout: float = 0.0
+    """Probability that a unit keeps its previous state at a step while training (Krueger et al. 2017)."""
     zoneout_cell: float | None = None
+    """LSTM only: a zoneout rate of its own for the cell state c (zoneout then acts on h only)."""
     weight_drop: float = 0.0
+    """DropConnect on the recurrent weight matrices while training, a new mask per call (AWD-LSTM)."""
     forget_bias: float = 0.0
+    """LSTM only: added to the forget gate's bias at initialisation (Jozefowicz et al. 2015)."""
     softmax_cutoffs: tuple[int, ...] = ()
+    """Adaptive softmax (Grave et al. 2017): token ids where the tail clusters start; () = full softmax."""
 
     def __post_init__(self) -> None:
         cutoffs = self.softmax_cutoffs

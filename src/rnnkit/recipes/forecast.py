@@ -45,19 +45,36 @@ class ForecastDataConfig:
     time step. ``nan`` is ``refuse`` or ``interpolate``; ``baselines`` are scored on the holdout."""
 
     csv: str = ""
+    """Path of the CSV file that holds the series (required)."""
     time_col: str = ""
+    """Timestamp column; "" picks one named timestamp, time, date, datetime or ds,
+    else uses row positions."""
     target: str = ""
+    """Column(s) to forecast, comma-separated; "" = every column that is not a covariate."""
     horizon: int = 24
+    """Steps to forecast after the end of the series; the holdout is this many last rows."""
     season_length: int = 0
+    """Season length in steps; 0 = from the time step (12 monthly, 7 daily, 24 hourly, ...),
+    1 = none."""
     covariates: str = ""
+    """Past covariate columns, comma-separated: inputs known only up to now
+    (not with ``recursive``)."""
     future_covariates: str = ""
+    """Covariate columns known in advance, comma-separated; forecasting needs their horizon rows."""
     nan: str = "refuse"
+    """Missing values and timestamps: ``refuse`` them, or ``interpolate`` them linearly in time."""
     holdout: bool = True
+    """Also fit without the last ``horizon`` rows and score it and the baselines there
+    (needs 2 × horizon + 12 rows)."""
     baselines: str = "seasonal_naive,ets"
+    """Baselines scored on the holdout, comma-separated: naive, seasonal_naive, ets, arima;
+    "" = none."""
 
     def __post_init__(self) -> None:
         if not self.csv:
             raise ConfigError("data.csv: expected the path of a CSV file, got ''")
+        if self.nan not in ("refuse", "interpolate"):
+            raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {self.nan!r}")
         if self.horizon < 1 or self.season_length < 0:
             raise ConfigError(f"data.horizon must be >= 1 and data.season_length >= 0, got "
                               f"{self.horizon}, {self.season_length}")
@@ -71,20 +88,41 @@ class ForecastModelConfig:
     """The Forecaster's main options (see :class:`rnnkit.models.forecaster.ForecasterConfig`)."""
 
     cell: str = "lstm"
+    """Recurrent cell: ``lstm``, ``gru``, ``rnn``, ``mingru`` or ``minlstm``."""
     hidden_size: int = 32
+    """Hidden units of each recurrent layer (and of the output head's hidden layer)."""
     num_layers: int = 1
+    """Number of stacked recurrent layers."""
     input_len: int = 0
+    """History steps the network reads per forecast; 0 = auto, max(horizon, 2 × season, 8)."""
     strategy: str = "direct"
+    """``direct``: one head predicts every horizon step; ``recursive``: a one-step head
+    rolled forward."""
     head: str = "quantile"
+    """Predictive distribution: ``quantile`` (quantile regression) or ``gaussian``
+    (mean and deviation)."""
     normalize: str = "es"
+    """``es``: remove an exponential-smoothing level and season (ES hybrid);
+    ``scale``: scaling only."""
     trend: str = "auto"
+    """Damped trend of the smoothing: ``auto`` (kept if it lowers the AIC), ``damped``
+    or ``none``."""
     rnn_weight: float = 0.7
+    """Share, in (0, 1], of the network's correction of the smoothing forecast that is kept
+    (``es`` only)."""
     ensemble: int = 0
+    """Networks trained with seeds ``seed``, ``seed`` + 1, ... and averaged;
+    0 = 5 (2 over 5000 windows)."""
     max_steps: int = 600
+    """Training steps per ensemble member at most (early stopping may end sooner)."""
     max_time: float = 120.0
+    """Time limit in seconds for training all ensemble members (the holdout fit gets its own)."""
     lr: float = 1e-3
+    """Learning rate of the AdamW optimiser."""
     dropout: float = 0.0
+    """Dropout rate in the output head, and between recurrent layers when ``num_layers`` > 1."""
     seed: int = 0
+    """Random seed of the weights and batches; ensemble member j uses ``seed`` + j."""
 
 
 @dataclass(frozen=True)
@@ -93,15 +131,25 @@ class DetectDataConfig:
     fitted on the first ``train_fraction`` of the rows and detects on all of them."""
 
     csv: str = ""
+    """Path of the CSV file that holds the series (needed unless ``dataset`` is given)."""
     time_col: str = ""
+    """Timestamp column; "" picks one named timestamp, time, date, datetime or ds,
+    else uses row positions."""
     target: str = ""
+    """Value column(s), comma-separated, scored together; "" = every column but the time column."""
     dataset: str = ""
+    """A labelled NAB series, ``nab/<series>`` from $RNNKIT_DATA/nab, used instead of ``csv``."""
     train_fraction: float = 0.15
+    """Share of the rows, from the start, to fit on (at least 4 × ``window``);
+    every row is scored."""
     nan: str = "refuse"
+    """Missing values: ``refuse`` them, or ``interpolate`` them in time (also in ``rnnkit detect``)."""
 
     def __post_init__(self) -> None:
         if not self.csv and not self.dataset:
             raise ConfigError("data: expected csv or dataset (e.g. dataset='nab/nyc_taxi'), got neither")
+        if self.nan not in ("refuse", "interpolate"):
+            raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {self.nan!r}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"data.train_fraction: expected a value in (0, 1], got {self.train_fraction}")
 
@@ -230,7 +278,10 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
     """Fit an AnomalyDetector on the first ``train_fraction`` rows; bundle, plot and summary."""
     y, labelled = _detect_data(data_cfg)
     n_fit = max(int(len(y) * data_cfg.train_fraction), 4 * detector_cfg.window)
-    det = AnomalyDetector(**dataclasses.asdict(detector_cfg)).fit(y.iloc[:n_fit])
+    options = dataclasses.asdict(detector_cfg)
+    if data_cfg.nan == "interpolate":  # what the training CSV needed, `rnnkit detect` will too
+        options["nan"] = "interpolate"
+    det = AnomalyDetector(**options).fit(y.iloc[:n_fit])
     out = Path(run_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     bundle = det.save(out / "bundle")

@@ -41,13 +41,21 @@ class LMDataConfig:
     """
 
     dataset: str = "pydocs"
+    """Registered text data set to train on (``rnnkit datasets`` lists them); ignored with ``text``."""
     text: str = ""
+    """A UTF-8 text file to train on instead; its last ``val_fraction`` is the validation text."""
     tokenizer: str = "char"
+    """Tokens: ``char``, ``word`` (the rest ``<unk>``), or subwords: ``bpe`` or ``unigram``."""
     vocab_size: int = 10000
+    """Word and subword tokenizers: the size of the vocabulary fitted on the training text."""
     val_fraction: float = 0.1
+    """With ``text``: the share of the file, from its end, held out for validation."""
     batch_size: int = 32
+    """Contiguous streams of the training text read side by side, the state carried between batches."""
     seq_len: int = 128
+    """Tokens per stream per batch: back-propagation through time is truncated at this length."""
     max_chars: int = 0
+    """Use only the first this many training characters (and a ninth as many for validation); 0 = all."""
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:

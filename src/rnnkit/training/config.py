@@ -35,44 +35,83 @@ class TrainerConfig:
     """
 
     run_dir: str = "runs"
+    """Parent folder of the runs; this run writes everything under ``run_dir/name``."""
     name: str = "run"
+    """The run's folder inside ``run_dir`` (no ``/``), holding its config, metrics, plots and checkpoints."""
     max_steps: int | None = None
+    """Stop after this many optimizer steps in total, resumed sessions included; None means no step limit."""
     max_epochs: int | None = None
+    """Stop after this many passes over the training data; None means no epoch limit."""
     max_time: float | None = None
+    """Wall-clock seconds of training (summed over resumed sessions) before stopping; None means no limit."""
     batch_size: int = 32
+    """Items per batch per process, for map-style datasets only (``iter_batches`` sources make their own)."""
     drop_last: bool = False
+    """Drop the last, incomplete training batch of each epoch of a map-style dataset (validation keeps it)."""
     num_workers: int = 0
+    """DataLoader worker processes for map-style datasets; 0 loads batches in the main process."""
     optimizer: str = "adam"
+    """Optimizer: ``adam`` or ``adamw`` (Adam with decoupled weight decay)."""
     lr: float = 1e-3
+    """Peak learning rate, reached after warmup; ``cosine`` and ``plateau`` lower it from there."""
     weight_decay: float = 0.0
+    """Decay of weight matrices only (not biases or gains): L2 with ``adam``, decoupled with ``adamw``."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's decay rates, each in [0, 1), of the running means of the gradient and of its square."""
     eps: float = 1e-8
+    """Adam's epsilon, added to the denominator of the update for numerical stability."""
     schedule: str = "constant"
+    """Learning-rate schedule: ``constant``, ``cosine`` (decay to ``min_lr``) or ``plateau`` (on val loss)."""
     warmup_steps: int = 0
+    """Optimizer steps of linear warmup up to ``lr`` at the start; must be 0 with ``plateau``."""
     min_lr: float = 0.0
+    """Learning rate that ``cosine`` ends at (the other schedules ignore it)."""
     schedule_steps: int | None = None
+    """Steps of the ``cosine`` decay, warmup included, then held at ``min_lr``; None fits the run's length."""
     plateau_factor: float = 0.5
+    """Factor in (0, 1) by which ``plateau`` multiplies the learning rate when the val loss stalls."""
     plateau_patience: int = 2
+    """Evaluations without a val-loss improvement that ``plateau`` tolerates before lowering the rate."""
     max_grad_norm: float | None = None
+    """Clip the global L2 norm of the gradients to this before each step; None means no norm clipping."""
     grad_clip_value: float | None = None
+    """Clip every gradient element to [-value, value], before norm clipping; None means no value clipping."""
     grad_accum_steps: int = 1
+    """Micro-batches (batches, or TBPTT chunks) whose mean gradient makes one optimizer step."""
     amp: str = "off"
+    """Mixed precision: ``off``, ``bf16`` (bfloat16 autocast) or ``fp16`` (with loss scaling, CUDA only)."""
     early_stopping_patience: int | None = None
+    """Stop after this many evaluations in a row without enough val-loss improvement; None turns it off."""
     early_stopping_min_delta: float = 0.0
+    """How far the val loss must fall below the best so far to reset early stopping's patience."""
     seed: int = 0
+    """Random seed: Python, NumPy and torch get ``seed + rank``, and map-style datasets shuffle by it."""
     deterministic: bool = False
+    """Use deterministic torch and cuDNN kernels (warning where none exists): reproducible but slower."""
     tbptt_steps: int | None = None
+    """Truncated BPTT: cut each batch along time into chunks this long, state carried; None keeps it whole."""
     log_every: int = 10
+    """Optimizer steps between metrics.csv rows (mean loss, gradient norm and throughput over those steps)."""
     eval_every: int | None = None
+    """Optimizer steps between evaluations on the validation data; None evaluates only at the end."""
     checkpoint_every: int | None = None
+    """Optimizer steps between writes of ``checkpoints/last``; None writes it only at the end."""
     checkpoint: bool = True
+    """Write checkpoints (``last``, and ``best`` with save_best); False writes none, so nothing to resume."""
     save_best: bool = False
+    """Also keep ``checkpoints/best``, rewritten when a periodic evaluation reaches a new best val loss."""
     resume: bool = False
+    """Continue from the run's ``checkpoints/last`` if there is one; False starts afresh and replaces it."""
     device: str = "auto"
+    """Device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     quiet: bool = False
+    """Hide the progress bar (metrics.csv, TensorBoard and the log are still written)."""
     tensorboard: bool = True
+    """Write TensorBoard event files into the run folder (skipped if tensorboard is not installed)."""
     plots: bool = True
+    """Redraw ``loss.png`` (training and validation loss by step) at each evaluation and at the end."""
     grad_warnings: bool = True
+    """Log a warning, once per kind, when the pre-clip gradient norm explodes, vanishes or is not finite."""
 
     def __post_init__(self) -> None:
         for field, choices in _CHOICES.items():
