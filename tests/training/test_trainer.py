@@ -184,6 +184,54 @@ def test_early_stopping(make_config):
     assert (best["step"], best["best_val"], last["step"]) == (1, 1.0, 3)
 
 
+class ScriptedVal(ConstValModel):
+    """ConstValModel whose validation loss is the next of ``values`` at each evaluation."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.at = list(values), 0
+
+    def forward(self, x, state=None):
+        out = super().forward(x, state)
+        return out._replace(loss=out.loss * 0.0 + self.values[self.at]) if not self.training else out
+
+
+class NextValue(Callback):
+    def on_eval_end(self, trainer, metrics):
+        trainer.model.at += 1
+
+
+def test_early_stopping_patience_counts_from_the_last_big_enough_gain(make_config):
+    """Gains of 0.05 per evaluation with min_delta 0.08: every second one adds up to more than
+    min_delta, so patience 2 never runs out (comparing each with the best so far stopped at step 3)."""
+    data = DictDataset(x=torch.zeros(8, 1))
+    values = [1.0 - 0.05 * i for i in range(12)]
+    cfg = make_config(max_steps=10, eval_every=1, early_stopping_patience=2, early_stopping_min_delta=0.08,
+                      checkpoint=False)
+    state = Trainer(ScriptedVal(values), cfg, callbacks=[NextValue()]).fit(data, data)
+    assert (state.step, state.stop_reason) == (10, "max_steps")
+    flat = [1.0, 0.95, 0.93, 0.91, 0.9, 0.9]  # two evaluations without reaching 1.0 - 0.08
+    state = Trainer(ScriptedVal(flat), cfg.replace(name="flat"), callbacks=[NextValue()]).fit(data, data)
+    assert (state.step, state.stop_reason) == (3, "early_stopping")
+
+
+def test_final_evaluation_can_be_the_best_checkpoint(make_config):
+    data = DictDataset(x=torch.zeros(8, 1))
+    cfg = make_config(max_steps=3, eval_every=2, save_best=True)
+    Trainer(ScriptedVal([1.0, 0.5]), cfg, callbacks=[NextValue()]).fit(data, data)
+    best = load_checkpoint(cfg.out_dir / "checkpoints" / "best").trainer_state
+    assert (best["step"], best["best_val"]) == (3, 0.5)
+
+
+def test_plateau_schedule_stops_at_min_lr(make_config):
+    data = DictDataset(x=torch.zeros(8, 1))
+    rec = Recorder()
+    cfg = make_config(max_steps=8, eval_every=1, schedule="plateau", plateau_patience=1, lr=0.1, min_lr=0.03,
+                      checkpoint=False)
+    Trainer(ConstValModel(), cfg, callbacks=[rec]).fit(data, data)
+    assert [m["lr"] for m in rec.steps] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.03, 0.03, 0.03])
+
+
 def test_plateau_schedule_follows_torch(make_config):
     data = DictDataset(x=torch.zeros(8, 1))
     rec = Recorder()
@@ -257,6 +305,14 @@ def test_bad_data_and_config(make_config):
         TrainerConfig(lr=-1.0)
     with pytest.raises(ConfigError, match="eval_every"):
         TrainerConfig(early_stopping_patience=3)
+    for bad, match in [(dict(lr=0.0), r"lr: expected a number > 0, got 0"),
+                       (dict(max_grad_norm=0.0), r"max_grad_norm: expected a number > 0 \(None: no clipping\)"),
+                       (dict(grad_clip_value=0), "grad_clip_value: expected a number > 0"),
+                       (dict(lr=1e-3, min_lr=1e-2), "min_lr=0.01 is above lr=0.001"),
+                       (dict(schedule_steps=10), "schedule='constant' has none"),
+                       (dict(save_best=True, eval_every=5, checkpoint=False), "save_best .* needs checkpoint=True")]:
+        with pytest.raises(ConfigError, match=match):
+            TrainerConfig(**bad)
     with pytest.raises(ConfigError, match="unknown"):
         TrainerConfig.from_dict({"max_step": 3})
     with pytest.raises(ValueError, match="time axis"):

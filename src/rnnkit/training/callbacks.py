@@ -26,6 +26,8 @@ class TrainerState:
 
     ``batch`` and ``chunk`` locate the next micro-batch inside epoch ``epoch`` (``chunk`` counts
     TBPTT chunks of that batch). ``elapsed`` is training wall-clock seconds over all sessions.
+    ``best_val`` is the lowest validation loss so far; ``patience_val`` the one early stopping
+    counts ``bad_evals`` from (the last that beat its own reference by more than ``min_delta``).
     """
 
     step: int = 0
@@ -36,6 +38,7 @@ class TrainerState:
     elapsed: float = 0.0
     best_val: float | None = None
     bad_evals: int = 0
+    patience_val: float | None = None
     last_eval_step: int | None = None
     stop_reason: str | None = None
 

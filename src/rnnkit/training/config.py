@@ -65,7 +65,7 @@ class TrainerConfig:
     warmup_steps: int = 0
     """Optimizer steps of linear warmup up to ``lr`` at the start; must be 0 with ``plateau``."""
     min_lr: float = 0.0
-    """Learning rate that ``cosine`` ends at (the other schedules ignore it)."""
+    """Learning rate that ``cosine`` ends at and ``plateau`` never goes below; at most ``lr``."""
     schedule_steps: int | None = None
     """Steps of the ``cosine`` decay, warmup included, then held at ``min_lr``; None fits the run's length."""
     plateau_factor: float = 0.5
@@ -83,7 +83,7 @@ class TrainerConfig:
     early_stopping_patience: int | None = None
     """Stop after this many evaluations in a row without enough val-loss improvement; None turns it off."""
     early_stopping_min_delta: float = 0.0
-    """How far the val loss must fall below the best so far to reset early stopping's patience."""
+    """How far the val loss must fall below the last one that reset early stopping's patience to reset it."""
     seed: int = 0
     """Random seed: Python, NumPy and torch get ``seed + rank``, and map-style datasets shuffle by it."""
     deterministic: bool = False
@@ -142,6 +142,10 @@ class TrainerConfig:
                 continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"TrainerConfig.{field}: expected a finite number >= 0, got {value!r}")
+        for field in ("lr", "max_grad_norm", "grad_clip_value"):
+            if getattr(self, field) == 0:  # a zero learning rate or clip leaves the weights where they are
+                hint = "" if field == "lr" else " (None: no clipping)"
+                raise ConfigError(f"TrainerConfig.{field}: expected a number > 0{hint}, got 0")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"TrainerConfig.betas: expected two numbers in [0, 1), got {self.betas!r}")
         if not 0.0 < self.plateau_factor < 1.0:
@@ -153,6 +157,14 @@ class TrainerConfig:
         if self.schedule == "plateau" and self.warmup_steps:
             raise ConfigError(f"TrainerConfig: schedule='plateau' has no warmup; expected warmup_steps=0, "
                               f"got {self.warmup_steps}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"TrainerConfig: min_lr={self.min_lr} is above lr={self.lr}; the schedules lower "
+                              "the rate towards min_lr")
+        if self.schedule_steps is not None and self.schedule != "cosine":
+            raise ConfigError(f"TrainerConfig: schedule_steps is the length of the cosine schedule; "
+                              f"schedule={self.schedule!r} has none")
+        if self.save_best and not self.checkpoint:
+            raise ConfigError("TrainerConfig: save_best writes checkpoints/best; it needs checkpoint=True")
         needs_eval = {"early_stopping_patience": self.early_stopping_patience is not None,
                       "schedule='plateau'": self.schedule == "plateau", "save_best": self.save_best}
         for what, used in needs_eval.items():

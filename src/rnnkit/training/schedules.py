@@ -69,7 +69,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig, tot
     """
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
+            min_lr=config.min_lr)
     if config.schedule == "constant" and not config.warmup_steps:
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps, elapsed))

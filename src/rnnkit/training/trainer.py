@@ -260,17 +260,21 @@ class Trainer:
         metrics = {f"val_{k}": v for k, v in self.evaluate(self.val_data).items()}
         self.phase, val, prev = "train", metrics["val_loss"], st.best_val
         st.last_eval_step = st.step
+        improved = math.isfinite(val) and (prev is None or val < prev)
+        st.best_val = val if improved else prev
         if not final:
-            improved = math.isfinite(val) and (prev is None or val < prev)
-            st.best_val = val if improved else prev
-            enough = improved and (prev is None or val < prev - cfg.early_stopping_min_delta)
+            # patience counts from the last loss that beat its reference by more than min_delta (as
+            # Keras and Lightning do): gains each below min_delta but adding up to more reset it too
+            ref = st.patience_val if st.patience_val is not None else prev
+            enough = math.isfinite(val) and (ref is None or val < ref - cfg.early_stopping_min_delta)
+            st.patience_val = val if enough else ref
             st.bad_evals = 0 if enough else st.bad_evals + 1
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val)
             if cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience:
                 self._stop_flag = "early_stopping"
-            if improved and cfg.save_best and cfg.checkpoint:
-                _resume.write_checkpoint(self, "best")
+        if improved and cfg.save_best and cfg.checkpoint:  # the final evaluation too
+            _resume.write_checkpoint(self, "best")
         self.logger.row({"step": st.step, "epoch": st.epoch, "time": round(st.elapsed, 3), **metrics})
         self.logger.scalars(st.step, metrics, prefix="val/")
         self.logger.plot()
