@@ -109,3 +109,5 @@ def test_detector_recipe_and_detect_from_bundle(tmp_path):
     assert isinstance(detect_from_bundle(bundle, str(csv)), list)
     with pytest.raises(ConfigError, match="data.nan: expected 'refuse' or 'interpolate', got 'drop'"):
         DetectDataConfig(csv=str(csv), nan="drop")
+    with pytest.raises(ConfigError, match="expected csv or dataset, got both"):
+        DetectDataConfig(csv=str(csv), dataset="nab/nyc_taxi")

@@ -148,6 +148,8 @@ class DetectDataConfig:
     def __post_init__(self) -> None:
         if not self.csv and not self.dataset:
             raise ConfigError("data: expected csv or dataset (e.g. dataset='nab/nyc_taxi'), got neither")
+        if self.csv and self.dataset:
+            raise ConfigError(f"data: expected csv or dataset, got both ({self.csv!r} and {self.dataset!r})")
         if self.nan not in ("refuse", "interpolate"):
             raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {self.nan!r}")
         if not 0.0 < self.train_fraction <= 1.0:
