@@ -204,7 +204,9 @@ def zoneout_keep(p, T: int, parts: int, B: int, H: int, like: Tensor,
 def _draw_keep(keep: Tensor, rates: tuple[float, ...]) -> None:
     """Fill ``keep`` (T, parts, B, H) with Bernoulli(``rates[k]``) in part ``k`` (zeros for a rate of 0)."""
     ops = None
-    if keep.device.type == "cpu" and keep.dtype in (torch.float32, torch.float64) and keep.numel():
+    from rnnkit.kernels._capture import capturing  # (lazily: the kernels import this module)
+    if keep.device.type == "cpu" and keep.dtype in (torch.float32, torch.float64) and keep.numel() \
+            and not capturing(keep):  # a trace or an export records bernoulli_, not a C++ call
         from rnnkit.kernels import _cpp  # (lazily: the kernels import this module)
         ops = _cpp.ops()
     if ops is not None:
@@ -215,8 +217,8 @@ def _draw_keep(keep: Tensor, rates: tuple[float, ...]) -> None:
 
 
 def _draw_keep_torch(keep: Tensor, rates: tuple[float, ...]) -> None:
-    """:func:`_draw_keep` with torch's ``bernoulli_`` (no C++ library, ``RNNKIT_CPP=0``, other devices):
-    other masks than the C++ op's under the same seed."""
+    """:func:`_draw_keep` with torch's ``bernoulli_`` (no C++ library, ``RNNKIT_CPP=0``, other devices,
+    under ``torch.jit.trace`` or ``torch.export``): other masks than the C++ op's under the same seed."""
     for k, r in enumerate(rates):
         if r > 0.0:
             keep[:, k].bernoulli_(r)

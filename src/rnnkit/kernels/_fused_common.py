@@ -108,7 +108,9 @@ class Scratch:
     def __del__(self) -> None:
         with Scratch._lock:
             pool = Scratch._pool
-            for buf in self.taken:
+            for buf in getattr(self, "taken", ()):  # absent on an object a compiler made without __init__
+                if type(buf) is not Tensor:  # a fake tensor of a capture: nothing a real call may reuse
+                    continue
                 key = (tuple(buf.shape), buf.dtype, buf.device)
                 free = pool.setdefault(key, [])
                 pool.move_to_end(key)

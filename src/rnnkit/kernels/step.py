@@ -43,6 +43,7 @@ from torch import Tensor
 from rnnkit.cells.base import LSTMState, zoneout_rates
 from rnnkit.cells.layernorm import EPS, LayerNormLSTMCell
 from rnnkit.kernels import _cpp
+from rnnkit.kernels._capture import capturing
 
 __all__ = ["try_step"]
 
@@ -73,7 +74,7 @@ def _applies(layer, x_t, hx) -> bool:
 def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     """``layer.step(x_t, hx)`` on the fast path, or None when it does not apply (see module doc);
     with ``cpp_only`` only the C++ step (for a one-step ``forward``, which otherwise keeps torch's kernels)."""
-    if hx is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if hx is None or torch.compiler.is_compiling() or capturing(x_t):
         return None  # a trace or a compiled graph would hold the C++ call's result as a constant
     mode = layer.native_mode
     if layer.bidirectional or (layer.training and (

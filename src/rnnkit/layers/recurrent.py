@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells.base import LSTMState, RecurrentCell, zoneout_state
 from rnnkit.kernels import dispatch, native
+from rnnkit.kernels._capture import capturing
 from rnnkit.kernels.step import try_step
 from rnnkit.layers import masking
 from rnnkit.layers.regularizers import check_probability, drop_connect, variational_mask
@@ -216,8 +217,10 @@ class Recurrent(nn.Module):
         return x.dim() == 3
 
     # -- backends ------------------------------------------------------------------------------
-    def select_backend(self) -> str:
-        """The backend ``forward`` uses now (it depends on the training mode)."""
+    def select_backend(self, x: Tensor | None = None) -> str:
+        """The backend ``forward`` uses now (it depends on the training mode); for input ``x`` under
+        ``torch.jit.trace`` or ``torch.export``, ``"auto"`` takes the cells' loop instead of the fused
+        kernels or the scan, which are C++ code a trace cannot record (:mod:`rnnkit.kernels._capture`)."""
         # zoneout acts in evaluation mode too (the expectation of its mix), which torch's kernels lack
         regularised = (self.training and self.recurrent_dropout > 0) or bool(self.zoneout)
         native_ok = self.native_mode is not None and not regularised
@@ -231,7 +234,13 @@ class Recurrent(nn.Module):
             raise ValueError(f"{type(self).__name__}: backend={self.backend!r} is not available for this "
                              "configuration; use backend='auto'")
         if self.backend == "auto":
-            return "native" if native_ok else next((k for k, ok in fast.items() if ok), "cell")
+            if native_ok:
+                return "native"
+            choice = next((k for k, ok in fast.items() if ok), "cell")
+            return "cell" if choice != "cell" and capturing(x) else choice
+        if self.backend in fast and capturing(x):
+            raise ValueError(f"{type(self).__name__}: backend={self.backend!r} runs C++ kernels, which "
+                             "torch.jit.trace and torch.export cannot record; use backend='auto' or 'cell'")
         return self.backend
 
     def _flat_weights(self, index: int | None = None, weights=None) -> list[Tensor]:
@@ -278,7 +287,7 @@ class Recurrent(nn.Module):
         state = self._check_state(hx, B, batched, x)
         if lengths is not None:
             lengths = masking.check_lengths(lengths, B, T, x.device)
-        backend, weights = self.select_backend(), self._weights()
+        backend, weights = self.select_backend(x), self._weights()
         if backend == "native" and lengths is None:
             y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(None, weights),
                                     self.bias, self.num_layers, self.dropout, self.training,
@@ -352,7 +361,7 @@ class Recurrent(nn.Module):
         B = int(packed.batch_sizes[0])
         state = self._check_state(hx, B, True, data)
         weights = self._weights()
-        if self.select_backend() == "native":
+        if self.select_backend(data) == "native":
             order = packed.sorted_indices
             if order is not None:
                 state = [s.index_select(1, order) for s in state]
@@ -365,7 +374,7 @@ class Recurrent(nn.Module):
             out = PackedSequence(y, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
             return out, self._pack_state(parts)
         padded, lengths = masking.unpack(packed)
-        y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend(), weights)
+        y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend(padded), weights)
         return masking.repack(y, lengths, packed), self._pack_state(parts)
 
     # -- streaming -----------------------------------------------------------------------------

@@ -1,0 +1,26 @@
+"""Whether a graph is being captured, in which case the C++ kernels must not run.
+
+``torch.jit.trace`` records only torch operations (a C++ kernel's result would be frozen into the trace
+as a constant, or the trace fails), and ``torch.export`` runs the module on fake tensors, which have no
+data for a C++ kernel to read (and which the kernels' buffer pool must never keep: a later real call
+would write into them). Under capture, ``backend="auto"`` therefore takes the cells' own loop (torch
+operations only) and the one-step path stands aside. ``torch.compile`` alone is not capture here: it
+runs a fused kernel's autograd Function eagerly at a graph break, on real tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["capturing"]
+
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
+
+
+def capturing(x: object = None) -> bool:
+    """True under ``torch.jit.trace`` or ``torch.export``, or when ``x`` is not a plain tensor (a fake
+    or functional tensor of a capture, or any other tensor subclass)."""
+    if torch.jit.is_tracing() or _is_exporting():
+        return True
+    return isinstance(x, Tensor) and type(x) not in (Tensor, nn.Parameter)
