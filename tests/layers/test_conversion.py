@@ -31,6 +31,33 @@ def test_to_torch_refuses_variants_torch_lacks():
         rnnkit.from_torch(torch.nn.Linear(3, 3))
 
 
+def test_to_torch_refuses_zoneout_which_changes_evaluation():
+    with pytest.raises(ValueError, match="torch.nn has no zoneout"):
+        rnnkit.LSTM(3, 4, zoneout=0.5).to_torch()
+    converted = rnnkit.LSTM(3, 4, recurrent_dropout=0.3).eval().to_torch()  # training-only: nothing changes
+    assert isinstance(converted, torch.nn.LSTM)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_torch_rnnbase_attributes_a_drop_in_user_calls(kind):
+    """flatten_parameters (a no-op here), all_weights in torch's order, proj_size, dropout=1."""
+    ours, theirs = getattr(rnnkit, kind)(3, 4, 2, bidirectional=True), getattr(torch.nn, kind)(3, 4, 2, bidirectional=True)
+    ours.load_state_dict(theirs.state_dict())
+    ours.flatten_parameters()
+    assert ours.proj_size == theirs.proj_size == 0
+    assert len(ours.all_weights) == len(theirs.all_weights) == 4
+    for a, b in zip(ours.all_weights, theirs.all_weights):
+        assert [torch.equal(p, q) for p, q in zip(a, b)] == [True] * len(b) and len(a) == len(b)
+    dropped = rnnkit.from_torch(getattr(torch.nn, kind)(3, 4, 2, dropout=1.0)).train()
+    x = torch.randn(5, 2, 3)
+    assert dropped.dropout == 1.0 and torch.isfinite(dropped(x)[0]).all()
+
+
+def test_min_layers_name_the_options_they_lack():
+    with pytest.raises(TypeError, match="MinGRU: no option recurrent_dropout"):
+        rnnkit.MinGRU(3, 4, recurrent_dropout=0.1)
+
+
 def test_parameters_stay_bound_after_conversions():
     layer = rnnkit.LSTM(4, 6, layer_norm=True, batch_first=True)
     x = torch.randn(2, 5, 4)

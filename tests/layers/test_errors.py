@@ -28,6 +28,26 @@ def test_wrong_dtype(lstm):
         lstm(torch.randn(2, 5, 8, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(3, 4), lambda: rnnkit.GRU(3, 4),
+                                  lambda: rnnkit.LSTM(3, 4, layer_norm=True), lambda: rnnkit.GRU(3, 4, layer_norm=True)],
+                         ids=["lstm", "gru", "ln-lstm", "ln-gru"])
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_wrong_dtype_of_a_step_or_a_state_names_it(make, grad):
+    """Not torch's 'mat1 and mat2 must have the same dtype' from deep inside, nor the C++ step's."""
+    layer = make()
+    lstm = isinstance(layer, rnnkit.LSTM)
+    h64 = torch.zeros(1, 2, 4, dtype=torch.float64)
+    state = (h64, h64) if lstm else h64
+    with torch.set_grad_enabled(grad):
+        with pytest.raises(ValueError, match=r"step: x_t dtype must be torch.float32 like the weights, got torch.float64"):
+            layer.step(torch.randn(2, 3, dtype=torch.float64))
+        for x in (torch.randn(5, 2, 3), torch.randn(1, 2, 3)):  # T=1: the one-step path
+            with pytest.raises(ValueError, match=r"expected hx of dtype torch.float32 like the input, got torch.float64"):
+                layer(x, state)
+        with pytest.raises(ValueError, match=r"expected hx of dtype torch.float32"):
+            layer.step(torch.randn(2, 3), state)
+
+
 def test_not_a_tensor(lstm):
     with pytest.raises(TypeError, match="list"):
         lstm([[1.0] * 8])
@@ -43,6 +63,10 @@ def test_not_a_tensor(lstm):
 def test_bad_lengths(lstm, lengths, match):
     with pytest.raises((ValueError, TypeError), match=match):
         lstm(torch.randn(2, 5, 8), lengths=lengths)
+
+
+def test_empty_lengths_for_an_empty_batch(lstm):
+    assert lstm(torch.randn(0, 5, 8), lengths=[])[0].shape == (0, 5, 16)
 
 
 def test_bad_state_shape(lstm):

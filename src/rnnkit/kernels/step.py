@@ -62,7 +62,8 @@ def _applies(layer, x_t, hx) -> bool:
         return False
     if torch.is_grad_enabled() and any(p.requires_grad for p in layer._flat_weights()):
         return False
-    if not isinstance(x_t, Tensor) or x_t.dim() != 2 or x_t.shape[1] != layer.input_size or x_t.requires_grad:
+    if x_t.dim() != 2 or x_t.shape[1] != layer.input_size or x_t.requires_grad or \
+            x_t.dtype != layer.weight_ih_l0.dtype:
         return False
     parts = (hx,) if isinstance(hx, Tensor) else tuple(hx) if isinstance(hx, tuple) else None
     if parts is None or len(parts) != (2 if mode == "lstm" else 1):
@@ -80,6 +81,10 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     if layer.bidirectional or (layer.training and (
             layer.zoneout or layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
         return None  # fresh masks in training
+    dtype = x_t.dtype if isinstance(x_t, Tensor) else None
+    if dtype is None or any(not isinstance(p, Tensor) or p.dtype != dtype
+                            for p in (hx if isinstance(hx, tuple) else (hx,))):
+        return None  # the full step names what is wrong
     cpp = _step_module if _step_module is not _UNSET else _cpp_step()
     # zoneout in evaluation mode mixes each state part with its old value (its expectation): the C++
     # step does that per layer; ATen's cells do not

@@ -13,7 +13,7 @@ __all__ = ["check_lengths", "reverse_within_lengths", "unpack", "repack"]
 def check_lengths(lengths, batch_size: int, seq_len: int, device) -> Tensor:
     """Return ``lengths`` as an int64 tensor on ``device`` after checking count and range."""
     if isinstance(lengths, (list, tuple)):
-        lengths = torch.as_tensor(lengths)
+        lengths = torch.as_tensor(lengths, dtype=torch.long if len(lengths) == 0 else None)
     if not isinstance(lengths, Tensor):
         raise TypeError(f"lengths must be a 1-D integer tensor or list, got {type(lengths).__name__}")
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:

@@ -34,7 +34,8 @@ class RNN(Recurrent):
         return "" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}"
 
     def to_torch(self) -> nn.RNN:
-        """This layer as a ``torch.nn.RNN`` with the same weights."""
+        """This layer as a ``torch.nn.RNN`` with the same weights (not under zoneout; recurrent dropout
+        and weight drop, which act in training only, are not carried)."""
         return _to_torch(self, nn.RNN, nonlinearity=self.nonlinearity)
 
 
@@ -71,7 +72,8 @@ class LSTM(Recurrent):
                                                                "forget_bias") if getattr(self, k))
 
     def to_torch(self) -> nn.LSTM:
-        """This layer as a ``torch.nn.LSTM`` with the same weights (plain configurations only)."""
+        """This layer as a ``torch.nn.LSTM`` with the same weights (plain configurations without zoneout
+        only; recurrent dropout and weight drop, which act in training only, are not carried)."""
         return _to_torch(self, nn.LSTM, proj_size=self.proj_size)
 
 
@@ -94,7 +96,8 @@ class GRU(Recurrent):
         return ", layer_norm=True" if self.layer_norm else ""
 
     def to_torch(self) -> nn.GRU:
-        """This layer as a ``torch.nn.GRU`` with the same weights (plain configurations only)."""
+        """This layer as a ``torch.nn.GRU`` with the same weights (plain configurations without zoneout
+        only; recurrent dropout and weight drop, which act in training only, are not carried)."""
         return _to_torch(self, nn.GRU)
 
 
@@ -119,7 +122,10 @@ class _MinLayer(Recurrent):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, *, zoneout: float = 0.0, backend: str = "auto") -> None:
+                 device=None, dtype=None, *, zoneout: float = 0.0, backend: str = "auto", **unsupported) -> None:
+        if unsupported:
+            raise TypeError(f"{type(self).__name__}: no option {', '.join(sorted(unsupported))} (its gates read "
+                            "the input only: there are no recurrent weights for recurrent dropout or weight drop)")
         cls = self.cell_class
         super().__init__(lambda i: cls(i, hidden_size, bias, device=device, dtype=dtype), input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
@@ -145,6 +151,10 @@ def _to_torch(layer: Recurrent, torch_cls, **extra) -> nn.Module:
     if layer.native_mode is None:
         raise ValueError(f"{type(layer).__name__}.to_torch: torch.nn has no layer-norm or peephole "
                          f"variant; only plain configurations convert (this one: {layer.extra_repr()})")
+    if layer.zoneout:  # unlike the training-only regularisers, zoneout changes evaluation too
+        raise ValueError(f"{type(layer).__name__}.to_torch: torch.nn has no zoneout, which acts in evaluation "
+                         f"as well (its expectation); a converted layer would compute something else "
+                         f"(zoneout={layer.zoneout})")
     ref = next(layer.parameters())
     module = torch_cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
                        batch_first=layer.batch_first, dropout=layer.dropout,

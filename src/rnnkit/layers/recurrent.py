@@ -43,6 +43,7 @@ class Recurrent(nn.Module):
     """Stacked, optionally bidirectional recurrence over cells made by ``make_cell(input_size)``."""
 
     native_mode: str | None = None  # "lstm", "gru", "rnn_tanh", "rnn_relu" where torch's kernel is exact
+    proj_size: int = 0  # as torch.nn's RNN and GRU have it (the LSTM sets its own)
 
     def __init__(self, make_cell: Callable[[int], RecurrentCell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -54,7 +55,8 @@ class Recurrent(nn.Module):
             raise ValueError(f"{name}: num_layers must be an int >= 1, got {num_layers!r}")
         if backend not in BACKENDS:
             raise ValueError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
-        dropout = check_probability(f"{name}: dropout", dropout)
+        # torch.nn accepts dropout=1 between layers (everything dropped): so does the drop-in
+        dropout = 1.0 if dropout == 1 and not isinstance(dropout, bool) else check_probability(f"{name}: dropout", dropout)
         if dropout > 0 and num_layers == 1:
             warnings.warn(f"{name}: dropout={dropout} acts between layers and has no effect with "
                           "num_layers=1", stacklevel=3)
@@ -91,6 +93,16 @@ class Recurrent(nn.Module):
             raise ValueError(f"{type(self).__name__}: zoneout=(p_h, p_c) sets an LSTM's two state parts apart; "
                              f"this layer's state has one part: give one rate, got {zoneout!r}")
         return zoneout[0] if zoneout[0] == zoneout[1] else zoneout
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do (torch.nn's RNN layers compact their weights for cuDNN here; rnnkit keeps the
+        parameters as they are). Kept so that code written for torch.nn runs unchanged."""
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters per layer and direction, in torch.nn's order (as its ``all_weights``)."""
+        params = self._params()
+        return [[params[t] for _, t in pairs] for pairs in self._bindings]
 
     def _recurrent_names(self) -> tuple[str, ...]:
         """The flat names of the recurrent matrices (``weight_hh_l{k}[_reverse]``)."""
@@ -193,6 +205,8 @@ class Recurrent(nn.Module):
             if not isinstance(part, Tensor) or tuple(part.shape) != want:
                 got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
                 raise ValueError(f"{name}: expected hx of shape {want}, got {got}")
+            if part.dtype != like.dtype and not torch.is_autocast_enabled(like.device.type):
+                raise ValueError(f"{name}: expected hx of dtype {like.dtype} like the input, got {part.dtype}")
             out.append(part if batched else part.unsqueeze(1))
         return out
 
@@ -397,6 +411,9 @@ class Recurrent(nn.Module):
             got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"{name}.step: expected x_t of shape (batch, {self.input_size}) or "
                              f"({self.input_size},), got {got}")
+        ref = next(self.parameters())
+        if x_t.dtype != ref.dtype and not torch.is_autocast_enabled(x_t.device.type):
+            raise ValueError(f"{name}.step: x_t dtype must be {ref.dtype} like the weights, got {x_t.dtype}")
         batched = x_t.dim() == 2
         x = x_t if batched else x_t.unsqueeze(0)
         state = self._check_state(hx, x.shape[0], batched, x)
