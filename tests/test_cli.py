@@ -95,6 +95,36 @@ def test_generate_complete_evaluate(tiny_run, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "expected lr >= 0" in err
 
 
+def test_language_model_commands_on_the_edges_users_reach(tiny_run, tmp_path, capsys, monkeypatch):
+    short = tmp_path / "short.txt"
+    short.write_text("to be", encoding="utf-8")  # fewer tokens than evaluate's 8 parallel parts
+    code, out, err = run(["evaluate", str(tiny_run), "--text", str(short)], capsys)
+    assert code == 0 and "perplexity" in out, err
+    monkeypatch.chdir(tmp_path)  # the recorded training text is found from any folder
+    code, out, err = run(["evaluate", str(tiny_run)], capsys)
+    assert code == 0 and "perplexity" in out, err
+    code, out, err = run(["generate", str(tiny_run), "--prompt", "to be", "--top-k", "0"], capsys)
+    assert code != 0 and out == "" and "top_k must be >= 1" in err  # refused before the prompt is echoed
+    code, out, err = run(["generate", str(tiny_run), "--prompt", "to", "--temperature", "nan"], capsys)
+    assert code != 0 and out == "" and "finite" in err and "Traceback" not in err
+    code, _, err = run(["ensemble", str(tiny_run), str(tiny_run), "--out", str(tiny_run / "bundle")], capsys)
+    assert code != 0 and "already exists and is not empty" in err
+    assert (tiny_run / "bundle" / "config.json").is_file()
+    code, _, err = run(["evaluate", str(tiny_run), "--text", str(short), "--dataset", "pydocs"], capsys)
+    assert code != 0 and "not both" in err
+
+
+def test_a_runs_recorded_config_trains_again(tiny_run, tmp_path, capsys):
+    """config.toml records the run (with [runtime], the model's record, every trainer field); as --config
+    it gives the same model and data, under another name here."""
+    code, out, err = run(["train", "lm", "--config", str(tiny_run / "config.toml"), "--trainer.name", "again",
+                          "--trainer.max_steps", "2", "--trainer.run_dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    import rnnkit
+    again, first = rnnkit.load(tmp_path / "again"), rnnkit.load(tiny_run)  # run folders load as their bundles
+    assert again.config == first.config and again.tokenizer.vocab == first.tokenizer.vocab
+
+
 def _halved_copy(run_dir, folder):
     """The run's model with its weights halved, saved with the run's data record: another model."""
     import torch
@@ -149,7 +179,7 @@ def test_ensemble_help_names_its_arguments(capsys):
 @pytest.mark.parametrize("case, match", [
     ("one", "joins at least two language models, got 1"),
     ("forecaster", "not a language model"),
-    ("occupied", "exists and is not an rnnkit bundle"),
+    ("occupied", "already exists and is not empty"),
     ("no data", "does not record the data it was trained on; give --text FILE or --dataset NAME"),
 ])
 def test_ensemble_and_evaluate_refuse_bad_input_in_one_line(case, match, tiny_run, tmp_path, capsys):

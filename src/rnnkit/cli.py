@@ -99,13 +99,17 @@ def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or 
              seed: Optional[int] = typer.Option(None, help="Seed for reproducible samples."),
              greedy: bool = typer.Option(False, help="Always take the most likely token.")) -> None:
     """Generate text from a language model, streaming tokens as they come."""
+    from rnnkit.models.sampling import SamplingConfig
     if max_tokens <= 0:
         raise typer.BadParameter(f"--max-tokens must be > 0, got {max_tokens}")
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,  # checked before any output
+                              repetition_penalty=repetition_penalty, greedy=greedy)
     model = _load_lm(run_or_bundle)
     _note_unknown(model, prompt)
-    sys.stdout.write(prompt)
-    for piece in model.stream(prompt, max_tokens, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                              repetition_penalty=repetition_penalty, greedy=greedy):
+    pieces = model.stream(prompt, max_tokens, seed=seed, **vars(sampling))
+    first = next(pieces)  # the prompt's own errors (empty, ...) before it is echoed
+    sys.stdout.write(prompt + first)
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -115,10 +119,16 @@ def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or 
 def complete(bundle: Path = typer.Argument(..., help="A language-model bundle or run folder."),
              prefix: str = typer.Argument(..., help="The text typed so far."),
              k: int = typer.Option(3, "-k", help="How many suggestions.")) -> None:
-    """Suggest the k most likely next words (or the rest of the word being typed)."""
+    """Suggest the k most likely next words (the whole word when the prefix ends inside one)."""
+    from rnnkit.data._tokenizer_base import trailing_word
     model = _load_lm(bundle)
-    _note_unknown(model, prefix)
-    for c in model.complete(prefix, k):
+    # the word being typed is not fed to a word model (its candidates are matched against it)
+    word_model = getattr(model.tokenizer, "type_name", "") == "word"
+    _note_unknown(model, prefix[: len(prefix) - len(trailing_word(prefix))] if word_model else prefix)
+    found = model.complete(prefix, k)
+    if not found:
+        err.print(f"note: no word the model knows continues {trailing_word(prefix)!r}")
+    for c in found:
         console.print(f"{c.word}\t{c.probability:.3f}", highlight=False)
 
 
@@ -148,6 +158,8 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
     model = _load_lm(bundle)
     if also:
         model = LanguageModelEnsemble([model] + [_load_lm(b) for b in also])
+    if text is not None and dataset:
+        raise ConfigError(f"give --text or --dataset, not both (got {text} and {dataset!r})")
     if text is not None:
         from rnnkit.data.text import read_text
         val = read_text(text)
@@ -176,6 +188,9 @@ def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more languag
     from rnnkit.errors import ConfigError
     from rnnkit.export.bundle import read_bundle_config
     from rnnkit.models import LanguageModelEnsemble
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder (nothing is "
+                          "overwritten, a member's bundle least of all)")
     joined = LanguageModelEnsemble([_load_lm(b) for b in bundles])
     if len(joined.members) < 2:
         raise ConfigError(f"an ensemble joins at least two language models, got {len(joined.members)}")
@@ -190,13 +205,27 @@ def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more languag
 _LM_STREAM_ONLY = ("batch_size", "drop_last", "num_workers")
 
 
+def _run_file(toml: dict) -> dict:
+    """A run's recorded ``config.toml`` (``[runtime]``, ``[model.config]``, every trainer field) as a run
+    file for ``--config``: the model's fields, the trainer's without the loader options a language
+    model does not use; anything else as it is."""
+    if "runtime" not in toml:
+        return toml
+    out = {k: v for k, v in toml.items() if k != "runtime"}
+    model = out.get("model", {})
+    if isinstance(model.get("config"), dict):
+        out["model"] = {k: v for k, v in model["config"].items() if k != "vocab_size"}
+    out["trainer"] = {k: v for k, v in out.get("trainer", {}).items() if k not in _LM_STREAM_ONLY}
+    return out
+
+
 def _train_lm(params: dict, base: dict | None = None) -> None:
     from rnnkit.errors import ConfigError
     from rnnkit.models.language_model import LanguageModelConfig
     from rnnkit.recipes.lm import LMDataConfig, train_language_model
     from rnnkit.training import TrainerConfig
     sections = {"model": LanguageModelConfig, "data": LMDataConfig, "trainer": TrainerConfig}
-    values = resolve_sections(params, read_toml(params.get("config")), sections, base)
+    values = resolve_sections(params, _run_file(read_toml(params.get("config"))), sections, base)
     ignored = [k for k in _LM_STREAM_ONLY if k in values["trainer"]]
     if ignored:
         raise ConfigError(f"trainer.{ignored[0]} does not apply to language models: they read "

@@ -81,6 +81,36 @@ def test_sampling_config_validation():
         SamplingConfig(top_p=0.0)
     with pytest.raises(ValueError, match="top_k"):
         SamplingConfig(top_k=0)
+    for bad in (dict(temperature=float("nan")), dict(temperature=float("inf")),
+                dict(repetition_penalty=float("nan"))):  # nan passed every comparison: silently temperature 1
+        with pytest.raises(ValueError, match="must be a finite number"):
+            SamplingConfig(**bad)
+
+
+def test_a_word_model_generates_words_apart():
+    """Each streamed word keeps the space (or the newline of <eos>) decoding the text would give it."""
+    tok = WordTokenizer(eos_token="<eos>").fit("to be or not to be\nthat is the question\n")
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok).eval()
+    pieces = list(m.stream("to be", 12, seed=0))
+    text = "to be" + "".join(pieces)
+    assert text == tok.decode(tok.encode(text))  # what decoding all the tokens at once gives
+    after = ["be", *pieces[:-1]]
+    assert all(p[:1] == " " for a, p in zip(after, pieces) if a != "\n" and p != "\n")
+    assert len(text.split()) == 2 + sum(p.strip() != "" for p in pieces)
+
+
+def test_a_token_that_completes_a_byte_sequence_is_decoded_on_its_own():
+    """Byte-level pieces: the first half of 'é' decodes to U+FFFD alone, so the pair does not extend it."""
+    from rnnkit.models.text_generation import _piece
+
+    class Bytes:
+        def decode(self, ids):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    first, second = "é".encode()
+    assert _piece(Bytes(), first, second) == Bytes().decode([second])
+    char = CharTokenizer().fit("ab")
+    assert _piece(char, *char.encode("ab")) == "b"
 
 
 def test_complete_returns_k_distinct_words_sorted(char_model):

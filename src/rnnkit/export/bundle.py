@@ -154,7 +154,10 @@ def read_bundle_config(directory: str | Path) -> dict[str, Any]:
 def _read_config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
     path = resolve_folder(directory)
     if path is None:
-        raise CheckpointError(f"{directory}: no such bundle folder")
+        what = "a file, not a bundle folder" if Path(directory).is_file() else "no such bundle folder"
+        raise CheckpointError(f"{directory}: {what}")
+    if not (path / "config.json").is_file() and (path / "bundle" / "config.json").is_file():
+        path = path / "bundle"  # a run folder (runs/NAME) holds its bundle in bundle/
     file = path / "config.json"
     meta = read_json(file)
     if meta.get("format") != FORMAT:

@@ -2,8 +2,8 @@
 
 * :func:`stream` yields text pieces as tokens are sampled (greedy, temperature, top-k, top-p,
   repetition penalty; reproducible with ``seed``); :func:`generate` joins them.
-* :func:`complete` returns the ``k`` most likely words to type next (or the rest of the word being
-  typed). A word-level model ranks its vocabulary directly; a character or subword model continues
+* :func:`complete` returns the ``k`` most likely words to type next (the whole word when the text
+  ends inside one). A word-level model ranks its vocabulary directly; a character or subword model continues
   the text with a small beam until each hypothesis reaches a word boundary.
 
 Unknown characters or words in a prompt are mapped to ``<unk>`` when the tokenizer has one (and
@@ -82,16 +82,26 @@ def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None 
         # token); a tensor of the whole history per token cost O(length) each, 45 us at 1,000 tokens
         seen = set(ids) if sampling.repetition_penalty != 1.0 else None
         banned = getattr(tok, "unk_id", None)  # never write <unk> into generated text
+        prev = ids[-1]
         for _ in range(max_tokens):
             if banned is not None:
                 logp[banned] = -math.inf
             nxt = sample_next(logp, sampling, None if seen is None else torch.tensor(sorted(seen)), gen)
             if seen is not None:
                 seen.add(nxt)
-            yield tok.decode([nxt])
+            yield _piece(tok, prev, nxt)
+            prev = nxt
             logp, state = _advance(model, [nxt], state)
     finally:
         model.train(was_training)
+
+
+def _piece(tok, prev: int, nxt: int) -> str:
+    """The text ``nxt`` adds after ``prev``: what decoding the pair adds to decoding ``prev`` alone, so
+    that a word tokenizer's spaces (and newlines at ``<eos>``) come out; a token decoded on its own
+    when the pair does not extend it (a byte-level piece of a longer character)."""
+    alone, pair = tok.decode([prev]), tok.decode([prev, nxt])
+    return pair[len(alone):] if pair.startswith(alone) else tok.decode([nxt])
 
 
 def generate(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None = None,
@@ -104,6 +114,8 @@ def complete(model, prefix: str, k: int = 3, beam_size: int = 8, max_chars: int 
     """The ``k`` most likely next words (the whole word, if ``prefix`` ends inside one), best first."""
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a positive int, got {k!r}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
     tok = _tokenizer(model)
     was_training = model.training
     model.eval()

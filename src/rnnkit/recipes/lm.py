@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 from rnnkit.models.lm_ensemble import LanguageModelEnsemble
 
@@ -90,7 +90,8 @@ def load_lm_text(data: LMDataConfig) -> tuple[str, str]:
         info = dataset_info(data.dataset)
         if info.kind != "text":
             raise ConfigError(f"data set {data.dataset!r} is {info.kind} data, not text; "
-                              "choose a text data set (rnnkit datasets) or give --data.text FILE")
+                              "choose a text data set (rnnkit datasets) or a text file (--data.text to "
+                              "train, --text to evaluate)")
         splits = load_dataset(data.dataset)  # local files only (RNNKIT_DATA or package data), no download
         train, val = splits["train"], splits.get("val") or splits.get("valid")
     if data.max_chars:
@@ -119,6 +120,9 @@ def stateful_loss(model, ids: torch.Tensor, seq_len: int = 256, batch_size: int 
     the models' probabilities (each model carries its own state)."""
     if isinstance(model, (list, tuple)):
         model = LanguageModelEnsemble(model)
+    if ids.numel() < 2:
+        raise DataError(f"the text has {ids.numel()} token(s); scoring needs at least 2 (one to predict from)")
+    batch_size = min(batch_size, ids.numel() - 1)  # a short text: fewer parallel parts, none empty
     modes = [(m, m.training) for m in model.modules()]  # each member keeps its own mode
     model.eval()
     n = (ids.numel() - 1) // batch_size
@@ -199,7 +203,9 @@ def train_language_model(model_cfg: LanguageModelConfig | dict, data: LMDataConf
     val_loss = stateful_loss(model, torch.as_tensor(val_ids), data.seq_len, batch_size=8)
     bundle = trainer_cfg.out_dir / "bundle"
     if _is_main_process():
-        model.save(bundle, extra={"data": dataclasses.asdict(data), "val_loss": val_loss})
+        # the text file as an absolute path: `rnnkit evaluate BUNDLE` finds it from any folder
+        record = {**dataclasses.asdict(data), "text": str(Path(data.text).resolve()) if data.text else ""}
+        model.save(bundle, extra={"data": record, "val_loss": val_loss})
         _record_data_section(trainer_cfg.out_dir / "config.toml", data)
     metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
                "bits_per_token": val_loss / math.log(2), "params": model.num_parameters(),
