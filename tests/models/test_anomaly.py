@@ -111,3 +111,15 @@ def test_detector_recipe_and_detect_from_bundle(tmp_path):
         DetectDataConfig(csv=str(csv), nan="drop")
     with pytest.raises(ConfigError, match="expected csv or dataset, got both"):
         DetectDataConfig(csv=str(csv), dataset="nab/nyc_taxi")
+
+
+@pytest.mark.parametrize("method", ["forecast", "reconstruction"])
+def test_constant_data_is_scored_and_timestamps_are_asked_for(method):
+    y = sine(400)
+    det = AnomalyDetector(method=method, **{**FAST, "max_steps": 30}).fit(y)
+    flat = pd.Series(0.3, y.index)  # a flat-lining sensor: refused by fit, scored by score/detect
+    assert np.isfinite(det.score(flat)).all()
+    assert isinstance(det.detect(flat), list)
+    if method == "forecast":  # fitted with calendar features of the DatetimeIndex
+        with pytest.raises(DataError, match="the detector was fitted with timestamps .* pass y with its DatetimeIndex"):
+            det.score(y.to_numpy())

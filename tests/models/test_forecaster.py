@@ -196,3 +196,100 @@ def test_defaults_work_on_a_40_point_monthly_series():
     out = f.predict_frame()
     assert np.isfinite(out.to_numpy()).all() and len(out) == 12
     assert np.abs(out["median"].to_numpy() - y.to_numpy()[-12:] - 6).max() < 8  # roughly on trend
+
+
+def test_a_fit_without_validation_tail_saves_and_loads(tmp_path):
+    """40 monthly points, horizon 12: no validation tail, so no validation loss (None, not inf,
+    which config.json cannot hold); the recipe behind ``rnnkit train forecast`` writes the bundle."""
+    from rnnkit.recipes.forecast import ForecastDataConfig, ForecastModelConfig, train_forecaster
+    csv = tmp_path / "m40.csv"
+    monthly(100 + 10 * np.sin(2 * np.pi * np.arange(40) / 12)).rename("units").rename_axis("date").to_csv(csv)
+    model = ForecastModelConfig(hidden_size=8, ensemble=1, max_steps=30)
+    data = ForecastDataConfig(csv=str(csv), time_col="date", horizon=12, holdout=False)
+    fc, bundle, _ = train_forecaster(model, data, tmp_path / "runs", "m40")
+    assert fc.fitted_["val_size"] == 0 and fc.fitted_["input_len"] == 13  # as docs/forecasting.md says
+    assert fc.fitted_["train"][0]["val_loss"] is None
+    again = rnnkit.load(bundle)
+    np.testing.assert_array_equal(again.predict(), fc.predict())
+    pd.testing.assert_frame_equal(again.predict_frame(), fc.predict_frame())
+
+
+def test_target_and_columns_left_to_forecast():
+    y = seasonal(60)
+    frame = pd.DataFrame({"a": y, "b": y + 1}, index=y.index)
+    with pytest.raises(ConfigError, match="target and future_covariates: expected different columns, got 'a'"):
+        Forecaster(horizon=6, target="a", future_covariates=("a",), **FAST)
+    assert "no target column left" in _bad(frame, horizon=6, future_covariates="a,b")
+    assert "0 rows" in _bad(pd.Series([], dtype=float), horizon=6)
+
+
+def test_recipe_refuses_a_csv_whose_every_column_is_a_covariate(tmp_path):
+    from rnnkit.recipes.forecast import ForecastDataConfig, ForecastModelConfig, train_forecaster
+    csv = tmp_path / "one.csv"
+    seasonal(60).rename("sales").rename_axis("date").to_csv(csv)
+    data = ForecastDataConfig(csv=str(csv), time_col="date", horizon=6, covariates="sales")
+    with pytest.raises(DataError, match=r"no target column left: every column \(sales\) is a covariate"):
+        train_forecaster(ForecastModelConfig(hidden_size=8, ensemble=1, max_steps=5), data, tmp_path / "runs")
+
+
+def test_global_model_refuses_series_of_different_time_steps():
+    y = seasonal(60)
+    daily = pd.Series(np.random.default_rng(0).random(100) + 1, pd.date_range("2020-01-01", periods=100, freq="D"))
+    assert "y[1]: frequency 'D' differs from y[0]'s frequency 'MS'" in _bad([y, daily], horizon=6)
+    assert "y[1]: no time index (positions) differs" in _bad([y, y.to_numpy()], horizon=6)
+
+
+def test_time_index_kinds_in_predict_frame():
+    rng = np.random.default_rng(0)
+    values = 100 + 10 * np.sin(2 * np.pi * np.arange(80) / 10) + rng.normal(size=80)
+    years = pd.Series(values, pd.Index(np.arange(1900, 1980), name="year"))
+    f = Forecaster(horizon=5, season_length=10, **FAST).fit(years)
+    assert list(f.predict_frame().index) == [1980, 1981, 1982, 1983, 1984]  # continued by its step
+    assert list(f.predict_frame(y=years.iloc[::2]).index) == [1980, 1982, 1984, 1986, 1988]
+    irregular = pd.Series(values, np.arange(80) * 0.5)  # non-integer: positions
+    frame = Forecaster(horizon=5, season_length=10, **FAST).fit(irregular).predict_frame()
+    assert list(frame.index) == [80, 81, 82, 83, 84]
+    y = seasonal(60)
+    periods = Forecaster(horizon=3, **FAST).fit(pd.Series(y.to_numpy(), y.index.to_period("M")))
+    assert periods.fitted_["season_length"] == 12
+    assert list(periods.predict_frame().index) == list(pd.date_range("2005-01-01", periods=3, freq="MS"))
+
+
+def test_season_of_business_days_is_five():
+    from rnnkit.models._ts_input import season_from_index
+    assert season_from_index(pd.bdate_range("2020-01-01", periods=200)) == 5
+    assert season_from_index(pd.date_range("2020-01-01", periods=200, freq="D")) == 7
+
+
+def test_calibrate_warns_when_the_validation_tail_is_too_short(caplog):
+    with caplog.at_level("WARNING", logger="rnnkit.models.forecaster"):
+        f = Forecaster(horizon=12, calibrate=True, **FAST).fit(seasonal(96))
+    assert f.fitted_["calibration"] == [1.0] * 99
+    assert any("calibrate=True needs at least 100 validation targets, got 12" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_flat_list_of_numbers_is_one_series():
+    f = Forecaster(horizon=6, season_length=1, **FAST).fit(list(range(1, 101)))
+    out = f.predict()
+    assert isinstance(out, np.ndarray) and out.shape == (6,) and np.isfinite(out).all()
+    assert list(f.predict_frame().index) == list(range(100, 106))
+
+
+def test_backtest_refuses_what_it_cannot_score_in_one_line():
+    y = seasonal(84)
+    frame = pd.DataFrame({"a": y, "b": y + 1})
+
+    def bad(error, *args, **kw):
+        with pytest.raises(error) as info:
+            backtest(*args, **kw)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    fc = Forecaster(horizon=6, **FAST)
+    assert "got a DataFrame with 2 columns" in bad(DataError, fc, frame, n_origins=1)
+    assert "got a list of 2 series" in bad(DataError, fc, [y, y], n_origins=1)
+    assert "baselines: expected some of" in bad(ConfigError, fc, y, n_origins=1, baselines=("prophet",))
+    fut = Forecaster(horizon=6, future_covariates=("promo",), **FAST)
+    assert "future_covariates=('promo',)" in bad(ConfigError, fut, y, n_origins=1)
+    assert "n_origins: expected a positive int, got 0" in bad(ConfigError, fc, y, n_origins=0)

@@ -12,17 +12,20 @@ import torch
 from rnnkit.errors import DataError
 from rnnkit.models import _forecast_core as core
 from rnnkit.models._forecast_train import make_windows
-from rnnkit.models._ts_input import calendar_features
+from rnnkit.models._ts_input import SeriesData, calendar_features
 
 __all__ = ["values_and_calendar", "forecast_scores"]
 
 log = logging.getLogger(__name__)
 
 
-def values_and_calendar(y: Any, nan: str) -> tuple[np.ndarray, np.ndarray, Any]:
+def values_and_calendar(y: Any, nan: str, *,
+                        refuse_constant: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
     """``(values (n, C), calendar (n, K), index or None)``; rows are scored in the given order.
 
-    Repeated or missing timestamps are allowed (rows are positions); NaNs follow ``nan``.
+    Repeated or missing timestamps are allowed (rows are positions); NaNs follow ``nan``. A
+    constant column is refused with ``refuse_constant`` (fitting: nothing to learn); scoring
+    takes it (a flat-lining sensor is an anomaly to score).
     """
     frame = y.to_frame() if isinstance(y, pd.Series) else pd.DataFrame(y) if not isinstance(y, pd.DataFrame) else y
     index = frame.index if isinstance(frame.index, pd.DatetimeIndex) else None
@@ -45,7 +48,7 @@ def values_and_calendar(y: Any, nan: str) -> tuple[np.ndarray, np.ndarray, Any]:
     if missing:
         values = pd.DataFrame(values).interpolate().ffill().bfill().to_numpy()
         log.info("anomaly detector: interpolated %d missing value(s)", missing)
-    if (np.ptp(values, axis=0) == 0).any():
+    if refuse_constant and (np.ptp(values, axis=0) == 0).any():
         raise DataError("y: a column is constant; there is nothing to model, remove it")
     cal = calendar_features(index) if index is not None else np.zeros((len(values), 0))
     return values, cal, index
@@ -55,10 +58,14 @@ def forecast_scores(forecaster: Any, frame: pd.DataFrame, covs: pd.DataFrame,
                     batch: int = 4096) -> np.ndarray:
     """:math:`|x_t - \\mu_t| / \\sigma_t` of a fitted one-step Gaussian forecaster, per row."""
     f = forecaster.fitted_
-    series, _ = forecaster._check(frame, covs)
+    # the rows are checked already (values_and_calendar); not Forecaster._check, which refuses
+    # a constant target: a constant stretch is scored like any other
+    n_rows = len(frame)
+    series = SeriesData(frame.to_numpy(np.float64), np.zeros((n_rows, 0)),
+                        covs.to_numpy(np.float64).reshape(n_rows, -1), None, None)
     rec = f["series"][0]
-    p = core.prepare(series[0], rec["transforms"], np.zeros(0), calendar=False)
-    L, n = f["input_len"], len(frame)
+    p = core.prepare(series, rec["transforms"], np.zeros(0), calendar=False)
+    L, n = f["input_len"], n_rows
     scores = np.zeros(n)
     if n <= L:
         return scores

@@ -52,8 +52,9 @@ class ForecasterConfig:
     combination with the smoothing model; ``normalize="scale"`` keeps all of it), ``calibrate``
     (rescale the direct strategy's quantiles around the median so that they cover the
     validation targets at their nominal rates; needs 100+ validation targets, not with
-    ``refit``; off by default: the validation tail also picks the early-stopping step, which
-    biases it), ``n_samples`` (recursive sample paths),
+    ``refit`` or ``recursive``: else a warning is logged and nothing changes; off by default:
+    the validation tail also picks the early-stopping step, which biases it), ``n_samples``
+    (recursive sample paths),
     ``threads`` (torch CPU threads while fitting, restored afterwards; 0 leaves them), ``seed``.
     """
 
@@ -93,6 +94,10 @@ class ForecasterConfig:
         object.__setattr__(self, "target", _names(self.target))
         object.__setattr__(self, "future_covariates", _names(self.future_covariates))
         object.__setattr__(self, "quantiles", tuple(sorted(float(q) for q in self.quantiles)))
+        both = [c for c in self.target if c in self.future_covariates]
+        if both:
+            raise ConfigError(f"target and future_covariates: expected different columns, got {both[0]!r} "
+                              "in both (a target's future is what is forecast, it cannot be given)")
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name}: expected one of {choices}, got {getattr(self, name)!r}")

@@ -19,9 +19,10 @@ from rnnkit.models._forecast_train import Prepared, horizon_offset, origin_z, pr
 from rnnkit.models._ts_input import SeriesData, calendar_features, future_index
 
 __all__ = ["fit_transforms", "prepare", "origin_state", "horizon_future", "forecast", "calibration",
-           "GRID"]
+           "GRID", "CALIBRATION_MIN"]
 
 GRID = tuple(round(k / 100, 2) for k in range(1, 100))
+CALIBRATION_MIN = 100  # validation targets (windows x horizon x targets) calibration needs
 
 
 def _scaler(values: np.ndarray) -> dict[str, Any]:
@@ -100,10 +101,12 @@ def _grid(nets: list[ForecastNet], z, past, fut, sid, static, weight: float) -> 
     return grid - (1.0 - weight) * grid[..., GRID.index(0.5)][..., None]
 
 
-def calibration(nets: list[ForecastNet], val: Any, weight: float, min_points: int = 100) -> list[float]:
+def calibration(nets: list[ForecastNet], val: Any, weight: float,
+                min_points: int = CALIBRATION_MIN) -> list[float]:
     """Per ``GRID`` level, the factor :math:`c_k` that widens or narrows the quantiles around the
     median so that a fraction ``level`` of the validation targets lies below
-    :math:`\\mathrm{med} + c_k (q_k - \\mathrm{med})` (split-conformal style, clipped to [0.5, 3])."""
+    :math:`\\mathrm{med} + c_k (q_k - \\mathrm{med})` (split-conformal style, clipped to [0.5, 3]);
+    all 1 (no change) with fewer than ``min_points`` validation targets."""
     if val is None or val.z[:, nets[0].spec.input_len:].numel() < min_points:
         return [1.0] * len(GRID)
     grid = _grid(nets, val.z, val.past, val.future, val.sid, val.static, weight)

@@ -206,7 +206,8 @@ def fit_net(spec: NetSpec, train: Windows, val: Windows | None, everything: Wind
     net = ForecastNet(spec)
     init = copy.deepcopy(net.state_dict())
     best_step, val_loss = _train(net, train, val, plan, plan.max_steps, gen, deadline)
-    info = {"best_step": best_step, "val_loss": val_loss}
+    # without a validation tail there is no loss: None, not inf (config.json holds JSON values only)
+    info = {"best_step": best_step, "val_loss": val_loss if np.isfinite(val_loss) else None}
     if plan.refit and val is not None and time.monotonic() < deadline:
         net.load_state_dict(init)
         steps = int(best_step * len(everything) / max(len(train), 1))  # same passes over data

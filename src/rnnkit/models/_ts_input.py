@@ -9,12 +9,17 @@ Policies (each bad case is one :class:`~rnnkit.errors.DataError` line):
 - NaNs: refused (``nan="refuse"``, the default), or linearly interpolated in time with the ends
   taking the nearest value (``nan="interpolate"``); the count is logged and kept in
   ``Forecaster.fill_counts_``.
-- infinite values, a constant target, an unknown column: refused.
+- infinite values, a constant target, an unknown column, no rows, no target column left: refused.
+- the time index: a DatetimeIndex (a PeriodIndex is converted to its start timestamps) gives a
+  frequency and calendar features; a numeric index that counts in one integer step (years
+  1900, 1901, ...) is continued by that step in forecasts; any other index (irregular or
+  non-integer numbers, strings) is read as row positions.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +31,8 @@ import pandas as pd
 from rnnkit.errors import DataError
 
 __all__ = ["SeriesData", "to_series", "check_index", "calendar_features", "future_index",
-           "season_from_index", "column_names", "as_list", "per_series", "static_rows", "future_rows"]
+           "season_from_index", "column_names", "as_list", "per_series", "static_rows", "future_rows",
+           "integer_steps"]
 
 log = logging.getLogger(__name__)
 _DAY = 86400.0
@@ -42,6 +48,7 @@ class SeriesData:
     index: Any  # DatetimeIndex or None (positions)
     freq: str | None
     filled: int = 0
+    int_index: tuple[int, int] | None = None  # (last value, step) of a regular integer index
 
 
 def _step_seconds(index: pd.DatetimeIndex) -> float:
@@ -92,6 +99,19 @@ def check_index(index: Any, name: str = "y") -> tuple[Any, str | None, int]:
         raise DataError(f"{name}: irregular time steps (no regular frequency fits the "
                         f"{len(index)} timestamps); resample to a regular frequency first")
     return index, freq, len(full) - len(index)
+
+
+def integer_steps(index: Any) -> tuple[int, int] | None:
+    """``(last value, step)`` of a numeric index that counts in one positive integer step (years
+    1900, 1901, ...; a RangeIndex), else ``None`` (irregular or non-integer numbers, not numbers)."""
+    if isinstance(index, pd.DatetimeIndex) or index.dtype.kind not in "iuf" or len(index) < 2:
+        return None
+    values = index.to_numpy(np.float64)
+    steps = np.diff(values)
+    if not (np.isfinite(values).all() and (values == np.round(values)).all() and steps[0] >= 1
+            and (steps == steps[0]).all()):
+        return None
+    return int(values[-1]), int(steps[0])
 
 
 def _frame(values: Any, name: str) -> pd.DataFrame:
@@ -171,6 +191,10 @@ def _split_columns(df: pd.DataFrame, y_cols: list[str], targets: tuple[str, ...]
     """Targets (default: y's columns that are not known-future), past and future columns."""
     cols = [str(c) for c in df.columns]
     tgt = column_names(df, targets, name) if targets else [c for c in y_cols if c not in future]
+    if not tgt:
+        got = f"y's columns {y_cols} are all future covariates" if y_cols else "y has no columns"
+        raise DataError(f"{name}: no target column left ({got}); expected at least one column to "
+                        "forecast (name it with target=..., or give fewer future_covariates)")
     fut = [c for c in future if c in cols]
     past = [c for c in cols if c not in tgt and c not in fut]
     return tgt, past, fut
@@ -180,6 +204,10 @@ def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tupl
               nan: str, name: str = "y") -> tuple[SeriesData, list[str], list[str], list[str]]:
     """Check one series and its covariates; returns ``(data, targets, past, future)`` names."""
     df = _numeric(_frame(y, "y"), name)
+    if len(df) == 0:
+        raise DataError(f"{name}: 0 rows; expected a non-empty series of numbers")
+    if isinstance(df.index, pd.PeriodIndex):
+        df.index = df.index.to_timestamp()  # periods as their start timestamps (frequency continued)
     y_cols = list(df.columns)
     if covariates is not None:
         cov = _numeric(_frame(covariates, "x"), f"{name} covariates")
@@ -196,19 +224,24 @@ def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tupl
     tgt, past, fut = _split_columns(df, y_cols, targets, future, name)
     index, freq, n_missing = check_index(df.index, name)
     df, filled = _fill(df, nan, name, n_missing, freq)
+    int_index = integer_steps(df.index) if index is None else None
     index = df.index if index is not None else None
     target = df[tgt].to_numpy(np.float64)
     _check_constant(target, tgt, name)
     data = SeriesData(target, df[past].to_numpy(np.float64).reshape(len(df), -1),
-                      df[fut].to_numpy(np.float64).reshape(len(df), -1), index, freq, filled)
+                      df[fut].to_numpy(np.float64).reshape(len(df), -1), index, freq, filled,
+                      int_index)
     return data, tgt, past, fut
 
 
 def season_from_index(index: Any) -> int:
-    """Season length implied by the time step: 12 monthly, 4 quarterly, 7 daily, 24 hourly..."""
+    """Season length implied by the time step: 12 monthly, 4 quarterly, 7 daily (5 business
+    days: daily steps with no Saturday or Sunday), 24 hourly..."""
     if index is None or len(index) < 2:
         return 1
     step = _step_seconds(index)
+    if 0.99 * _DAY <= step <= 1.01 * _DAY and len(index) >= 10 and (index.day_of_week < 5).all():
+        return 5
     for low, high, season in ((25 * _DAY, 32 * _DAY, 12), (85 * _DAY, 95 * _DAY, 4),
                               (6.5 * _DAY, 7.5 * _DAY, 52), (0.99 * _DAY, 1.01 * _DAY, 7)):
         if low <= step <= high:
@@ -254,8 +287,12 @@ def future_index(index: Any, freq: str | None, horizon: int) -> Any:
 
 
 def as_list(y: Any) -> tuple[list, bool]:
-    """``(list of series, whether y was a list)``."""
-    return (list(y), True) if isinstance(y, (list, tuple)) else ([y], False)
+    """``(list of series, whether y was a list)``; a flat list of numbers is one 1-D series."""
+    if not isinstance(y, (list, tuple)):
+        return [y], False
+    if y and all(isinstance(v, numbers.Real) for v in y):
+        return [np.asarray(y, dtype=np.float64)], False
+    return list(y), True
 
 
 def per_series(value: Any, n: int, name: str) -> list:

@@ -19,7 +19,9 @@ previous ``history`` smoothed scores). Runs of flagged rows closer than ``merge`
 window ``(start, end, score = max smoothed score)``.
 
 Rows need not be regular in time (NAB files repeat a few timestamps): they are scored in order.
-Calendar features of a DatetimeIndex (hour, day of week, ...) are given to the forecaster.
+Calendar features of a DatetimeIndex (hour, day of week, ...) are given to the forecaster, so a
+detector fitted with timestamps needs them when scoring too. ``fit`` refuses a constant column
+(nothing to learn); ``score`` and ``detect`` take one (a flat-lining sensor is an anomaly).
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class AnomalyDetector(BundleMixin, nn.Module):
         square of its raw scores, so out-of-sample normal rows score about 1).
         """
         o = self.options
-        values, cal, _ = values_and_calendar(y, o.nan)
+        values, cal, _ = values_and_calendar(y, o.nan, refuse_constant=True)
         if len(values) < 4 * o.window:
             raise DataError(f"y has {len(values)} rows; window={o.window} needs at least "
                             f"{4 * o.window} to fit; use a shorter window")
@@ -200,11 +202,25 @@ class AnomalyDetector(BundleMixin, nn.Module):
         if values.shape[1] != f["n_features"]:
             raise DataError(f"y: expected {f['n_features']} column(s) as in fit, got {values.shape[1]}")
         if self.forecaster is not None:
+            cal = self._calendar(cal)
             raw = forecast_scores(self.forecaster, *_frames(values, cal))
         else:
             x = Scaler.from_dict(f["scaler"]).transform(values)
             raw = np.sqrt(row_errors(self.autoencoder, x) / f["mean_error"])
         return raw / f["unit"]
+
+    def _calendar(self, cal: np.ndarray) -> np.ndarray:
+        """The calendar features the forecaster was fitted with (none if it had no timestamps)."""
+        want = self.fitted_["n_calendar"]
+        if want == 0:
+            return cal[:, :0]  # fitted without timestamps: those of y are not used
+        if cal.shape[1] == 0:
+            raise DataError(f"y: the detector was fitted with timestamps ({want} calendar features) but y "
+                            "has none; pass y with its DatetimeIndex (a CSV: its time column)")
+        if cal.shape[1] != want:
+            raise DataError(f"y: its time step gives {cal.shape[1]} calendar features, expected {want} as "
+                            "in fit; score data with the time step the detector was fitted on")
+        return cal
 
     def _smoothed(self, values: np.ndarray, cal: np.ndarray) -> np.ndarray:
         raw = self._raw_scores(values, cal)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from rnnkit.errors import ConfigError
+
 __all__ = ["naive", "seasonal_naive", "ets", "arima", "BASELINES", "baseline_forecast"]
 
 log = logging.getLogger(__name__)
@@ -158,5 +160,5 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
 def baseline_forecast(name: str, y: Any, horizon: int, season_length: int = 1) -> np.ndarray:
     """Forecast ``horizon`` steps of ``y`` with the baseline ``name`` (a key of ``BASELINES``)."""
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
+        raise ConfigError(f"baseline: expected one of {sorted(BASELINES)}, got {name!r}")
     return BASELINES[name](y, int(horizon), int(season_length))

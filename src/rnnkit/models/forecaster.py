@@ -51,6 +51,14 @@ def _same_columns(got: dict[str, list], want: dict[str, list]) -> bool:
     return same_targets and got["past"] == want["past"] and got["future"] == want["future"]
 
 
+def _time_step(s: SeriesData) -> tuple[Any, str]:
+    """``(key, description)`` of a series' time step; series of a global model must share the key
+    (the calendar features and the season come from one step; anchors like W-SUN/W-MON may differ)."""
+    if s.index is None:
+        return None, "no time index (positions)"
+    return (s.freq or "").split("-")[0], f"frequency {s.freq!r}"
+
+
 @dataclasses.dataclass(frozen=True)
 class _BundleConfig:
     """What ``config.json`` holds: the options and everything fitted (JSON values only)."""
@@ -66,7 +74,7 @@ class Forecaster(BundleMixin, nn.Module):
     Args:
         horizon: steps to forecast.
         season_length: season length ``m``; ``0`` infers it from the time index (12 monthly, 4
-            quarterly, 7 daily, 24 hourly, ...); ``1`` means no season.
+            quarterly, 7 daily, 5 business-daily, 24 hourly, ...); ``1`` means no season.
         **options: any field of :class:`ForecasterConfig` (``hidden_size``, ``cell``,
             ``strategy``, ``head``, ``quantiles``, ``ensemble``, ``max_time``, ``nan``, ...).
     """
@@ -111,6 +119,10 @@ class Forecaster(BundleMixin, nn.Module):
             got = {"targets": tgt, "past": past, "future": fut}
             if names is not None and not _same_columns(got, names):
                 raise DataError(f"{label}: columns {got} differ from the first series' {names}")
+            if out and _time_step(data)[0] != _time_step(out[0])[0]:
+                raise DataError(f"{label}: {_time_step(data)[1]} differs from y[0]'s "
+                                f"{_time_step(out[0])[1]}; a global model needs series with one "
+                                "time step (resample them, or fit one model per frequency)")
             out.append(data)
             names = got
         if o.strategy == "recursive" and names["past"]:
@@ -120,7 +132,8 @@ class Forecaster(BundleMixin, nn.Module):
 
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, y: Any, covariates: Any = None, *, static: Any = None) -> Forecaster:
-        """Fit on ``y`` (Series, DataFrame, 1-D/2-D array, or a list of them for a global model).
+        """Fit on ``y`` (Series, DataFrame, 1-D/2-D array, or a list of them for a global model of
+        series with one time step; a flat list of numbers is one series).
 
         ``covariates`` (a DataFrame or array with one row per ``y`` row, a list for several
         series) are past covariates, except the columns named in ``future_covariates``, which
@@ -177,7 +190,14 @@ class Forecaster(BundleMixin, nn.Module):
         log.info("forecaster: %d member(s), %d training windows, %.1fs", k, len(train),
                  time.monotonic() - start)
         calib = None
-        if o.calibrate and not o.refit and spec.strategy == "direct":
+        if o.calibrate and (o.refit or spec.strategy != "direct"):
+            log.warning("forecaster: calibrate=True is ignored with refit=True or strategy='recursive'")
+        elif o.calibrate:
+            n_val = 0 if val is None else val.z[:, L:].numel()
+            if n_val < core.CALIBRATION_MIN:
+                log.warning("forecaster: calibrate=True needs at least %d validation targets, got %d "
+                            "(val_size=%d); the intervals are left uncalibrated (give a longer "
+                            "val_size or more history)", core.CALIBRATION_MIN, n_val, V)
             calib = core.calibration(members, val, self._weight())
         return nn.ModuleList(members), info, calib
 
@@ -189,7 +209,7 @@ class Forecaster(BundleMixin, nn.Module):
         tail = None if s.index is None else [str(t) for t in s.index[-2:]]
         return {"transforms": tf, "state": core.origin_state(p, L, self.options.horizon),
                 "n": len(s.target), "freq": s.freq, "tail": tail, "static": static.tolist(),
-                "filled": s.filled}
+                "filled": s.filled, "int_index": None if s.int_index is None else list(s.int_index)}
 
     # -- predict --------------------------------------------------------------------------------
     def _fitted(self) -> dict[str, Any]:
@@ -259,14 +279,18 @@ class Forecaster(BundleMixin, nn.Module):
     def predict_frame(self, covariates: Any = None, *, y: Any = None, y_covariates: Any = None,
                       static: Any = None) -> pd.DataFrame:
         """Forecast table: ``mean``, ``median`` and ``q<level>`` columns (prefixed ``<target>:``
-        for several targets), indexed by the future timestamps (or positions); a ``series``
-        column for a list of series."""
+        for several targets), indexed by the future timestamps, the continuation of a regular
+        integer index (years 1900..1979 -> 1980, ...), or else positions; a ``series`` column for
+        a list of series."""
         out, records = self._run(covariates, y, y_covariates, static)
         f, H = self._fitted(), self.options.horizon
         frames = []
         for i, (r, rec) in enumerate(zip(out, records)):
             tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
             index = future_index(tail, rec["freq"], H)
+            if index is None and rec.get("int_index"):  # years 1900..1979 continue 1980, 1981, ...
+                last, step = rec["int_index"]
+                index = pd.Index(last + step * np.arange(1, H + 1))
             index = pd.RangeIndex(rec["n"], rec["n"] + H) if index is None else index
             cols = {}
             for c, name in enumerate(f["targets"]):
