@@ -54,8 +54,8 @@ class ForecastDataConfig:
     horizon: int = 24
     """Steps to forecast after the end of the series; the holdout is this many last rows."""
     season_length: int = 0
-    """Season length in steps; 0 = from the time step (12 monthly, 7 daily, 24 hourly, ...),
-    1 = none."""
+    """Season length in steps; 0 = from the time step (12 monthly, 7 daily, 5 business days,
+    24 hourly, ...), 1 = none."""
     covariates: str = ""
     """Past covariate columns, comma-separated: inputs known only up to now
     (not with ``recursive``)."""
@@ -207,6 +207,10 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     covs = _cols(data_cfg.covariates) + _cols(data_cfg.future_covariates)
     frame = _read(data_cfg.csv, data_cfg.time_col, targets + covs if targets else [], data_cfg.nan)
     targets = targets or [c for c in map(str, frame.columns) if c not in covs]
+    if not targets:
+        columns = ", ".join(map(str, frame.columns))
+        raise DataError(f"{data_cfg.csv}: no target column left: every column ({columns}) is a covariate; "
+                        "expected at least one to forecast (name it with --target, or give fewer covariates)")
     out = Path(run_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"rows": len(frame), "targets": targets}
