@@ -139,6 +139,48 @@ def test_crash_between_renames_recovers_previous(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "last").trainer_state["step"] == 3 and not (tmp_path / ".last.old").exists()
 
 
+def test_a_checkpoint_without_its_manifest_is_refused_not_replaced(make_config, caplog):
+    cfg = make_config(max_steps=2)
+    Trainer(TinyLM(), cfg).fit(lm_data())
+    last = cfg.out_dir / "checkpoints" / "last"
+    (last / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete checkpoint \\(no manifest.json"):
+        Trainer(TinyLM(), cfg.replace(max_steps=4, resume=True)).fit(lm_data())
+    assert (last / "model.safetensors").is_file()  # nothing was written over it
+    with caplog.at_level("WARNING"):
+        Trainer(TinyLM(), cfg.replace(max_steps=1)).fit(lm_data())  # resume=False: a new run, as asked
+    assert "will be replaced" in caplog.text and (last / "manifest.json").is_file()
+
+
+def test_resume_warns_that_the_checkpoints_optimizer_settings_win(make_config, caplog):
+    cfg = make_config(max_steps=2)
+    Trainer(TinyLM(), cfg).fit(lm_data())
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True, lr=0.05, weight_decay=0.3))
+        trainer.fit(lm_data())
+    assert "lr, weight_decay changed, but a resumed run continues the checkpoint's optimizer" in caplog.text
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr)
+
+
+def test_resume_refuses_a_carried_state_of_other_streams(make_config):
+    from rnnkit.data.text import LMStream
+    ids = torch.arange(400) % 11
+    cfg = make_config(max_steps=3)
+    Trainer(TinyLM(), cfg).fit(LMStream(ids, 4, 10))
+    with pytest.raises(CheckpointError, match="state of 4 streams over 1 process\\(es\\), this run reads 2 over 1"):
+        Trainer(TinyLM(), cfg.replace(max_steps=5, resume=True)).fit(LMStream(ids, 2, 10))
+    state = Trainer(TinyLM(), cfg.replace(max_steps=5, resume=True)).fit(LMStream(ids, 4, 10))
+    assert state.step == 5
+
+
+def test_a_state_class_is_never_imported_from_a_checkpoint():
+    """Importing runs a module's code: only classes of modules already loaded are rebuilt."""
+    from rnnkit.training._tree import _namedtuple_class
+    assert "tabnanny" not in sys.modules
+    assert _namedtuple_class("tabnanny:NannyNag") is None and "tabnanny" not in sys.modules
+    assert _namedtuple_class("rnnkit.cells.base:LSTMState") is not None
+
+
 def test_in_process_resume_is_exact_with_stateful_stream(make_config, tmp_path):
     stream = TokenStream(torch.arange(163) % 11, rows=4, steps=10)  # 4 batches, 8 steps per epoch
     val = TokenStream(torch.arange(97) % 7, rows=2, steps=8)

@@ -297,6 +297,9 @@ def test_bad_data_and_config(make_config):
         Trainer(TinyLM(), make_config(max_steps=1)).fit(object())
     with pytest.raises(ConfigError, match="max_steps, max_epochs, max_time"):
         Trainer(TinyLM(), make_config()).fit(lm_data())
+    with pytest.raises(ConfigError, match="max_epochs does not plan it under tbptt_steps"):
+        Trainer(TinyLM(), make_config(max_epochs=1, schedule="cosine", tbptt_steps=4)).fit(
+            TokenStream(torch.arange(163) % 11, rows=4, steps=8))
     with pytest.raises(ConfigError, match="fp16"):
         Trainer(TinyLM(), make_config(max_steps=1, amp="fp16")).fit(lm_data())
     with pytest.raises(ConfigError, match="optimizer"):

@@ -6,7 +6,7 @@ file plus a JSON description of its structure (so that no pickle is ever needed)
 
 from __future__ import annotations
 
-import importlib
+import sys
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -64,13 +64,15 @@ def flatten_tree(tree: Any, prefix: str = "state") -> tuple[dict[str, Tensor], A
 
 
 def _namedtuple_class(path: str) -> type | None:
-    """Import ``module:Qualname`` and return it only if it is a NamedTuple class."""
+    """The NamedTuple class ``module:Qualname`` of a module this process has already imported (the
+    model's own state classes are), else ``None``: a checkpoint never makes resume import anything
+    (importing runs a module's code)."""
     module_name, _, qualname = path.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = sys.modules[module_name]
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError):
+    except (KeyError, AttributeError):
         return None
     is_namedtuple = isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields")
     return obj if is_namedtuple else None
@@ -92,5 +94,5 @@ def unflatten_tree(tensors: dict[str, Tensor], spec: Any, device: torch.device |
         cls = _namedtuple_class(spec["class"])
         if cls is not None:
             return cls(*items)
-        log.warning("state class %s not importable; restoring a plain tuple", spec["class"])
+        log.warning("state class %s is not loaded in this process; restoring a plain tuple", spec["class"])
     return tuple(items)

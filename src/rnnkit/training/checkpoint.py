@@ -99,7 +99,12 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 def find_checkpoint(folder: str | Path) -> Path | None:
     """The checkpoint folder to resume from (recovering an interrupted swap), or ``None``."""
     path = resolve_folder(folder)
-    return path if path is not None and (path / "manifest.json").exists() else None
+    if path is None or (path / "manifest.json").exists():
+        return path
+    if any(path.iterdir()):  # files without the manifest written last: never start over on top of them
+        raise CheckpointError(f"{path}: incomplete checkpoint (no manifest.json, which is written last); "
+                              "restore it, or move the folder away to start a new run")
+    return None
 
 
 def _verify(folder: Path) -> dict[str, str]:

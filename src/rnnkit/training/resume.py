@@ -71,7 +71,8 @@ def write_checkpoint(trainer: Trainer, name: str = "last") -> Path:
     folder = trainer.checkpoint_dir / name
     if trainer.env.is_main:
         state = {**trainer.state.to_dict(), "epoch": point.epoch, "batch": point.batch, "chunk": point.chunk,
-                 "carry_spec": spec, "world_size": trainer.env.world_size, "config": trainer.config.to_dict()}
+                 "carry_spec": spec, "world_size": trainer.env.world_size, "streams": _streams(trainer),
+                 "config": trainer.config.to_dict()}
         optim = {"optimizer": trainer.optimizer.state_dict(),
                  "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
                  "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None}
@@ -79,6 +80,24 @@ def write_checkpoint(trainer: Trainer, name: str = "last") -> Path:
         log.debug("checkpoint %s written at step %d", folder, trainer.state.step)
     barrier()
     return folder
+
+
+def _streams(trainer: Trainer) -> int | None:
+    """The parallel streams of stateful training data (an LMStream's batch_size), else None."""
+    data = getattr(trainer, "train_data", None)
+    return getattr(data, "batch_size", None) if getattr(data, "stateful", False) else None
+
+
+def _check_streams(trainer: Trainer, saved: dict[str, Any], carry: Any, path: Path) -> None:
+    """A carried state fits only the streams and processes it was saved with: refuse another split
+    in one line (the model would fail on the state's batch size deep inside)."""
+    if carry is None:
+        return
+    was, now = (saved.get("streams"), saved.get("world_size", 1)), (_streams(trainer), trainer.env.world_size)
+    if was[1] != now[1] or (None not in (was[0], now[0]) and was[0] != now[0]):
+        raise CheckpointError(f"{path}: the checkpoint carries the recurrent state of {was[0]} streams over "
+                              f"{was[1]} process(es), this run reads {now[0]} over {now[1]}; resume with the same "
+                              "batch size and number of processes, or start a new run")
 
 
 def _load_optim(trainer: Trainer, data: CheckpointData) -> None:
@@ -93,6 +112,10 @@ def _load_optim(trainer: Trainer, data: CheckpointData) -> None:
                 log.warning("resume: the checkpoint's %s does not match this configuration; starting it fresh", name)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{data.path / 'optimizer.pt'}: does not fit this optimizer ({one_line(exc)})") from exc
+
+
+_OPTIMIZER_OPTIONS = ("optimizer", "lr", "weight_decay", "betas", "eps",
+                      "plateau_factor", "plateau_patience")  # restored with the optimizer and scheduler
 
 
 def _changed(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -120,12 +143,18 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
     changed = _changed(saved.get("config", {}), trainer.config.to_dict())
     if changed:
         log.info("resume: options changed since the checkpoint: %s", ", ".join(changed))
+        kept = [k for k in changed if k in _OPTIMIZER_OPTIONS]
+        if kept:  # the optimizer's and scheduler's saved state carries them
+            log.warning("resume: %s changed, but a resumed run continues the checkpoint's optimizer and "
+                        "schedule; start a new run (another name, or resume=False) to use the new values",
+                        ", ".join(kept))
     trainer.state = TrainerState.from_dict(saved)
     try:
         carry = _select_rank(data.carry, trainer.env.rank, "carried state")
         carry = unflatten_tree(carry, saved.get("carry_spec", {"kind": "none"}), trainer.device)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{data.path / 'state.safetensors'}: does not match trainer_state.json ({exc})") from exc
+    _check_streams(trainer, saved, carry, data.path)
     trainer._carry = carry
     trainer._point = ResumePoint(saved["epoch"], saved["batch"], saved["chunk"], carry)
     log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, saved["step"], saved["epoch"], saved["batch"])
@@ -142,7 +171,13 @@ def restore_generators(trainer: Trainer, data: CheckpointData) -> None:
 
 def warn_if_replacing(trainer: Trainer) -> None:
     """Say so when a new run (``resume=False``) will overwrite an earlier run's checkpoints."""
-    if trainer.env.is_main and find_checkpoint(trainer.checkpoint_dir / "last") is not None:
+    if not trainer.env.is_main:
+        return None
+    try:
+        found = find_checkpoint(trainer.checkpoint_dir / "last") is not None
+    except CheckpointError:  # an incomplete one: replaced all the same, as resume=False asks
+        found = True
+    if found:
         log.warning("starting a new run in %s: its checkpoints will be replaced (resume=True continues it)",
                     trainer.out_dir)
     return None

@@ -44,8 +44,10 @@ def lr_factor(config: TrainerConfig, total_steps: int | None,
     floor = config.min_lr / config.lr if config.lr > 0 else 0.0
     by_time = config.schedule == "cosine" and total_steps is None and config.max_time and elapsed is not None
     if config.schedule == "cosine" and total_steps is None and not by_time:
-        raise ConfigError("schedule='cosine' needs the run's length: set max_steps, schedule_steps, "
-                          "max_epochs or max_time")
+        epochs = "" if config.tbptt_steps is not None else "max_epochs, "  # with TBPTT chunks per epoch are unknown
+        raise ConfigError(f"schedule='cosine' needs the run's length: set max_steps, schedule_steps, {epochs}"
+                          "or max_time" + (" (max_epochs does not plan it under tbptt_steps: chunks per "
+                                           "batch are unknown in advance)" if not epochs else ""))
 
     def factor(t: int) -> float:
         if t < warmup:
