@@ -57,6 +57,14 @@ def test_datasets_lists_pydocs(capsys):
     assert code == 0 and "pydocs" in out and "tinyshakespeare" in out
 
 
+def test_diagnose_prints_its_whole_table_into_a_pipe(tmp_path, capsys):
+    """Not a terminal (here: captured): rich fitted the table into 80 columns and cut every number."""
+    code, out, err = run(["diagnose", "--cell", "rnn,lstm", "--length", "20", "--out", str(tmp_path / "g.png")],
+                         capsys)
+    assert code == 0, err
+    assert "…" not in out and "ratio_first_last" in out and "jacobian_mean" in out
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 25-step character model on the first 60k characters of pydocs."""

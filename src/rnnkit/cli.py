@@ -58,7 +58,18 @@ def datasets() -> None:
     for info in list_datasets():
         avail = "[green]yes[/]" if info.available else f"[red]no[/] ({info.reason})"
         table.add_row(info.name, info.kind, avail, info.description)
-    console.print(table)
+    _print_table(table)
+
+
+def _print_table(table) -> None:
+    """A table at its natural width when the output is not a terminal (a pipe, a log): rich would fit
+    it into 80 columns and cut every number to '6.6…'."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(width=max(console.width, natural)).print(table)  # print(width=) is capped at the console's
 
 
 # -- language models ---------------------------------------------------------------------------
@@ -425,7 +436,7 @@ def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to dia
         table.add_column(str(key))
     for row in rows:
         table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
-    console.print(table)
+    _print_table(table)
     console.print(f"plot: {out}")
 
 

@@ -204,3 +204,9 @@ def test_training_checkpoint_is_a_loadable_bundle(tmp_path):
     Trainer(model, cfg).fit(data)
     loaded = load_bundle(tmp_path / "r" / "checkpoints" / "last")
     assert isinstance(loaded, TiedLM) and torch.equal(loaded.embed.weight, model.embed.weight)
+
+
+def test_a_trainer_run_without_a_bundle_says_so(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="a training run without a bundle .* model.save"):
+        rnnkit.load(tmp_path / "run")

@@ -158,6 +158,9 @@ def _read_config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"{directory}: {what}")
     if not (path / "config.json").is_file() and (path / "bundle" / "config.json").is_file():
         path = path / "bundle"  # a run folder (runs/NAME) holds its bundle in bundle/
+    elif not (path / "config.json").is_file() and (path / "checkpoints").is_dir():
+        raise CheckpointError(f"{directory}: a training run without a bundle (rnnkit train writes one in "
+                              "bundle/; after Trainer.fit, save the model with model.save(folder))")
     file = path / "config.json"
     meta = read_json(file)
     if meta.get("format") != FORMAT:
