@@ -243,6 +243,18 @@ def test_language_models_refuse_the_trainers_loader_options(tmp_path, capsys):
     assert code != 0 and "Traceback" not in err and "set [data] batch_size instead" in err
 
 
+def test_vocabulary_sizes_name_the_option_and_say_when_raised(caplog):
+    from rnnkit.errors import ConfigError
+    from rnnkit.recipes.lm import build_tokenizer
+    text = "to be or not to be, that is the question. " * 50
+    for kind in ("word", "bpe"):
+        with pytest.raises(ConfigError, match="data.vocab_size=1: .*special tokens"):
+            build_tokenizer(kind, text, 1)
+    with caplog.at_level("WARNING"):
+        tok = build_tokenizer("bpe", text, 5)
+    assert tok.vocab_size > 5 and f"the bpe vocabulary has {tok.vocab_size} tokens" in caplog.text
+
+
 def test_console_script_entry_point_works():
     out = subprocess.run([sys.executable, "-m", "rnnkit.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "rnnkit" in out.stdout

@@ -103,7 +103,8 @@ def _note_unknown(model, text: str) -> None:
 def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
              prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue."),
              max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Tokens to generate."),
-             temperature: float = typer.Option(0.8, help="Sampling temperature (0 = greedy)."),
+             temperature: float = typer.Option(0.8, help="Sampling temperature (0 = greedy; model.generate's "
+                                                "default is 1.0)."),
              top_k: Optional[int] = typer.Option(None, help="Sample among the k most likely tokens."),
              top_p: Optional[float] = typer.Option(None, help="Nucleus sampling: smallest set with mass p."),
              repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeating tokens."),
@@ -192,7 +193,8 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
 
 @app.command()
 def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more language-model bundles (or run folders, "
-                                                  "or ensemble bundles) over the same vocabulary."),
+                                                  "or ensemble bundles, which count as their members) over the "
+                                                  "same vocabulary; every member weighs the same."),
              out: Path = typer.Option(..., "--out", "-o", help="The new ensemble bundle's folder.")) -> None:
     """Join language models into one ensemble bundle: each next-token probability the mean of the
     members' (generate, complete and evaluate take it like any language model)."""

@@ -104,10 +104,18 @@ def build_tokenizer(kind: str, train_text: str, vocab_size: int):
     from rnnkit.data.tokenizers import CharTokenizer, WordTokenizer
     if kind == "char":
         return CharTokenizer().fit(train_text)
-    if kind == "word":
-        return WordTokenizer(max_vocab=vocab_size, eos_token="<eos>").fit(train_text)
-    from rnnkit.data.subword import SubwordTokenizer
-    return SubwordTokenizer(model=kind, vocab_size=vocab_size).fit(train_text)
+    try:
+        if kind == "word":
+            return WordTokenizer(max_vocab=vocab_size, eos_token="<eos>").fit(train_text)
+        from rnnkit.data.subword import SubwordTokenizer
+        tok = SubwordTokenizer(model=kind, vocab_size=vocab_size)
+    except ValueError as exc:  # too small for the special tokens: name the option the user set
+        raise ConfigError(f"data.vocab_size={vocab_size}: {exc}") from None
+    tok = tok.fit(train_text)
+    if tok.vocab_size > vocab_size:
+        log.warning("data.vocab_size=%d: the %s vocabulary has %d tokens (it keeps every character of the "
+                    "training text)", vocab_size, kind, tok.vocab_size)
+    return tok
 
 
 @torch.no_grad()
