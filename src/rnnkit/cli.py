@@ -192,9 +192,9 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
 
 
 @app.command()
-def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more language-model bundles (or run folders, "
-                                                  "or ensemble bundles, which count as their members) over the "
-                                                  "same vocabulary; every member weighs the same."),
+def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more language-model bundles over the same vocabulary "
+                                                  "(or run folders, or ensemble bundles, which count as their "
+                                                  "members; every member weighs the same)."),
              out: Path = typer.Option(..., "--out", "-o", help="The new ensemble bundle's folder.")) -> None:
     """Join language models into one ensemble bundle: each next-token probability the mean of the
     members' (generate, complete and evaluate take it like any language model)."""
