@@ -118,6 +118,20 @@ def _fsync_tree(root: Path) -> None:
     _fsync_path(root)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and one rename: a reader sees the
+    old file or the whole new one, never a truncated one."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _replace(src: Path, dst: Path) -> None:
     """One atomic rename (a function of its own so that tests can simulate a crash here)."""
     os.replace(src, dst)

@@ -76,6 +76,9 @@ def test_pydocs_is_deterministic_sized_and_cached_only_where_asked(tmp_path):
     cached = list((tmp_path / "cache").iterdir())
     assert len(cached) == 1 and cached[0].read_text(encoding="utf-8") == text
     assert load_dataset("pydocs", "val", cache_dir=tmp_path / "cache") == splits["val"]
+    cached[0].write_text("", encoding="utf-8")  # a cache an interrupted run emptied: built again
+    assert load_dataset("pydocs", "val", cache_dir=tmp_path / "cache") == splits["val"]
+    assert cached[0].read_text(encoding="utf-8") == text
 
 
 @pytest.mark.parametrize("name", SERIES)

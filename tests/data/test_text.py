@@ -97,6 +97,8 @@ def test_lmstream_too_short_and_from_text():
 
     stream = LMStream.from_text("abcdefgh", Bytes(), batch_size=2, seq_len=2)
     assert stream.data.tolist() == [[97, 98, 99, 100], [101, 102, 103, 104]]
+    with pytest.raises(DataError, match="0 tokens are too few"):  # not "token ids must be integers"
+        LMStream.from_text("", Bytes(), batch_size=2, seq_len=2)
 
 
 # -- TextWindows --------------------------------------------------------------------------
@@ -135,6 +137,9 @@ def test_labelled_text_from_csv_and_tsv(tmp_path):
     digits = LabelledText.from_csv(tsv_path, text_col="sentence")
     assert digits.classes == ("2", "10")  # numeric labels sort as numbers
     assert digits.texts == ('he said "hi', "ok")  # an unbalanced quote in a TSV is just text
+    odd = tmp_path / "odd.csv"
+    odd.write_text("text,label\nfoo,--1\nbar,1\nbaz,²\n", encoding="utf-8")
+    assert LabelledText.from_csv(odd).classes == ("--1", "1", "²")  # not int(): strings, sorted
 
 
 @pytest.mark.parametrize(

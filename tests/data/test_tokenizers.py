@@ -188,3 +188,28 @@ def test_word_boundary_helpers():
     assert trailing_word("end. ") == ""
     with pytest.raises(ValueError):
         is_word_char("ab")
+
+
+def test_a_tokenizers_dict_is_a_copy_both_ways():
+    """Editing to_dict()'s vocabulary, or the dict a tokenizer came from, must not change it."""
+    for tok in (CharTokenizer.train("abc"), WordTokenizer().fit("a b c")):
+        before = tok.vocab
+        tok.to_dict()["vocab"].append("z")
+        data = tok.to_dict()
+        again = Tokenizer.from_dict(data)
+        data["vocab"].reverse()
+        assert tok.vocab == before and again.vocab == before
+
+
+def test_settings_that_could_not_load_back_are_refused():
+    with pytest.raises(ValueError, match="unk_token and eos_token must differ"):
+        WordTokenizer(unk_token="<x>", eos_token="<x>")
+    with pytest.raises(ValueError, match="unk_token must not be a single character"):
+        CharTokenizer(unk_token="?")  # '?' is also a character of most texts
+    assert CharTokenizer(chars="aab").vocab == ["<unk>", "a", "b"]
+
+
+def test_subword_vocabulary_too_small_is_a_data_error():
+    pytest.importorskip("tokenizers")
+    with pytest.raises(DataError, match="unigram vocabulary of vocab_size=5: .*larger vocab_size"):
+        SubwordTokenizer(model="unigram", vocab_size=5).fit("hello world")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from rnnkit._files import write_text_atomic
 from rnnkit.data._io import read_text
 from rnnkit.errors import DataError
 
@@ -203,8 +204,7 @@ class Tokenizer(abc.ABC):
         p = Path(path)
         if p.is_dir():
             p = p / TOKENIZER_FILE
-        p.write_text(self.to_json(indent=1) + "\n", encoding="utf-8")
-        return p
+        return write_text_atomic(p, self.to_json(indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

@@ -8,6 +8,7 @@ line and the fix.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ PathLike = str | os.PathLike
 
 def _sort_classes(names: set[str]) -> list[str]:
     """Class names in order: numerically when all are integers, else as strings."""
-    if names and all(n.lstrip("-").isdigit() for n in names):
+    if names and all(re.fullmatch(r"-?[0-9]+", n) for n in names):  # int() takes each ('--1', '²' not)
         return sorted(names, key=int)
     return sorted(names)
 

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+from rnnkit._files import write_text_atomic
+
 __all__ = ["PYDOCS_MODULES", "build_pydocs_text", "load_pydocs_text"]
 
 logger = logging.getLogger(__name__)
@@ -140,8 +142,11 @@ def load_pydocs_text(cache_dir: str | os.PathLike | None = None) -> str:
     v = sys.version_info
     path = Path(cache_dir) / f"pydocs-{v.major}.{v.minor}.{v.micro}.txt"
     if path.is_file():
-        return path.read_text(encoding="utf-8")
+        cached = path.read_text(encoding="utf-8")
+        if cached.strip():
+            return cached
+        logger.warning("%s: empty cache file; building the text again", path)
     text = build_pydocs_text()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_text_atomic(path, text)  # an interrupted run leaves no truncated cache
     return text

@@ -50,7 +50,8 @@ class SubwordTokenizer(Tokenizer):
     Args:
         model: ``"bpe"`` or ``"unigram"``.
         vocab_size: the vocabulary size to learn (the trainer may stop short of it on small
-            text; :attr:`vocab_size` is the real size after fitting).
+            text, and BPE goes above it to keep every character of the text; :attr:`vocab_size`
+            is the real size after fitting).
         min_freq: (BPE) the least count for a merge.
         unk_token: the unknown token, id 0.
         special_tokens: more special tokens, ids 1, 2, ... (e.g. ``["<pad>", "<bos>"]``).
@@ -106,7 +107,11 @@ class SubwordTokenizer(Tokenizer):
     def fit(self, texts: str | Iterable[str]) -> SubwordTokenizer:
         """Learn the subword vocabulary from one text or an iterable of texts."""
         tok = self._new_hf()
-        tok.train_from_iterator(_pieces(texts), trainer=self._trainer())
+        try:
+            tok.train_from_iterator(_pieces(texts), trainer=self._trainer())
+        except Exception as exc:  # the tokenizers library raises a bare Exception ("not large enough ...")
+            raise DataError(f"{self.model} vocabulary of vocab_size={self.target_vocab_size}: {exc}; "
+                            "give a larger vocab_size") from None
         if tok.get_vocab_size() <= 1 + len(self.special_tokens):
             raise DataError("no text to learn subwords from; pass non-empty training text")
         # Reload from JSON so the model equals what save/load gives (unigram scores can lose

@@ -28,7 +28,7 @@ Batch = dict[str, torch.Tensor]
 
 
 def _as_ids(ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(ids)
+    t = torch.as_tensor(ids, dtype=torch.long if len(ids) == 0 else None)  # [] is no float stream
     if t.dim() != 1:
         raise ValueError(f"expected a 1-D token stream, got shape {tuple(t.shape)}")
     if t.dtype.is_floating_point or t.dtype == torch.bool:

@@ -72,12 +72,14 @@ class CharTokenizer(Tokenizer):
     type_name = "char"
 
     def __init__(self, chars: Iterable[str] | None = None, *, unk_token: str | None = "<unk>"):
+        if unk_token is not None and len(unk_token) == 1:  # it could be a character of the text too
+            raise ValueError(f"unk_token must not be a single character, got {unk_token!r}; use e.g. '<unk>'")
         self.unk_token = unk_token
         self._specials = [] if unk_token is None else [unk_token]
-        self._set_vocab(self._specials + list(chars or []))
+        self._set_vocab(self._specials + list(dict.fromkeys(chars or [])))  # each character once
 
     def _set_vocab(self, itos: list[str]) -> None:
-        self._itos = itos
+        self._itos = list(itos)  # a copy: nothing the caller holds can change the tokenizer
         self._stoi = {c: i for i, c in enumerate(itos) if i >= len(self._specials)}
         self._decode_table = [REPLACEMENT_CHAR] * len(self._specials) + itos[len(self._specials) :]
 
@@ -128,11 +130,14 @@ class CharTokenizer(Tokenizer):
         return "".join(table[i] for i in self._check_ids(ids))
 
     def _state(self) -> dict[str, Any]:
-        return {"unk_token": self.unk_token, "vocab": self._itos}
+        return {"unk_token": self.unk_token, "vocab": list(self._itos)}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any], source: str) -> CharTokenizer:
-        tok = cls(unk_token=state["unk_token"])
+        try:
+            tok = cls(unk_token=state["unk_token"])
+        except ValueError as exc:
+            raise DataError(f"{source}: invalid char tokenizer settings ({exc})") from None
         vocab = _check_vocab(state["vocab"], tok._specials, source)
         bad = [c for c in vocab[len(tok._specials) :] if len(c) != 1]
         if bad:
@@ -183,6 +188,8 @@ class WordTokenizer(Tokenizer):
             raise ValueError(f"split must be one of {sorted(_SPLITTERS)}, got {split!r}")
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        if unk_token is not None and unk_token == eos_token:
+            raise ValueError(f"unk_token and eos_token must differ, got {unk_token!r} for both")
         self._specials = [t for t in (unk_token, eos_token) if t is not None]
         if max_vocab is not None and max_vocab <= len(self._specials):
             raise ValueError(f"max_vocab must exceed the {len(self._specials)} special tokens")
@@ -191,7 +198,7 @@ class WordTokenizer(Tokenizer):
         self._set_vocab(list(self._specials))
 
     def _set_vocab(self, itos: list[str]) -> None:
-        self._itos = itos
+        self._itos = list(itos)  # a copy: nothing the caller holds can change the tokenizer
         self._stoi = {t: i for i, t in enumerate(itos)}
 
     def _words(self, line: str) -> list[str]:
@@ -271,7 +278,7 @@ class WordTokenizer(Tokenizer):
 
     def _state(self) -> dict[str, Any]:
         keys = ("max_vocab", "min_freq", "unk_token", "eos_token", "lower", "split")
-        return {**{k: getattr(self, k) for k in keys}, "vocab": self._itos}
+        return {**{k: getattr(self, k) for k in keys}, "vocab": list(self._itos)}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any], source: str) -> WordTokenizer:
