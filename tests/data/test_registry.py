@@ -174,3 +174,11 @@ def test_every_available_set_loads_with_the_network_cut(monkeypatch, tmp_path):
     for name in available:
         splits = load_dataset(name, cache_dir=tmp_path)
         assert splits and all(data is not None for data in splits.values()), name
+
+
+def test_an_unknown_data_set_option_is_named():
+    """Not the loader's TypeError naming a private function (_mr(), a lambda)."""
+    with pytest.raises(DataError, match="data set 'airline' has no option 'foo'; it takes none"):
+        load_dataset("airline", foo=1)
+    with pytest.raises(DataError, match="data set 'pydocs' has no option 'x'"):
+        load_dataset("pydocs", x=1)

@@ -140,6 +140,13 @@ def test_labelled_text_from_csv_and_tsv(tmp_path):
     odd = tmp_path / "odd.csv"
     odd.write_text("text,label\nfoo,--1\nbar,1\nbaz,²\n", encoding="utf-8")
     assert LabelledText.from_csv(odd).classes == ("--1", "1", "²")  # not int(): strings, sorted
+    with pytest.raises(DataError, match="same column 'text'"):
+        LabelledText.from_csv(odd, label_col="text")
+    with pytest.raises(TypeError, match="text_col: expected a column name or index, got True"):
+        LabelledText.from_csv(odd, text_col=True)
+    odd.write_text("text,text,label\na,b,1\n", encoding="utf-8")
+    with pytest.raises(DataError, match="column 'text' appears twice"):
+        LabelledText.from_csv(odd)
 
 
 @pytest.mark.parametrize(

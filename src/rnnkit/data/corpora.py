@@ -92,8 +92,16 @@ class LabelledText:
 
         Classes are the distinct labels, sorted (numerically when all are integers).
         """
+        for name, col in (("text_col", text_col), ("label_col", label_col)):
+            if isinstance(col, bool) or not isinstance(col, (str, int)):
+                raise TypeError(f"{name}: expected a column name or index, got {col!r}")
         header, rows = read_csv_rows(path, delimiter)
         ti, li = _column(path, header, text_col), _column(path, header, label_col)
+        if ti == li:
+            raise DataError(f"{path}: text and label are the same column {header[ti]!r}; name two columns")
+        if len(set(header)) != len(header):
+            twice = next(h for h in header if header.count(h) > 1)
+            raise DataError(f"{path}: column {twice!r} appears twice in the header; name each column once")
         if not rows:
             raise DataError(f"{path}: no rows after the header; add one example per row")
         pairs = []

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +107,10 @@ def _specs() -> dict[str, _Spec]:
     }
     for name, (_, description) in SERIES.items():
         specs[name] = _Spec("timeseries", description, "statsmodels", ("all",),
-                            lambda name=name: load_series(name))
+                            functools.partial(load_series, name))
     for name, (_, description) in SHIPPED.items():
         specs[name] = _Spec("timeseries", description, "rnnkit", ("all",),
-                            lambda name=name: load_series(name))
+                            functools.partial(load_series, name))
     return dict(sorted(specs.items()))
 
 
@@ -188,6 +189,14 @@ def load_dataset(name: str, split: str | None = None, *,
     if split is not None and split not in spec.splits:
         raise DataError(f"data set {name!r} has no split {split!r}; "
                         f"splits: {', '.join(spec.splits)}")
+    import inspect
+    params = inspect.signature(spec.load).parameters
+    takes = [p for p in list(params)[1 if spec.source == DATA_ENV or name == "pydocs" else 0:]
+             if params[p].kind in (params[p].POSITIONAL_OR_KEYWORD, params[p].KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:  # not the loader's own TypeError, which names a private function
+        raise DataError(f"data set {name!r} has no option {unknown[0]!r}; "
+                        + (f"its options: {', '.join(takes)}" if takes else "it takes none"))
     if spec.source == DATA_ENV:
         splits = spec.load(Path(os.environ[DATA_ENV]), **options)
     elif name == "pydocs":
