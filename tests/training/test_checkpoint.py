@@ -173,12 +173,21 @@ def test_resume_refuses_a_carried_state_of_other_streams(make_config):
     assert state.step == 5
 
 
-def test_a_state_class_is_never_imported_from_a_checkpoint():
+def test_a_state_class_is_never_imported_from_a_checkpoint(tmp_path, monkeypatch):
     """Importing runs a module's code: only classes of modules already loaded are rebuilt."""
+    import importlib
+
     from rnnkit.training._tree import _namedtuple_class
-    assert "tabnanny" not in sys.modules
-    assert _namedtuple_class("tabnanny:NannyNag") is None and "tabnanny" not in sys.modules
-    assert _namedtuple_class("rnnkit.cells.base:LSTMState") is not None
+    ran = tmp_path / "ran"
+    (tmp_path / "rk_probe_state.py").write_text(
+        f"import pathlib, typing\npathlib.Path({str(ran)!r}).touch()\n"
+        "class State(typing.NamedTuple):\n    h: object\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "rk_probe_state", raising=False)
+    assert _namedtuple_class("rk_probe_state:State") is None and not ran.exists()
+    module = importlib.import_module("rk_probe_state")  # the model's own code imported it: then it is used
+    assert _namedtuple_class("rk_probe_state:State") is module.State
+    monkeypatch.delitem(sys.modules, "rk_probe_state")
 
 
 def test_in_process_resume_is_exact_with_stateful_stream(make_config, tmp_path):
