@@ -42,6 +42,19 @@ def test_missing_rnnkit_data_names_the_setting_and_file(monkeypatch, tmp_path):
     message = str(err.value)
     assert str(tmp_path / "ptb" / "ptb.train.txt") in message and "not found" in message
     assert "set RNNKIT_DATA to a folder containing ptb/ptb.train.txt" in message
+    (tmp_path / "ptb").mkdir()
+    for split in ("train", "valid"):
+        (tmp_path / "ptb" / f"ptb.{split}.txt").write_text("a b\n", encoding="utf-8")
+    with pytest.raises(DataError, match="ptb.test.txt not found .* a folder containing ptb/ptb.test.txt"):
+        load_dataset("ptb")  # names the file that is missing, not the first one the set needs
+
+
+def test_rnnkit_data_with_a_tilde_is_expanded(monkeypatch, tmp_path):
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("0123456789" * 10, encoding="utf-8")
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    monkeypatch.setenv("RNNKIT_DATA", f"~/{tmp_path.name}")  # as a quoted ~ reaches the program
+    assert len(load_dataset("tinyshakespeare", "train")) == 90
 
 
 def test_file_sets_read_from_a_folder_laid_out_like_the_readme(monkeypatch, tmp_path):

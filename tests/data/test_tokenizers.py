@@ -213,3 +213,18 @@ def test_subword_vocabulary_too_small_is_a_data_error():
     pytest.importorskip("tokenizers")
     with pytest.raises(DataError, match="unigram vocabulary of vocab_size=5: .*larger vocab_size"):
         SubwordTokenizer(model="unigram", vocab_size=5).fit("hello world")
+
+
+def test_fits_and_ids_that_would_fail_later_fail_now(tmp_path):
+    with pytest.raises(DataError, match="no word occurs at least min_freq=5 times"):
+        WordTokenizer(min_freq=5).fit("a b c")  # was vocab_size 0, then "not fitted" at encode
+    char = CharTokenizer.train("abc")
+    with pytest.raises(ValueError, match="token ids must be integers, got 1.9"):
+        char.decode([1.9])  # int() made it 1
+    word = WordTokenizer().fit("a b c")
+    data = word.to_dict()
+    data["lower"] = "no"
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(DataError, match='"lower" must be true or false'):
+        load_tokenizer(path)

@@ -135,7 +135,11 @@ class Tokenizer(abc.ABC):
             raise ValueError(f"{name} is not fitted; call fit(texts) or {name}.train(texts) first")
 
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
-        out = [int(i) for i in ids]
+        out = []
+        for i in ids:
+            if isinstance(i, bool) or not float(i).is_integer():  # 1.9 is no id (int() would make it 1)
+                raise ValueError(f"token ids must be integers, got {i!r}")
+            out.append(int(i))
         n = self.vocab_size
         for i in out:
             if not 0 <= i < n:

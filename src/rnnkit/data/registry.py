@@ -128,17 +128,23 @@ def _unavailable(name: str, spec: _Spec) -> str:
     if spec.source != DATA_ENV:
         return ""
     needed = _sets.FILES[name]
-    fix = f"set {DATA_ENV} to a folder containing {needed[0]}"
     root = os.environ.get(DATA_ENV, "")
     if not root:
-        return f"data set {name!r} needs {needed[0]} under {DATA_ENV}, which is not set; {fix}"
+        return (f"data set {name!r} needs {needed[0]} under {DATA_ENV}, which is not set; "
+                f"set {DATA_ENV} to a folder containing {needed[0]}")
     for rel in needed:
-        path = Path(root) / rel
-        if not path.is_file():
-            return f"data set {name!r}: {path} not found ({DATA_ENV}={root}); {fix}"
+        path = _data_root() / rel
+        if not path.is_file():  # name the file that is missing, not the first one the set needs
+            return (f"data set {name!r}: {path} not found ({DATA_ENV}={root}); set {DATA_ENV} to a "
+                    f"folder containing {rel}")
     if spec.kind == "anomaly" and importlib.util.find_spec("pandas") is None:
         return f"data set {name!r} needs pandas; install it with pip install 'rnnkit[timeseries]'"
     return ""
+
+
+def _data_root() -> Path:
+    """The folder ``RNNKIT_DATA`` names, ``~`` expanded (a shell leaves a quoted ``~/data`` as is)."""
+    return Path(os.environ.get(DATA_ENV, "")).expanduser()
 
 
 def _info(name: str, spec: _Spec) -> DatasetInfo:
@@ -198,7 +204,7 @@ def load_dataset(name: str, split: str | None = None, *,
         raise DataError(f"data set {name!r} has no option {unknown[0]!r}; "
                         + (f"its options: {', '.join(takes)}" if takes else "it takes none"))
     if spec.source == DATA_ENV:
-        splits = spec.load(Path(os.environ[DATA_ENV]), **options)
+        splits = spec.load(_data_root(), **options)
     elif name == "pydocs":
         splits = spec.load(cache_dir, **options)
     else:

@@ -220,6 +220,9 @@ class WordTokenizer(Tokenizer):
                         key=lambda w: (-counts[w], w))
         if self.max_vocab is not None:
             ranked = ranked[: self.max_vocab - len(self._specials)]
+        if not ranked:  # else vocab_size 0 and encode says "not fitted" after a fit
+            raise DataError(f"no word occurs at least min_freq={self.min_freq} times in the training text; "
+                            "lower min_freq or give more text")
         self._set_vocab(self._specials + ranked)
         return self
 
@@ -283,6 +286,8 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def _from_state(cls, state: dict[str, Any], source: str) -> WordTokenizer:
         keys = ("max_vocab", "min_freq", "unk_token", "eos_token", "lower", "split")
+        if not isinstance(state["lower"], bool):  # "no" would be taken as true
+            raise DataError(f"{source}: \"lower\" must be true or false, got {state['lower']!r}")
         try:
             tok = cls(**{k: state[k] for k in keys})
         except ValueError as exc:
