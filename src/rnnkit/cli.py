@@ -73,18 +73,11 @@ def _print_table(table) -> None:
 
 
 # -- language models ---------------------------------------------------------------------------
-def _bundle_path(path: Path) -> Path:
-    """A bundle folder, or a run folder holding ``bundle/``."""
-    if (path / "bundle" / "config.json").is_file():
-        return path / "bundle"
-    return path
-
-
 def _load_lm(path: Path):
     """A language model or an ensemble of them."""
     from rnnkit.export import load
     from rnnkit.models import LanguageModel, LanguageModelEnsemble
-    model = load(_bundle_path(path))
+    model = load(path)  # a bundle, or a run folder holding bundle/
     if not isinstance(model, (LanguageModel, LanguageModelEnsemble)):
         from rnnkit.errors import ConfigError
         raise ConfigError(f"{path} holds a {type(model).__name__}, not a language model")
@@ -177,7 +170,7 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
         val = read_text(text)
     else:
         from rnnkit.export.bundle import read_bundle_config
-        saved = read_bundle_config(_bundle_path(bundle)).get("extra", {}).get("data")
+        saved = read_bundle_config(bundle).get("extra", {}).get("data")
         if not isinstance(saved, dict) and not dataset:
             raise ConfigError(f"{bundle} does not record the data it was trained on; give --text FILE or --dataset NAME")
         data = LMDataConfig(**{**(saved or {}), **({"dataset": dataset, "text": ""} if dataset else {})})
@@ -207,7 +200,7 @@ def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more languag
     joined = LanguageModelEnsemble([_load_lm(b) for b in bundles])
     if len(joined.members) < 2:
         raise ConfigError(f"an ensemble joins at least two language models, got {len(joined.members)}")
-    data = read_bundle_config(_bundle_path(bundles[0])).get("extra", {}).get("data")
+    data = read_bundle_config(bundles[0]).get("extra", {}).get("data")
     joined.save(out, extra={"members": [str(b) for b in bundles], **({"data": data} if isinstance(data, dict) else {})})
     console.print(f"{out}: an ensemble of {len(joined.members)} language models, "
                   f"{joined.num_parameters():,} parameters", highlight=False, soft_wrap=True)

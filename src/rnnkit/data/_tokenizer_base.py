@@ -62,6 +62,14 @@ def iter_texts(texts: str | Iterable[str]) -> Iterable[str]:
         yield text
 
 
+def _as_id(i: Any) -> int:
+    """A non-``int`` id (numpy or tensor integer, 2.0) as an int; 1.9 or True is no id (``int()``
+    would make them 1)."""
+    if isinstance(i, bool) or not float(i).is_integer():
+        raise ValueError(f"token ids must be integers, got {i!r}")
+    return int(i)
+
+
 class Tokenizer(abc.ABC):
     """A reversible map between text and integer ids.
 
@@ -135,11 +143,7 @@ class Tokenizer(abc.ABC):
             raise ValueError(f"{name} is not fitted; call fit(texts) or {name}.train(texts) first")
 
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
-        out = []
-        for i in ids:
-            if isinstance(i, bool) or not float(i).is_integer():  # 1.9 is no id (int() would make it 1)
-                raise ValueError(f"token ids must be integers, got {i!r}")
-            out.append(int(i))
+        out = [i if type(i) is int else _as_id(i) for i in ids]  # ints as they are (generation's case)
         n = self.vocab_size
         for i in out:
             if not 0 <= i < n:

@@ -26,12 +26,13 @@ from rnnkit.data._io import read_csv_table
 from rnnkit.data.scaling import Scaler, as_array
 from rnnkit.errors import DataError
 
-__all__ = ["read_series_csv", "split_series", "WindowDataset", "Window", "Scaler"]
+__all__ = ["read_series_csv", "split_series", "WindowDataset", "Window", "Scaler", "NAN_POLICIES"]
 
 logger = logging.getLogger(__name__)
 
 TIME_COLUMN_NAMES = ("timestamp", "time", "date", "datetime", "ds")
 _DUPLICATES = ("refuse", "first", "last", "mean", "keep")
+NAN_POLICIES = ("refuse", "interpolate")  # what to do with missing values, everywhere a series is read
 _MISSING = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "null", "NULL", "None"})
 
 
@@ -200,7 +201,7 @@ def read_series_csv(path: str | os.PathLike, time_col: str | None = None,
         DataError: ragged rows, unknown columns, non-numeric values, unparseable or duplicate
             timestamps, or missing values under ``nan="refuse"`` — naming the file and line.
     """
-    if nan not in ("refuse", "interpolate"):
+    if nan not in NAN_POLICIES:
         raise ValueError(f"nan must be 'refuse' or 'interpolate', got {nan!r}")
     if duplicates not in _DUPLICATES:
         raise ValueError(f"duplicates must be one of {_DUPLICATES}, got {duplicates!r}")

@@ -101,8 +101,7 @@ class Recurrent(nn.Module):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """The parameters per layer and direction, in torch.nn's order (as its ``all_weights``)."""
-        params = self._params()
-        return [[params[t] for _, t in pairs] for pairs in self._bindings]
+        return [self._flat_weights(k) for k in range(len(self._bindings))]
 
     def _recurrent_names(self) -> tuple[str, ...]:
         """The flat names of the recurrent matrices (``weight_hh_l{k}[_reverse]``)."""

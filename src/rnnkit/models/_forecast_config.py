@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from rnnkit.data.timeseries import NAN_POLICIES
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.models._forecast_net import CELLS
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 MIN_EXTRA = 12  # history beyond the horizon needed to cut at least a few training windows
 _CHOICES = {"normalize": ("es", "scale"), "trend": ("auto", "damped", "none"), "log": ("auto", "always", "never"),
             "strategy": ("direct", "recursive"), "head": ("quantile", "gaussian"),
-            "nan": ("refuse", "interpolate"), "cell": tuple(CELLS)}
+            "nan": NAN_POLICIES, "cell": tuple(CELLS)}
 
 
 def _names(value: object) -> tuple[str, ...]:

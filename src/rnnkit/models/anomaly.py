@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from rnnkit.data.scaling import Scaler
+from rnnkit.data.timeseries import NAN_POLICIES
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.export.bundle import BundleMixin, register_model
 from rnnkit.models._anomaly_scores import forecast_scores, values_and_calendar
@@ -47,7 +48,7 @@ from rnnkit.models.forecaster import Forecaster, _BundleConfig
 __all__ = ["AnomalyDetector", "DetectorConfig", "AnomalyWindow"]
 
 _CHOICES = {"method": ("forecast", "reconstruction"), "threshold": ("fixed", "quantile", "adaptive"),
-            "nan": ("refuse", "interpolate"), "cell": tuple(CELLS)}
+            "nan": NAN_POLICIES, "cell": tuple(CELLS)}
 
 
 class AnomalyWindow(NamedTuple):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from rnnkit.data.timeseries import NAN_POLICIES
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.models import ts_metrics
 from rnnkit.models.anomaly import AnomalyDetector, AnomalyWindow, DetectorConfig
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 def _cols(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _check_nan(nan: str) -> None:
+    if nan not in NAN_POLICIES:
+        raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {nan!r}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,7 @@ class ForecastDataConfig:
     def __post_init__(self) -> None:
         if not self.csv:
             raise ConfigError("data.csv: expected the path of a CSV file, got ''")
-        if self.nan not in ("refuse", "interpolate"):
-            raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {self.nan!r}")
+        _check_nan(self.nan)
         if self.horizon < 1 or self.season_length < 0:
             raise ConfigError(f"data.horizon must be >= 1 and data.season_length >= 0, got "
                               f"{self.horizon}, {self.season_length}")
@@ -150,8 +155,7 @@ class DetectDataConfig:
             raise ConfigError("data: expected csv or dataset (e.g. dataset='nab/nyc_taxi'), got neither")
         if self.csv and self.dataset:
             raise ConfigError(f"data: expected csv or dataset, got both ({self.csv!r} and {self.dataset!r})")
-        if self.nan not in ("refuse", "interpolate"):
-            raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {self.nan!r}")
+        _check_nan(self.nan)
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"data.train_fraction: expected a value in (0, 1], got {self.train_fraction}")
 
