@@ -95,6 +95,15 @@ def test_read_series_csv_reads_day_first_dates_in_one_format(tmp_path):
     assert read_series_csv(_write(tmp_path, monthly), time_col="d").index.equals(pd.DatetimeIndex(months, name="d"))
 
 
+def test_read_series_csv_never_reads_iso_dates_day_first(tmp_path):
+    """Year-first stamps have one reading. pandas' dayfirst=True turns 2015-03-04 into the 3rd of
+    April, and for these irregular stamps that reading had the regular time step, so it was taken."""
+    stamps = ["2015-03-04", "2015-04-12", "2015-06-11"]
+    df = read_series_csv(_write(tmp_path, "d,v\n" + "".join(f"{t},{i}\n" for i, t in enumerate(stamps))),
+                         time_col="d")
+    assert df.index.equals(pd.DatetimeIndex(stamps, name="d"))
+
+
 def test_read_series_csv_reads_semicolon_files_with_decimal_commas(tmp_path):
     df = read_series_csv(_write(tmp_path, "date;load;temp\n2024-01-01;1,5;10\n2024-01-02;2;-0,25\n"))
     assert list(df.columns) == ["load", "temp"] and df["load"].tolist() == [1.5, 2.0]

@@ -100,8 +100,10 @@ def _to_times(raw: Any) -> Any:
         warnings.simplefilter("ignore", UserWarning)
         # One format for the whole column, month first (pandas' default) or day first: 13/01/2015
         # must not make the column's 01/02/2015 the 1st of February while 12/01/2015 stays the
-        # 1st of December (what parsing each stamp on its own does)
-        readings = [t for t in (pd.to_datetime(raw, errors="coerce", dayfirst=first) for first in (False, True))
+        # 1st of December (what parsing each stamp on its own does). Year-first stamps (ISO, the
+        # common case) have one reading: they are parsed once
+        orders = (False,) if bool(raw.str.match(r"\d{4}[-/.]\d").all()) else (False, True)
+        readings = [t for t in (pd.to_datetime(raw, errors="coerce", dayfirst=first) for first in orders)
                     if not t.isna().any()]
         if len(readings) == 2 and not readings[0].equals(readings[1]):
             regular = [t for t in readings if _regular(t)]  # 01/02/2015: the reading with a time step
