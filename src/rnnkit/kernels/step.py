@@ -69,7 +69,8 @@ def _applies(layer, x_t, hx) -> bool:
     if parts is None or len(parts) != (2 if mode == "lstm" else 1):
         return False
     want = (layer.num_layers, x_t.shape[0], layer.hidden_size)
-    return all(isinstance(p, Tensor) and tuple(p.shape) == want and not p.requires_grad for p in parts)
+    return all(isinstance(p, Tensor) and tuple(p.shape) == want and p.dtype == x_t.dtype and not p.requires_grad
+               for p in parts)
 
 
 def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
@@ -81,10 +82,12 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     if layer.bidirectional or (layer.training and (
             layer.zoneout or layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
         return None  # fresh masks in training
-    dtype = x_t.dtype if isinstance(x_t, Tensor) else None
-    if dtype is None or any(not isinstance(p, Tensor) or p.dtype != dtype
-                            for p in (hx if isinstance(hx, tuple) else (hx,))):
-        return None  # the full step names what is wrong
+    # plain isinstance tests (not a loop over the parts): this runs once per generated token; the C++
+    # step compares dtypes itself and _applies does for the cells' path, so a mismatch reaches the full
+    # step, which names what is wrong
+    if not isinstance(x_t, Tensor) or not (isinstance(hx, Tensor) or (
+            isinstance(hx, tuple) and len(hx) == 2 and isinstance(hx[0], Tensor) and isinstance(hx[1], Tensor))):
+        return None
     cpp = _step_module if _step_module is not _UNSET else _cpp_step()
     # zoneout in evaluation mode mixes each state part with its old value (its expectation): the C++
     # step does that per layer; ATen's cells do not
