@@ -29,6 +29,14 @@ def test_help_lists_commands(capsys):
         assert name in out
 
 
+def test_command_help_paragraphs_are_reflowed(capsys, monkeypatch):
+    """rich kept a docstring's line breaks, cutting help lines mid-sentence at the source's width."""
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(["evaluate", "--help"], capsys)
+    assert code == 0
+    assert "text as it reads it; with --with, an ensemble of bundles is scored. Without --text or --dataset, the" in out
+
+
 def test_train_help_shows_every_option_with_its_default(capsys):
     code, out, _ = run(["train", "lm", "--help"], capsys)
     assert code == 0

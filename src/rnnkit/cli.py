@@ -149,10 +149,11 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
                                                        "vocabulary, scored with BUNDLE as an ensemble (each token's "
                                                        "probability the mean of the models'); repeat for more.")
              ) -> None:
-    """Evaluate a bundle: loss, perplexity and bits per token on held-out text (read in order,
-    state carried; with --dynamic the model also adapts to the text as it reads it; with --with,
-    an ensemble of bundles). Without --text or --dataset, the validation text of the data set the
-    bundle records."""
+    """Evaluate a bundle: loss, perplexity and bits per token on held-out text.
+
+    The text is read in order with the state carried; with --dynamic the model also adapts to the
+    text as it reads it; with --with, an ensemble of bundles is scored. Without --text or --dataset,
+    the validation text of the data set the bundle records."""
     import math
 
     import torch
@@ -189,8 +190,10 @@ def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more languag
                                                   "(or run folders, or ensemble bundles, which count as their "
                                                   "members; every member weighs the same)."),
              out: Path = typer.Option(..., "--out", "-o", help="The new ensemble bundle's folder.")) -> None:
-    """Join language models into one ensemble bundle: each next-token probability the mean of the
-    members' (generate, complete and evaluate take it like any language model)."""
+    """Join language models into one ensemble bundle.
+
+    Each next-token probability is the mean of the members'; generate, complete and evaluate take
+    the ensemble like any language model."""
     from rnnkit.errors import ConfigError
     from rnnkit.export.bundle import read_bundle_config
     from rnnkit.models import LanguageModelEnsemble
@@ -457,6 +460,20 @@ def _run(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Each command's docstring with its paragraphs reflowed: rich keeps a docstring's line breaks
+    inside a paragraph, which broke help lines in mid-sentence at the source's width."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if doc:
+            info.help = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+_reflow_help(app)
 
 
 def _is_click_error(exc: BaseException) -> bool:
