@@ -151,3 +151,56 @@ def test_plot_gradient_flow_handles_underflow():
     flow = GradientFlow(torch.tensor([[0.0, 1e-3, 1.0]]), torch.tensor([[0.5, 2.0]]), torch.ones(1, 3), 0.0, ("l",))
     fig = plot_gradient_flow(flow)
     assert len(fig.axes) == 2
+
+
+def test_norms_keep_their_size_far_below_float64s_square_root_range():
+    """Summing squares underflowed below ~1e-154: a ReLU RNN's dL/ds_1 at T=400 read exactly 0."""
+    rows, flows = compare_cells("rnn_relu", 400, hidden_size=16, batch_size=2)
+    g = flows["rnn_relu"].grad_norms[0]
+    assert bool((g > 0).all()) and float(g[0]) < 1e-154 and 0 < flows["rnn_relu"].ratio() < 1e-150
+    from rnnkit.analysis.gradients import _spectral_norm, scaled_norm
+    x = torch.tensor([3e-200, 4e-200], dtype=torch.float64)
+    assert float(scaled_norm(x)) == pytest.approx(5e-200) and float(scaled_norm(x * 1e300 * 1e90)) == pytest.approx(5e190)
+    J = torch.randn(3, 6, 6, dtype=torch.float64)
+    for scale in (1e-200, 1.0, 1e200):
+        torch.testing.assert_close(_spectral_norm(J * scale), torch.linalg.matrix_norm(J * scale, ord=2))
+    J[1, 0, 0], J[2, 1, 1] = float("nan"), float("inf")
+    out = _spectral_norm(J)
+    assert torch.isfinite(out[0]) and torch.isnan(out[1]) and torch.isinf(out[2])
+
+
+def test_a_diverged_model_warns_instead_of_failing_in_eigh():
+    layer = rnnkit.GRU(4, 8, batch_first=True)
+    with torch.no_grad():
+        layer.weight_hh_l0[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        flow = gradient_flow(layer, torch.randn(2, 10, 4))
+    assert bool(torch.isnan(flow.jacobian_norms).any())
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.GRU(3, 6, zoneout=0.5, batch_first=True),
+                                  lambda: rnnkit.LSTM(3, 6, zoneout=(0.2, 0.4), batch_first=True)])
+def test_zoneout_layers_are_traced_as_they_compute_in_evaluation(make):
+    """The trace and its Jacobians include zoneout's expectation lerp(new, old, p), as eval mode does."""
+    from rnnkit.analysis import hidden_states
+    torch.manual_seed(0)
+    layer = make().eval().double()
+    x = torch.randn(1, 6, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = layer(x)
+    torch.testing.assert_close(hidden_states(layer, x), y[0])
+    flow = gradient_flow(layer, x)
+    # the last step's Jacobian, from the layer itself: s_5 -> s_6 with x_6 held fixed
+    with torch.no_grad():
+        _, s5 = layer(x[:, :5])
+    lstm = isinstance(s5, tuple)
+    flat = torch.cat([s5[0], s5[1]], -1).reshape(-1) if lstm else s5.reshape(-1)
+
+    def one_step(s):
+        h = s.view(1, 1, -1)
+        state = (h[..., :6].contiguous(), h[..., 6:].contiguous()) if lstm else h
+        _, new = layer(x[:, 5:], state)
+        return torch.cat([new[0], new[1]], -1).reshape(-1) if lstm else new.reshape(-1)
+
+    J = torch.autograd.functional.jacobian(one_step, flat)
+    assert float(flow.jacobian_norms[0, -1]) == pytest.approx(float(torch.linalg.matrix_norm(J, ord=2)), rel=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -101,3 +102,12 @@ def test_plots_write_pngs(tmp_path):
     assert (tmp_path / "pca.png").exists()
     with pytest.raises(ValueError, match="one activation per character"):
         plot_unit_activations(text[:-1], acts, 0)
+
+
+def test_find_units_marks_non_finite_units_and_checks_top_k():
+    acts = torch.randn(6, 3)
+    acts[:, 1] = float("nan")
+    ranking = find_units(acts, torch.arange(6.0))
+    assert ranking.units.tolist()[-1] == 1 and math.isnan(float(ranking.correlations[-1]))
+    with pytest.raises(ValueError, match="top_k"):
+        find_units(acts, torch.arange(6.0), top_k=-1)

@@ -108,3 +108,16 @@ def test_bad_arguments():
         GradientMonitor(explode_factor=0.5)
     with pytest.raises(TypeError):
         GradientMonitorCallback(GradientMonitor(), warmup=3)
+
+
+def test_absolute_rule_needs_no_warmup_and_bad_norms_are_refused():
+    """A run that explodes from its first steps is named before it turns NaN (the docs' unclipped
+    tanh RNN: at step 5, not at step 22's inf)."""
+    norms = [16.0 * 4.0 ** k for k in range(20)]
+    messages = _feed(GradientMonitor(emit="none"), norms)
+    assert len(messages) == 1 and messages[0].startswith("exploding gradient") and "above 1000" in messages[0]
+    assert "at step 6" in messages[0]  # medians 64, 160, 256, 640, then 1024
+    with pytest.raises(ValueError, match=">= 0"):
+        GradientMonitor(emit="none").update(0, -5.0)
+    zeros = _feed(GradientMonitor(emit="none", vanish_relative=0, vanish_absolute=0), [0.0] * 60)
+    assert len(zeros) == 1 and "stayed at 0" in zeros[0] and "below 0" not in zeros[0]

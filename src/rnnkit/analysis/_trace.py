@@ -12,10 +12,10 @@ only by the next step, not by the ``h_t`` of its own step, so ``d loss / d s_t``
 Markov state ``s_t = (h_t, c_t)``: what the future of the sequence wants from it.
 
 A layer that the module calls several times is traced on its first call only. The trace is of the
-deterministic recurrence: inter-layer dropout, recurrent dropout and zoneout are not applied, whatever
-the module's training mode (so a layer with zoneout is traced without the expectation mix it applies
-in evaluation mode). Bidirectional layers, ``lengths`` and ``PackedSequence`` inputs are
-refused with a ``ValueError``.
+deterministic recurrence, whatever the module's training mode: inter-layer dropout and recurrent
+dropout are not applied, and zoneout enters as its expectation (each state part mixed with its previous
+value, ``lerp(new, old, p)``), what the layer computes in evaluation mode. Bidirectional layers,
+``lengths`` and ``PackedSequence`` inputs are refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit.cells.base import LSTMState, State, map_state, output_of
+from rnnkit.cells.base import LSTMState, State, map_state, output_of, zoneout_rates, zoneout_state
 from rnnkit.layers.recurrent import Recurrent
 
 __all__ = ["LayerTrace", "Trace", "recurrent_layers", "trace", "flatten_state", "call_module", "bound"]
@@ -39,7 +39,8 @@ class LayerTrace(NamedTuple):
     ``states[t]`` is the state after step ``t + 1`` (a tensor ``(B, H)`` or an ``LSTMState``),
     ``projected`` the hoisted input projection ``(B, T, G)``, ``cell`` the cell that stepped and
     ``params`` the tensors its parameters were bound to (cast ones under a ``dtype``): use
-    :func:`bound` to step the cell again with them.
+    :func:`bound` to step the cell again with them. ``zoneout``: the layer's zoneout rates, one per
+    state part (empty without zoneout); :func:`step` applies them as the trace did.
     """
 
     name: str
@@ -47,6 +48,12 @@ class LayerTrace(NamedTuple):
     projected: Tensor
     states: list
     params: dict
+    zoneout: tuple = ()
+
+    def step(self, x_t: Tensor, state: State) -> State:
+        """One step of the traced recurrence from ``state`` (the cell's, then zoneout's expectation)."""
+        new = self.cell.recurrence(x_t, state)
+        return zoneout_state(new, state, self.zoneout, expected=True) if self.zoneout else new
 
 
 class Trace(NamedTuple):
@@ -90,6 +97,7 @@ def flatten_state(state: State) -> Tensor:
 def _trace_stack(layer: Recurrent, x: Tensor, hx: Any, name: str, record: list) -> tuple[Tensor, Any]:
     """Run ``layer`` on batch-first ``x`` with its cells' recurrence; append one LayerTrace per layer."""
     parts = layer._check_state(hx, x.shape[0], True, x)  # list of (L, B, H) stacks
+    zone = zoneout_rates(layer.zoneout, len(parts)) if layer.zoneout else ()
     finals: list[State] = []
     for index, cell in enumerate(layer.cells()):
         s = LSTMState(*(p[index] for p in parts)) if len(parts) == 2 else parts[0][index]
@@ -97,12 +105,13 @@ def _trace_stack(layer: Recurrent, x: Tensor, hx: Any, name: str, record: list) 
             # a leaf start state guarantees a graph even with frozen weights and inputs
             s = map_state(lambda p: p.detach().requires_grad_(True), s)
         projected = cell.project_input(x)  # (B, T, G): all steps in one GEMM
-        states = []
+        lt = LayerTrace(f"{name}[{index}]" if layer.num_layers > 1 else name, cell, projected, [],
+                        dict(cell._parameters), zone)
+        states = lt.states
         for x_t in projected.unbind(1):  # unbind: one stack in backward, not T full-size selects
-            s = map_state(torch.clone, cell.recurrence(x_t, s))
+            s = map_state(torch.clone, lt.step(x_t, s))
             states.append(s)
-        record.append(LayerTrace(f"{name}[{index}]" if layer.num_layers > 1 else name, cell, projected, states,
-                                 dict(cell._parameters)))
+        record.append(lt)
         if states:
             x = torch.stack([output_of(s) for s in states], 1)  # (B, T, H_out): the next layer's input
         else:

@@ -28,6 +28,7 @@ as does a model holding two one-layer layers.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -96,8 +97,9 @@ def gradient_flow(module: nn.Module, inputs: Any, loss_fn: Callable[[Any], Tenso
         jacobians: compute ``jacobian_norms`` (one batched Jacobian per step; set False to skip).
 
     The module's parameters' ``.grad`` are left untouched (``torch.autograd.grad`` is used), and the
-    recurrences run without dropout, recurrent dropout or zoneout; call ``module.eval()`` first if other
-    parts of a model (embedding dropout, say) should be deterministic too.
+    recurrences run without dropout or recurrent dropout and with zoneout's expectation (as the layers
+    compute in evaluation mode); call ``module.eval()`` first if other parts of a model (embedding
+    dropout, say) should be deterministic too.
     """
     with torch.enable_grad():
         tr = trace(module, inputs, dtype)
@@ -110,10 +112,17 @@ def gradient_flow(module: nn.Module, inputs: Any, loss_fn: Callable[[Any], Tenso
         grads = torch.autograd.grad(loss, parts, allow_unused=True, materialize_grads=True)
     jac = torch.stack([jacobian_norms(lt) for lt in tr.layers]) if jacobians else \
         torch.full((len(tr.layers), lengths.pop() - 1), float("nan"))
-    state_norms = torch.stack([torch.stack([flatten_state(s).detach().norm(dim=-1).mean() for s in lt.states])
+    state_norms = torch.stack([torch.stack([scaled_norm(flatten_state(s).detach(), -1).mean() for s in lt.states])
                                for lt in tr.layers])
-    return GradientFlow(_grad_norms(tr.layers, grads), jac, state_norms, float(loss.detach()),
+    flow = GradientFlow(_grad_norms(tr.layers, grads), jac, state_norms, float(loss.detach()),
                         tuple(lt.name for lt in tr.layers))
+    bad = [name for name, t in (("loss", torch.tensor(flow.loss)), ("state norms", state_norms),
+                                ("gradient norms", flow.grad_norms)) if not bool(torch.isfinite(t).all())]
+    if bad:
+        warnings.warn(f"gradient_flow: non-finite {', '.join(bad)} (loss {flow.loss:.4g}): the network "
+                      "diverges on these inputs (or its weights hold NaN/inf); those entries read inf or nan",
+                      RuntimeWarning, stacklevel=2)
+    return flow
 
 
 def _grad_norms(layers: list, grads: tuple) -> Tensor:
@@ -122,9 +131,22 @@ def _grad_norms(layers: list, grads: tuple) -> Tensor:
     for lt in layers:
         n = len(parts_of(lt.states[0]))
         per_step = [grads[k + i * n:k + (i + 1) * n] for i in range(len(lt.states))]
-        rows.append(torch.stack([sum(g.detach().square().sum() for g in gs).sqrt() for gs in per_step]))
+        rows.append(torch.stack([scaled_norm(torch.cat([g.detach().reshape(-1) for g in gs])) for gs in per_step]))
         k += n * len(lt.states)
     return torch.stack(rows)
+
+
+def scaled_norm(x: Tensor, dim: int | None = None) -> Tensor:
+    """The Euclidean norm of ``x`` (over ``dim``, else all of it) computed as ``m * ||x / m||`` with
+    ``m = max |x|``: summing squares directly underflows to 0 below ~1e-154 and overflows to inf above
+    ~1e154 in float64 (torch's ``vector_norm`` too), which hid the very vanishing this module measures.
+    Non-finite entries give ``inf`` or ``nan``; an all-zero ``x`` gives 0."""
+    m = x.abs().amax() if dim is None else x.abs().amax(dim, keepdim=True)
+    ok = (m > 0) & torch.isfinite(m)
+    unit = torch.where(ok, x / torch.where(ok, m, torch.ones_like(m)), torch.zeros_like(x))
+    inner = unit.square().sum() if dim is None else unit.square().sum(dim, keepdim=True)
+    out = torch.where(ok, m * inner.sqrt(), m)  # m: 0, inf or nan where it is not a scale
+    return out if dim is None else out.squeeze(dim)
 
 
 def parts_of(state) -> list[Tensor]:
@@ -133,9 +155,17 @@ def parts_of(state) -> list[Tensor]:
 
 
 def _spectral_norm(J: Tensor) -> Tensor:
-    """Largest singular value of each ``(S, S)`` matrix: ``sqrt(max eig(J^T J))``, ~5x faster on CPU than
-    ``matrix_norm(ord=2)``'s SVD, and accurate for the largest value (relative error ~ machine epsilon)."""
-    return torch.linalg.eigvalsh(J.mT @ J)[..., -1].clamp(min=0).sqrt()
+    """Largest singular value of each ``(S, S)`` matrix: ``m * sqrt(max eig(K^T K))`` with ``K = J / m``,
+    ``m = max |J|`` (so that ``J^T J`` neither under- nor overflows), ~5x faster on CPU than
+    ``matrix_norm(ord=2)``'s SVD, and accurate for the largest value (relative error ~ machine epsilon).
+    A matrix with a NaN gives NaN, one with an inf gives inf (a diverged network: ``eigh`` would fail)."""
+    m = J.abs().amax((-2, -1))
+    ok = (m > 0) & torch.isfinite(m)
+    out = m.clone()  # 0, inf or nan where the matrix has no finite scale
+    if bool(ok.any()):
+        K = J[ok] / m[ok][:, None, None]
+        out[ok] = torch.linalg.eigvalsh(K.mT @ K)[..., -1].clamp(min=0).sqrt() * m[ok]
+    return out
 
 
 def jacobian_norms(lt: LayerTrace, max_elements: int = 1 << 23) -> Tensor:
@@ -152,12 +182,11 @@ def jacobian_norms(lt: LayerTrace, max_elements: int = 1 << 23) -> Tensor:
     xp = lt.projected[:, 1:].detach().transpose(0, 1)  # (T-1, B, G)
     B, S = prev.shape[1], prev.shape[2]
     prev, xp = prev.reshape(-1, S), xp.reshape(-1, xp.shape[-1])
-    cell = lt.cell
 
     def step(xp_i: Tensor, s_i: Tensor) -> Tensor:
         pieces = [p.unsqueeze(0) for p in s_i.split(sizes)]
         state = LSTMState(*pieces) if len(pieces) == 2 else pieces[0]
-        return flatten_state(cell.recurrence(xp_i.unsqueeze(0), state)).squeeze(0)
+        return flatten_state(lt.step(xp_i.unsqueeze(0), state)).squeeze(0)
 
     jac = torch.func.vmap(torch.func.jacrev(step, argnums=1))
     chunk = max(1, max_elements // (S * S))

@@ -10,6 +10,8 @@ and line length this way)::
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, NamedTuple
 
 import torch
@@ -22,7 +24,8 @@ __all__ = ["hidden_states", "PCA", "pca", "feature_inside", "feature_depth", "Un
 
 def hidden_states(module: nn.Module, inputs: Any, *, layer: int = -1, part: str = "h",
                   index: int = 0) -> Tensor:
-    """The states of one recurrent layer over one sequence, ``(T, H)``.
+    """The states of one recurrent layer over one sequence, ``(T, H)``: what the layer computes in
+    evaluation mode (no dropout; zoneout as its expectation), whatever the module's mode.
 
     Args:
         module: an rnnkit layer or a model holding them (as for :func:`~rnnkit.analysis.gradient_flow`).
@@ -115,8 +118,11 @@ def find_units(activations: Tensor, feature: Tensor, top_k: int | None = None) -
     """Rank the units of ``activations`` (T, H) by the Pearson correlation of each with ``feature`` (T,).
 
     ``feature`` is a per-step bool mask (the point-biserial correlation) or a number such as a depth.
-    Constant units, or a constant feature, correlate 0.
+    Constant units, or a constant feature, correlate 0; a unit (or feature) holding NaN or inf gets NaN,
+    ranked last. ``top_k``: keep the first ``top_k`` units (a positive int; ``None`` keeps all).
     """
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"find_units: top_k must be a positive int or None, got {top_k!r}")
     if not isinstance(activations, Tensor) or activations.dim() != 2:
         got = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations).__name__
         raise ValueError(f"find_units expects activations of shape (T, H), got {got}")
@@ -128,7 +134,8 @@ def find_units(activations: Tensor, feature: Tensor, top_k: int | None = None) -
     a, f = a - a.mean(0), f - f.mean()
     denom = a.norm(dim=0) * f.norm()
     corr = torch.where(denom > 0, (a * f.unsqueeze(1)).sum(0) / denom.clamp(min=1e-300), torch.zeros_like(denom))
-    order = corr.abs().argsort(descending=True, stable=True)
+    corr = torch.where(torch.isfinite(denom), corr, torch.full_like(corr, math.nan))  # not "uncorrelated"
+    order = corr.abs().nan_to_num(nan=-1.0).argsort(descending=True, stable=True)
     if top_k is not None:
         order = order[:top_k]
     return UnitRanking(order, corr[order])

@@ -9,8 +9,8 @@ optimizer step. It is silent on a healthy run and warns at most once per kind:
   factor of 10 sits above the ordinary step-to-step noise of SGD/Adam gradient norms (spikes of 2-5x the
   median are routine in healthy runs) but below the 10-1000x jumps of the "cliffs" that exploding
   recurrent gradients produce (Pascanu, Mikolov & Bengio 2013, sec. 3). The warm-up skips the first
-  steps, whose norms change fast while the initial loss falls. It also fires when, after the warm-up,
-  the median itself exceeds ``explode_absolute`` (default 1000): with losses averaged over the batch
+  steps, whose norms change fast while the initial loss falls. It also fires, from the third step on
+  (no warm-up), when the median itself exceeds ``explode_absolute`` (default 1000): with losses averaged over the batch
   (torch's default) healthy pre-clip norms are of order 0.1-10 whatever the model size, so a median
   in the thousands means every step is clipped a hundredfold or more (a recurrence whose Jacobians
   exceed 1: its gradient norm grows exponentially with the sequence length);
@@ -95,18 +95,28 @@ class GradientMonitor:
     def update(self, step: int, grad_norm: Any) -> str | None:
         """Record the pre-clip norm of ``step``; return the warning message if one fires now."""
         g = float(grad_norm)
+        if g < 0:
+            raise ValueError(f"GradientMonitor.update: a gradient norm is >= 0, got {g!r} at step {step}")
         self.seen += 1
         if not math.isfinite(g):
             return self._fire("nonfinite", step, f"gradient norm is {g} at step {step}")
         message = self._check_explosion(step, g) if self.seen > self.warmup and self.history else None
         self.history.append(g)
+        if message is None and self.explode_absolute is not None and len(self.history) >= 3:
+            # the run that explodes from its first steps: no warm-up for the absolute rule
+            median = statistics.median(self.history)
+            if median > self.explode_absolute:
+                message = self._fire("exploding", step, f"the median gradient norm of the last "
+                                     f"{len(self.history)} steps is {median:.3g} (above "
+                                     f"{self.explode_absolute:g}) at step {step}")
         if self.reference is None and self.seen >= self.warmup:
             self.reference = statistics.median(self.history)
         floor = max(self.vanish_absolute, self.vanish_relative * (self.reference or 0.0))
         self.low_run = self.low_run + 1 if g < floor or g == 0.0 else 0
         if self.low_run >= self.vanish_steps:
             start = f" (warm-up median {self.reference:.3g})" if self.reference else ""
-            message = self._fire("vanishing", step, f"gradient norm has stayed below {floor:.3g}{start} for "
+            level = f"below {floor:.3g}{start}" if floor > 0 else "at 0 (no gradient reaches the parameters)"
+            message = self._fire("vanishing", step, f"gradient norm has stayed {level} for "
                                  f"{self.low_run} steps (now {g:.3g} at step {step})") or message
         return message
 
@@ -115,9 +125,6 @@ class GradientMonitor:
         if median > 0 and g > self.explode_factor * median:
             return self._fire("exploding", step, f"gradient norm {g:.3g} at step {step} is {g / median:.0f}x "
                               f"the median {median:.3g} of the last {len(self.history)} steps")
-        if self.explode_absolute is not None and median > self.explode_absolute:
-            return self._fire("exploding", step, f"the median gradient norm of the last {len(self.history)} "
-                              f"steps is {median:.3g} (above {self.explode_absolute:g}) at step {step}")
         return None
 
     def _fire(self, kind: str, step: int, what: str) -> str | None:
