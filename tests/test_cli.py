@@ -309,3 +309,36 @@ def test_bench_speed_refuses_the_memory_only_options(capsys):
     code, out, err = run(["bench", "speed", "--quick", "--budget", "5", "--tasks", "adding"], capsys)
     assert code != 0 and "--tasks, --budget apply to 'rnnkit bench memory' only" in " ".join((out + err).split())
     assert "Traceback" not in out + err
+
+
+def test_diagnose_checks_its_options_before_the_work(tiny_run, tmp_path, capsys):
+    """A blocked --out failed only after the whole computation (FileExistsError traceback), a folder or
+    a name without suffix was reported as the plot while matplotlib wrote NAME.png, --cell was ignored
+    with a bundle, and bundle mode took any --length."""
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["--out", str(tmp_path / "afile" / "g.png")], "afile is a file, not a folder"),
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--length", "1"], "--length: expected 2 to"),
+        (["--length", "99999999999999999999"], "--length: expected 2 to"),
+        (["--cell", ","], "expected at least one cell name"),
+        ([str(tiny_run), "--cell", "rnn"], "--cell compares freshly initialised cells"),
+        ([str(tiny_run), "--length", "0"], "--length: expected 2 to"),
+    ]
+    for args, match in cases:
+        code, _, err = run(["diagnose", *args], capsys)
+        assert code == 2 and match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = run(["diagnose", "--cell", "rnn,rnn", "--length", "10", "--out", str(tmp_path / "plain")], capsys)
+    assert code == 0 and f"plot: {tmp_path / 'plain.png'}" in out.replace("\n", "")
+    assert (tmp_path / "plain.png").is_file() and out.count("│ rnn ") == 1  # one row per distinct cell
+    assert run(["ensemble", str(tiny_run), str(tiny_run), "--out", str(tmp_path / "ens")], capsys)[0] == 0
+    code, _, err = run(["diagnose", str(tmp_path / "ens"), "--out", str(tmp_path / "e.png")], capsys)
+    assert code == 2 and "is an ensemble" in err
+
+
+def test_bench_memory_checks_threads_and_output_paths_first(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for args, match in ((["--threads", "0"], "--threads"), (["--json", str(tmp_path / "afile" / "m.json")], "not a folder"),
+                        (["--json", str(tmp_path)], "is a folder")):
+        code, _, err = run(["bench", "memory", "--quick", "--tasks", "adding", "--models", "rnn", *args], capsys)
+        assert code == 2 and match in err and "Traceback" not in err, err

@@ -24,7 +24,7 @@ from typing import Any
 from rnnkit.errors import CheckpointError
 
 __all__ = ["atomic_folder", "resolve_folder", "sha256_file", "read_json", "write_json",
-           "load_safetensors", "save_weights", "load_weights", "one_line"]
+           "load_safetensors", "save_weights", "load_weights", "one_line", "output_file"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,27 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message squeezed onto one line (for error messages)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def output_file(path: str | os.PathLike, suffix: str, what: str = "output") -> Path:
+    """The file a writer will produce at ``path``, its folder created: ``suffix`` added when the name has
+    none (matplotlib's own rule, so the name reported is the file written). Checked before any work, so
+    that a long computation does not end in an error: a folder, an empty name, or a file where a folder
+    of the path should be is refused with a :class:`~rnnkit.errors.ConfigError` naming ``what``."""
+    from rnnkit.errors import ConfigError
+
+    if str(path).strip() == "":
+        raise ConfigError(f"{what}: expected a file name such as result{suffix}, got an empty path")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what}: {p} is a folder; expected a file name such as {p / ('result' + suffix)}")
+    if not p.suffix:
+        p = p.with_suffix(suffix)
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"{what}: cannot write {p}: {parent} is a file, not a folder")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 def sha256_file(path: Path) -> str:

@@ -27,6 +27,7 @@ console = Console()
 err = Console(stderr=True)
 _STATE = {"debug": False}
 
+MAX_DIAGNOSE_LENGTH = 100_000  # ~1 s per 1,000 steps; longer runs out of memory before they end
 DEMO_MODEL = {"cell": "lstm", "embedding_size": 64, "hidden_size": 256, "num_layers": 1}
 DEMO_DATA = {"dataset": "pydocs", "tokenizer": "char", "batch_size": 32, "seq_len": 128}
 DEMO_TRAINER = {"name": "demo", "max_time": 150.0, "lr": 3e-3, "max_grad_norm": 1.0, "schedule": "cosine",
@@ -356,7 +357,9 @@ def forecast(bundle: Path = typer.Argument(..., help="A forecaster bundle or run
              future_csv: Optional[Path] = typer.Option(None, help="Known future covariates for the horizon."),
              plot: Optional[Path] = typer.Option(None, help="Write a PNG: history, forecast, interval band.")) -> None:
     """Forecast the next horizon with a trained forecaster; prints mean and quantiles."""
+    from rnnkit._files import output_file
     from rnnkit.recipes.forecast import forecast_from_bundle
+    plot = output_file(plot, ".png", "--plot") if plot else None  # the name printed is the file written
     frame = forecast_from_bundle(bundle, str(csv) if csv else None, time_col, target, str(plot) if plot else None,
                                  str(future_csv) if future_csv else None)
     console.print(frame.to_string(), markup=False, highlight=False)
@@ -371,7 +374,9 @@ def detect(bundle: Path = typer.Argument(..., help="An anomaly-detector bundle o
            target: Optional[str] = typer.Option(None, help="The value column."),
            plot: Optional[Path] = typer.Option(None, help="Write a PNG with the flagged windows shaded.")) -> None:
     """Flag anomaly windows in a series with a trained detector."""
+    from rnnkit._files import output_file
     from rnnkit.recipes.forecast import detect_from_bundle
+    plot = output_file(plot, ".png", "--plot") if plot else None
     windows = detect_from_bundle(bundle, str(csv), time_col, target, str(plot) if plot else None)
     for w in windows:
         console.print(f"{w[0]}  {w[1]}  score {w[2]:.3g}", highlight=False)
@@ -416,25 +421,45 @@ def bench(what: str = typer.Argument("speed", help="speed or memory"),
 
 @app.command()
 def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to diagnose (else compare cells)."),
-             cell: str = typer.Option("rnn,lstm,gru,mingru", help="Comma-separated recurrences to compare."),
-             length: int = typer.Option(200, help="Sequence length."),
+             cell: Optional[str] = typer.Option(None, help="Comma-separated recurrences to compare (without a "
+                                                "bundle): some of rnn, rnn_relu, lstm, lstm_fb1, lstm_ln, gru, "
+                                                "gru_ln, indrnn, mingru, minlstm. [default: rnn,lstm,gru,mingru]"),
+             length: int = typer.Option(200, help=f"Sequence length (2 to {MAX_DIAGNOSE_LENGTH:,})."),
              out: Path = typer.Option(Path("gradient_flow.png"), help="Where to write the plot.")) -> None:
     """Gradient flow through time: norms of dL/dh_t and of the recurrent Jacobians, table + PNG."""
+    import warnings
+
     from rnnkit import analysis
-    if bundle is not None:
-        import torch
-        model = _load_lm(bundle)  # the recurrent layers of a language model, on random text
-        ids = torch.randint(0, model.config.vocab_size, (4, length), generator=torch.Generator().manual_seed(0))
-        rows = analysis.diagnose_module(model, ids, out, loss_fn=lambda o: o.logits[:, -1].logsumexp(-1).mean(),
-                                        name=bundle.name)
-    else:
-        rows = analysis.diagnose_cells([c.strip() for c in cell.split(",") if c.strip()], length, out)
+    from rnnkit._files import output_file
+    from rnnkit.errors import ConfigError
+    if not 2 <= length <= MAX_DIAGNOSE_LENGTH:
+        raise ConfigError(f"--length: expected 2 to {MAX_DIAGNOSE_LENGTH:,} steps, got {length}")
+    out = output_file(out, ".png", "--out")  # checked before the work; the name printed is the file written
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        if bundle is not None:
+            import torch
+
+            from rnnkit.models import LanguageModelEnsemble
+            if cell is not None:
+                raise ConfigError("--cell compares freshly initialised cells; with a bundle, the bundle's own "
+                                  "recurrent layers are diagnosed (drop --cell, or drop the bundle)")
+            model = _load_lm(bundle)  # the recurrent layers of a language model, on random text
+            if isinstance(model, LanguageModelEnsemble):
+                raise ConfigError(f"{bundle} is an ensemble; diagnose one of its members' bundles")
+            ids = torch.randint(0, model.config.vocab_size, (4, length), generator=torch.Generator().manual_seed(0))
+            rows = analysis.diagnose_module(model, ids, out, loss_fn=lambda o: o.logits[:, -1].logsumexp(-1).mean(),
+                                            name=bundle.name)
+        else:
+            rows = analysis.diagnose_cells("rnn,lstm,gru,mingru" if cell is None else cell, length, out)
     table = Table(title=f"gradient flow over {length} steps")
     for key in rows[0]:
         table.add_column(str(key))
     for row in rows:
-        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else "-" if v is None else str(v) for v in row.values()))
     _print_table(table)
+    for w in caught:
+        err.print(f"warning: {w.message}")
     console.print(f"plot: {out}")
 
 
@@ -451,7 +476,7 @@ def _run(argv: list[str] | None) -> None:
     debug = "--debug" in argv
     try:
         command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
-    except (RnnkitError, ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
+    except (RnnkitError, ValueError, TypeError, OSError) as exc:  # OSError: a file the user named
         if debug or _is_click_error(exc):
             raise
         hint = "" if isinstance(exc, RnnkitError) else " (rnnkit --debug ... shows the traceback)"

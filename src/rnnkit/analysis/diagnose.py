@@ -39,10 +39,12 @@ CELLS: dict[str, Callable[[int, int], nn.Module]] = {
 def parse_cells(cells: str | Sequence[str]) -> list[str]:
     """``"rnn,lstm"`` or ``["rnn", "lstm"]`` -> a checked list of names."""
     names = [c.strip() for c in cells.split(",")] if isinstance(cells, str) else [str(c).strip() for c in cells]
-    names = [n for n in names if n]
+    names = list(dict.fromkeys(n for n in names if n))  # each once, in the order given
+    if not names:
+        raise ValueError(f"cells: expected at least one cell name, some of {', '.join(CELLS)}; got none")
     unknown = [n for n in names if n not in CELLS]
-    if unknown or not names:
-        raise ValueError(f"unknown cell name(s) {unknown or names}; expected some of {', '.join(CELLS)}")
+    if unknown:
+        raise ValueError(f"unknown cell name(s) {unknown}; expected some of {', '.join(CELLS)}")
     return names
 
 

@@ -242,18 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", help=f"comma-separated, default all: {','.join(TASKS)}")
     ap.add_argument("--models", help=f"comma-separated, default all: {','.join(MODELS)}")
     ap.add_argument("--lengths", help="comma-separated lengths for the length-swept tasks (default per task)")
-    ap.add_argument("--budget", type=float, default=60.0, help="seconds of wall clock per cell (default 60)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of wall clock per cell (default 60; 1 with --quick)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="count the budget in wall-clock seconds (default) or this process's CPU seconds "
                          "(fairer on a machine shared with other jobs)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write results here (and tables as .md)")
-    ap.add_argument("--quick", action="store_true", help="1 s per cell at the shortest lengths")
+    ap.add_argument("--quick", action="store_true", help="the shortest lengths, 1 s per cell unless --budget says")
     args = ap.parse_args(argv)
+    from rnnkit._files import output_file
     from rnnkit.bench import machine_description
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads: expected a positive number of threads, got {args.threads}")
+    if args.json is not None:  # checked before the hours of work, not after
+        args.json = output_file(args.json, ".json", "--json")
+        output_file(args.json.with_suffix(".md"), ".md", "--json's tables")
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else None
-    budget = 1.0 if args.quick else args.budget
+    budget = args.budget if args.budget is not None else 1.0 if args.quick else 60.0
     if args.quick and lengths is None:
         lengths = {name: task.lengths[:1] for name, task in TASKS.items()}
     logging.basicConfig(level=logging.WARNING)

@@ -31,11 +31,12 @@ def new_figure(width: float, height: float, ncols: int = 1):
 
 
 def save_figure(fig, path: str | Path | None, dpi: int = 120):
-    """Write ``fig`` as a PNG at ``path`` (if given) and return it."""
+    """Write ``fig`` at ``path`` (if given; a PNG unless its suffix says otherwise, ``.png`` added to a
+    name without one) and return it."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        from rnnkit._files import output_file
+
+        fig.savefig(output_file(path, ".png", "plot"), dpi=dpi)
     return fig
 
 
@@ -134,6 +135,8 @@ def plot_unit_activations(text: str, activations: Tensor, unit: int | None = Non
     text, values = text[:max_chars], values[:max_chars].detach().double()
     cells = _layout(text, columns)
     rows = cells[-1][0] + 1 if cells else 1
+    if rows == 1:  # a short text: the grid as wide as its line, not a mostly blank strip
+        columns = max(1, max((c for _, c, _ in cells), default=0) + 1)
     grid = torch.full((rows, columns), math.nan, dtype=torch.float64)
     for (r, c, _), v in zip(cells, values):
         grid[r, c] = v

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rnnkit._files import output_file
+
 __all__ = ["plot_forecast", "plot_detection"]
 
 
@@ -61,7 +63,7 @@ def plot_forecast(history: pd.DataFrame, frame: pd.DataFrame, path: str | Path, 
         ax.legend(loc="upper left", fontsize=8)
         _dates(ax, hist.index)
     fig.tight_layout()
-    path = Path(path)
+    path = output_file(path, ".png", "plot")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -99,7 +101,7 @@ def plot_detection(series: pd.Series, windows: Sequence[Any], path: str | Path, 
     for a in axes[:, 0]:
         _dates(a, x)
     fig.tight_layout()
-    path = Path(path)
+    path = output_file(path, ".png", "plot")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
