@@ -13,12 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import TinyLM, TokenStream, lm_data
+from tiny_models import TinyLM, TinyRegressor, TokenStream, lm_data, reg_data
 
-from rnnkit.errors import CheckpointError
+from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.training import Trainer, load_checkpoint, save_checkpoint
 from rnnkit import _files
 from rnnkit._files import sha256_file
@@ -87,7 +92,7 @@ def _evil_pickle(folder: Path) -> None:
     (lambda f: (f / "optimizer.pt").unlink(), r"optimizer\.pt: missing file"),
     (_truncate_rehashed, r"rng\.safetensors: not a valid safetensors file"),
     (lambda f: (f / "manifest.json").write_text("{nope"), r"manifest\.json: not valid JSON"),
-    (_evil_pickle, r"optimizer\.pt: cannot be read with torch\.load\(weights_only=True\)"),
+    (_evil_pickle, r"optimizer\.pt: holds an object other than tensors and plain containers \(posix\.system\)"),
 ])
 def test_corrupt_checkpoint_refused(tmp_path, corrupt, message):
     _write(tmp_path / "last", step=1)
@@ -235,3 +240,42 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert _train_rows(runs / "ref") == _train_rows(runs / "victim")
     assert len(_train_rows(runs / "ref")) == 14
     shutil.rmtree(runs)
+
+
+def test_resume_records_the_values_it_really_uses_and_warns_without_a_checkpoint(make_config, caplog):
+    """The checkpoint's optimizer wins: config.toml and the next checkpoint said lr=0.05 anyway."""
+    cfg = make_config(max_steps=2)
+    Trainer(TinyLM(), cfg).fit(lm_data())
+    Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True, lr=0.05)).fit(lm_data())
+    assert tomllib.loads((cfg.out_dir / "config.toml").read_text())["trainer"]["lr"] == cfg.lr
+    assert load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state["config"]["lr"] == cfg.lr
+    with caplog.at_level("WARNING"):
+        Trainer(TinyLM(), cfg.replace(name="typo", max_steps=1, resume=True)).fit(lm_data())
+    assert "resume: no checkpoint in" in caplog.text  # was an info line: a mistyped name passed silently
+
+
+def test_resume_refuses_changed_recorded_inputs(make_config):
+    """A recipe's [data] (say seq_len) indexes the stream the saved position points into."""
+    cfg = make_config(max_steps=2)
+    Trainer(TinyLM(), cfg, record={"data": {"seq_len": 8, "text": "a.txt"}}).fit(lm_data())
+    assert tomllib.loads((cfg.out_dir / "config.toml").read_text())["data"] == {"seq_len": 8, "text": "a.txt"}
+    with pytest.raises(ConfigError, match=r"\[data\] options changed .*seq_len 8 -> 16"):
+        Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True),
+                record={"data": {"seq_len": 16, "text": "a.txt"}}).fit(lm_data())
+    state = Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True),
+                    record={"data": {"seq_len": 8, "text": "a.txt"}}).fit(lm_data())
+    assert state.step == 3
+
+
+def test_resume_after_dropped_micro_batches_is_exact(make_config, tmp_path):
+    """max_epochs with grad_accum_steps=3 over 10 batches drops one micro-batch at the end: its dropout
+    draws were in the saved RNG state, so the resumed run's next steps drew other masks."""
+    data = reg_data(n=40)
+    opts = dict(grad_accum_steps=3, batch_size=4, deterministic=True, lr=1e-2)
+    torch.manual_seed(0)
+    whole = TinyRegressor(dropout=0.3)
+    part = copy.deepcopy(whole)
+    Trainer(whole, make_config(name="whole", max_epochs=3, **opts)).fit(data)
+    Trainer(part, make_config(name="part", max_epochs=1, **opts)).fit(data)
+    Trainer(part, make_config(name="part", max_epochs=3, resume=True, **opts)).fit(data)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), part.state_dict().values()))

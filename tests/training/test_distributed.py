@@ -120,3 +120,31 @@ def test_evaluation_over_ranks_equals_one_process(monkeypatch):
         evaluation.evaluate_model(model, data, device=torch.device("cpu"), rank=rank, world_size=2)
     total = parts[0] + parts[1]
     assert float(total[1] / total[0]) == pytest.approx(one, rel=1e-12)
+
+
+def test_a_rank_without_validation_batches_packs_every_metric_name(monkeypatch):
+    """A rank with no batches packed only 'loss' while the others packed 'loss, acc': all_reduce sizes
+    differed and torchrun hung. The names are agreed on across ranks first (union_names)."""
+    from typing import NamedTuple
+
+    from rnnkit.training import evaluation
+
+    class Out(NamedTuple):
+        loss: torch.Tensor
+        acc: torch.Tensor
+
+    class WithAcc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, y, state=None):
+            return Out(((x.sum((1, 2)) * self.w - y.reshape(-1)) ** 2).mean(), torch.tensor(0.5))
+
+    data = DatasetBatches(reg_data(n=1), 4, shuffle=False)
+    seen = []
+    monkeypatch.setattr(evaluation, "union_names", lambda names: seen.append(list(names)) or ["loss", "acc"])
+    monkeypatch.setattr(evaluation, "all_reduce_sum", lambda t: t + torch.tensor([1.0, 2.0, 0.5], dtype=t.dtype))
+    # rank 1 of 2 has no item: it knows no names, yet packs a value for each name rank 0 has
+    result = evaluation.evaluate_model(WithAcc(), data, device=torch.device("cpu"), rank=1, world_size=2)
+    assert seen == [[]] and set(result) == {"loss", "acc"} and result["acc"] == pytest.approx(0.5)

@@ -380,3 +380,42 @@ class _Listed:
 
     def iter_batches(self, epoch, rank=0, world_size=1):
         return iter(self.batches)
+
+
+def test_the_final_evaluation_is_in_the_final_checkpoint_and_the_last_row_has_the_rate_used(make_config):
+    """A checkpoint written at the last step before the final evaluation kept a stale best_val (and a
+    resume evaluated again); the last, partial log window showed the scheduler's next rate."""
+    cfg = make_config(max_steps=20, checkpoint_every=10, eval_every=15, log_every=3, schedule="cosine",
+                      min_lr=1e-4)
+    rec = Recorder()
+    state = Trainer(TinyLM(), cfg, callbacks=[rec]).fit(lm_data(), lm_data(seed=1))
+    saved = load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state
+    assert saved["last_eval_step"] == 20 and saved["best_val"] == state.best_val
+    with open(cfg.out_dir / "metrics.csv", newline="") as fh:
+        last = [r for r in csv.DictReader(fh) if r["loss"]][-1]
+    assert last["step"] == "20" and float(last["lr"]) == pytest.approx(rec.steps[-1]["lr"], rel=1e-9)
+    assert rec.steps[-1]["lr"] > cfg.min_lr  # the rate step 20 used, not the one after the schedule's end
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("checkpoint", "false", "expected true or false"), ("tensorboard", "no", "expected true or false"),
+    ("max_time", True, "finite number"), ("name", 5, "expected a string"), ("seed", "1", "seed"),
+    ("seed", 1.5, "seed"), ("betas", [0.9, "x"], "betas")])
+def test_config_values_of_the_wrong_type_are_refused(field, value, match):
+    """From TOML, checkpoint = "false" was truthy and wrote checkpoints; seed = "1" crashed mid-setup."""
+    with pytest.raises(ConfigError, match=match):
+        TrainerConfig(**{field: value})
+
+
+def test_a_new_run_drops_old_event_files_and_a_resume_keeps_the_checkpoint_step(make_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_config(max_steps=4, checkpoint_every=2, tensorboard=True)
+    Trainer(TinyLM(), cfg).fit(lm_data())
+    Trainer(TinyLM(), cfg.replace(max_steps=3)).fit(lm_data())  # a new run in the same folder
+    assert len(list(cfg.out_dir.glob("events.out.tfevents.*"))) == 1
+    Trainer(TinyLM(), cfg.replace(max_steps=5, resume=True)).fit(lm_data())  # from run 2's step 3
+    acc = EventAccumulator(str(cfg.out_dir))
+    acc.Reload()
+    steps = sorted(e.step for e in acc.Scalars("train/loss"))
+    assert steps == [1, 2, 3, 4, 5], steps  # purge_step was the checkpoint's step: its own point was lost

@@ -58,6 +58,18 @@ class LMDataConfig:
     """Use only the first this many training characters (and a ninth as many for validation); 0 = all."""
 
     def __post_init__(self) -> None:
+        # types first: from TOML, seq_len = 2.5 failed deep in slicing and val_fraction = "0.1" in a comparison
+        for name in ("dataset", "text", "tokenizer"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"data.{name}: expected a string, got {getattr(self, name)!r}")
+        for name in ("vocab_size", "batch_size", "seq_len", "max_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"data.{name}: expected an integer, got {value!r}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)):
+            raise ConfigError(f"data.val_fraction: expected a number in (0, 0.5), got {self.val_fraction!r}")
+        if self.max_chars < 0:
+            raise ConfigError(f"data.max_chars: expected an integer >= 0 (0: all), got {self.max_chars!r}")
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"data.tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if not 0.0 < self.val_fraction < 0.5:
@@ -203,30 +215,35 @@ def train_language_model(model_cfg: LanguageModelConfig | dict, data: LMDataConf
     model = LanguageModel(cfg, tokenizer=tok)
     train = LMStream(tok.encode(train_text), data.batch_size, data.seq_len)
     val_ids = tok.encode(val_text)
-    val = LMStream(val_ids, min(data.batch_size, 8), data.seq_len)
+    val = LMStream(val_ids, _val_streams(len(val_ids), data.batch_size), data.seq_len, name="validation text")
     log.info("language model: %s parameters, %d train tokens, vocabulary %d",
              f"{model.num_parameters():,}", train.num_tokens, tok.vocab_size)
-    trainer = Trainer(model, trainer_cfg)
+    # the text file as an absolute path: `rnnkit evaluate BUNDLE` and the run's config.toml find it
+    # from any folder; recorded when the run starts, so a killed run's config.toml has its [data]
+    record = {**dataclasses.asdict(data), "text": str(Path(data.text).resolve()) if data.text else ""}
+    trainer = Trainer(model, trainer_cfg, record={"data": record})
     trainer.fit(train, val)
     val_loss = stateful_loss(model, torch.as_tensor(val_ids), data.seq_len, batch_size=8)
     bundle = trainer_cfg.out_dir / "bundle"
     if _is_main_process():
-        # the text file as an absolute path: `rnnkit evaluate BUNDLE` finds it from any folder
-        record = {**dataclasses.asdict(data), "text": str(Path(data.text).resolve()) if data.text else ""}
         model.save(bundle, extra={"data": record, "val_loss": val_loss})
-        _record_data_section(trainer_cfg.out_dir / "config.toml", data)
     metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
                "bits_per_token": val_loss / math.log(2), "params": model.num_parameters(),
                "steps": trainer.state.step}
     return LMResult(model, bundle, val_loss, metrics)
 
 
-def _record_data_section(path: Path, data: LMDataConfig) -> None:
-    """Add the ``[data]`` table to the run's resolved ``config.toml`` (the trainer knows no data)."""
-    import tomli_w
-    if path.is_file() and "[data]" not in path.read_text(encoding="utf-8"):
-        with path.open("a", encoding="utf-8") as f:
-            f.write("\n" + tomli_w.dumps({"data": dataclasses.asdict(data)}))
+def _val_streams(n_tokens: int, batch_size: int) -> int:
+    """Parallel streams of the validation text: up to ``min(batch_size, 8)``, a multiple of the process
+    count (each process reads whole rows), and at most half the tokens (a short text: fewer streams);
+    it was ``min(batch_size, 8)``, which three processes or a short validation text refused with a
+    batch size the user never set."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    fit = min(batch_size, 8, n_tokens // 2) // world * world
+    if fit < world:
+        raise DataError(f"validation text: {n_tokens} tokens are too few for {world} process(es) (each "
+                        f"reads at least 2); use a larger data.val_fraction or more text")
+    return fit
 
 
 def _is_main_process() -> bool:

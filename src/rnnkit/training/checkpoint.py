@@ -19,6 +19,8 @@ Any missing file, digest mismatch, bad safetensors header or unreadable optimize
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +137,12 @@ def _verify(folder: Path) -> dict[str, str]:
 def _load_optim(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses arbitrary objects; any failure is a bad file
+    except pickle.UnpicklingError as exc:  # torch's message goes on to suggest weights_only=False: not here
+        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.:]+)", str(exc), re.IGNORECASE)  # the wording varies by version
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: holds an object other than tensors and plain containers{what}; refused, "
+                              "since unpickling it could run code (not an optimizer state rnnkit wrote)") from None
+    except Exception as exc:  # any other failure is a bad file
         raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({one_line(exc)})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of state dicts, got {type(state).__name__}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class TrainerConfig:
     """Log a warning, once per kind, when the pre-clip gradient norm explodes, vanishes or is not finite."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         for field, choices in _CHOICES.items():
             value = getattr(self, field)
             if value not in choices:
@@ -122,6 +124,23 @@ class TrainerConfig:
             object.__setattr__(self, "betas", tuple(self.betas))
         self._check_positive()
         self._check_combinations()
+
+    def _check_types(self) -> None:
+        """Booleans, strings and the seed by type: from TOML, ``checkpoint = "false"`` was truthy (a
+        checkpoint written anyway), ``max_time = true`` one second, ``seed = "1"`` a crash mid-setup."""
+        if isinstance(self.run_dir, os.PathLike):  # a Path is what a user naturally passes
+            object.__setattr__(self, "run_dir", os.fspath(self.run_dir))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"TrainerConfig.{f.name}: expected true or false, got {value!r}")
+            if f.type == "str" and not isinstance(value, str):
+                raise ConfigError(f"TrainerConfig.{f.name}: expected a string, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:
+            raise ConfigError(f"TrainerConfig.seed: expected an integer in [0, 2**32), got {self.seed!r}")
+        if not isinstance(self.betas, (tuple, list)) or any(isinstance(b, bool) or not isinstance(b, (int, float))
+                                                               for b in self.betas):
+            raise ConfigError(f"TrainerConfig.betas: expected two numbers in [0, 1), got {self.betas!r}")
 
     def _check_positive(self) -> None:
         positive_int = ("batch_size", "grad_accum_steps", "log_every", "max_steps", "max_epochs",
@@ -140,7 +159,7 @@ class TrainerConfig:
             value = getattr(self, field)
             if value is None:
                 continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"TrainerConfig.{field}: expected a finite number >= 0, got {value!r}")
         for field in ("lr", "max_grad_norm", "grad_clip_value"):
             if getattr(self, field) == 0:  # a zero learning rate or clip leaves the weights where they are

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from rnnkit.errors import ConfigError
 
-__all__ = ["DistEnv", "detect_env", "init_process_group", "is_initialized", "all_reduce_sum",
+__all__ = ["DistEnv", "detect_env", "init_process_group", "is_initialized", "all_reduce_sum", "union_names",
            "gather_tensors", "barrier", "launch", "torchrun_command"]
 
 
@@ -113,6 +114,17 @@ def gather_tensors(tensor: Tensor) -> list[Tensor]:
     parts = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(parts, flat)
     return [p[: torch.Size(s).numel()].reshape(s).cpu() for p, s in zip(parts, shapes)]
+
+
+def union_names(names: Sequence[str]) -> list[str]:
+    """Every name any process has, in order of first appearance by rank (``names`` itself when alone):
+    collectives that pack one value per name need the same list everywhere (a rank without validation
+    batches knows no metric names, and a shorter all_reduce hangs the others)."""
+    if not is_initialized():
+        return list(names)
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, list(names))
+    return list(dict.fromkeys(n for part in everyone for n in part))
 
 
 def barrier() -> None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from rnnkit.training._tree import detach_tree
 from rnnkit.training.batches import batch_weight, check_batch, iterate, to_device
-from rnnkit.training.distributed import all_reduce_sum
+from rnnkit.training.distributed import all_reduce_sum, union_names
 
 __all__ = ["model_loss", "scalar_outputs", "evaluate_model"]
 
@@ -63,7 +63,7 @@ def evaluate_model(model: nn.Module, data: Any, *, device: torch.device, rank: i
             weight += w
     finally:
         model.train(was_training)
-    names = list(sums) or ["loss"]
+    names = union_names(list(sums)) or ["loss"]  # the same list on every process, even one without batches
     packed = torch.stack([torch.tensor(float(weight), dtype=torch.float64, device=device)]
                          + [torch.as_tensor(sums.get(n, 0.0), dtype=torch.float64, device=device) for n in names])
     packed = all_reduce_sum(packed).cpu()

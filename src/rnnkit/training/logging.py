@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rnnkit._files import write_text_atomic
+
 __all__ = ["RunLogger", "StepMeter", "to_toml"]
 
 log = logging.getLogger("rnnkit.training")
@@ -61,7 +63,7 @@ class RunLogger:
         if not self.enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.toml").write_text(to_toml(config), encoding="utf-8")
+        write_text_atomic(self.out_dir / "config.toml", to_toml(config))
         if resume_step is not None:
             self.rows = [r for r in self._read_rows() if int(float(r.get("step") or 0)) <= resume_step]
             for row in self.rows:
@@ -105,7 +107,12 @@ class RunLogger:
         except ImportError:
             log.info("tensorboard is not installed; skipping TensorBoard events (pip install tensorboard)")
             return
-        self._writer = SummaryWriter(log_dir=str(self.out_dir), purge_step=resume_step)
+        if resume_step is None:  # a new run: an earlier run's curves must not mix into its plots
+            for old in self.out_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+        # the checkpoint's own step was logged before it was written: purge only what came after it
+        self._writer = SummaryWriter(log_dir=str(self.out_dir),
+                                     purge_step=None if resume_step is None else resume_step + 1)
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         """Write scalars to TensorBoard (``prefix`` groups them, e.g. ``"train/"``)."""

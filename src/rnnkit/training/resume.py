@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from rnnkit.errors import CheckpointError
+from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit._files import load_weights, one_line
 from rnnkit.training._rng import capture_rng, restore_rng
 from rnnkit.training._tree import flatten_tree, unflatten_tree
@@ -72,7 +72,7 @@ def write_checkpoint(trainer: Trainer, name: str = "last") -> Path:
     if trainer.env.is_main:
         state = {**trainer.state.to_dict(), "epoch": point.epoch, "batch": point.batch, "chunk": point.chunk,
                  "carry_spec": spec, "world_size": trainer.env.world_size, "streams": _streams(trainer),
-                 "config": trainer.config.to_dict()}
+                 "config": trainer.config.to_dict(), "record": trainer.record}
         optim = {"optimizer": trainer.optimizer.state_dict(),
                  "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
                  "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None}
@@ -129,8 +129,8 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
     end of setup, so that nothing in between draws from them.
     """
     folder = find_checkpoint(trainer.checkpoint_dir / "last")
-    if folder is None:
-        log.info("resume: no checkpoint in %s; starting a new run", trainer.checkpoint_dir)
+    if folder is None:  # a warning: a mistyped name must not pass for a resumed run
+        log.warning("resume: no checkpoint in %s; starting a new run", trainer.checkpoint_dir)
         return None
     data = load_checkpoint(folder)
     load_weights(trainer.model, data.weights_path, device=str(trainer.device))
@@ -140,14 +140,17 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
         attach_tokenizer(trainer.model, data.path)
     _load_optim(trainer, data)
     saved = data.trainer_state
+    _check_record(saved.get("record"), trainer.record, data.path)
     changed = _changed(saved.get("config", {}), trainer.config.to_dict())
     if changed:
         log.info("resume: options changed since the checkpoint: %s", ", ".join(changed))
         kept = [k for k in changed if k in _OPTIMIZER_OPTIONS]
         if kept:  # the optimizer's and scheduler's saved state carries them
             log.warning("resume: %s changed, but a resumed run continues the checkpoint's optimizer and "
-                        "schedule; start a new run (another name, or resume=False) to use the new values",
-                        ", ".join(kept))
+                        "schedule (recorded as such); start a new run (another name, or resume=False) to use "
+                        "the new values", ", ".join(kept))
+            # the run's record (config.toml, the next checkpoint) says what it really uses
+            trainer.config = trainer.config.replace(**{k: saved["config"][k] for k in kept})
     trainer.state = TrainerState.from_dict(saved)
     try:
         carry = _select_rank(data.carry, trainer.env.rank, "carried state")
@@ -159,6 +162,24 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
     trainer._point = ResumePoint(saved["epoch"], saved["batch"], saved["chunk"], carry)
     log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, saved["step"], saved["epoch"], saved["batch"])
     return data
+
+
+def _check_record(saved: Any, current: dict[str, Any], path: Path) -> None:
+    """Refuse a resume whose recorded inputs (a recipe's ``[data]``) differ from the checkpoint's: the
+    saved position (batch, chunk, carried state) indexes that stream. Checkpoints without a record
+    (older ones, plain Trainer runs) are not checked."""
+    if not isinstance(saved, dict) or not current:
+        return
+    for table, values in current.items():
+        before = saved.get(table)
+        if not isinstance(before, dict) or not isinstance(values, dict):
+            continue
+        diff = [f"{k} {before.get(k)!r} -> {values.get(k)!r}" for k in sorted(set(before) | set(values))
+                if before.get(k) != values.get(k)]
+        if diff:
+            raise ConfigError(f"resume: the [{table}] options changed since the checkpoint in {path} "
+                              f"({'; '.join(diff)}); a resumed run must read the same stream: restore them, "
+                              "or start a new run (another name, or without --resume)")
 
 
 def restore_generators(trainer: Trainer, data: CheckpointData) -> None:

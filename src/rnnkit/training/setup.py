@@ -117,4 +117,5 @@ def config_record(trainer: Trainer, *, resumed: bool) -> dict[str, Any]:
 
     runtime = {"device": str(trainer.device), "world_size": trainer.env.world_size, "resumed": resumed,
                "torch": torch.__version__, "rnnkit": rnnkit.__version__, "python": platform.python_version()}
-    return {"trainer": trainer.config.to_dict(), "model": _model_record(trainer.model), "runtime": runtime}
+    return {"trainer": trainer.config.to_dict(), "model": _model_record(trainer.model), **trainer.record,
+            "runtime": runtime}

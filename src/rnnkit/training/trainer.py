@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from rnnkit.errors import ConfigError
 from rnnkit.training import resume as _resume
-from rnnkit.training._rng import seed_everything
+from rnnkit.training._rng import capture_rng, restore_rng, seed_everything
 from rnnkit.training._tree import detach_tree
 from rnnkit.training.batches import as_batches, check_batch, count_tokens, iterate, split_time, to_device
 from rnnkit.training.callbacks import TrainerState
@@ -51,13 +51,17 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainerConfig | None = None, *,
-                 callbacks: Sequence[Any] = ()) -> None:
+                 callbacks: Sequence[Any] = (), record: Mapping[str, Any] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Trainer: expected an nn.Module, got {type(model).__name__}")
         config = TrainerConfig() if config is None else config
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"Trainer: expected a TrainerConfig, got {type(config).__name__}")
         self.model, self.config, self.callbacks = model, config, list(callbacks)
+        # more tables for config.toml, e.g. the [data] a recipe read: written when the run starts (a
+        # killed run's config.toml can start it again) and kept with checkpoints, which a resumed run
+        # must match (another seq_len would read another stream at the saved position)
+        self.record = dict(record or {})
         if config.grad_warnings:  # warn once when the pre-clip gradient norm explodes or vanishes
             from rnnkit.analysis.monitor import GradientMonitorCallback
             self.gradient_monitor = GradientMonitorCallback(emit="log", max_grad_norm=config.max_grad_norm)
@@ -142,7 +146,7 @@ class Trainer:
                                          elapsed=self._elapsed)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.state, self._carry, self._point = TrainerState(), None, _resume.ResumePoint()
-        self._pending, self._saved_step, self._stop_flag = 0, -1, ""
+        self._pending, self._saved_step, self._stop_flag, self._rng_at_point = 0, -1, "", None
         self.should_stop = False
         data = _resume.resume_from(self) if cfg.resume else _resume.warn_if_replacing(self)
         self._net = self.model
@@ -220,7 +224,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+        lr = self._last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
             self.scheduler.step()
         self._pending = 0
@@ -244,6 +248,8 @@ class Trainer:
             self._validate()
         if cfg.checkpoint and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
+        if cfg.grad_accum_steps > 1:  # micro-batches after this point may be dropped at the end
+            self._rng_at_point = capture_rng()
 
     def _log_window(self, lr: float) -> None:
         st, row = self.state, self._window.summary()
@@ -309,12 +315,16 @@ class Trainer:
             log.info("dropping %d accumulated micro-batches that did not complete a step", self._pending)
             self.optimizer.zero_grad(set_to_none=True)
             self._pending = 0
+            if self._rng_at_point is not None:  # the checkpoint resumes where the last step ended:
+                restore_rng(self._rng_at_point)  # its random draws too (dropout of the dropped micro-batches)
         st.elapsed = self._elapsed()
-        if self._window.count:
-            self._log_window(self.optimizer.param_groups[0]["lr"])
-        if self.val_data is not None and st.last_eval_step != st.step:
+        if self._window.count:  # the rate the window's last step used, not the scheduler's next one
+            self._log_window(getattr(self, "_last_lr", self.optimizer.param_groups[0]["lr"]))
+        evaluated = self.val_data is not None and st.last_eval_step != st.step
+        if evaluated:
             self._validate(final=True)
-        if self.config.checkpoint and self._saved_step != st.step:
+        # a checkpoint written at this very step before the final evaluation lacks its result
+        if self.config.checkpoint and (self._saved_step != st.step or evaluated):
             self.save_checkpoint()
         self.logger.plot()
         log.info("training stopped (%s) at step %d, epoch %d", st.stop_reason, st.step, st.epoch)
