@@ -6,6 +6,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import pytest
 
@@ -342,3 +348,52 @@ def test_bench_memory_checks_threads_and_output_paths_first(tmp_path, capsys):
                         (["--json", str(tmp_path)], "is a folder")):
         code, _, err = run(["bench", "memory", "--quick", "--tasks", "adding", "--models", "rnn", *args], capsys)
         assert code == 2 and match in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_exits_130_with_a_word(monkeypatch, capsys):
+    """typer turns KeyboardInterrupt into Exit(130), which click returns without standalone mode: the
+    CLI dropped it and exited 0 in silence, so 'rnnkit train ... && next' went on."""
+    import rnnkit.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_print_table", interrupted)
+    code, _, err = run(["datasets"], capsys)
+    assert code == 130 and "interrupted" in err
+
+
+def test_lm_data_options_checked_by_type_and_validation_streams_fit_the_processes(monkeypatch):
+    from rnnkit.errors import ConfigError, DataError
+    from rnnkit.recipes.lm import LMDataConfig, _val_streams
+
+    for field, value in (("seq_len", 2.5), ("batch_size", "8"), ("val_fraction", "0.1"), ("text", 3)):
+        with pytest.raises(ConfigError, match=f"data.{field}"):
+            LMDataConfig(**{field: value})
+    assert _val_streams(100_000, 32) == 8 and _val_streams(100_000, 4) == 4
+    assert _val_streams(12, 16) == 6  # a short validation text: fewer streams, not 'too few for 8'
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert _val_streams(100_000, 12) == 6  # was 8, which three processes cannot split
+    with pytest.raises(DataError, match="validation text: 5 tokens"):
+        _val_streams(5, 12)
+
+
+def test_a_run_records_its_data_when_it_starts(tiny_run):
+    """[data] was appended after training: a killed run's config.toml trained on pydocs instead."""
+    from rnnkit.training import load_checkpoint
+    data = tomllib.loads((tiny_run / "config.toml").read_text())["data"]
+    assert Path(data["text"]).is_absolute() and Path(data["text"]).name == "corpus.txt"
+    assert load_checkpoint(tiny_run / "checkpoints" / "last").trainer_state["record"]["data"] == data
+
+
+def test_tuple_options_are_offered_and_the_lm_name_default_is_the_one_used(capsys):
+    """betas and softmax_cutoffs had no flag although the help says every option is listed; the help
+    said trainer.name defaults to 'run' while train lm writes runs/lm."""
+    from rnnkit.cli import _train_group
+    lm = _train_group().get_command(None, "lm")
+    ctx = lm.make_context("lm", ["--trainer.betas", "0.8,0.95", "--model.softmax_cutoffs", "20,40"])
+    assert ctx.params["trainer__betas"] == (0.8, 0.95) and ctx.params["model__softmax_cutoffs"] == (20, 40)
+    with pytest.raises(Exception, match="comma-separated float"):
+        lm.make_context("lm", ["--trainer.betas", "0.9,x"])
+    code, out, _ = run(["train", "lm", "--help"], capsys)
+    assert "[default: 'lm']" in " ".join(out.split()).split("--trainer.name", 1)[1][:300]

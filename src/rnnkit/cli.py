@@ -252,8 +252,9 @@ def _train_lm(params: dict, base: dict | None = None) -> None:
         return result
     m = result.metrics
     console.print(f"validation loss {m['val_loss']:.4f} (stateful), perplexity {m['val_ppl']:.2f}, "
-                  f"{m['bits_per_token']:.3f} bits/token, {m['params']:,} parameters, {m['steps']} steps")
-    console.print(f"bundle: {result.bundle}   run: {trainer_cfg.out_dir}")
+                  f"{m['bits_per_token']:.3f} bits/token, {m['params']:,} parameters, {m['steps']} steps",
+                  soft_wrap=True)  # one line in a pipe or a log, not cut at 80 columns
+    console.print(f"bundle: {result.bundle}   run: {trainer_cfg.out_dir}", soft_wrap=True)
     return result
 
 
@@ -269,7 +270,7 @@ def _train_group() -> click.Group:
     lm = click.Command("lm", callback=lambda **p: _train_lm(p), help=(
         "Language model on a named data set or --data.text FILE (char, word or BPE tokens)."),
         params=common + config_options("model", LanguageModelConfig, skip=("vocab_size",))
-        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig, skip=_LM_STREAM_ONLY))
+        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig, skip=_LM_STREAM_ONLY, defaults={"name": "lm"}))
     group.add_command(lm)
     group.add_command(_forecast_command(common[:1]))
     group.add_command(_detect_command(common[:1]))
@@ -475,7 +476,7 @@ def _run(argv: list[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
+        code = command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
     except (RnnkitError, ValueError, TypeError, OSError) as exc:  # OSError: a file the user named
         if debug or _is_click_error(exc):
             raise
@@ -483,8 +484,13 @@ def _run(argv: list[str] | None) -> None:
         print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    # without standalone mode, click returns an Exit's code instead of exiting: Ctrl-C arrives here as
+    # 130 (typer turns KeyboardInterrupt into Exit(130)); dropping it made an interrupted run exit 0
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130:
+            print("interrupted", file=sys.stderr)
+        sys.exit(code)
 
 
 def _reflow_help(typer_app: typer.Typer) -> None:

@@ -33,11 +33,33 @@ __all__ = ["config_options", "resolve_sections", "read_toml"]
 _SCALARS = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
 
 
+class _Numbers(click.ParamType):
+    """A tuple of numbers written ``0.9,0.999`` (``""``: empty), for ``tuple[float, float]`` or
+    ``tuple[int, ...]`` fields such as ``trainer.betas`` and ``model.softmax_cutoffs``."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind, self.name = kind, f"{kind.__name__},..."
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.kind(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated {self.kind.__name__} values such as "
+                      f"{'0.9,0.999' if self.kind is float else '2000,10000'}, got {value!r}", param, ctx)
+
+
 def _click_type(hint: Any):
     """The click type of a field annotation (``int | None`` -> INT); None for unsupported ones."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
         hint = args[0]
+    if typing.get_origin(hint) is tuple:
+        kinds = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if len(kinds) == 1 and next(iter(kinds)) in (int, float):
+            return _Numbers(next(iter(kinds)))
+        return None
     return _SCALARS.get(hint)
 
 
@@ -62,17 +84,20 @@ def field_docs(config_class: type) -> dict[str, str]:
     return docs
 
 
-def _default_text(field: dataclasses.Field) -> str:
+def _default_text(field: dataclasses.Field, defaults: dict[str, Any] | None = None) -> str:
+    if defaults and field.name in defaults:
+        return repr(defaults[field.name])
     if field.default is not dataclasses.MISSING:
         return repr(field.default)
     return "required"
 
 
 def config_options(section: str, config_class: type, skip: tuple[str, ...] = (),
-                   plain: bool = False) -> list[click.Option]:
+                   plain: bool = False, defaults: dict[str, Any] | None = None) -> list[click.Option]:
     """One ``--section.field`` option per supported field of ``config_class`` (default None = unset).
 
-    ``plain=True`` names them ``--field-name`` instead (``--time-col``), for the data options.
+    ``plain=True`` names them ``--field-name`` instead (``--time-col``), for the data options;
+    ``defaults`` are the values a command uses instead of the class's (shown in the help).
     """
     hints = typing.get_type_hints(config_class)
     docs = field_docs(config_class)
@@ -85,7 +110,7 @@ def config_options(section: str, config_class: type, skip: tuple[str, ...] = (),
         options.append(click.Option([flag, f"{section}__{field.name}"], type=ctype,
                                     default=None,
                                     help=f"{docs.get(field.name, '').replace('``', '')} "
-                                         f"[default: {_default_text(field)}]".lstrip()))
+                                         f"[default: {_default_text(field, defaults)}]".lstrip()))
     return options
 
 

@@ -109,6 +109,11 @@ class LanguageModelConfig:
                 raise ConfigError(f"zoneout_cell must be in [0, 1) or None, got {self.zoneout_cell!r}")
         if self.weight_drop and self.cell in ("mingru", "minlstm"):
             raise ConfigError(f"weight_drop acts on recurrent weights, which the {self.cell} cell does not have")
+        if self.recurrent_dropout and self.cell in ("mingru", "minlstm"):  # was accepted and ignored
+            raise ConfigError(f"recurrent_dropout masks the recurrent input h, which the {self.cell} cell's gates "
+                              "do not read; use dropout or zoneout")
+        if self.forget_bias and self.cell != "lstm":
+            raise ConfigError(f"forget_bias is the LSTM's forget-gate bias; the {self.cell} cell has none")
 
 
 class LMState(NamedTuple):
