@@ -92,8 +92,9 @@ def test_bad_inputs_each_raise_one_clear_line():
     assert "no column 'sales'" in _bad(y.to_frame("units"), horizon=6, target="sales")
     assert "constant" in _bad(monthly(np.full(60, 3.0)), horizon=6)
     assert "strategy" in _bad(y, horizon=6, strategy="sideways")
-    with pytest.raises(ConfigError, match="known options"):
+    with pytest.raises(ConfigError, match="unknown option 'hidden'; known options") as info:
         Forecaster(horizon=6, hidden=3)
+    assert "ForecasterConfig" not in str(info.value)  # the internal class's TypeError was shown
 
 
 def test_nan_interpolation_is_counted_and_forecasts_are_finite():
@@ -187,6 +188,28 @@ def test_recipe_trains_saves_plots_and_forecasts_from_the_bundle(tmp_path):
     assert (tmp_path / "f.png").is_file() and frame.index[0] == pd.Timestamp("2006-01-01")
     with pytest.raises(ConfigError, match="data.nan: expected 'refuse' or 'interpolate', got 'drop'"):
         ForecastDataConfig(csv=str(csv), nan="drop")
+
+
+def test_recipe_refuses_a_column_in_two_roles_and_takes_a_duplicates_policy(tmp_path):
+    """--target sales --covariates sales,units read the column twice and crashed with a pandas
+    AttributeError (after creating the run folder); duplicate timestamps had no CLI option."""
+    from rnnkit.recipes.forecast import ForecastDataConfig, ForecastModelConfig, train_forecaster
+    for kw in (dict(target="sales", covariates="sales,units"), dict(covariates="units", future_covariates="units")):
+        with pytest.raises(ConfigError, match="'(sales|units)' is named as .* expected each column in one role"):
+            ForecastDataConfig(csv="x.csv", **kw)
+    with pytest.raises(ConfigError, match="data.duplicates"):
+        ForecastDataConfig(csv="x.csv", duplicates="keep")
+    stamps = pd.date_range("2020-01-01", periods=48, freq="MS")
+    csv = tmp_path / "d.csv"
+    csv.write_text("date,sales\n" + "".join(f"{t:%Y-%m-%d},{10 + i % 3}\n" for i, t in enumerate(stamps))
+                   + f"{stamps[-1]:%Y-%m-%d},99\n")
+    data = ForecastDataConfig(csv=str(csv), time_col="date", horizon=6, holdout=False)
+    with pytest.raises(DataError, match="duplicate timestamp .*--duplicates"):
+        train_forecaster(ForecastModelConfig(max_steps=5, ensemble=1), data, tmp_path, "dup")
+    fc, _, metrics = train_forecaster(ForecastModelConfig(max_steps=5, ensemble=1),
+                                      ForecastDataConfig(csv=str(csv), time_col="date", horizon=6, holdout=False,
+                                                         duplicates="last"), tmp_path, "dup")
+    assert metrics["rows"] == 48
 
 
 def test_defaults_work_on_a_40_point_monthly_series():

@@ -128,11 +128,11 @@ class AnomalyDetector(BundleMixin, nn.Module):
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
-        try:
-            self.options = DetectorConfig(**options)
-        except TypeError as exc:
-            names = ", ".join(f.name for f in dataclasses.fields(DetectorConfig))
-            raise ConfigError(f"AnomalyDetector: {exc}; known options: {names}") from None
+        known = [f.name for f in dataclasses.fields(DetectorConfig)]
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            raise ConfigError(f"AnomalyDetector: unknown option {unknown[0]!r}; known options: {', '.join(known)}")
+        self.options = DetectorConfig(**options)
         self.forecaster: Forecaster | None = None
         self.autoencoder: LSTMAutoencoder | None = None
         self.fitted_: dict[str, Any] | None = None

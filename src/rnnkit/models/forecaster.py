@@ -81,11 +81,11 @@ class Forecaster(BundleMixin, nn.Module):
 
     def __init__(self, horizon: int = 24, season_length: int = 0, **options: Any) -> None:
         super().__init__()
-        try:
-            self.options = ForecasterConfig(horizon=horizon, season_length=season_length, **options)
-        except TypeError as exc:
-            names = ", ".join(f.name for f in dataclasses.fields(ForecasterConfig))
-            raise ConfigError(f"Forecaster: {exc}; known options: {names}") from None
+        known = [f.name for f in dataclasses.fields(ForecasterConfig)]
+        unknown = [k for k in options if k not in known]
+        if unknown:  # named here: the config class's TypeError named ForecasterConfig.__init__()
+            raise ConfigError(f"Forecaster: unknown option {unknown[0]!r}; known options: {', '.join(known)}")
+        self.options = ForecasterConfig(horizon=horizon, season_length=season_length, **options)
         self.members = nn.ModuleList()
         self.fitted_: dict[str, Any] | None = None
 

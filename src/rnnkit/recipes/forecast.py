@@ -69,6 +69,8 @@ class ForecastDataConfig:
     """Covariate columns known in advance, comma-separated; forecasting needs their horizon rows."""
     nan: str = "refuse"
     """Missing values and timestamps: ``refuse`` them, or ``interpolate`` them linearly in time."""
+    duplicates: str = "refuse"
+    """Rows with a timestamp seen before: ``refuse`` them, or keep the ``first``, the ``last`` or their ``mean``."""
     holdout: bool = True
     """Also fit without the last ``horizon`` rows and score it and the baselines there
     (needs 2 × horizon + 12 rows)."""
@@ -78,8 +80,19 @@ class ForecastDataConfig:
 
     def __post_init__(self) -> None:
         if not self.csv:
-            raise ConfigError("data.csv: expected the path of a CSV file, got ''")
+            raise ConfigError("data.csv (--csv): expected the path of a CSV file, got none")
         _check_nan(self.nan)
+        if self.duplicates not in ("refuse", "first", "last", "mean"):
+            raise ConfigError(f"data.duplicates: expected refuse, first, last or mean, got {self.duplicates!r}")
+        # one role per column: a target that is also a past covariate read the column twice and crashed
+        roles = [("target", c) for c in _cols(self.target)] + [("covariates", c) for c in _cols(self.covariates)] \
+            + [("future_covariates", c) for c in _cols(self.future_covariates)]
+        seen: dict[str, str] = {}
+        for role, column in roles:
+            if column in seen:
+                raise ConfigError(f"data: column {column!r} is named as {seen[column]} and as {role}; "
+                                  "expected each column in one role")
+            seen[column] = role
         if self.horizon < 1 or self.season_length < 0:
             raise ConfigError(f"data.horizon must be >= 1 and data.season_length >= 0, got "
                               f"{self.horizon}, {self.season_length}")
@@ -209,7 +222,8 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     """
     targets = _cols(data_cfg.target)
     covs = _cols(data_cfg.covariates) + _cols(data_cfg.future_covariates)
-    frame = _read(data_cfg.csv, data_cfg.time_col, targets + covs if targets else [], data_cfg.nan)
+    frame = _read(data_cfg.csv, data_cfg.time_col, targets + covs if targets else [], data_cfg.nan,
+                  data_cfg.duplicates)
     targets = targets or [c for c in map(str, frame.columns) if c not in covs]
     if not targets:
         columns = ", ".join(map(str, frame.columns))
@@ -256,7 +270,8 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
     future = None
     if f.get("future"):
         if not future_csv:
-            raise DataError(f"the model needs the future rows of {f['future']}; pass future_csv")
+            raise DataError(f"the model needs the future rows of {f['future']}; pass future_csv "
+                            "(--future-csv FILE)")
         future = _read(future_csv, time_col or "", list(f["future"]), "refuse")
     if csv is None:
         frame, history = fc.predict_frame(future), None
