@@ -15,4 +15,4 @@ import sys
 from rnnkit.analysis.memory import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python benchmarks/memory.py"))

@@ -24,7 +24,7 @@ def batch(n: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Ten
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args()
     torch.manual_seed(0)

@@ -397,3 +397,14 @@ def test_tuple_options_are_offered_and_the_lm_name_default_is_the_one_used(capsy
         lm.make_context("lm", ["--trainer.betas", "0.9,x"])
     code, out, _ = run(["train", "lm", "--help"], capsys)
     assert "[default: 'lm']" in " ".join(out.split()).split("--trainer.name", 1)[1][:300]
+
+
+def test_long_lines_stay_whole_in_a_pipe(capsys):
+    """rich wrapped at 80 columns in a pipe: the run summary broke as '1,654,629' / 'parameters', a
+    forecast frame's rows split in two and demo's suggested command could not be copied."""
+    from rnnkit.cli import console, err
+    words = " ".join(f"word{i}" for i in range(40))  # ~280 characters
+    console.print(words)
+    err.print(words)
+    out = capsys.readouterr()
+    assert out.out.strip() == words and out.err.strip() == words

@@ -23,8 +23,8 @@ from rnnkit.cli_options import config_options, read_toml, resolve_sections
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Recurrent neural networks on sequential data: train, evaluate, generate, "
                        "complete, diagnose, benchmark.")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # a line stays one line in a pipe or a log (rich cut them at 80 columns)
+err = Console(stderr=True, soft_wrap=True)
 _STATE = {"debug": False}
 
 MAX_DIAGNOSE_LENGTH = 100_000  # ~1 s per 1,000 steps; longer runs out of memory before they end
@@ -65,7 +65,7 @@ def datasets() -> None:
 def _print_table(table) -> None:
     """A table at its natural width when the output is not a terminal (a pipe, a log): rich would fit
     it into 80 columns and cut every number to '6.6…'."""
-    if console.is_terminal:
+    if console.is_terminal or os.environ.get("COLUMNS"):  # a terminal, or a width the user set
         console.print(table)
         return
     from rich.measure import Measurement
@@ -267,18 +267,22 @@ def _train_group() -> click.Group:
                            "[data], [trainer] tables."),
               click.Option(["--resume"], is_flag=True, help="Continue runs/<name> from its last checkpoint."),
               click.Option(["--quiet"], is_flag=True, help="No progress bar.")]
-    lm = click.Command("lm", callback=lambda **p: _train_lm(p), help=(
+    lm = click.Command("lm", callback=lambda **p: _train_lm(p),
+                       short_help="Language model on a named data set or a text file.", help=(
         "Language model on a named data set or --data.text FILE (char, word or BPE tokens)."),
         params=common + config_options("model", LanguageModelConfig, skip=("vocab_size",))
         + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig, skip=_LM_STREAM_ONLY, defaults={"name": "lm"}))
     group.add_command(lm)
-    group.add_command(_forecast_command(common[:1]))
-    group.add_command(_detect_command(common[:1]))
+    series_config = [click.Option(["--config"], type=click.Path(), default=None,
+                                  help="TOML run file with [model] and [data] tables.")]
+    group.add_command(_forecast_command(series_config))
+    group.add_command(_detect_command(series_config))
     return group
 
 
-def _run_options() -> list[click.Option]:
-    return [click.Option(["--name"], default=None, help="Run name: the run is written to RUN_DIR/NAME."),
+def _run_options(name: str) -> list[click.Option]:
+    return [click.Option(["--name"], default=None, help=f"Run name: the run is written to RUN_DIR/NAME. "
+                                                         f"[default: {name}]"),
             click.Option(["--run-dir"], default="runs", show_default=True, help="Folder of the runs.")]
 
 
@@ -296,10 +300,10 @@ def _forecast_command(common: list) -> click.Command:
             for method, row in methods.items():
                 console.print(f"holdout {target} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in _flat(row).items()))
         console.print(f"bundle: {bundle}")
-    return click.Command("forecast", callback=run, help=(
+    return click.Command("forecast", callback=run, short_help="Forecaster on a CSV series with a time column.", help=(
         "Forecaster (ES-normalised recurrent network) on a CSV with a time column: "
         "rnnkit train forecast --csv data.csv --time-col date --target sales --horizon 24"),
-        params=common + _run_options() + config_options("data", ForecastDataConfig, plain=True)
+        params=common + _run_options("forecast") + config_options("data", ForecastDataConfig, plain=True)
         + config_options("model", ForecastModelConfig))
 
 
@@ -316,10 +320,10 @@ def _detect_command(common: list) -> click.Command:
         console.print(f"{len(summary['windows'])} anomaly window(s); bundle: {bundle}")
         if "metrics" in summary:
             console.print(", ".join(f"{k} {v:.3g}" for k, v in _flat(summary["metrics"]).items()))
-    return click.Command("detect", callback=run, help=(
+    return click.Command("detect", callback=run, short_help="Anomaly detector on a CSV series.", help=(
         "Anomaly detector fitted on the first part of a series: rnnkit train detect --csv log.csv "
         "--time-col timestamp --target value (or --dataset nab/nyc_taxi)"),
-        params=common + _run_options() + config_options("data", DetectDataConfig, plain=True)
+        params=common + _run_options("detect") + config_options("data", DetectDataConfig, plain=True)
         + config_options("model", DetectorConfig))
 
 

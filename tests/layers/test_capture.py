@@ -65,3 +65,11 @@ def test_an_explicit_fused_backend_refuses_a_capture_in_one_line():
     layer = rnnkit.LSTM(3, 4, layer_norm=True, backend="fused").eval()
     with pytest.raises(Exception, match="backend='fused' runs C\\+\\+ kernels, which torch.jit.trace and torch.export"):
         torch.export.export(layer, (torch.randn(5, 2, 3),))
+
+
+def test_jit_script_is_refused_in_one_line():
+    """TorchScript failed on the layers' annotations ('Unknown type annotation: int'), deep in its parser."""
+    from rnnkit.errors import ConfigError
+    for module in (rnnkit.LSTM(3, 4), torch.nn.Sequential(rnnkit.MinGRU(3, 4))):
+        with pytest.raises(ConfigError, match="torch.jit.script does not support rnnkit layers"):
+            torch.jit.script(module)

@@ -236,8 +236,8 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rnnkit bench memory", description=_CLI_DOC,
+def main(argv: list[str] | None = None, prog: str = "rnnkit bench memory") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=_CLI_DOC,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", help=f"comma-separated, default all: {','.join(TASKS)}")
     ap.add_argument("--models", help=f"comma-separated, default all: {','.join(MODELS)}")

@@ -45,6 +45,13 @@ class Recurrent(nn.Module):
     native_mode: str | None = None  # "lstm", "gru", "rnn_tanh", "rnn_relu" where torch's kernel is exact
     proj_size: int = 0  # as torch.nn's RNN and GRU have it (the LSTM sets its own)
 
+    def __prepare_scriptable__(self):
+        """Called by ``torch.jit.script`` first: one clear line instead of TorchScript's parse errors."""
+        from rnnkit.errors import ConfigError
+
+        raise ConfigError(f"torch.jit.script does not support rnnkit layers ({type(self).__name__}); use "
+                          "torch.jit.trace, torch.export or torch.compile (docs/layers.md)")
+
     def __init__(self, make_cell: Callable[[int], RecurrentCell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, *, recurrent_dropout: float = 0.0,
