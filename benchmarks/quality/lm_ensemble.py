@@ -6,7 +6,8 @@ scores the ensemble, each character's probability the mean of the members' proba
 member carries its own state: a ``rnnkit.LanguageModelEnsemble``).
 
 Why: on 2 cores one model's small recurrent GEMMs (batch 32) do not keep both cores busy; two
-one-thread trainings together make about 1.4x the steps of one two-thread training, and averaging
+one-thread trainings together make about 1.2x the steps of one two-thread training (measured: ~4,600 each
+against ~7,500, docs/results.md), and averaging
 two models' probabilities removes part of what each over-fits. The training wall time is the
 budget, as for one model: the members train at the same time, not one after the other.
 
