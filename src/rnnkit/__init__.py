@@ -25,11 +25,7 @@ def __getattr__(name: str):
 
 def load(directory, map_location="cpu"):
     """Load a model bundle saved with ``model.save(directory)`` (never unpickles)."""
-    import importlib
-    for module in set(_LAZY.values()):  # register the time-series models too
-        if importlib.util.find_spec("pandas") is not None:
-            importlib.import_module(module)
-    from rnnkit.export.bundle import load_bundle
+    from rnnkit.export.bundle import load_bundle  # imports the time-series models when a bundle needs them
     return load_bundle(directory, map_location=map_location)
 
 

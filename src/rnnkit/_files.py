@@ -179,11 +179,15 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
 
     If the body raises, the temporary folder is removed and ``target`` is left as it was.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # from a crash mid-write
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    target = Path(target).expanduser().resolve()  # "." and "~/x" name real folders (renaming "." failed)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # from a crash mid-write
+            if not _writer_alive(stale):  # another process's save in progress is left alone
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    except OSError as exc:  # named by the folder asked for, not by the temporary one beside it
+        raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, 0o755)
         yield tmp
@@ -194,9 +198,26 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that made temporary folder ``tmp`` (``.NAME.tmp-PID-xxxx``) still runs."""
+    try:
+        pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False  # an older name without a process id: stale
+    if pid == os.getpid():
+        return False  # this process is not writing it now: left by an earlier failure
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
 def resolve_folder(target: str | os.PathLike) -> Path | None:
     """``target`` if it exists, else the copy a crash mid-swap left behind, else ``None``."""
-    target = Path(target)
+    target = Path(target).expanduser()
     if target.is_dir():
         return target
     old = _old_name(target)

@@ -144,7 +144,8 @@ def _truncate(folder):
     (lambda f: (f / "model.safetensors").unlink(), r"model\.safetensors: missing file"),
     (_truncate, r"model\.safetensors: SHA-256 does not match"),
     (lambda f: (_truncate(f), _edit_config(f, digest=None)), r"model\.safetensors: not a valid safetensors file"),
-    (lambda f: _edit_config(f, hidden=5, digest=None), r"model\.safetensors: weights do not fit TiedLM"),
+    (lambda f: _edit_config(f, hidden=3, digest=None), r"model\.safetensors: weights do not fit TiedLM"),
+    (lambda f: _edit_config(f, hidden=5, digest=None), r"config\.json: the config describes a model of 43 values but"),
     (lambda f: _edit_config(f, config={"vocab": 7, "bogus": 1}), r"config\.json: config does not fit TiedLM"),
 ])
 def test_corrupt_bundle_refused(tmp_path, corrupt, message):
@@ -210,3 +211,92 @@ def test_a_trainer_run_without_a_bundle_says_so(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="a training run without a bundle .* model.save"):
         rnnkit.load(tmp_path / "run")
+
+
+def test_load_refuses_before_building_what_the_weights_cannot_fill(tmp_path):
+    """An edited vocab of 10**12 failed in the allocator (10**7: gigabytes and half a minute first)."""
+    save_bundle(_model(), tmp_path / "b")
+    _edit_config(tmp_path / "b", config={"vocab": 10 ** 12, "hidden": 4, "sizes": [3, 4, 5], "inner": {"scale": 2.0}})
+    with pytest.raises(CheckpointError, match="describes a model of 5,000,000,000,001 values"):
+        load_bundle(tmp_path / "b")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dtype": "int64"}, "floating-point 'dtype'"), ({"format_version": True}, "format_version")])
+def test_load_refuses_odd_config_values(tmp_path, change, message):
+    save_bundle(_model(), tmp_path / "b")
+    _edit_config(tmp_path / "b", **change)
+    with pytest.raises(CheckpointError, match=message):
+        load_bundle(tmp_path / "b")
+
+
+def test_map_location_is_checked():
+    for where, message in (("meta", "holds no values"), ("nowhere", "expected a device")):
+        with pytest.raises(CheckpointError, match=message):
+            load_bundle("unused", map_location=where)
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointError, match="no CUDA device"):
+            load_bundle("unused", map_location="cuda")
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused(tmp_path):
+    from rnnkit import LanguageModel
+    from rnnkit.data.tokenizers import CharTokenizer
+    tok = CharTokenizer().fit(["abcdef"])
+    with pytest.raises(ValueError, match="the tokenizer has .* tokens but the model's vocabulary has 31"):
+        LanguageModel(vocab_size=31, hidden_size=8, embedding_size=4).save(tmp_path / "m", tokenizer=tok)
+    model = LanguageModel(vocab_size=tok.vocab_size, hidden_size=8, embedding_size=4)
+    model.save(tmp_path / "m", tokenizer=tok)
+    other = CharTokenizer().fit(["abcdefghijklmnop"])
+    (tmp_path / "m" / "tokenizer.json").write_text(other.to_json())
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["files"]["tokenizer.json"] = _files.sha256_file(tmp_path / "m" / "tokenizer.json")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="belong to different models"):
+        load_bundle(tmp_path / "m")
+
+
+def test_save_paths_current_folder_home_and_unwritable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="is the current folder"):
+        save_bundle(_model(), ".")  # renaming '.' failed with EBUSY (and would move the process's folder)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    save_bundle(_model(), "~/b")
+    assert load_bundle("~/b").config.hidden == 4 and (tmp_path / "home" / "b" / "config.json").is_file()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match=r"cannot write .*afile/b"):  # named by the target, not the temp folder
+        save_bundle(_model(), tmp_path / "afile" / "b")
+
+
+def test_a_save_in_progress_in_another_process_is_not_swept(tmp_path):
+    """The stale-temp sweep deleted a concurrent save's temporary folder mid-write."""
+    import subprocess
+    import sys
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        busy = tmp_path / f".b.tmp-{sleeper.pid}-xyz"
+        busy.mkdir()
+        stale = tmp_path / ".b.tmp-abc"  # a name without a process id, or of a process that ended
+        stale.mkdir()
+        save_bundle(_model(), tmp_path / "b")
+        assert busy.is_dir() and not stale.exists()
+    finally:
+        sleeper.kill()
+
+
+def test_a_subword_bundle_without_tokenizers_says_what_to_install(tmp_path, monkeypatch):
+    """The message said 'not a valid tokenizer ... re-save it' of a valid file whose package was missing."""
+    from rnnkit import LanguageModel
+    from rnnkit.data import subword
+    from rnnkit.recipes.lm import build_tokenizer
+    tok = build_tokenizer("bpe", "the cat sat on the mat " * 50, 60)
+    LanguageModel(vocab_size=tok.vocab_size, hidden_size=8, embedding_size=4).save(tmp_path / "m", tokenizer=tok)
+
+    def missing():
+        raise ImportError("SubwordTokenizer needs the Hugging Face 'tokenizers' package; "
+                          "install it with: pip install 'rnnkit[text]'")
+
+    monkeypatch.setattr(subword, "_hf", missing)
+    with pytest.raises(CheckpointError, match=r"pip install 'rnnkit\[text\]'") as info:
+        load_bundle(tmp_path / "m")
+    assert "not a valid" not in str(info.value)

@@ -316,3 +316,15 @@ def test_backtest_refuses_what_it_cannot_score_in_one_line():
     fut = Forecaster(horizon=6, future_covariates=("promo",), **FAST)
     assert "future_covariates=('promo',)" in bad(ConfigError, fut, y, n_origins=1)
     assert "n_origins: expected a positive int, got 0" in bad(ConfigError, fc, y, n_origins=0)
+
+
+def test_a_float64_forecaster_predicts_and_loads(tmp_path):
+    """.double() saved and loaded as float64 but predict fed it float32 inputs (a dtype error)."""
+    y = monthly(10 + 3 * np.sin(np.arange(60) / 1.9))
+    fc = Forecaster(horizon=6, max_steps=20, ensemble=1).fit(y)
+    before = fc.predict()
+    fc.double()
+    np.testing.assert_allclose(fc.predict(), before, atol=1e-5)
+    fc.save(tmp_path / "f")
+    from rnnkit.export import load
+    np.testing.assert_allclose(load(tmp_path / "f").predict(), before, atol=1e-5)  # rnnkit.export.load too

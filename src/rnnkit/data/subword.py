@@ -160,8 +160,9 @@ class SubwordTokenizer(Tokenizer):
     def _from_state(cls, state: dict[str, Any], source: str) -> SubwordTokenizer:
         keys = ("model", "vocab_size", "min_freq", "unk_token", "special_tokens", "lower")
         tok = cls(**{k: state[k] for k in keys})
+        hf = _hf()  # a missing package is an ImportError saying what to install, not a bad file
         try:
-            tok._tok = _hf().Tokenizer.from_str(json.dumps(state["hf"]))
+            tok._tok = hf.Tokenizer.from_str(json.dumps(state["hf"]))
         except Exception as exc:  # tokenizers raises its own exception type
             raise DataError(
                 f"{source}: the embedded Hugging Face tokenizer does not load ({exc}); "

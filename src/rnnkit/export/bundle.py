@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,12 @@ def write_bundle_files(model: nn.Module, folder: str | Path, *, tokenizer: Any =
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"bundle config.json: model config and extra must be JSON values ({exc})") from exc
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    problem = None if tok is None or isinstance(tok, str) else vocab_mismatch(model, tok)
+    if problem:  # ids the model samples would not decode, or encoded ids would overrun its embedding
+        raise ValueError(f"tokenizer: {problem}; build the model with vocab_size=tokenizer.vocab_size")
     save_weights(model, folder / "model.safetensors")
-    text = _tokenizer_json(tokenizer if tokenizer is not None else getattr(model, "tokenizer", None))
+    text = _tokenizer_json(tok)
     if text is not None:
         (folder / "tokenizer.json").write_text(text, encoding="utf-8")
     files = [p for p in ("model.safetensors", "tokenizer.json") if (folder / p).exists()]
@@ -127,7 +132,11 @@ def save_bundle(model: nn.Module, directory: str | Path, *, tokenizer: Any = Non
     :func:`load_bundle` sets, so that loading and saving again keeps a bundle's record.
     An existing bundle at ``directory`` is replaced; any other non-empty folder is refused.
     """
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
+    here = Path.cwd().resolve()
+    if directory.resolve() == here or directory.resolve() in here.parents:  # replaced by a rename: refused
+        raise ValueError(f"{directory}: is the current folder (or holds it); save into a new subfolder, "
+                         "e.g. model.save('bundle')")
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory}: expected a folder path, got an existing file")
     if directory.is_dir() and any(directory.iterdir()) and not _looks_like_bundle(directory):
@@ -165,21 +174,29 @@ def _read_config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
     meta = read_json(file)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{file}: expected format {FORMAT!r}, got {meta.get('format')!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if type(meta.get("format_version")) is not int or meta.get("format_version") != FORMAT_VERSION:  # true == 1
         raise CheckpointError(f"{file}: expected format_version {FORMAT_VERSION}, got {meta.get('format_version')!r}")
     if not isinstance(meta.get("model_class"), str) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{file}: expected a string 'model_class' and an object 'config'")
     return path, meta
 
 
+_MODEL_MODULES = {"forecaster": "rnnkit.models.forecaster", "anomaly_detector": "rnnkit.models.anomaly"}
+"""Registered models whose modules ``rnnkit.models`` does not import (they need pandas: the
+``timeseries`` extra)."""
+
+
 def _model_class(name: str, file: Path) -> type:
     if name not in _REGISTRY:
         try:  # registering happens when the model modules are imported
-            importlib.import_module("rnnkit.models")
-        except ImportError:
-            pass
+            importlib.import_module(_MODEL_MODULES.get(name, "rnnkit.models"))
+        except ImportError as exc:
+            if name in _MODEL_MODULES:
+                raise CheckpointError(f"{file}: a {name} bundle needs pandas and statsmodels ({one_line(exc)}); "
+                                      "install them with: pip install 'rnnkit[timeseries]'") from None
     if name not in _REGISTRY:
-        raise CheckpointError(f"{file}: unknown model_class {name!r}; expected one of {sorted(_REGISTRY)}")
+        known = sorted({*_REGISTRY, *_MODEL_MODULES})
+        raise CheckpointError(f"{file}: unknown model_class {name!r}; expected one of {known}")
     return _REGISTRY[name]
 
 
@@ -247,9 +264,59 @@ def attach_tokenizer(model: nn.Module, path: Path) -> None:
         model.tokenizer = file.read_text(encoding="utf-8")
         return
     try:
-        model.tokenizer = load_tokenizer(file)
+        tokenizer = load_tokenizer(file)
+    except ImportError as exc:  # a valid file whose library is missing: say what to install
+        raise CheckpointError(f"{file}: {exc}") from None
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise CheckpointError(f"{file}: not a valid tokenizer ({one_line(exc)})") from exc
+    problem = vocab_mismatch(model, tokenizer)
+    if problem:
+        raise CheckpointError(f"{file}: {problem}; tokenizer.json and the weights belong to different models")
+    model.tokenizer = tokenizer
+
+
+def vocab_mismatch(model: nn.Module, tokenizer: Any) -> str | None:
+    """Why ``tokenizer`` cannot serve ``model`` (their vocabulary sizes differ), or None. A model
+    without ``config.vocab_size`` or a tokenizer without ``vocab_size`` is not checked."""
+    want = getattr(getattr(model, "config", None), "vocab_size", None)
+    have = getattr(tokenizer, "vocab_size", None)
+    if isinstance(want, int) and isinstance(have, int) and want != have:
+        return f"the tokenizer has {have:,} tokens but the model's vocabulary has {want:,}"
+    return None
+
+
+def _device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a device this torch can load onto, else one CheckpointError line."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"map_location: expected a device such as 'cpu' or 'cuda:0', got {map_location!r}") from exc
+    if device.type == "meta":
+        raise CheckpointError("map_location: 'meta' holds no values; load onto 'cpu' or a GPU")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"map_location={str(device)!r}, but this torch sees no CUDA device; use 'cpu'")
+    return device
+
+
+def _check_size(cls: type, config: dict[str, Any], file: Path, weights: Path) -> None:
+    """Refuse a config that describes more values than the weights file holds, before building it:
+    an edited vocab_size of 10**12 failed in the allocator (or took minutes and gigabytes first).
+    The model is built on the meta device (no memory); a class that cannot be is not checked here."""
+    try:
+        from safetensors import safe_open
+
+        with torch.device("meta"):
+            probe = _build(cls, config, file)
+        want = sum(t.numel() for t in {id(t): t for t in probe.state_dict(keep_vars=True).values()}.values())
+        with safe_open(str(weights), framework="pt") as f:
+            have = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except CheckpointError:
+        raise
+    except Exception:  # noqa: BLE001 - the real load reports what is wrong
+        return
+    if want > have:
+        raise CheckpointError(f"{file}: the config describes a model of {want:,} values but {weights.name} holds "
+                              f"{have:,}; config.json was edited or belongs to other weights")
 
 
 def load_bundle(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -259,15 +326,20 @@ def load_bundle(directory: str | Path, map_location: str | torch.device = "cpu")
         CheckpointError: missing folder or file, invalid config.json, unknown model class, digest
             mismatch, truncated or corrupt safetensors, or weights whose names/shapes do not fit.
     """
+    device = _device(map_location)
     path, meta = _read_config(directory)
     file = path / "config.json"
     _verify_files(path, meta)
-    model = _build(_model_class(meta["model_class"], file), meta["config"], file)
+    cls = _model_class(meta["model_class"], file)
+    _check_size(cls, meta["config"], file, path / "model.safetensors")
+    model = _build(cls, meta["config"], file)
     dtype = getattr(torch, str(meta.get("dtype")), None)
+    if meta.get("dtype") is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise CheckpointError(f"{file}: expected a floating-point 'dtype' such as 'float32', got {meta.get('dtype')!r}")
     if isinstance(dtype, torch.dtype):
         model = model.to(dtype)
-    model = model.to(map_location)
-    load_weights(model, path / "model.safetensors", device=str(map_location))
+    model = model.to(device)
+    load_weights(model, path / "model.safetensors", device=str(device))
     attach_tokenizer(model, path)
     extra = meta.get("extra")
     model.bundle_extra = dict(extra) if isinstance(extra, dict) else {}

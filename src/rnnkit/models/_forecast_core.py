@@ -81,8 +81,7 @@ def origin_state(p: Prepared, L: int, H: int) -> dict[str, Any]:
             "s_hat": s_hat.tolist()}
 
 
-def _batch(states: list[dict], spec: NetSpec) -> tuple[torch.Tensor, ...]:
-    f = torch.float32
+def _batch(states: list[dict], spec: NetSpec, f: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
     z = torch.tensor([s["z"] for s in states], dtype=f).reshape(len(states), spec.input_len, -1)
     past = torch.tensor([s["past"] for s in states], dtype=f).reshape(len(states), spec.input_len, -1)
     fut = torch.tensor([s["future"] for s in states], dtype=f)
@@ -146,11 +145,16 @@ def _rollout(net: ForecastNet, z, fut, sid, static, n_samples: int, gen) -> torc
 
 def _recursive(nets, states, sid, static, n_samples: int, seed: int) -> np.ndarray:
     spec = nets[0].spec
-    z, _, fut = _batch(states, spec)
+    z, _, fut = _batch(states, spec, _dtype(nets))
+    static = static.to(_dtype(nets))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         paths = torch.cat([_rollout(net, z, fut, sid, static, n_samples, gen) for net in nets], 1)
     return paths.double().numpy()  # (B, S, H, C)
+
+
+def _dtype(nets: list) -> torch.dtype:
+    return next(nets[0].parameters()).dtype if nets else torch.float32
 
 
 def forecast(nets: list[ForecastNet], states: list[dict], es: list[list[dict]], sid, static,
@@ -167,8 +171,8 @@ def forecast(nets: list[ForecastNet], states: list[dict], es: list[list[dict]], 
         paths = _recursive(nets, states, sid, static, n_samples, seed)
         paths = paths - (1.0 - weight) * np.median(paths, axis=1, keepdims=True)
     else:
-        z, past, fut = _batch(states, spec)
-        grid = _grid(nets, z, past, fut, sid, static, weight)
+        z, past, fut = _batch(states, spec, _dtype(nets))  # the members' dtype: .double() works
+        grid = _grid(nets, z, past, fut, sid, static.to(z.dtype), weight)
         med = grid[..., GRID.index(0.5)][..., None]
         grid = med + np.asarray(calib or [1.0] * len(GRID)) * (grid - med)
     out = []

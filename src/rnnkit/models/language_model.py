@@ -17,6 +17,8 @@ and the probabilities are exact (a factorised softmax, not an approximation of t
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -79,6 +81,9 @@ class LanguageModelConfig:
     """Adaptive softmax (Grave et al. 2017): token ids where the tail clusters start; () = full softmax."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a JSON or TOML "false" is a true string
+            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ConfigError(f"{f.name}: expected true or false, got {getattr(self, f.name)!r}")
         cutoffs = self.softmax_cutoffs
         if not isinstance(cutoffs, (tuple, list)) or not all(isinstance(c, int) for c in cutoffs):
             raise ConfigError(f"softmax_cutoffs must be a list of ints, got {cutoffs!r}")
