@@ -106,3 +106,16 @@ def test_lengths_with_packed_sequence_is_refused(lstm):
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(2, 3, 8), [3, 2], batch_first=True)
     with pytest.raises(ValueError, match="not both"):
         lstm(packed, lengths=torch.tensor([3, 2]))
+
+
+def test_devices_and_init_state_sizes_are_checked_by_the_layer():
+    """A state or input on another device gave torch's errors without the layer's name; init_state(-1)
+    a raw torch error. (The meta device stands in for a GPU here.)"""
+    layer = rnnkit.LSTM(3, 4)
+    with pytest.raises(ValueError, match="LSTM: input on meta, the weights on cpu"):
+        layer(torch.randn(5, 2, 3, device="meta"))
+    with pytest.raises(ValueError, match="LSTM: expected hx on cpu like the input, got meta"):
+        layer(torch.randn(5, 2, 3), (torch.zeros(1, 2, 4, device="meta"), torch.zeros(1, 2, 4)))
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="init_state: batch_size must be an int >= 0"):
+            layer.init_state(bad)

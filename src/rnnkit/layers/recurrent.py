@@ -190,6 +190,8 @@ class Recurrent(nn.Module):
 
     def init_state(self, batch_size: int, *, device=None, dtype=None):
         """Zeros shaped like ``forward``'s ``hx``: ``(L*D, B, H_out)`` or ``LSTMState(h, c)`` of stacks."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise ValueError(f"{type(self).__name__}.init_state: batch_size must be an int >= 0, got {batch_size!r}")
         ref = next(self.parameters())
         device, dtype = device or ref.device, dtype or ref.dtype
         zeros = [torch.zeros(s, device=device, dtype=dtype) for s in self._state_shapes(batch_size)]
@@ -213,6 +215,8 @@ class Recurrent(nn.Module):
                 raise ValueError(f"{name}: expected hx of shape {want}, got {got}")
             if part.dtype != like.dtype and not torch.is_autocast_enabled(like.device.type):
                 raise ValueError(f"{name}: expected hx of dtype {like.dtype} like the input, got {part.dtype}")
+            if part.device != like.device:
+                raise ValueError(f"{name}: expected hx on {like.device} like the input, got {part.device}")
             out.append(part if batched else part.unsqueeze(1))
         return out
 
@@ -234,6 +238,8 @@ class Recurrent(nn.Module):
         ref = next(self.parameters())
         if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
             raise ValueError(f"{name}: input dtype must be {ref.dtype} like the weights, got {x.dtype}")
+        if x.device != ref.device:
+            raise ValueError(f"{name}: input on {x.device}, the weights on {ref.device}; move one with .to()")
         return x.dim() == 3
 
     # -- backends ------------------------------------------------------------------------------
