@@ -199,6 +199,6 @@ def warn_if_replacing(trainer: Trainer) -> None:
     except CheckpointError:  # an incomplete one: replaced all the same, as resume=False asks
         found = True
     if found:
-        log.warning("starting a new run in %s: its checkpoints will be replaced (resume=True, --resume on the command line, continues it)",
-                    trainer.out_dir)
+        log.warning("starting a new run in %s: its checkpoints will be replaced (resume=True, --resume on the "
+                    "command line, continues it)", trainer.out_dir)
     return None

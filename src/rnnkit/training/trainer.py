@@ -161,6 +161,8 @@ class Trainer:
             _resume.restore_generators(self, data)  # last: nothing above may draw from them
         else:
             seed_everything(cfg.seed + self.env.rank)
+        if cfg.grad_accum_steps > 1:  # the start is a resume point too (a stop before the first step)
+            self._rng_at_point = capture_rng()
 
     def _teardown(self) -> None:
         self.logger.close()
