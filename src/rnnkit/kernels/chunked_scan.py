@@ -27,6 +27,8 @@ import math
 from functools import lru_cache
 
 import torch
+
+from rnnkit.kernels._capture import refuse_double_backward
 from torch import Tensor
 
 __all__ = ["scan_chunk", "shifted", "linear_scan", "CHUNK"]
@@ -90,6 +92,7 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_h):
+        refuse_double_backward("linear scan")
         a, h, h0 = ctx.saved_tensors
         B, T, H = a.shape
         lam = torch.empty_like(h)

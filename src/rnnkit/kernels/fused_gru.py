@@ -31,6 +31,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+
+from rnnkit.kernels._capture import refuse_double_backward
 from torch import Tensor
 
 from rnnkit.cells.gru import GRUCell
@@ -65,6 +67,7 @@ class _GRUFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
+        refuse_double_backward("GRU")
         with fc.loop_threads():
             try:
                 return _GRUFn._backward(ctx, *grads)[:len(ctx.needs_input_grad)]  # prep: optional

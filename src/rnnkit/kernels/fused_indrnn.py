@@ -30,6 +30,8 @@ in bulk), instead of the cell path's per-step autograd graph (~6 nodes a step).
 from __future__ import annotations
 
 import torch
+
+from rnnkit.kernels._capture import refuse_double_backward
 from torch import Tensor
 
 from rnnkit.cells.indrnn import IndRNNCell
@@ -69,6 +71,7 @@ class _IndRNNFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_ys, d_hn):
+        refuse_double_backward("IndRNN")
         with fc.loop_threads():
             act, ys, h0, uv, mask, keep = ctx.saved_tensors
             act = ys if keep is None else act

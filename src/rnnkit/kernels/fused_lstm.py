@@ -41,6 +41,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+
+from rnnkit.kernels._capture import refuse_double_backward
 from torch import Tensor
 
 from rnnkit.cells.base import LSTMState
@@ -77,6 +79,7 @@ class _LSTMFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
+        refuse_double_backward("LSTM")
         with fc.loop_threads():
             try:
                 return _LSTMFn._backward(ctx, *grads)[:len(ctx.needs_input_grad)]  # prep: optional

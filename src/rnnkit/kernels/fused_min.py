@@ -33,6 +33,8 @@ above make 10-20 passes over memory per chunk). The GEMMs stay here; ``RNNKIT_CP
 from __future__ import annotations
 
 import torch
+
+from rnnkit.kernels._capture import refuse_double_backward
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -152,6 +154,7 @@ class _MinFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_ys):
+        refuse_double_backward("MinGRU/MinLSTM scan")
         x, w, ys, h0 = ctx.saved_tensors
         B, T, I = x.shape
         d_w, d_bias = torch.zeros_like(w), x.new_zeros(w.shape[0]) if ctx.has_bias else None
@@ -254,6 +257,8 @@ def _backward_cpp(ctx, d_ys, x, w, ys, h0, d_w, d_bias, dx):
 
 def min_sequence(cell, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None):
     """The scan equivalent of ``cell.forward(x, state, lengths=...)`` for MinGRU/MinLSTM cells."""
+    if x.shape[0] == 0:  # an empty batch: the cell's loop (the C++ chunk pass divided by zero: SIGFPE)
+        return cell.forward(x, state, lengths=lengths)
     h0 = cell._default_state(x, state)
     kind = _MinGRU if isinstance(cell, MinGRUCell) else _MinLSTM
     h = _MinFn.apply(x, cell.weight_ih, cell.bias_ih, h0, kind)

@@ -33,6 +33,8 @@ import os
 from functools import lru_cache
 
 import torch
+
+from rnnkit.kernels._capture import refuse_double_backward
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -154,6 +156,7 @@ class _TritonScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_h):
+        refuse_double_backward("Triton scan")
         a, h, h0 = ctx.saved_tensors
         B, T, H = a.shape
         da, db = torch.empty_like(a), torch.empty_like(a)  # a is contiguous, so are they
