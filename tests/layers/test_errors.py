@@ -119,3 +119,10 @@ def test_devices_and_init_state_sizes_are_checked_by_the_layer():
     for bad in (-1, 2.5):
         with pytest.raises(ValueError, match="init_state: batch_size must be an int >= 0"):
             layer.init_state(bad)
+
+
+def test_a_backend_refusal_says_what_the_backend_covers():
+    with pytest.raises(ValueError, match=r"backend='fused' covers LSTM .*no proj_size.*not this layer's"):
+        rnnkit.LSTM(3, 4, proj_size=2, backend="fused")(torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="backend='scan' covers MinGRU and MinLSTM"):
+        rnnkit.GRU(3, 4, backend="scan")(torch.randn(5, 2, 3))

@@ -257,8 +257,11 @@ class Recurrent(nn.Module):
         fast = {"fused": dispatch.fused_supports(self._cells[0]),
                 "scan": dispatch.scan_supports(self._cells[0], bool(self.zoneout))}
         if self.backend in fast and not fast[self.backend]:
-            raise ValueError(f"{type(self).__name__}: backend={self.backend!r} is not available for this "
-                             "configuration; use backend='auto'")
+            covers = {"fused": "LSTM (plain, peephole or layer-normalised; no proj_size), GRU (plain or "
+                               "layer-normalised) and IndRNN",
+                      "scan": "MinGRU and MinLSTM without zoneout"}[self.backend]
+            raise ValueError(f"{type(self).__name__}: backend={self.backend!r} covers {covers}, not this "
+                             "layer's configuration; use backend='auto'")
         if self.backend == "auto":
             if native_ok:
                 return "native"
