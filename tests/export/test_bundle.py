@@ -300,3 +300,12 @@ def test_a_subword_bundle_without_tokenizers_says_what_to_install(tmp_path, monk
     with pytest.raises(CheckpointError, match=r"pip install 'rnnkit\[text\]'") as info:
         load_bundle(tmp_path / "m")
     assert "not a valid" not in str(info.value)
+
+
+def test_saving_over_a_bundle_keeps_files_a_user_added(tmp_path):
+    """The folder is replaced whole: a README.md put beside the bundle's files was deleted silently."""
+    save_bundle(_model(), tmp_path / "b")
+    (tmp_path / "b" / "README.md").write_text("notes")
+    with pytest.raises(ValueError, match="also holds README.md; replacing it would delete them"):
+        save_bundle(_model(hidden=6), tmp_path / "b")
+    assert (tmp_path / "b" / "README.md").read_text() == "notes" and load_bundle(tmp_path / "b").config.hidden == 4

@@ -123,6 +123,10 @@ def write_bundle_files(model: nn.Module, folder: str | Path, *, tokenizer: Any =
     write_json(folder / "config.json", meta)
 
 
+BUNDLE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+"""What a bundle folder holds; :func:`save_bundle` replaces a folder with nothing else in it."""
+
+
 def save_bundle(model: nn.Module, directory: str | Path, *, tokenizer: Any = None,
                 extra: dict[str, Any] | None = None) -> Path:
     """Save ``model`` as a bundle folder, atomically (temporary folder, fsync, rename).
@@ -130,7 +134,8 @@ def save_bundle(model: nn.Module, directory: str | Path, *, tokenizer: Any = Non
     ``tokenizer`` (an object with ``to_json()``, or a JSON string) defaults to ``model.tokenizer``;
     ``extra`` (a JSON-able dict kept in config.json) to ``model.bundle_extra``, which
     :func:`load_bundle` sets, so that loading and saving again keeps a bundle's record.
-    An existing bundle at ``directory`` is replaced; any other non-empty folder is refused.
+    An existing bundle at ``directory`` is replaced (refused if the folder also holds other files, which
+    the replacement would delete); any other non-empty folder is refused.
     """
     directory = Path(directory).expanduser()
     here = Path.cwd().resolve()
@@ -141,6 +146,11 @@ def save_bundle(model: nn.Module, directory: str | Path, *, tokenizer: Any = Non
         raise ValueError(f"{directory}: expected a folder path, got an existing file")
     if directory.is_dir() and any(directory.iterdir()) and not _looks_like_bundle(directory):
         raise ValueError(f"{directory}: exists and is not an rnnkit bundle; expected a new or empty folder")
+    others = sorted(p.name for p in directory.iterdir() if p.name not in BUNDLE_FILES) if directory.is_dir() else []
+    if others:  # the folder is replaced whole: files a user added would go with it
+        raise ValueError(f"{directory}: a bundle that also holds {', '.join(others[:3])}"
+                         f"{' ...' if len(others) > 3 else ''}; replacing it would delete them: move them, or "
+                         "save into another folder")
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     with atomic_folder(directory) as tmp:
