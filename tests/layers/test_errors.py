@@ -126,3 +126,18 @@ def test_a_backend_refusal_says_what_the_backend_covers():
         rnnkit.LSTM(3, 4, proj_size=2, backend="fused")(torch.randn(5, 2, 3))
     with pytest.raises(ValueError, match="backend='scan' covers MinGRU and MinLSTM"):
         rnnkit.GRU(3, 4, backend="scan")(torch.randn(5, 2, 3))
+
+
+def test_a_backend_that_cannot_cover_the_layer_is_refused_at_construction():
+    """The refusal came only at the first forward call, far from the line that chose the backend."""
+    with pytest.raises(ValueError, match="backend='fused' covers"):
+        rnnkit.LSTM(3, 4, proj_size=2, backend="fused")
+    with pytest.raises(ValueError, match="backend='native' .* covers plain RNN, LSTM .* and GRU"):
+        rnnkit.LSTM(3, 4, layer_norm=True, backend="native")
+    with pytest.raises(ValueError, match="backend='native' .*zoneout"):
+        rnnkit.GRU(3, 4, zoneout=0.1, backend="native")
+    # recurrent dropout acts in training only: the layer may still run natively in evaluation
+    layer = rnnkit.LSTM(3, 4, recurrent_dropout=0.2, backend="native").eval()
+    assert layer.select_backend() == "native"
+    with pytest.raises(ValueError, match="recurrent dropout in training"):
+        layer.train()(torch.randn(5, 2, 3))

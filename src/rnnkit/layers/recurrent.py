@@ -91,6 +91,8 @@ class Recurrent(nn.Module):
         self._lstm_state = isinstance(probe, LSTMState)
         self._state_sizes = [p.shape[-1] for p in ([probe] if isinstance(probe, Tensor) else probe)]
         self.zoneout = self._check_zoneout(zoneout)
+        if backend != "auto":  # a backend that cannot cover the configuration is refused here, not at the
+            self.select_backend(training=False)  # first forward (training-only regularisers: at forward)
 
     def _check_zoneout(self, zoneout):
         """One rate, or an LSTM's ``(p_h, p_c)`` (kept as one float when they are equal)."""
@@ -243,17 +245,20 @@ class Recurrent(nn.Module):
         return x.dim() == 3
 
     # -- backends ------------------------------------------------------------------------------
-    def select_backend(self, x: Tensor | None = None) -> str:
+    def select_backend(self, x: Tensor | None = None, *, training: bool | None = None) -> str:
         """The backend ``forward`` uses now (it depends on the training mode); for input ``x`` under
         ``torch.jit.trace`` or ``torch.export``, ``"auto"`` takes the cells' loop instead of the fused
-        kernels or the scan, which are C++ code a trace cannot record (:mod:`rnnkit.kernels._capture`)."""
+        kernels or the scan, which are C++ code a trace cannot record (:mod:`rnnkit.kernels._capture`).
+        ``training`` asks for that mode instead of the layer's own."""
+        training = self.training if training is None else training
         # zoneout acts in evaluation mode too (the expectation of its mix), which torch's kernels lack
-        regularised = (self.training and self.recurrent_dropout > 0) or bool(self.zoneout)
+        regularised = (training and self.recurrent_dropout > 0) or bool(self.zoneout)
         native_ok = self.native_mode is not None and not regularised
         if self.backend == "native" and not native_ok:
             why = "recurrent dropout in training or zoneout" if regularised else "this configuration"
-            raise ValueError(f"{type(self).__name__}: backend='native' is not available for {why}; "
-                             "use backend='auto'")
+            raise ValueError(f"{type(self).__name__}: backend='native' (torch's own kernels) covers plain "
+                             "RNN, LSTM (with proj_size) and GRU without zoneout or recurrent dropout in "
+                             f"training; not available for {why}; use backend='auto'")
         fast = {"fused": dispatch.fused_supports(self._cells[0]),
                 "scan": dispatch.scan_supports(self._cells[0], bool(self.zoneout))}
         if self.backend in fast and not fast[self.backend]:
