@@ -77,3 +77,20 @@ def test_step_is_exact_across_calls_for_streaming():
     y_a, s = layer(x[:, :17])
     y_b, _ = layer(x[:, 17:], s)
     assert torch.allclose(torch.cat([y_a, y_b], 1), y_full, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_an_empty_sequence_returns_the_initial_state_on_every_backend(name):
+    """T=0: torch's kernels raise 'Expected sequence length to be larger than 0', which the native
+    backend passed on while every other backend returned the initial state."""
+    torch.manual_seed(0)
+    layer = LAYERS[name]().eval()
+    h0 = layer.init_state(3)
+    h0 = type(h0)(*(torch.randn_like(p) for p in h0)) if isinstance(h0, tuple) else torch.randn_like(h0)
+    x = torch.randn(3, 0, 5)
+    for backend in ("auto", "cell", "reference"):
+        layer.backend = backend
+        y, hn = layer(x, h0)
+        assert y.shape == (3, 0, layer.proj_size or 8)
+        for got, want in zip(_parts(hn), _parts(h0)):
+            torch.testing.assert_close(got, want)

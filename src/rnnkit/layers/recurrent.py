@@ -322,6 +322,8 @@ class Recurrent(nn.Module):
         if lengths is not None:
             lengths = masking.check_lengths(lengths, B, T, x.device)
         backend, weights = self.select_backend(x), self._weights()
+        if backend == "native" and T == 0:  # torch's kernels refuse T=0; every other backend (and a
+            backend = "cell"                 # stream that has not started) returns the initial state
         if backend == "native" and lengths is None:
             y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(None, weights),
                                     self.bias, self.num_layers, self.dropout, self.training,
