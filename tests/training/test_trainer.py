@@ -419,3 +419,15 @@ def test_a_new_run_drops_old_event_files_and_a_resume_keeps_the_checkpoint_step(
     acc.Reload()
     steps = sorted(e.step for e in acc.Scalars("train/loss"))
     assert steps == [1, 2, 3, 4, 5], steps  # purge_step was the checkpoint's step: its own point was lost
+
+
+def test_progress_goes_to_a_pipe_as_plain_lines(make_config, capfd, monkeypatch):
+    """With stderr not a terminal, rich drew the bar once, at the end: a run piped to a log file
+    showed nothing for its whole length. Now a plain line every ``every`` seconds and one at the end."""
+    from rnnkit.training import logging as run_logging
+
+    monkeypatch.setattr(run_logging._PlainProgress, "every", 0.0)
+    Trainer(TinyLM(), make_config(max_steps=4, log_every=1, quiet=False, checkpoint=False)).fit(lm_data())
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("train ")]
+    assert [ln.split("step ")[1].split()[0] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert lines[-1].startswith("train 100%") and "\x1b" not in "".join(lines)

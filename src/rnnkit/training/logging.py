@@ -129,9 +129,14 @@ class RunLogger:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+        console = Console(stderr=True)
+        if not console.is_terminal:  # a pipe or a log file: rich would draw the bar once, at the end
+            self._progress = _PlainProgress(console, self._total_steps, self._total_time)
+            self._task = None
+            return
         self._progress = Progress(TextColumn("[bold]train"), BarColumn(), TaskProgressColumn(),
                                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                  console=Console(stderr=True), transient=False)
+                                  console=console, transient=False)
         self._progress.start()
         # the bar counts steps when the run's length in steps is known, else seconds of max_time
         total = self._total_steps or self._total_time
@@ -182,6 +187,34 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class _PlainProgress:
+    """The bar's stand-in when stderr is not a terminal: one plain line every ``every`` seconds and a
+    last one at the end, so that ``rnnkit train ... 2>&1 | tee log`` shows a long run as it goes."""
+
+    every = 30.0
+
+    def __init__(self, console, total_steps: int | None, total_time: float | None) -> None:
+        self._console, self._total_steps, self._total_time = console, total_steps, total_time
+        self._last = time.monotonic()
+        self._line: str | None = None
+
+    def update(self, task, *, completed: float, info: str) -> None:
+        total = self._total_steps or self._total_time
+        share = f"{100 * completed / total:3.0f}%  " if total else ""
+        self._line = f"train {share}{info}"
+        if time.monotonic() - self._last >= self.every:
+            self._print()
+
+    def _print(self) -> None:
+        self._console.print(self._line, highlight=False, markup=False, soft_wrap=True)
+        self._last = time.monotonic()
+        self._line = None
+
+    def stop(self) -> None:
+        if self._line is not None:
+            self._print()
 
 
 class StepMeter:
