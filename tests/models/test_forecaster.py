@@ -3,6 +3,9 @@ bundle round trips. Tiny models and few steps keep every test to a few seconds."
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,6 +189,10 @@ def test_recipe_trains_saves_plots_and_forecasts_from_the_bundle(tmp_path):
     frame = forecast_from_bundle(bundle, str(csv), "date", "units", plot=str(tmp_path / "f.png"))
     np.testing.assert_allclose(frame["median"].to_numpy(), fc.predict())
     assert (tmp_path / "f.png").is_file() and frame.index[0] == pd.Timestamp("2006-01-01")
+    # the same name again without a holdout: the first run's holdout.png must not stay as if it were this one's
+    train_forecaster(model, dataclasses.replace(data, holdout=False), tmp_path / "runs", "sales")
+    assert not (tmp_path / "runs" / "sales" / "holdout.png").exists()
+    assert "holdout" not in json.loads((tmp_path / "runs" / "sales" / "metrics.json").read_text())
     with pytest.raises(ConfigError, match="data.nan: expected 'refuse' or 'interpolate', got 'drop'"):
         ForecastDataConfig(csv=str(csv), nan="drop")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from rnnkit._files import write_text_atomic
 from rnnkit.data.timeseries import NAN_POLICIES
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.models import ts_metrics
@@ -231,6 +232,8 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
                         "expected at least one to forecast (name it with --target, or give fewer covariates)")
     out = Path(run_dir) / name
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("holdout.png", "forecast.png"):  # an earlier run of this name's plots are not this one's
+        (out / stale).unlink(missing_ok=True)
     metrics: dict[str, Any] = {"rows": len(frame), "targets": targets}
     if data_cfg.holdout and len(frame) >= 2 * data_cfg.horizon + 12:
         metrics["holdout"], pred = _holdout(model_cfg, data_cfg, frame, targets)
@@ -243,7 +246,7 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
                       "members": fc.fitted_["n_members"], "filled": fc.fill_counts_}
     if not data_cfg.future_covariates:
         plot_forecast(y, fc.predict_frame(), out / "forecast.png", title=f"{name}: forecast")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     return fc, bundle, metrics
 
 
@@ -316,7 +319,7 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
         from rnnkit.models.anomaly_metrics import window_metrics
         summary["metrics"] = window_metrics(windows, labelled, unit=pd.Timedelta("1h"))
     _plot_detection(det, y, windows, labelled, out / "detection.png", name)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return det, bundle, summary
 
 
