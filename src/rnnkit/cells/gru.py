@@ -34,6 +34,9 @@ def gru_gates(xp: Tensor, hp: Tensor, h: Tensor) -> Tensor:
     r = torch.sigmoid(xr + hr)
     z = torch.sigmoid(xz + hz)
     n = torch.tanh(xn + r * hn)
+    if n.dtype != h.dtype:  # under autocast: projections in its dtype, the state in float32 (lerp
+        dtype = torch.promote_types(n.dtype, h.dtype)  # does not promote, as * and + do in the LSTM)
+        n, h, z = n.to(dtype), h.to(dtype), z.to(dtype)
     return torch.lerp(n, h, z)  # (1 - z) * n + z * h
 
 

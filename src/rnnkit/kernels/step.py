@@ -78,6 +78,8 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     with ``cpp_only`` only the C++ step (for a one-step ``forward``, which otherwise keeps torch's kernels)."""
     if hx is None or torch.compiler.is_compiling() or capturing(x_t):
         return None  # a trace or a compiled graph would hold the C++ call's result as a constant
+    if isinstance(x_t, Tensor) and autocast_on(x_t.device.type):
+        return None  # autocast casts torch's ops to its dtype; the C++ step would stay in float32
     mode = layer.native_mode
     if layer.bidirectional or (layer.training and (
             layer.zoneout or layer.dropout or layer.recurrent_dropout or layer.weight_drop)):
@@ -128,6 +130,14 @@ def _layer_norm_step(cpp, layer, x_t: Tensor, hx, zone: tuple = ()):
             return None
         return cpp.ln_lstm_step(x_t, hx[0], hx[1], w, layer.bias, EPS, LSTMState, *zone)
     return cpp.ln_gru_step(x_t, hx, w, layer.bias, EPS, *zone)
+
+
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for this device type (``torch.is_autocast_enabled(device)``, torch >= 2.4)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover - an older signature without the device type
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
 def _cpp_step():

@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnkit.cells.base import LSTMState, RecurrentCell, zoneout_state
 from rnnkit.kernels import dispatch, native
 from rnnkit.kernels._capture import capturing
-from rnnkit.kernels.step import try_step
+from rnnkit.kernels.step import autocast_on, try_step
 from rnnkit.layers import masking
 from rnnkit.layers.regularizers import check_probability, drop_connect, variational_mask
 
@@ -324,6 +324,8 @@ class Recurrent(nn.Module):
         backend, weights = self.select_backend(x), self._weights()
         if backend == "native" and T == 0:  # torch's kernels refuse T=0; every other backend (and a
             backend = "cell"                 # stream that has not started) returns the initial state
+        if backend != "native" and autocast_on(x.device.type):
+            return self._outside_autocast(input, hx, lengths)
         if backend == "native" and lengths is None:
             y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(None, weights),
                                     self.bias, self.num_layers, self.dropout, self.training,
@@ -337,6 +339,24 @@ class Recurrent(nn.Module):
             y = y.squeeze(0 if self.batch_first else 1)
             parts = [p.squeeze(1) for p in parts]
         return y, self._pack_state(parts)
+
+    def _outside_autocast(self, input, hx, lengths=None, step: bool = False):
+        """Under autocast, rnnkit's own recurrences (all but ``native``, which torch's autocast covers)
+        run in the weights' dtype with autocast off, and return that dtype: the fused kernels and the scan
+        have no low-precision path, and the cells' loop mixed dtypes (a GRU's ``lerp`` refused them)."""
+        dtype = next(self.parameters()).dtype
+        cast = (lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t)
+        if isinstance(input, PackedSequence):
+            input = input._replace(data=cast(input.data))
+        else:
+            input = cast(input)
+        if isinstance(hx, tuple):
+            hx = type(hx)(*map(cast, hx)) if hasattr(hx, "_fields") else tuple(map(cast, hx))
+        else:
+            hx = cast(hx)
+        with torch.autocast(input.data.device.type if isinstance(input, PackedSequence) else input.device.type,
+                            enabled=False):
+            return self.step(input, hx) if step else self.forward(input, hx, lengths=lengths)
 
     def _pack_native(self, state: list[Tensor]):
         return tuple(state) if len(state) == 2 else state[0]
@@ -409,6 +429,8 @@ class Recurrent(nn.Module):
                 parts = [p.index_select(1, packed.unsorted_indices) for p in parts]
             out = PackedSequence(y, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
             return out, self._pack_state(parts)
+        if autocast_on(data.device.type):
+            return self._outside_autocast(packed, hx)
         padded, lengths = masking.unpack(packed)
         y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend(padded), weights)
         return masking.repack(y, lengths, packed), self._pack_state(parts)
@@ -434,7 +456,9 @@ class Recurrent(nn.Module):
             raise ValueError(f"{name}.step: expected x_t of shape (batch, {self.input_size}) or "
                              f"({self.input_size},), got {got}")
         ref = next(self.parameters())
-        if x_t.dtype != ref.dtype and not torch.is_autocast_enabled(x_t.device.type):
+        if autocast_on(x_t.device.type):
+            return self._outside_autocast(x_t, hx, step=True)
+        if x_t.dtype != ref.dtype:
             raise ValueError(f"{name}.step: x_t dtype must be {ref.dtype} like the weights, got {x_t.dtype}")
         batched = x_t.dim() == 2
         x = x_t if batched else x_t.unsqueeze(0)
