@@ -319,7 +319,8 @@ def _detect_command(common: list) -> click.Command:
                                               params["run_dir"], params["name"] or "detect")
         console.print(f"{len(summary['windows'])} anomaly window(s); bundle: {bundle}")
         if "metrics" in summary:
-            console.print(", ".join(f"{k} {v:.3g}" for k, v in _flat(summary["metrics"]).items()))
+            console.print(f"on the rows from {summary['evaluated_from']} (after those fitted on): " + ", ".join(
+                f"{k} {v:.3g}{' h' if k == 'delay' else ''}" for k, v in _flat(summary["metrics"]).items()))
     return click.Command("detect", callback=run, short_help="Anomaly detector on a CSV series.", help=(
         "Anomaly detector fitted on the first part of a series: rnnkit train detect --csv log.csv "
         "--time-col timestamp --target value (or --dataset nab/nyc_taxi)"),

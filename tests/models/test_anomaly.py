@@ -123,3 +123,81 @@ def test_constant_data_is_scored_and_timestamps_are_asked_for(method):
     if method == "forecast":  # fitted with calendar features of the DatetimeIndex
         with pytest.raises(DataError, match="the detector was fitted with timestamps .* pass y with its DatetimeIndex"):
             det.score(y.to_numpy())
+
+
+@pytest.mark.parametrize("method", ["forecast", "reconstruction"])
+def test_a_spike_beyond_float32_is_flagged_not_skipped(method):
+    """A spike of 1e20 made the float32 error inf, which pandas' EWMA skips as missing: the row
+    scored like the one before and no window was reported (1e3 and 1e6 were flagged)."""
+    clean = sine(500)
+    det = AnomalyDetector(method=method, **{**FAST, "max_steps": 40}).fit(clean.iloc[:300])
+    for spike in (1e6, 1e20, 1e200):
+        y = clean.copy()
+        y.iloc[400] = spike
+        scores = det.score(y)
+        assert np.isfinite(scores).all() and scores[400] > 1e3
+        assert any(w.start <= y.index[400] <= w.end for w in det.detect(y))
+
+
+def test_columns_are_matched_by_name_and_the_time_step_is_checked():
+    """Columns were matched by position (swapped columns scored 300x higher, silently) and data at
+    another time step (daily for an hourly fit) scored with the wrong calendar features."""
+    rng = np.random.default_rng(1)
+    idx = pd.date_range("2024-01-01", periods=400, freq="h")
+    t = np.arange(400)
+    frame = pd.DataFrame({"temp": 20 + np.sin(t / 6) + 0.05 * rng.standard_normal(400),
+                          "load": 500 + 50 * np.cos(t / 9) + rng.standard_normal(400)}, index=idx)
+    det = AnomalyDetector(**{**FAST, "max_steps": 30}).fit(frame)
+    np.testing.assert_array_equal(det.score(frame[["load", "temp"]]), det.score(frame))
+    with pytest.raises(DataError, match=r"columns \['temp', 'power'\] differ from the fitted \['temp', 'load'\]"):
+        det.score(frame.rename(columns={"load": "power"}))
+    with pytest.raises(DataError, match=r"its time step \(1 day\) differs from the fitted one \(1 hour\)"):
+        det.score(frame.set_axis(pd.date_range("2024-01-01", periods=400, freq="D")))
+    # one row: too short to tell its time step, scored with the fitted one (it said "has no timestamps")
+    assert det.score(frame.iloc[:1]).shape == (1,)
+
+
+def test_detector_options_are_checked():
+    for bad in (dict(value=float("nan")), dict(k=float("inf")), dict(smooth=True), dict(max_time=0),
+                dict(quantile=float("nan")), dict(merge=1.5)):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))}: expected"):
+            AnomalyDetector(**bad)
+
+
+def test_the_forecast_scores_placeholder_rows_do_not_lower_the_adaptive_threshold():
+    """The first `window` rows of the forecast score are 0 (no forecast there); they entered the
+    EWMA and the trailing mean and deviation, so the threshold jumped after them."""
+    y = sine(600)
+    det = AnomalyDetector(**{**FAST, "max_steps": 40}).fit(y.iloc[:400])
+    scores = det.score(y)
+    assert (scores[:24] == 0).all() and scores[24] > 0.05  # the EWMA starts at the first real score
+    thr = det.thresholds(scores)
+    assert np.isinf(thr[:48]).all()  # the trailing statistics need `window` real scores
+    assert thr[48] == pytest.approx(max(4.0, scores[24:48].mean() + 4 * scores[24:48].std(ddof=1)))
+
+
+def test_window_metrics_on_timestamps_without_a_unit_and_reversed_windows():
+    """window_metrics(det.detect(series), labels) failed on timestamps ('float() argument must be
+    ... not Timedelta'); a labelled window ending before it starts was taken silently."""
+    t = pd.date_range("2024-01-01", periods=100, freq="h")
+    m = window_metrics([(t[12], t[14], 5.0)], [(t[10], t[20])])
+    assert m["recall"] == 1.0 and m["delay"] == pytest.approx(2.0)  # hours
+    assert window_metrics([(t[12], t[14])], [(t[10], t[20])], unit=pd.Timedelta("30min"))["delay"] == 4.0
+    with pytest.raises(ValueError, match="a labelled window ends before it starts"):
+        window_metrics([], [(20, 10)])
+
+
+def test_the_recipe_scores_only_the_rows_after_the_fitted_ones(tmp_path, monkeypatch):
+    """`rnnkit train detect --dataset nab/...` counted labelled windows inside the training rows (the
+    model learnt them as normal) and detections there in its recall and precision."""
+    from rnnkit.recipes import forecast as recipe
+    y = sine(600)
+    y.iloc[500] += 3.0
+    labels = [(y.index[100], y.index[110]), (y.index[495], y.index[505])]
+    monkeypatch.setattr(recipe, "_detect_data", lambda data: (y, labels))
+    _, _, summary = recipe.train_detector(recipe.DetectorConfig(**{**FAST, "max_steps": 60}),
+                                          recipe.DetectDataConfig(dataset="nab/x", train_fraction=0.5),
+                                          tmp_path, "lab")
+    assert summary["evaluated_from"] == str(y.index[300])
+    m = summary["metrics"]
+    assert m["windows"] == 1 and m["found"] == 1 and m["recall"] == 1.0

@@ -335,3 +335,20 @@ def test_a_float64_forecaster_predicts_and_loads(tmp_path):
     fc.save(tmp_path / "f")
     from rnnkit.export import load
     np.testing.assert_allclose(load(tmp_path / "f").predict(), before, atol=1e-5)  # rnnkit.export.load too
+
+
+def test_new_history_at_another_time_step_is_refused():
+    """Weekly or quarterly history for a monthly model was forecast with the monthly season and
+    calendar and indexed weekly; daily history failed inside the network ('expected input with 3
+    features ... got 5'). Month-start and month-end data are the same step."""
+    y = monthly(100 + 10 * np.sin(2 * np.pi * np.arange(60) / 12))
+    f = Forecaster(horizon=6, ensemble=1, max_steps=5, hidden_size=8).fit(y)
+    month_end = pd.Series(y.to_numpy(), pd.date_range("2010-01-31", periods=60, freq="ME"))
+    assert f.predict(y=month_end).shape == (6,)
+    for freq in ("W-SUN", "QS-JAN", "D"):
+        other = pd.Series(y.to_numpy(), pd.date_range("2010-01-01", periods=60, freq=freq))
+        with pytest.raises(DataError, match=f"its time step \\(frequency '{freq}'\\) differs from the fitted "
+                                            "series' \\(frequency 'MS'\\)"):
+            f.predict(y=other)
+    with pytest.raises(DataError, match=r"its time step \(no time index \(positions\)\) differs"):
+        f.predict(y=y.to_numpy())

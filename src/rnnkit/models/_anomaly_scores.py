@@ -19,8 +19,8 @@ __all__ = ["values_and_calendar", "forecast_scores"]
 log = logging.getLogger(__name__)
 
 
-def values_and_calendar(y: Any, nan: str, *,
-                        refuse_constant: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
+def values_and_calendar(y: Any, nan: str, *, refuse_constant: bool = False,
+                        fitting: bool = True) -> tuple[np.ndarray, np.ndarray, Any]:
     """``(values (n, C), calendar (n, K), index or None)``; rows are scored in the given order.
 
     Repeated or missing timestamps are allowed (rows are positions); NaNs follow ``nan``. A
@@ -43,8 +43,9 @@ def values_and_calendar(y: Any, nan: str, *,
     if missing and nan == "refuse":
         row = int(np.flatnonzero(np.isnan(values).any(1))[0])
         where = index[row] if index is not None else f"row {row}"
-        raise DataError(f"y: {missing} NaN value(s), first at {where}; fill them or pass "
-                        "nan='interpolate'")
+        how = "pass nan='interpolate'" if fitting else \
+            "use a detector fitted with nan='interpolate' (rnnkit train detect --nan interpolate)"
+        raise DataError(f"y: {missing} NaN value(s), first at {where}; fill them or {how}")
     if missing:
         values = pd.DataFrame(values).interpolate().ffill().bfill().to_numpy()
         log.info("anomaly detector: interpolated %d missing value(s)", missing)

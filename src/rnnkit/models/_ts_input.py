@@ -32,7 +32,7 @@ from rnnkit.errors import DataError
 
 __all__ = ["SeriesData", "to_series", "check_index", "calendar_features", "future_index",
            "season_from_index", "column_names", "as_list", "per_series", "static_rows", "future_rows",
-           "integer_steps"]
+           "integer_steps", "step_key", "step_seconds", "describe_step"]
 
 log = logging.getLogger(__name__)
 _DAY = 86400.0
@@ -251,16 +251,67 @@ def season_from_index(index: Any) -> int:
     return 1
 
 
-def calendar_features(index: Any) -> np.ndarray:
+# a fixed-length step's key is its length; a calendar one's its unit (month start and month end are
+# both monthly) and multiple; strings pandas no longer parses (an older bundle's 'M') stay as they are
+_UNITS = {"MS": "M", "ME": "M", "BMS": "BM", "BME": "BM", "SMS": "SM", "SME": "SM", "QS": "Q", "QE": "Q",
+          "BQS": "BQ", "BQE": "BQ", "YS": "Y", "YE": "Y", "A": "Y", "AS": "Y", "BYS": "BY", "BYE": "BY"}
+
+
+def step_key(freq: str | None) -> Any:
+    """What two frequencies share when they are the same time step ('MS' and 'ME', 'W-SUN' and 'W-MON')."""
+    if not freq:
+        return None
+    from pandas.tseries.frequencies import to_offset
+    try:
+        offset = to_offset(freq)
+    except ValueError:
+        code = freq.split("-")[0].lstrip("0123456789")
+        return (_UNITS.get(code, code), 1)
+    try:
+        return ("fixed", offset.nanos)
+    except ValueError:
+        code = offset.rule_code.split("-")[0]
+        return (_UNITS.get(code, code), offset.n)
+
+
+def step_seconds(index: Any) -> float | None:
+    """The median time step of a DatetimeIndex of two or more rows, in seconds; else None."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return None
+    return _step_seconds(index)
+
+
+def describe_step(seconds: float) -> str:
+    """``seconds`` in words (``1 hour``, ``30 minutes``, ``1 day``, ``31 days``)."""
+    for size, unit in ((_DAY, "day"), (3600.0, "hour"), (60.0, "minute"), (1.0, "second")):
+        if seconds >= size or size == 1.0:
+            n = seconds / size
+            n = int(n) if float(n).is_integer() else round(n, 2)
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return f"{seconds} seconds"  # pragma: no cover
+
+
+def _calendar_kind(step: float) -> int:
+    """Which calendar features a time step of ``step`` seconds gets (see calendar_features)."""
+    return sum(step >= edge for edge in (_DAY, 6 * _DAY, 25 * _DAY, 300 * _DAY))
+
+
+def same_calendar(a: float, b: float) -> bool:
+    """Whether two time steps (seconds) get the same calendar features and are within 1.5x."""
+    return _calendar_kind(a) == _calendar_kind(b) and max(a, b) <= 1.5 * min(a, b)
+
+
+def calendar_features(index: Any, step: float | None = None) -> np.ndarray:
     """Cyclic calendar features ``(N, K)`` finer than a year but coarser than the step.
 
     Sine and cosine of: hour of day and day of week (sub-daily steps), day of week and day of
     year (daily), day of year (weekly), month of year (monthly and quarterly); none for yearly
-    steps or a positional index.
+    steps or a positional index. ``step`` (seconds) is the time step to use instead of the
+    index's own (a fitted model's, for an index of one row).
     """
-    if index is None or len(index) < 2:
+    if index is None or (len(index) < 2 and step is None):
         return np.zeros((0 if index is None else len(index), 0))
-    step = _step_seconds(index)
+    step = _step_seconds(index) if step is None else step
     hour = (index.hour + index.minute / 60.0) / 24.0
     dow = index.day_of_week / 7.0
     doy = (index.day_of_year - 1) / 365.25

@@ -43,6 +43,7 @@ from rnnkit.models._anomaly_scores import forecast_scores, values_and_calendar
 from rnnkit.models._autoencoder import AESpec, LSTMAutoencoder, fit_autoencoder, row_errors
 from rnnkit.models._forecast_net import CELLS
 from rnnkit.models._forecast_train import torch_threads
+from rnnkit.models._ts_input import calendar_features, describe_step, same_calendar, step_seconds
 from rnnkit.models.forecaster import Forecaster, _BundleConfig
 
 __all__ = ["AnomalyDetector", "DetectorConfig", "AnomalyWindow"]
@@ -107,8 +108,18 @@ class DetectorConfig:
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name}: expected one of {choices}, got {getattr(self, name)!r}")
         for name in ("window", "hidden_size", "smooth", "max_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: expected a positive int, got {value!r}")
+        for name in ("history", "merge", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name}: expected an int, got {value!r}")
+        for name in ("value", "quantile", "k", "max_time"):  # NaN passed `value <= 0` (never flagging)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+                    or value <= 0:
+                raise ConfigError(f"{name}: expected a finite number > 0, got {value!r}")
         if not 0.0 < self.quantile < 1.0:
             raise ConfigError(f"quantile: expected a value in (0, 1), got {self.quantile!r}")
         if 0 < self.history < self.window:
@@ -160,11 +171,12 @@ class AnomalyDetector(BundleMixin, nn.Module):
         square of its raw scores, so out-of-sample normal rows score about 1).
         """
         o = self.options
-        values, cal, _ = values_and_calendar(y, o.nan, refuse_constant=True)
+        values, cal, index = values_and_calendar(y, o.nan, refuse_constant=True)
         if len(values) < 4 * o.window:
             raise DataError(f"y has {len(values)} rows; window={o.window} needs at least "
                             f"{4 * o.window} to fit; use a shorter window")
-        self.fitted_ = {"n_features": values.shape[1], "n_calendar": cal.shape[1], "unit": 1.0}
+        self.fitted_ = {"n_features": values.shape[1], "n_calendar": cal.shape[1], "unit": 1.0,
+                        "columns": _names(y), "step_seconds": step_seconds(index)}
         held = self._fit_forecaster(values, cal) if o.method == "forecast" else self._fit_autoencoder(values)
         raw = self._raw_scores(values, cal)
         self.fitted_["unit"] = float(np.sqrt(np.mean(raw[-held:] ** 2))) or 1.0
@@ -225,11 +237,37 @@ class AnomalyDetector(BundleMixin, nn.Module):
 
     def _smoothed(self, values: np.ndarray, cal: np.ndarray) -> np.ndarray:
         raw = self._raw_scores(values, cal)
-        return pd.Series(raw).ewm(span=self.options.smooth, adjust=False).mean().to_numpy()
+        # an error beyond float32's range (a spike of 1e20 in a sensor log) is inf, which pandas' EWMA
+        # skips as missing: the spike scored as normal. Capped instead, far above any threshold
+        raw = np.minimum(np.nan_to_num(raw, nan=SCORE_CAP, posinf=SCORE_CAP), SCORE_CAP)
+        # the forecast score's first `window` rows are placeholders (0), not scores: the EWMA starts after
+        start = self.forecaster.fitted_["input_len"] if self.forecaster is not None else 0
+        out = np.zeros(len(raw))
+        out[start:] = pd.Series(raw[start:]).ewm(span=self.options.smooth, adjust=False).mean().to_numpy()
+        return out
+
+    def _inputs(self, y: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """``values_and_calendar`` for scoring: columns by name where fit had names, calendar features
+        from the fitted time step (which y's own must match)."""
+        f = self.fitted_
+        if f is None:
+            raise ConfigError("AnomalyDetector is not fitted; call fit(y) first")
+        y = _reorder(y, f.get("columns"))
+        values, cal, index = values_and_calendar(y, self.options.nan, fitting=False)
+        fitted_step = f.get("step_seconds")
+        if index is not None and fitted_step is not None:
+            got = step_seconds(index)
+            if got is not None and not same_calendar(got, fitted_step):
+                raise DataError(f"y: its time step ({describe_step(got)}) differs from the fitted one "
+                                f"({describe_step(fitted_step)}); score data at the time step the detector "
+                                "was fitted on")
+            cal = calendar_features(index, fitted_step)
+        return values, cal, index
 
     def score(self, y: Any) -> np.ndarray:
-        """Smoothed anomaly score of every row (``0`` for the first ``window`` rows)."""
-        values, cal, _ = values_and_calendar(y, self.options.nan)
+        """Smoothed anomaly score of every row (``0`` for the first ``window`` rows with
+        ``method="forecast"``, which has no forecast there)."""
+        values, cal, _ = self._inputs(y)
         return self._smoothed(values, cal)
 
     def thresholds(self, scores: np.ndarray) -> np.ndarray:
@@ -239,17 +277,42 @@ class AnomalyDetector(BundleMixin, nn.Module):
             return np.full(len(scores), o.value)
         if o.threshold == "quantile":
             return np.full(len(scores), f.get("train_quantile", o.value))
-        trail = pd.Series(scores).shift(1).rolling(o.history or 10 * o.window, min_periods=o.window)
+        trail = pd.Series(scores, dtype=np.float64)
+        trail.iloc[: o.window] = np.nan  # never flagged, and no scores with method="forecast" (zeros)
+        trail = trail.shift(1).rolling(o.history or 10 * o.window, min_periods=o.window)
         adaptive = (trail.mean() + o.k * trail.std()).to_numpy()
         return np.maximum(np.nan_to_num(adaptive, nan=np.inf), o.value)
 
     def detect(self, y: Any) -> list[AnomalyWindow]:
         """Anomaly windows of ``y``: ``AnomalyWindow(start, end, score)`` in time order."""
-        values, cal, index = values_and_calendar(y, self.options.nan)
+        values, cal, index = self._inputs(y)
         scores = self._smoothed(values, cal)
         flags = scores > self.thresholds(scores)
         flags[: self.options.window] = False
         return _windows(flags, scores, index, self.options.merge or self.options.window // 2)
+
+
+SCORE_CAP = 1e6  # score units (normal rows score about 1)
+
+
+def _names(y: Any) -> list[str] | None:
+    """The column names of a DataFrame of several columns (scored by name later), else None."""
+    if isinstance(y, pd.DataFrame) and y.shape[1] > 1:
+        return [str(c) for c in y.columns]
+    return None
+
+
+def _reorder(y: Any, fitted: list[str] | None) -> Any:
+    """``y``'s columns in the fitted order (a CSV read with --target b,a), refusing other names."""
+    if fitted is None or not isinstance(y, pd.DataFrame):
+        return y
+    got = [str(c) for c in y.columns]
+    if got == fitted:
+        return y
+    if sorted(got) != sorted(fitted):
+        raise DataError(f"y: columns {got} differ from the fitted {fitted}; give the columns the detector "
+                        "was fitted on")
+    return y.set_axis(got, axis=1)[fitted]
 
 
 def _frames(values: np.ndarray, cal: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -50,9 +50,14 @@ def window_metrics(detected: Sequence[tuple], labelled: Sequence[tuple], *,
     """Recall, precision, F1 and mean delay of ``detected`` (start, end, ...) windows.
 
     Starts and ends may be timestamps or positions; ``unit`` (e.g. ``pd.Timedelta("1h")``)
-    divides the delays, which are reported in that unit (positions: in steps).
+    divides the delays, which are reported in that unit (timestamps without one: hours;
+    positions: steps). A window whose end comes before its start is refused.
     """
     det = [(d[0], d[1]) for d in detected]
+    for kind, windows in (("detected", det), ("labelled", labelled)):
+        for w in windows:
+            if w[1] < w[0]:
+                raise ValueError(f"window_metrics: a {kind} window ends before it starts: {tuple(w[:2])}")
     found, delays = 0, []
     for lab in labelled:
         hits = [d for d in det if _overlaps(d, lab)]
@@ -60,6 +65,10 @@ def window_metrics(detected: Sequence[tuple], labelled: Sequence[tuple], *,
             found += 1
             gap = min(d[0] for d in hits) - lab[0]
             gap = gap if gap > gap * 0 else gap * 0  # clamp at zero (numbers or timedeltas)
+            if unit is None and hasattr(gap, "total_seconds"):  # timestamps: hours
+                gap = gap.total_seconds() / 3600.0
+            elif unit is None and isinstance(gap, np.timedelta64):
+                gap = gap / np.timedelta64(1, "h")
             delays.append(gap / unit if unit is not None else float(gap))
     correct = sum(any(_overlaps(d, lab) for lab in labelled) for d in det)
     recall = found / len(labelled) if labelled else float("nan")

@@ -36,7 +36,7 @@ from rnnkit.models._forecast_config import ForecasterConfig, auto_sizes
 from rnnkit.models._forecast_net import ForecastNet, NetSpec
 from rnnkit.models._forecast_train import FitPlan, fit_net, make_windows, torch_threads
 from rnnkit.models._ts_input import (SeriesData, as_list, calendar_features, future_index, future_rows,
-                                     per_series, season_from_index, static_rows, to_series)
+                                     per_series, season_from_index, static_rows, step_key, to_series)
 
 __all__ = ["Forecaster", "ForecasterConfig"]
 
@@ -56,7 +56,7 @@ def _time_step(s: SeriesData) -> tuple[Any, str]:
     (the calendar features and the season come from one step; anchors like W-SUN/W-MON may differ)."""
     if s.index is None:
         return None, "no time index (positions)"
-    return (s.freq or "").split("-")[0], f"frequency {s.freq!r}"
+    return step_key(s.freq) or "?", f"frequency {s.freq!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,11 +232,23 @@ class Forecaster(BundleMixin, nn.Module):
         L = f["input_len"]
         out = []
         for s, old, st in zip(series, f["series"], statics):
+            self._check_time_step(s, old)
             if len(s.target) < L:
                 raise DataError(f"y: {len(s.target)} rows, expected at least input_len={L}")
             p = core.prepare(s, old["transforms"], st, self.options.calendar)
             out.append(self._record(s, old["transforms"], p, st, L))
         return out
+
+    @staticmethod
+    def _check_time_step(s: SeriesData, old: dict[str, Any]) -> None:
+        """New history must have the fitted series' time step: its season, calendar features and the
+        forecast's timestamps come from it (weekly history for a monthly model ran without a word)."""
+        fitted = (None, "no time index (positions)") if old["tail"] is None else \
+            (step_key(old["freq"]) or "?", f"frequency {old['freq']!r}")
+        got = _time_step(s)
+        if got[0] != fitted[0] and "?" not in (got[0], fitted[0]):
+            raise DataError(f"y: its time step ({got[1]}) differs from the fitted series' ({fitted[1]}); give history at "
+                            "the time step the forecaster was fitted on")
 
     def _run(self, covariates: Any, y: Any, y_covariates: Any, static: Any) -> tuple[list, list]:
         f, o = self._fitted(), self.options

@@ -82,8 +82,11 @@ def plot_detection(series: pd.Series, windows: Sequence[Any], path: str | Path, 
     ax.plot(x, series.to_numpy(), color="tab:blue", lw=0.8, label=str(series.name or "value"))
     for k, (a, b) in enumerate(labelled or []):
         ax.axvspan(a, b, color="tab:green", alpha=0.18, lw=0, label="labelled window" if k == 0 else None)
-    for k, w in enumerate(windows):
-        ax.axvspan(w[0], w[1], color="tab:red", alpha=0.35, lw=0, label="detected" if k == 0 else None)
+    for k, w in enumerate(windows):  # an edge line: a window of one row has no width to fill
+        ax.axvspan(w[0], w[1], facecolor="tab:red", edgecolor="tab:red", alpha=0.35, lw=1.2,
+                   label="detected" if k == 0 else None)
+    if len(x):
+        ax.set_xlim(x[0], x[-1])  # labelled windows outside the series do not stretch the axis
     ax.set_title(f"{title} ({len(windows)} window(s) detected)")
     ax.set_ylabel(str(series.name or "value"))
     ax.grid(alpha=0.3)

@@ -304,6 +304,8 @@ def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list
 def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
                    run_dir: str | Path = "runs", name: str = "detect") -> tuple[AnomalyDetector, Path, dict]:
     """Fit an AnomalyDetector on the first ``train_fraction`` rows; bundle, plot and summary."""
+    if detector_cfg.nan == "interpolate" and data_cfg.nan != "interpolate":  # --model.nan: the CSV too
+        data_cfg = dataclasses.replace(data_cfg, nan="interpolate")
     y, labelled = _detect_data(data_cfg)
     n_fit = max(int(len(y) * data_cfg.train_fraction), 4 * detector_cfg.window)
     options = dataclasses.asdict(detector_cfg)
@@ -315,9 +317,15 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
     bundle = det.save(out / "bundle")
     windows = det.detect(y)
     summary: dict[str, Any] = {"rows": len(y), "fit_rows": n_fit, "windows": [list(map(str, w)) for w in windows]}
-    if labelled:
+    if labelled and n_fit < len(y):
+        # scored on the rows after those fitted on: a labelled window inside the training rows (the
+        # model learnt it as normal) or a detection there says nothing about the detector
         from rnnkit.models.anomaly_metrics import window_metrics
-        summary["metrics"] = window_metrics(windows, labelled, unit=pd.Timedelta("1h"))
+        first = y.index[n_fit]
+        unseen = [(max(w[0], first), w[1], *w[2:]) for w in windows if w[1] >= first]
+        labels = [(max(a, first), b) for a, b in labelled if b >= first]
+        summary["evaluated_from"] = str(first)
+        summary["metrics"] = window_metrics(unseen, labels, unit=pd.Timedelta("1h"))  # delay in hours
     _plot_detection(det, y, windows, labelled, out / "detection.png", name)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return det, bundle, summary
@@ -326,6 +334,8 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
 def _plot_detection(det: AnomalyDetector, y: Any, windows: list, labelled: list, path: Any, title: str) -> None:
     scores = det.score(y)
     series = y if isinstance(y, pd.Series) else y.iloc[:, 0]
+    if isinstance(y, pd.DataFrame) and y.shape[1] > 1:
+        title = f"{title} (column {series.name!s}, 1 of {y.shape[1]}; the score reads all)"
     plot_detection(series, windows, path, title=title, scores=scores,
                    thresholds=det.thresholds(scores), labelled=labelled)
 
