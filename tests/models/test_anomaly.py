@@ -201,3 +201,27 @@ def test_the_recipe_scores_only_the_rows_after_the_fitted_ones(tmp_path, monkeyp
     assert summary["evaluated_from"] == str(y.index[300])
     m = summary["metrics"]
     assert m["windows"] == 1 and m["found"] == 1 and m["recall"] == 1.0
+
+
+def test_detect_from_bundle_reads_the_fitted_columns_and_names_what_is_wrong(tmp_path):
+    """`rnnkit detect` on a CSV with more columns said 'expected 1 column(s) as in fit, got 2' without
+    naming --target; with a multi-column fit, the columns it was fitted on are read by default."""
+    from rnnkit.recipes.forecast import DetectDataConfig, DetectorConfig, detect_from_bundle, train_detector
+    y = sine(400)
+    frame = pd.DataFrame({"value": y, "other": np.cos(np.arange(400) / 7.0)}, index=y.index)
+    csv = tmp_path / "two.csv"
+    frame.rename_axis("timestamp").to_csv(csv)
+    one = tmp_path / "one.csv"
+    y.rename_axis("timestamp").to_csv(one)
+    _, bundle, _ = train_detector(DetectorConfig(**{**FAST, "max_steps": 20}), DetectDataConfig(csv=str(one)),
+                                  tmp_path / "runs", "one")
+    with pytest.raises(DataError, match=r"2 value column\(s\) \(value, other\), the detector was fitted on 1; "
+                                        "name the column.* with --target"):
+        detect_from_bundle(bundle, str(csv))
+    assert isinstance(detect_from_bundle(bundle, str(csv), target="value"), list)
+    _, both, _ = train_detector(DetectorConfig(**{**FAST, "max_steps": 20}),
+                                DetectDataConfig(csv=str(csv), target="other,value"), tmp_path / "runs", "two")
+    assert detect_from_bundle(both, str(csv)) == detect_from_bundle(both, str(csv), target="value,other")
+    with pytest.raises(rnnkit.errors.ConfigError, match="holds an AnomalyDetector, expected a Forecaster"):
+        from rnnkit.recipes.forecast import forecast_from_bundle
+        forecast_from_bundle(both)

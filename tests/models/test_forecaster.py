@@ -352,3 +352,27 @@ def test_new_history_at_another_time_step_is_refused():
             f.predict(y=other)
     with pytest.raises(DataError, match=r"its time step \(no time index \(positions\)\) differs"):
         f.predict(y=y.to_numpy())
+
+
+def test_future_covariates_from_a_csv_must_cover_the_forecast_rows(tmp_path):
+    """`rnnkit forecast --future-csv` took the file's rows in order whatever their dates (2030, daily,
+    for a monthly forecast of 2006)."""
+    from rnnkit.recipes.forecast import (ForecastDataConfig, ForecastModelConfig, forecast_from_bundle,
+                                         train_forecaster)
+    y = seasonal(72)
+    frame = pd.DataFrame({"units": y.to_numpy(), "promo": np.arange(72) % 3 == 0}, index=y.index)
+    csv = tmp_path / "sales.csv"
+    frame.astype(float).rename_axis("date").to_csv(csv)
+    data = ForecastDataConfig(csv=str(csv), time_col="date", target="units", future_covariates="promo",
+                              horizon=4, holdout=False)
+    _, bundle, _ = train_forecaster(ForecastModelConfig(hidden_size=8, ensemble=1, max_steps=5), data,
+                                    tmp_path / "runs", "promo")
+    ahead = pd.date_range(y.index[-1], periods=5, freq="MS")[1:]
+    good, bad = tmp_path / "future.csv", tmp_path / "wrong.csv"
+    pd.DataFrame({"promo": [1.0, 0, 0, 1]}, index=ahead).rename_axis("date").to_csv(good)
+    pd.DataFrame({"promo": [1.0, 0, 0, 1]}, index=pd.date_range("2030-01-01", periods=4, freq="D")
+                 ).rename_axis("date").to_csv(bad)
+    assert len(forecast_from_bundle(bundle, str(csv), "date", future_csv=str(good))) == 4
+    with pytest.raises(DataError, match=r"wrong.csv: its timestamps 2030-01-01 00:00:00 \.\. 2030-01-04 .* are "
+                                        r"not the forecast's"):
+        forecast_from_bundle(bundle, str(csv), "date", future_csv=str(bad))

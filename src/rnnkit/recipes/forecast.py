@@ -250,13 +250,18 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     return fc, bundle, metrics
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _load(bundle: str | Path, kind: type) -> Any:
     from rnnkit.export.bundle import load_bundle
     path = Path(bundle)
     path = path / "bundle" if (path / "bundle" / "config.json").is_file() else path
     model = load_bundle(path)
     if not isinstance(model, kind):
-        raise ConfigError(f"{bundle}: holds a {type(model).__name__}, expected a {kind.__name__}")
+        got, want = type(model).__name__, kind.__name__
+        raise ConfigError(f"{bundle}: holds {_a(got)} {got}, expected {_a(want)} {want}")
     return model
 
 
@@ -282,11 +287,24 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
         history = _read(csv, time_col or "", targets + list(f["past"]) + list(f["future"]), fc.options.nan)
         covs = history[list(f["past"]) + list(f["future"])] if f["past"] or f["future"] else None
         frame = fc.predict_frame(future, y=history[targets], y_covariates=covs)
+    _check_future_times(future, frame, future_csv)
     if plot:
         if history is None:
             raise DataError("plot: pass csv (the history to draw) along with plot")
         plot_forecast(history[targets], frame, plot, title=f"Forecast: {Path(str(bundle)).name}")
     return frame
+
+
+def _check_future_times(future: pd.DataFrame | None, frame: pd.DataFrame, path: str | None) -> None:
+    """The future covariates' rows are taken in order: their timestamps must be the forecast's."""
+    if future is None or not isinstance(future.index, pd.DatetimeIndex) \
+            or not isinstance(frame.index, pd.DatetimeIndex):
+        return
+    got = future.index[: len(frame)]
+    if not got.equals(frame.index):
+        raise DataError(f"{path}: its timestamps {got[0]} .. {got[-1]} are not the forecast's "
+                        f"{frame.index[0]} .. {frame.index[-1]} ({len(frame)} rows at the series' time "
+                        "step); give the future covariates of the rows after the history")
 
 
 def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list[tuple]]:
@@ -345,7 +363,14 @@ def detect_from_bundle(bundle: str | Path, csv: str, time_col: str | None = None
                        labelled: list[tuple] | None = None) -> list[AnomalyWindow]:
     """Anomaly windows ``(start, end, score)`` of ``csv`` under a saved AnomalyDetector."""
     det = _load(bundle, AnomalyDetector)
-    frame = _read(csv, time_col or "", _cols(target or ""), det.options.nan, duplicates="keep")
+    fitted = det.fitted_ or {}
+    columns = _cols(target or "") or fitted.get("columns") or []
+    frame = _read(csv, time_col or "", columns, det.options.nan, duplicates="keep")
+    want = fitted.get("n_features")
+    if want is not None and frame.shape[1] != want and not target:
+        names = ", ".join(map(str, frame.columns))
+        raise DataError(f"{csv}: {frame.shape[1]} value column(s) ({names}), the detector was fitted on "
+                        f"{want}; name the column(s) it was fitted on with --target")
     y = frame.iloc[:, 0] if frame.shape[1] == 1 else frame
     windows = det.detect(y)
     if plot:
