@@ -142,10 +142,15 @@ def _fsync_tree(root: Path) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and one rename: a reader sees the
     old file or the whole new one, never a truncated one."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`write_text_atomic` for bytes."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
         _fsync_path(tmp)
         os.replace(tmp, path)
     finally:

@@ -87,11 +87,23 @@ def test_pydocs_is_deterministic_sized_and_cached_only_where_asked(tmp_path):
     assert splits["train"] + splits["val"] == text
     assert len(splits["train"]) == int(len(text) * 0.9)
     cached = list((tmp_path / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].read_text(encoding="utf-8") == text
+    good = cached[0].read_bytes()
+    assert len(cached) == 1 and good.decode().partition("\n")[2] == text  # after a SHA-256 line
     assert load_dataset("pydocs", "val", cache_dir=tmp_path / "cache") == splits["val"]
     cached[0].write_text("", encoding="utf-8")  # a cache an interrupted run emptied: built again
     assert load_dataset("pydocs", "val", cache_dir=tmp_path / "cache") == splits["val"]
-    assert cached[0].read_text(encoding="utf-8") == text
+    assert cached[0].read_bytes() == good
+
+
+def test_a_damaged_or_cut_short_pydocs_cache_is_built_again(tmp_path):
+    load_dataset("pydocs", cache_dir=tmp_path)
+    (cache,) = tmp_path.iterdir()
+    good = cache.read_bytes()
+    for bad in (b"\xff bad", b"x" * 10, good[:-100], good.replace(b"assert", b"ASSERT", 1)):
+        cache.write_bytes(bad)
+        splits = load_dataset("pydocs", cache_dir=tmp_path)
+        assert splits["train"] + splits["val"] == build_pydocs_text()
+        assert cache.read_bytes() == good
 
 
 @pytest.mark.parametrize("name", SERIES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,3 +98,22 @@ def test_parity_targets_and_baseline():
     assert float(majority) == pytest.approx(0.5, abs=0.01)
     assert _marginal_cross_entropy(task.targets.unsqueeze(1), 2) == pytest.approx(
         parity_baseline(), abs=0.001)
+
+
+def test_bad_sizes_and_seeds_are_refused_naming_the_argument():
+    from rnnkit.data.synthetic import copy_memory, copy_memory_baseline, selective_copy_baseline
+    for kwargs, error, pattern in (({"n": 2.5}, TypeError, "n must be an integer, got 2.5"),
+                                   ({"T": True}, TypeError, "T must be an integer, got True"),
+                                   ({"seed": "a"}, TypeError, "seed must be an integer, got 'a'"),
+                                   ({"n": 0}, ValueError, "n must be >= 1, got 0")):
+        with pytest.raises(error, match=pattern):
+            adding_problem(**{"n": 2, "T": 10, **kwargs})
+    with pytest.raises(ValueError, match="n_symbols must be >= 1, got 0"):
+        copy_memory(2, 10, n_symbols=0)
+    with pytest.raises(ValueError, match="copy_len must be >= 1, got 0"):
+        copy_memory_baseline(10, copy_len=0)  # was ZeroDivisionError with T=0
+    with pytest.raises(ValueError, match="T must be >= 1, got 0"):
+        copy_memory_baseline(0)
+    with pytest.raises(ValueError, match="n_symbols must be >= 1, got 0"):
+        selective_copy_baseline(0)
+    assert adding_problem(2, np.int64(10), seed=np.int64(3)).inputs.shape == (2, 10, 2)

@@ -220,3 +220,24 @@ def test_parallel_corpus_from_line_aligned_gz_files(tmp_path):
     assert f"{en} has 2 lines but {de} has 1" in message and "line-aligned" in message
     held = ParallelCorpus(tuple("abcdefghij"), tuple("ABCDEFGHIJ")).split(0.3, seed=0)[1]
     assert len(held) == 3 and all(s.upper() == t for s, t in held)
+
+
+def test_parallel_corpus_from_tsv_with_lone_cr_line_ends(tmp_path):
+    path = tmp_path / "cr.tsv"
+    path.write_bytes(b"Go.\tVa !\rHi.\tSalut.\r")
+    corpus = ParallelCorpus.from_tsv(path)
+    assert list(corpus) == [("Go.", "Va !"), ("Hi.", "Salut.")]
+
+
+def test_nab_labels_with_bad_entries_name_the_file_and_series(tmp_path):
+    pytest.importorskip("pandas")
+    from rnnkit.data._sets import _nab_times
+    path, key = tmp_path / "combined_windows.json", "realKnownCause/nyc_taxi.csv"
+    spans = _nab_times(path, key, [["2014-11-01 19:48:00.000000", "2014-11-02 00:00:00"]], pairs=True)
+    assert [str(t) for t in spans[0]] == ["2014-11-01 19:48:00", "2014-11-02 00:00:00"]
+    for entries in ([["garbage", "2014"]], [["a"]], [[None, "2014"]], ["2014"], {"a": 1}):
+        with pytest.raises(DataError, match=r"combined_windows.json: 'realKnownCause/nyc_taxi.csv' holds "
+                                            r".*, not a (list of )?\[start, end\] pair"):
+            _nab_times(path, key, entries, pairs=True)
+    with pytest.raises(DataError, match=r"labels.json: 'k' holds 3, not a timestamp"):
+        _nab_times(tmp_path / "labels.json", "k", [3], pairs=False)

@@ -178,3 +178,32 @@ def test_nab_series_and_windows(require_dataset):
     assert len(taxi.windows) == 5 and len(taxi.labels) == 5
     assert all(start < label < end for (start, end), label in zip(taxi.windows, taxi.labels))
     assert taxi.data.index.is_monotonic_increasing and not taxi.data.isna().any().any()
+
+
+def test_read_series_csv_refuses_infinite_values_with_their_count(tmp_path):
+    path = _write(tmp_path, "date,v\n2015-01-01,1\n2015-01-02,inf\n2015-01-03,1e400\n2015-01-04,4\n")
+    for nan in ("refuse", "interpolate"):
+        with pytest.raises(DataError, match=r"2 infinite value\(s\) in column 'v', first on line 3 "
+                                            r"\('inf'\)"):
+            read_series_csv(path, nan=nan)
+
+
+def test_scaler_refuses_infinite_data_and_bad_dicts():
+    with pytest.raises(ValueError, match="cannot fit a Scaler on infinite values"):
+        Scaler().fit([[np.inf], [1.0]])
+    for data in ({"kind": "standard", "shift": [0], "scale": [0]},
+                 {"kind": "standard", "shift": [np.nan], "scale": [1]},
+                 {"kind": "minmax", "shift": [0]}):
+        with pytest.raises(ValueError, match="Scaler data needs"):
+            Scaler.from_dict(data)
+
+
+def test_window_targets_and_split_fractions_are_checked():
+    x = np.zeros((10, 2))
+    for targets, pattern in (([0.7], "got 0.7"), ([True], "got True"), ([], "at least one column")):
+        with pytest.raises(ValueError, match=pattern):
+            WindowDataset(x, 3, 1, targets=targets)
+    assert WindowDataset(x, 3, 1, targets=[np.int64(1)]).targets == [1]
+    for fractions in ((float("nan"), 0.2), (0.1, float("nan"))):
+        with pytest.raises(ValueError, match="need val_fraction, test_fraction >= 0"):
+            split_series(x, *fractions)

@@ -228,3 +228,109 @@ def test_fits_and_ids_that_would_fail_later_fail_now(tmp_path):
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(DataError, match='"lower" must be true or false'):
         load_tokenizer(path)
+
+
+# -- QA findings: unknown whitespace, constructor and file checks, save paths -------------------
+def test_subword_unknown_tokens_reports_whitespace():
+    pytest.importorskip("tokenizers")
+    tok = SubwordTokenizer(vocab_size=60).fit(["ab", "cd"])  # no space, tab or NBSP in the text
+    text = "ab cd\tx\r\u00a0\u3000\u2028"
+    assert tok.unknown_tokens(text) == {" ", "\t", "x", "\r", "\u00a0", "\u3000", "\u2028"}
+    assert tok.encode(text).count(tok.unk_id) == 7
+    spaced = SubwordTokenizer(vocab_size=60).fit("ab cd ab cd")
+    assert spaced.unknown_tokens("ab cd\tab") == {"\t"}
+
+
+def test_char_vocabulary_argument_is_checked_like_a_file():
+    with pytest.raises(ValueError, match="chars must be single characters, got '<unk>'"):
+        CharTokenizer(chars=["a", "<unk>"])
+    with pytest.raises(ValueError, match="chars must be single characters, got 'ab'"):
+        CharTokenizer(chars=["ab", "c"])
+    assert CharTokenizer(chars=["a", "b", "a"]).vocab == ["<unk>", "a", "b"]
+
+
+def test_encode_refuses_non_text_and_decode_refuses_strings():
+    char, word = CharTokenizer.train("abc"), WordTokenizer().fit("a b")
+    for tok in (char, word):
+        for bad in (b"abc", 3):
+            with pytest.raises(TypeError, match=r"encode expects a str, got (bytes|int)"):
+                tok.encode(bad)
+        with pytest.raises(ValueError, match="token ids must be integers, got '1'"):
+            tok.decode(["1"])
+    assert char.decode([1, 2.0]) == "ab"
+    for unfitted in (CharTokenizer(), WordTokenizer()):
+        with pytest.raises(ValueError, match="is not fitted"):
+            unfitted.decode([0])
+
+
+def test_save_gz_loads_back_and_bad_folders_are_named(tmp_path):
+    tok = CharTokenizer.train("abc")
+    path = tok.save(tmp_path / "t.json.gz")
+    assert path.read_bytes()[:2] == b"\x1f\x8b" and load_tokenizer(path) == tok
+    with pytest.raises(FileNotFoundError, match=r"no[/\\]such: folder not found"):
+        tok.save(tmp_path / "no" / "such" / "t.json")
+    with pytest.raises(FileNotFoundError, match="newdir: folder not found"):
+        tok.save(f"{tmp_path}/newdir/")
+    assert not (tmp_path / "newdir").exists()
+    (tmp_path / "newdir").mkdir()
+    assert tok.save(f"{tmp_path}/newdir/") == tmp_path / "newdir" / "tokenizer.json"
+
+
+def _write_state(tmp_path, data):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_word_files_with_settings_that_do_not_fit_are_refused(tmp_path):
+    data = WordTokenizer(eos_token="<eos>", max_vocab=3).fit("a a b\nc").to_dict()
+    for key, value, message in (("max_vocab", 2.5, "max_vocab must be an integer or None, got 2.5"),
+                                ("max_vocab", 2, "max_vocab must exceed the 2 special tokens"),
+                                ("min_freq", "1", "min_freq must be an integer >= 1"),
+                                ("unk_token", 0, "unk_token must be a string or None")):
+        path = _write_state(tmp_path, {**data, key: value})
+        with pytest.raises(DataError, match=f"tokenizer.json: .*{message}"):
+            load_tokenizer(path)
+    path = _write_state(tmp_path, {**data, "vocab": data["vocab"] + ["b", "c"]})
+    with pytest.raises(DataError, match='tokenizer.json: "vocab" holds 5 tokens, more than max_vocab=3'):
+        load_tokenizer(path)
+
+
+def test_subword_files_with_settings_that_do_not_fit_are_refused(tmp_path):
+    pytest.importorskip("tokenizers")
+    data = SubwordTokenizer(vocab_size=50, special_tokens=["<pad>"]).fit("hello world hello").to_dict()
+    for key, value, message in (("unk_token", "<zzz>", "special token '<zzz>' is not in the embedded"),
+                                ("special_tokens", ["<bos>"], "special token '<bos>' is not in the embedded"),
+                                ("special_tokens", "<pad>", '"special_tokens" must be a list of strings'),
+                                ("special_tokens", [3], "must be non-empty strings"),
+                                ("lower", "yes", "lower must be True or False"),
+                                ("min_freq", -1, "min_freq must be an integer >= 0"),
+                                ("vocab_size", 50.5, "vocab_size must be an integer >= 1")):
+        path = _write_state(tmp_path, {**data, key: value})
+        with pytest.raises(DataError, match=f"tokenizer.json: .*{message}"):
+            load_tokenizer(path)
+
+
+def test_bad_arguments_are_refused_at_construction():
+    with pytest.raises(ValueError, match="max_vocab must be an integer or None, got 3.5"):
+        WordTokenizer(max_vocab=3.5)
+    with pytest.raises(ValueError, match="min_freq must be an integer >= 0, got -3"):
+        SubwordTokenizer(vocab_size=100, min_freq=-3)
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= 1, got 100.5"):
+        SubwordTokenizer(vocab_size=100.5)
+    with pytest.raises(ValueError, match="must all differ"):
+        SubwordTokenizer(special_tokens=["<unk>"])
+
+
+def test_word_fit_on_text_without_words_says_so():
+    with pytest.raises(DataError, match="no word in the training text"):
+        WordTokenizer(eos_token="<eos>").fit("      \n   ")
+
+
+def test_lm_recipe_blames_no_option_for_a_text_without_words():
+    from rnnkit.cli_options import field_docs
+    from rnnkit.recipes.lm import LMDataConfig, build_tokenizer
+    with pytest.raises(DataError, match="^no word in the training text") as info:
+        build_tokenizer("word", "          \n", 100)
+    assert "vocab_size" not in str(info.value) and "min_freq" not in str(info.value)
+    assert "max(max_chars // 9, 1000)" in field_docs(LMDataConfig)["max_chars"]

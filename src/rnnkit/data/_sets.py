@@ -97,9 +97,33 @@ def _nab_labels(path: Path) -> dict[str, list]:
     return data
 
 
-def _nab(root: Path) -> dict[str, Any]:
+def _nab_times(path: Path, key: str, entries: Any, pairs: bool) -> list:
+    """The timestamps (``pairs``: ``[start, end]`` windows) of ``key`` in a NAB labels file."""
     import pandas as pd
 
+    what = "a [start, end] pair of timestamps" if pairs else "a timestamp"
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: {key!r} holds {entries!r}, not a list of "
+                        f"{'[start, end] pairs' if pairs else 'timestamps'}; "
+                        "restore the file from the NAB repository")
+    out = []
+    for entry in entries:
+        items = entry if pairs else [entry]
+        times = []
+        size = 2 if pairs else 1
+        if isinstance(items, list) and len(items) == size and all(isinstance(t, str) for t in items):
+            try:
+                times = [pd.Timestamp(t) for t in items]
+            except ValueError:  # pandas' DateParseError
+                pass
+        if not times or any(pd.isna(t) for t in times):
+            raise DataError(f"{path}: {key!r} holds {entry!r}, not {what}; "
+                            "restore the file from the NAB repository")
+        out.append(tuple(times) if pairs else times[0])
+    return out
+
+
+def _nab(root: Path) -> dict[str, Any]:
     from rnnkit.data.timeseries import read_series_csv
 
     folder = root / "nab"
@@ -115,8 +139,9 @@ def _nab(root: Path) -> dict[str, Any]:
         # NAB scores rows as they are: keep the few repeated timestamps (clock changes).
         frame = read_series_csv(folder / key, time_col="timestamp", target="value",
                                 duplicates="keep")
-        spans = [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in windows[key]]
-        out[series] = AnomalySeries(frame, spans, [pd.Timestamp(t) for t in labels[key]])
+        spans = _nab_times(folder / "labels/combined_windows.json", key, windows[key], pairs=True)
+        times = _nab_times(folder / "labels/combined_labels.json", key, labels[key], pairs=False)
+        out[series] = AnomalySeries(frame, spans, times)
     return out
 
 

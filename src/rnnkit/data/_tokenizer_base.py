@@ -8,6 +8,7 @@ ever pickled.
 from __future__ import annotations
 
 import abc
+import gzip
 import json
 import os
 import unicodedata
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from rnnkit._files import write_text_atomic
+from rnnkit._files import write_bytes_atomic, write_text_atomic
 from rnnkit.data._io import read_text
 from rnnkit.errors import DataError
 
@@ -64,8 +65,8 @@ def iter_texts(texts: str | Iterable[str]) -> Iterable[str]:
 
 def _as_id(i: Any) -> int:
     """A non-``int`` id (numpy or tensor integer, 2.0) as an int; 1.9 or True is no id (``int()``
-    would make them 1)."""
-    if isinstance(i, bool) or not float(i).is_integer():
+    would make them 1); a string is no id either (``float("1")`` would read it)."""
+    if isinstance(i, (bool, str, bytes)) or not float(i).is_integer():
         raise ValueError(f"token ids must be integers, got {i!r}")
     return int(i)
 
@@ -142,7 +143,12 @@ class Tokenizer(abc.ABC):
             name = type(self).__name__
             raise ValueError(f"{name} is not fitted; call fit(texts) or {name}.train(texts) first")
 
+    def _check_text(self, text: Any) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"{type(self).__name__}.encode expects a str, got {type(text).__name__}")
+
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
+        self._check_fitted()
         out = [i if type(i) is int else _as_id(i) for i in ids]  # ints as they are (generation's case)
         n = self.vocab_size
         for i in out:
@@ -206,13 +212,19 @@ class Tokenizer(abc.ABC):
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON file and return its path.
 
-        ``path`` is the file to write, or an existing folder (e.g. a model bundle) to write
-        ``tokenizer.json`` into.
+        ``path`` is the file to write (gzip-compressed when its name ends with ``.gz``, as
+        :meth:`load` expects), or a folder (an existing one, e.g. a model bundle, or a path
+        ending with ``/``) to write ``tokenizer.json`` into.
         """
         p = Path(path)
-        if p.is_dir():
+        if p.is_dir() or str(path).endswith(("/", os.sep)):
             p = p / TOKENIZER_FILE
-        return write_text_atomic(p, self.to_json(indent=1) + "\n")
+        if not p.parent.is_dir():
+            raise FileNotFoundError(f"{p.parent}: folder not found; create it before saving the tokenizer")
+        text = self.to_json(indent=1) + "\n"
+        if p.suffix == ".gz":
+            return write_bytes_atomic(p, gzip.compress(text.encode("utf-8"), mtime=0))
+        return write_text_atomic(p, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

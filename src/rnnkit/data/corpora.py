@@ -188,7 +188,8 @@ class ParallelCorpus:
             name, text = str(path), read_text(path)
         need = max(src_col, tgt_col) + 1
         sources, targets = [], []
-        for n, line in enumerate(text.split("\n"), start=1):
+        # a lone "\r" (old Mac line ends) ends a line too, as in read_series_csv
+        for n, line in enumerate(text.replace("\r", "\n").split("\n"), start=1):
             if not line.strip():
                 continue
             fields = line.split("\t")

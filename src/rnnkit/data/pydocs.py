@@ -16,6 +16,7 @@ caller asks (``cache_dir``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import inspect
 import logging
@@ -135,18 +136,38 @@ def load_pydocs_text(cache_dir: str | os.PathLike | None = None) -> str:
     """The pydocs text, read from / written to ``cache_dir`` when one is given.
 
     The cache file is named after the Python version (``pydocs-3.11.7.txt``), so a cache
-    shared between Python versions never serves the wrong text.
+    shared between Python versions never serves the wrong text. Its first line holds the
+    text's SHA-256: a cache file that was emptied, cut short or damaged is built again.
     """
     if cache_dir is None:
         return build_pydocs_text()
     v = sys.version_info
     path = Path(cache_dir) / f"pydocs-{v.major}.{v.minor}.{v.micro}.txt"
     if path.is_file():
-        cached = path.read_text(encoding="utf-8")
-        if cached.strip():
+        cached = _read_cache(path)
+        if cached is not None:
             return cached
-        logger.warning("%s: empty cache file; building the text again", path)
+        logger.warning("%s: empty, damaged or cut-short cache file; building the text again", path)
     text = build_pydocs_text()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)  # an interrupted run leaves no truncated cache
+    # an interrupted run leaves no truncated cache
+    write_text_atomic(path, f"{_CACHE_HEADER}{_sha256(text)}\n{text}")
+    return text
+
+
+_CACHE_HEADER = "rnnkit pydocs cache, sha256 "
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_cache(path: Path) -> str | None:
+    """The text of a cache file whose first line holds its SHA-256, else ``None``."""
+    try:
+        header, _, text = path.read_bytes().decode("utf-8").partition("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if header != _CACHE_HEADER + _sha256(text):
+        return None
     return text

@@ -82,6 +82,9 @@ class Scaler:
         x = as_array(values)
         if x.shape[0] == 0 or np.isnan(x).all(axis=0).any():
             raise ValueError("cannot fit a Scaler on data with no values in some feature")
+        if np.isinf(x).any():
+            raise ValueError(f"cannot fit a Scaler on infinite values ({int(np.isinf(x).sum())} in the "
+                             "data); remove or replace them first")
         if self.kind == "standard":
             shift, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
         else:
@@ -121,11 +124,15 @@ class Scaler:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scaler:
         """Rebuild a scaler from :meth:`to_dict` output."""
+        if not isinstance(data, dict) or not {"kind", "shift", "scale"} <= set(data):
+            raise ValueError("Scaler data needs 'kind', 'shift' and 'scale'")
         scaler = cls(data["kind"])
         shift = np.asarray(data["shift"], dtype=np.float64)
         scale = np.asarray(data["scale"], dtype=np.float64)
         if shift.shape != scale.shape or shift.ndim != 1:
             raise ValueError("Scaler data needs 'shift' and 'scale' lists of the same length")
+        if not (np.isfinite(shift).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError("Scaler data needs finite 'shift' values and finite 'scale' values above 0")
         scaler.shift, scaler.scale = shift, scale
         return scaler
 

@@ -72,7 +72,18 @@ class SubwordTokenizer(Tokenizer):
     ):
         if model not in _MODELS:
             raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+        for name, value, least in (("vocab_size", vocab_size, 1), ("min_freq", min_freq, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(lower, bool):  # "no" would be taken as true
+            raise ValueError(f"lower must be True or False, got {lower!r}")
+        if isinstance(special_tokens, str):  # "<pad>" would be five one-character tokens
+            raise ValueError(f"special_tokens must be a list of strings, got {special_tokens!r}")
         specials = [unk_token, *special_tokens]
+        if not all(isinstance(t, str) and t for t in specials):
+            raise ValueError(f"unk_token and special_tokens must be non-empty strings, got {specials!r}")
+        if len(set(specials)) != len(specials):
+            raise ValueError(f"unk_token and special_tokens must all differ, got {specials!r}")
         if vocab_size <= len(specials):
             raise ValueError(f"vocab_size must exceed the {len(specials)} special tokens")
         self.model, self.target_vocab_size, self.min_freq = model, vocab_size, min_freq
@@ -133,6 +144,7 @@ class SubwordTokenizer(Tokenizer):
         return self._tok
 
     def encode(self, text: str) -> list[int]:
+        self._check_text(text)
         self._check_fitted()
         return list(self._tok.encode(text).ids)
 
@@ -141,10 +153,12 @@ class SubwordTokenizer(Tokenizer):
         return str(self._tok.decode(self._check_ids(ids), skip_special_tokens=False))
 
     def unknown_tokens(self, text: str) -> set[str]:
-        """Characters of ``text`` that encode to ``<unk>``."""
+        """Characters of ``text`` that encode to ``<unk>`` (whitespace included: a tab, or a space
+        when the training text had none)."""
+        self._check_text(text)
         self._check_fitted()
         unk = self.unk_id
-        return {c for c in set(text) if not c.isspace() and unk in self._tok.encode(c).ids}
+        return {c for c in set(text) if unk in self._tok.encode(c).ids}
 
     unknown_chars = unknown_tokens
 
@@ -159,7 +173,13 @@ class SubwordTokenizer(Tokenizer):
     @classmethod
     def _from_state(cls, state: dict[str, Any], source: str) -> SubwordTokenizer:
         keys = ("model", "vocab_size", "min_freq", "unk_token", "special_tokens", "lower")
-        tok = cls(**{k: state[k] for k in keys})
+        if not isinstance(state["special_tokens"], list):
+            raise DataError(f"{source}: \"special_tokens\" must be a list of strings, "
+                            f"got {state['special_tokens']!r}")
+        try:
+            tok = cls(**{k: state[k] for k in keys})
+        except ValueError as exc:
+            raise DataError(f"{source}: invalid subword tokenizer settings ({exc})") from None
         hf = _hf()  # a missing package is an ImportError saying what to install, not a bad file
         try:
             tok._tok = hf.Tokenizer.from_str(json.dumps(state["hf"]))
@@ -168,4 +188,8 @@ class SubwordTokenizer(Tokenizer):
                 f"{source}: the embedded Hugging Face tokenizer does not load ({exc}); "
                 "re-save the tokenizer"
             ) from None
+        missing = [t for t in (tok.unk_token, *tok.special_tokens) if tok._tok.token_to_id(t) is None]
+        if missing:
+            raise DataError(f"{source}: special token {missing[0]!r} is not in the embedded vocabulary; "
+                            "re-save the tokenizer")
         return tok

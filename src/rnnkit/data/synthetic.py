@@ -17,6 +17,7 @@ parity            (n, T, 1) float / (n,)     CE log 2 = 0.693 (accuracy 0.5)
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -49,14 +50,21 @@ def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Gen
         if seed is not None:
             raise ValueError("pass generator= or seed=, not both")
         return generator
-    return torch.Generator().manual_seed(0 if seed is None else seed)
+    return torch.Generator().manual_seed(0 if seed is None else _int("seed", seed, None))
+
+
+def _int(name: str, value: object, least: int | None) -> int:
+    """``value`` as an int, refusing non-integers (2.5, True, "3") and values below ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if least is not None and value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value}")
+    return int(value)
 
 
 def _check(n: int, T: int, least_T: int) -> None:
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if T < least_T:
-        raise ValueError(f"T must be >= {least_T}, got {T}")
+    _int("n", n, 1)
+    _int("T", T, least_T)
 
 
 def adding_problem(n: int, T: int, *, generator: torch.Generator | None = None,
@@ -105,8 +113,7 @@ def copy_memory(n: int, T: int, n_symbols: int = 8, copy_len: int = 10, *,
         inputs and targets, both ``(n, T + 2 * copy_len)`` long.
     """
     _check(n, T, 1)
-    if n_symbols < 1 or copy_len < 1:
-        raise ValueError("n_symbols and copy_len must be >= 1")
+    n_symbols, copy_len = _int("n_symbols", n_symbols, 1), _int("copy_len", copy_len, 1)
     gen = _generator(generator, seed)
     symbols = torch.randint(1, n_symbols + 1, (n, copy_len), generator=gen)
     length = T + 2 * copy_len
@@ -124,7 +131,8 @@ def copy_memory_baseline(T: int, n_symbols: int = 8, copy_len: int = 10) -> floa
     It predicts blank until the delimiter and then a uniform guess over the symbols:
     ``copy_len * log(n_symbols) / (T + 2 * copy_len)`` — 10 log 8 / (T + 20) in the paper.
     """
-    return copy_len * math.log(n_symbols) / (T + 2 * copy_len)
+    _int("T", T, 1)
+    return _int("copy_len", copy_len, 1) * math.log(_int("n_symbols", n_symbols, 1)) / (T + 2 * copy_len)
 
 
 def selective_copy(n: int, T: int, n_symbols: int = 8, n_memorize: int = 16, *,
@@ -141,9 +149,8 @@ def selective_copy(n: int, T: int, n_symbols: int = 8, n_memorize: int = 16, *,
     Returns:
         inputs and targets, both ``(n, T + n_memorize)`` long.
     """
-    _check(n, T, max(n_memorize, 1))
-    if n_symbols < 1 or n_memorize < 1:
-        raise ValueError("n_symbols and n_memorize must be >= 1")
+    n_symbols, n_memorize = _int("n_symbols", n_symbols, 1), _int("n_memorize", n_memorize, 1)
+    _check(n, T, n_memorize)
     gen = _generator(generator, seed)
     symbols = torch.randint(1, n_symbols + 1, (n, n_memorize), generator=gen)
     # Distinct sorted positions per row: the n_memorize smallest of T random keys.
@@ -159,7 +166,7 @@ def selective_copy(n: int, T: int, n_symbols: int = 8, n_memorize: int = 16, *,
 
 def selective_copy_baseline(n_symbols: int = 8) -> float:
     """Cross-entropy (nats per scored step) of guessing uniformly: ``log(n_symbols)``."""
-    return math.log(n_symbols)
+    return math.log(_int("n_symbols", n_symbols, 1))
 
 
 def parity(n: int, T: int, *, generator: torch.Generator | None = None,

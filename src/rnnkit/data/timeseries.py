@@ -74,6 +74,7 @@ def _parse_values(path: Any, column: list[str], lines: list[int], name: str,
     ``decimal_comma``: "2,5" is 2.5 (files separated by ';', as spreadsheets write them where the
     comma is the decimal mark)."""
     out = np.empty(len(column), dtype=np.float64)
+    infinite = []  # rows of inf, -inf or a number too large for a float (1e400)
     for i, cell in enumerate(column):
         cell = cell.strip()
         if cell in _MISSING:
@@ -86,6 +87,12 @@ def _parse_values(path: Any, column: list[str], lines: list[int], name: str,
         except ValueError:
             raise DataError(f"{path} line {lines[i]}: column {name!r} holds {cell!r}, not a "
                             "number; fix the value or leave the cell empty") from None
+        if np.isinf(out[i]):
+            infinite.append(i)
+    if infinite:
+        i = infinite[0]
+        raise DataError(f"{path}: {len(infinite)} infinite value(s) in column {name!r}, first on line "
+                        f"{lines[i]} ({column[i].strip()!r}); fix them or leave the cells empty")
     return out
 
 
@@ -200,7 +207,7 @@ def read_series_csv(path: str | os.PathLike, time_col: str | None = None,
         A DataFrame of the target columns, indexed by time (sorted) when there is a time column.
 
     Raises:
-        DataError: ragged rows, unknown columns, non-numeric values, unparseable or duplicate
+        DataError: ragged rows, unknown columns, non-numeric or infinite values, unparseable or duplicate
             timestamps, or missing values under ``nan="refuse"`` — naming the file and line.
     """
     if nan not in NAN_POLICIES:
@@ -235,7 +242,7 @@ def split_series(values: Any, val_fraction: float = 0.1,
 
     Works on DataFrames, arrays and tensors; the test part is the last ``test_fraction``.
     """
-    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):  # NaN too
         raise ValueError("need val_fraction, test_fraction >= 0 with a sum below 1")
     n = len(values)
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
@@ -258,7 +265,11 @@ def _target_indices(values: Any, n_features: int,
         return list(range(n_features))
     columns = [str(c) for c in values.columns] if hasattr(values, "columns") else []
     out = []
+    if not targets:
+        raise ValueError("targets must name at least one column (None: all)")
     for t in targets:
+        if not isinstance(t, (str, int, np.integer)) or isinstance(t, bool):
+            raise ValueError(f"targets must be column indices (int) or names (str), got {t!r}")
         if isinstance(t, str):
             if t not in columns:
                 raise ValueError(f"no target column {t!r}; available: {', '.join(columns)}")

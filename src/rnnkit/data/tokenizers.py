@@ -76,7 +76,11 @@ class CharTokenizer(Tokenizer):
             raise ValueError(f"unk_token must not be a single character, got {unk_token!r}; use e.g. '<unk>'")
         self.unk_token = unk_token
         self._specials = [] if unk_token is None else [unk_token]
-        self._set_vocab(self._specials + list(dict.fromkeys(chars or [])))  # each character once
+        chars = list(chars or [])
+        bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]  # as loading checks
+        if bad:
+            raise ValueError(f"chars must be single characters, got {bad[0]!r}")
+        self._set_vocab(self._specials + list(dict.fromkeys(chars)))  # each character once
 
     def _set_vocab(self, itos: list[str]) -> None:
         self._itos = list(itos)  # a copy: nothing the caller holds can change the tokenizer
@@ -111,6 +115,7 @@ class CharTokenizer(Tokenizer):
     unknown_tokens = unknown_chars
 
     def encode(self, text: str) -> list[int]:
+        self._check_text(text)
         self._check_fitted()
         unk = self.unk_id
         if unk is not None:
@@ -186,11 +191,18 @@ class WordTokenizer(Tokenizer):
     ):
         if split not in _SPLITTERS:
             raise ValueError(f"split must be one of {sorted(_SPLITTERS)}, got {split!r}")
-        if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"min_freq must be an integer >= 1, got {min_freq!r}")
+        if not isinstance(lower, bool):  # "no" would be taken as true
+            raise ValueError(f"lower must be True or False, got {lower!r}")
+        for name, token in (("unk_token", unk_token), ("eos_token", eos_token)):
+            if token is not None and not isinstance(token, str):
+                raise ValueError(f"{name} must be a string or None, got {token!r}")
         if unk_token is not None and unk_token == eos_token:
             raise ValueError(f"unk_token and eos_token must differ, got {unk_token!r} for both")
         self._specials = [t for t in (unk_token, eos_token) if t is not None]
+        if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(max_vocab, int)):
+            raise ValueError(f"max_vocab must be an integer or None, got {max_vocab!r}")
         if max_vocab is not None and max_vocab <= len(self._specials):
             raise ValueError(f"max_vocab must exceed the {len(self._specials)} special tokens")
         self.max_vocab, self.min_freq, self.lower, self.split = max_vocab, min_freq, lower, split
@@ -220,6 +232,8 @@ class WordTokenizer(Tokenizer):
                         key=lambda w: (-counts[w], w))
         if self.max_vocab is not None:
             ranked = ranked[: self.max_vocab - len(self._specials)]
+        if not counts:
+            raise DataError("no word in the training text; give text with words in it")
         if not ranked:  # else vocab_size 0 and encode says "not fitted" after a fit
             raise DataError(f"no word occurs at least min_freq={self.min_freq} times in the training text; "
                             "lower min_freq or give more text")
@@ -260,6 +274,7 @@ class WordTokenizer(Tokenizer):
         return i
 
     def encode(self, text: str) -> list[int]:
+        self._check_text(text)
         self._check_fitted()
         ids: list[int] = []
         lines = self._lines(text)
@@ -292,7 +307,11 @@ class WordTokenizer(Tokenizer):
             tok = cls(**{k: state[k] for k in keys})
         except ValueError as exc:
             raise DataError(f"{source}: invalid word tokenizer settings ({exc})") from None
-        tok._set_vocab(_check_vocab(state["vocab"], tok._specials, source))
+        vocab = _check_vocab(state["vocab"], tok._specials, source)
+        if tok.max_vocab is not None and len(vocab) > tok.max_vocab:
+            raise DataError(f"{source}: \"vocab\" holds {len(vocab)} tokens, more than "
+                            f"max_vocab={tok.max_vocab}; re-save the tokenizer")
+        tok._set_vocab(vocab)
         return tok
 
 

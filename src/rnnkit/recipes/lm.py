@@ -55,7 +55,8 @@ class LMDataConfig:
     seq_len: int = 128
     """Tokens per stream per batch: back-propagation through time is truncated at this length."""
     max_chars: int = 0
-    """Use only the first this many training characters (and a ninth as many for validation); 0 = all."""
+    """Use only the first this many training characters (and the first max(max_chars // 9, 1000)
+    validation characters); 0 = all."""
 
     def __post_init__(self) -> None:
         # types first: from TOML, seq_len = 2.5 failed deep in slicing and val_fraction = "0.1" in a comparison
@@ -118,12 +119,15 @@ def build_tokenizer(kind: str, train_text: str, vocab_size: int):
         return CharTokenizer().fit(train_text)
     try:
         if kind == "word":
-            return WordTokenizer(max_vocab=vocab_size, eos_token="<eos>").fit(train_text)
-        from rnnkit.data.subword import SubwordTokenizer
-        tok = SubwordTokenizer(model=kind, vocab_size=vocab_size)
+            tok = WordTokenizer(max_vocab=vocab_size, eos_token="<eos>")
+        else:
+            from rnnkit.data.subword import SubwordTokenizer
+            tok = SubwordTokenizer(model=kind, vocab_size=vocab_size)
     except ValueError as exc:  # too small for the special tokens: name the option the user set
         raise ConfigError(f"data.vocab_size={vocab_size}: {exc}") from None
-    tok = tok.fit(train_text)
+    tok = tok.fit(train_text)  # outside the try: a text without words is no vocab_size problem
+    if kind == "word":
+        return tok
     if tok.vocab_size > vocab_size:
         log.warning("data.vocab_size=%d: the %s vocabulary has %d tokens (it keeps every character of the "
                     "training text)", vocab_size, kind, tok.vocab_size)
