@@ -3,7 +3,8 @@
 ``tokenizers`` is an optional extra (``pip install 'rnnkit[text]'``); it is imported only
 when a :class:`SubwordTokenizer` is fitted or loaded. Spaces are kept as a ``▁`` marker
 before each word (the SentencePiece "metaspace" scheme, with nothing prepended), so
-``decode(encode(text)) == text`` for any text made of known characters.
+``decode(encode(text)) == text`` for any text made of known characters other than ``▁`` itself
+(U+2581, which decodes as a space: the marker cannot be told from a literal one).
 """
 
 from __future__ import annotations
