@@ -157,3 +157,42 @@ def test_predictive_metrics_on_a_memorised_text():
     assert 0.8 < score.keystroke_savings <= 1.0 and score.words == 12 * 30 - 1  # the first word has no context
     untrained = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=32, tokenizer=tok)
     assert predictive_metrics(untrained, text).keystroke_savings < score.keystroke_savings
+
+
+@pytest.fixture(scope="module")
+def bpe_model():
+    pytest.importorskip("tokenizers")
+    from rnnkit.data.subword import SubwordTokenizer
+    text = "the quick fox finds the lazy dog\nthe small fox jumps over the quiet dog\n" * 40
+    tok = SubwordTokenizer(model="bpe", vocab_size=60).fit(text)
+    torch.manual_seed(0)
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=48, tokenizer=tok)
+    ids = torch.tensor(tok.encode(text))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(120):
+        loss = m(ids[:-1].view(1, -1), ids[1:].view(1, -1)).loss
+        opt.zero_grad(); loss.backward(); opt.step()
+    return tok, m.eval()
+
+
+def test_a_subword_model_completes_a_word_typed_in_part(bpe_model):
+    """'the qu' encodes as the|▁|qu while the text had the|▁quick: continued from there the model
+    ended the word at once and offered only 'qu'. Backing off to the token boundary (token healing)."""
+    tok, m = bpe_model
+    assert tok.encode("the qu") != tok.encode("the quick")[:len(tok.encode("the qu"))]  # the split at issue
+    words = [c.word for c in m.complete("the qu", k=3)]
+    assert words[0] == "quick" and len(set(words)) == 3
+    top = m.complete("over the qui", k=2)
+    assert top[0].word == "quiet" and top[0].probability > 0.5  # P(word | the letters typed)
+    vocabulary = set("the quick fox finds lazy dog small jumps over quiet".split())
+    assert {c.word for c in m.complete("the ", k=2)} <= vocabulary
+
+
+def test_a_subword_prompt_ending_in_a_space_or_a_word_part_is_not_doubled(bpe_model):
+    """'the ' encoded with a bare ▁ token, after which the model wrote '▁fox': 'the  fox'."""
+    tok, m = bpe_model
+    for seed in range(3):
+        out = m.generate("the ", 6, seed=seed, temperature=0.5)
+        assert not out.startswith(" ") and "  " not in "the " + out
+    healed = m.generate("the qu", 3, greedy=True)
+    assert ("the qu" + healed).split()[1] in ("quick", "quiet")

@@ -4,7 +4,8 @@
   repetition penalty; reproducible with ``seed``); :func:`generate` joins them.
 * :func:`complete` returns the ``k`` most likely words to type next (the whole word when the text
   ends inside one). A word-level model ranks its vocabulary directly; a character or subword model continues
-  the text with a small beam until each hypothesis reaches a word boundary.
+  the text with a small beam until each hypothesis reaches a word boundary (a subword model from the
+  token boundary before the word being typed: :func:`_heal`).
 
 Unknown characters or words in a prompt are mapped to ``<unk>`` when the tokenizer has one (and
 reported through :func:`unknown_in`); a tokenizer without ``<unk>`` refuses them with the offending
@@ -75,21 +76,33 @@ def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None 
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    ids = prompt_ids(model, prompt)
+    # a subword prompt ending in a space or inside a word is backed off to the token boundary before it
+    # and the first tokens must spell what was typed (see _heal): "the " gave "the  fox", two spaces
+    healed = _heal(tok, prompt, trailing_word(prompt)) if isinstance(prompt, str) and prompt else None
+    need = healed[1] if healed else ""
+    ids = prompt_ids(model, healed[0] if healed else prompt)
     try:
         logp, state = _advance(model, ids)
         # the repetition penalty needs the tokens seen so far (as a set: the penalty applies once per
         # token); a tensor of the whole history per token cost O(length) each, 45 us at 1,000 tokens
         seen = set(ids) if sampling.repetition_penalty != 1.0 else None
         banned = getattr(tok, "unk_id", None)  # never write <unk> into generated text
-        prev = ids[-1]
-        for _ in range(max_tokens):
+        prev, spelled, produced = ids[-1], "", 0
+        while produced < max_tokens:
             if banned is not None:
                 logp[banned] = -math.inf
+            if len(spelled) < len(need):
+                logp = logp.masked_fill(~_spelling(tok, need[len(spelled):]), -math.inf)
             nxt = sample_next(logp, sampling, None if seen is None else torch.tensor(sorted(seen)), gen)
             if seen is not None:
                 seen.add(nxt)
-            yield _piece(tok, prev, nxt)
+            piece = _piece(tok, prev, nxt)
+            if len(spelled) < len(need):  # what the prompt already holds is not yielded again
+                spelled += piece
+                piece = spelled[len(need):]
+            if piece or len(spelled) >= len(need):
+                produced += 1
+                yield piece
             prev = nxt
             logp, state = _advance(model, [nxt], state)
     finally:
@@ -154,8 +167,104 @@ def _boundary(piece: str, started: bool) -> int | None:
     return None
 
 
+def _heal(tok, prefix: str, partial: str) -> tuple[str, str] | None:
+    """For a subword model: ``(head, need)``, the prefix up to the token boundary before the word
+    being typed and the text the continuation must start with (the word's space and typed letters).
+
+    A subword tokenizer splits a word typed so far unlike the whole word it saw in training ("the qu"
+    as ``the|▁|qu``, where the text had ``the|▁quick``): continued from there, the model ends the word
+    at once. Backing off to the boundary and asking the beam for tokens that spell ``need`` first
+    ("token healing") lets it finish the word. None where there is nothing to heal (a character
+    model, or no text before the word)."""
+    if getattr(tok, "type_name", "") != "subword":
+        return None
+    context = prefix[: len(prefix) - len(partial)]
+    head, need = (context[:-1], " " + partial) if context.endswith(" ") else (context, partial)
+    if not need or not head:
+        return None
+    return head, need
+
+
+def _pieces(tok) -> list[str]:
+    """Each token's text (the subword tokenizer keeps a word's space on its first token)."""
+    cached = getattr(tok, "_rnnkit_pieces", None)
+    if cached is None or len(cached) != tok.vocab_size:
+        cached = [tok.decode([i]) for i in range(tok.vocab_size)]
+        tok._rnnkit_pieces = cached
+    return cached
+
+
+def _spelling(tok, rest: str) -> torch.Tensor:
+    """Mask (V,) of the tokens whose text goes on spelling ``rest`` (or spells it and goes on)."""
+    specials = {getattr(tok, "unk_id", None), getattr(tok, "eos_id", None)}
+    return torch.tensor([bool(p) and i not in specials and (p.startswith(rest) or rest.startswith(p))
+                         for i, p in enumerate(_pieces(tok))])
+
+
+def _word_end(text: str, typed: int) -> int | None:
+    """Index in ``text`` where the word that starts it ends (not before ``typed`` characters), or None."""
+    started = False
+    for j, ch in enumerate(text):
+        if is_word_char(ch):
+            started = True
+        elif started and j >= typed:
+            return j
+        elif j >= typed and j > 0:
+            return j
+    return None
+
+
+def _complete_healed(model, tok, head: str, need: str, k: int, beam: int, max_chars: int) -> list[Completion]:
+    """The beam of :func:`_complete_beam` from ``head``, every hypothesis spelling ``need`` first."""
+    pieces = _pieces(tok)
+    specials = {i for i in (getattr(tok, "unk_id", None), getattr(tok, "eos_id", None)) if i is not None}
+    logp, state = _advance(model, prompt_ids(model, head))
+    beams = [(0.0, "", logp, state)]
+    done: dict[str, float] = {}
+    spelled = -math.inf  # log P(the typed text | head), over the hypotheses the beam kept
+    for _ in range(max_chars + len(need)):
+        cands = []
+        for lp, added, nxt, st in beams:
+            if len(added) < len(need):  # only tokens that go on spelling the typed text
+                rest = need[len(added):]
+                allowed = [i for i, p in enumerate(pieces) if p and i not in specials
+                           and (p.startswith(rest) or rest.startswith(p))]
+                if not allowed:
+                    continue
+                idx = torch.tensor(allowed)
+                values, pos = torch.topk(nxt[idx], min(beam, len(allowed)))
+                ids = idx[pos]
+            else:
+                values, ids = torch.topk(nxt, min(beam, nxt.numel()))
+            for v, i in zip(values.tolist(), ids.tolist()):
+                if i in specials:
+                    continue
+                text = added + pieces[i]
+                if len(added) < len(need) <= len(text):  # this hypothesis has just spelled the typed text
+                    spelled = _logaddexp(spelled, lp + v)
+                end = _word_end(text, len(need)) if len(text) >= len(need) else None
+                if end is None:
+                    cands.append((lp + v, text, i, st))
+                    continue
+                word = text[:end].strip()
+                if word and all(is_word_char(ch) for ch in word):
+                    done[word] = _logaddexp(done.get(word, -math.inf), lp + v)
+        cands.sort(key=lambda c: -c[0])
+        cands = cands[:beam]
+        best_done = sorted(done.values(), reverse=True)
+        if not cands or (len(best_done) >= k and best_done[k - 1] >= cands[0][0]):
+            break
+        beams = [(lp, added, *_advance(model, [i], st)) for lp, added, i, st in cands]
+    # P(word | the letters typed), as the character models' beam gives it
+    ranked = sorted(done.items(), key=lambda kv: -kv[1])[:k]
+    return [Completion(w, min(1.0, math.exp(lp - spelled))) for w, lp in ranked]
+
+
 def _complete_beam(model, tok, prefix: str, k: int, beam: int, max_chars: int) -> list[Completion]:
     partial = trailing_word(prefix)
+    healed = _heal(tok, prefix, partial)
+    if healed is not None:
+        return _complete_healed(model, tok, *healed, k, beam, max_chars)
     logp, state = _advance(model, prompt_ids(model, prefix))
     beams = [(0.0, "", logp, state)]  # (log-probability, text added, next log-probs, state)
     done: dict[str, float] = {}
