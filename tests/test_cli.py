@@ -408,3 +408,21 @@ def test_long_lines_stay_whole_in_a_pipe(capsys):
     err.print(words)
     out = capsys.readouterr()
     assert out.out.strip() == words and out.err.strip() == words
+
+
+def test_resume_alone_continues_the_run_as_it_was_configured(tiny_run, tmp_path, capsys):
+    """`train lm --trainer.name X --resume` rebuilt the default model (a 512-unit pydocs LSTM) and failed
+    on 'size mismatch for embedding.weight'; now the run's config.toml is the base, flags on top."""
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_run, copy)
+    code, out, err = run(["train", "lm", "--trainer.run_dir", str(tmp_path / "runs"), "--trainer.name", "tiny",
+                          "--resume", "--trainer.max_steps", "27", "--quiet"], capsys)
+    assert code == 0, err
+    assert "resuming with the run's recorded configuration" in out and "27 steps" in out
+
+
+def test_dynamic_decay_without_dynamic_is_refused(tiny_run, capsys):
+    """It ran dynamic evaluation at lr 0 (an unbatched pass) and printed a different loss, as if the
+    decay had acted."""
+    code, _, err = run(["evaluate", str(tiny_run), "--dynamic-decay", "0.5"], capsys)
+    assert code != 0 and "acts with --dynamic LR only" in err

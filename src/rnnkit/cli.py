@@ -178,8 +178,11 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
         data = LMDataConfig(**{**(saved or {}), **({"dataset": dataset, "text": ""} if dataset else {})})
         val = load_lm_text(data)[1]
     _note_unknown(model, val)
+    if dynamic_decay != 0 and dynamic == 0:
+        raise ConfigError(f"--dynamic-decay {dynamic_decay} acts with --dynamic LR only (dynamic evaluation); "
+                          "give --dynamic too")
     ids = torch.tensor(model.tokenizer.encode(val))
-    if dynamic != 0 or dynamic_decay != 0:
+    if dynamic != 0:
         loss = dynamic_loss(model, ids, seq_len=64, lr=dynamic, decay=dynamic_decay)
     else:
         loss = stateful_loss(model, ids, batch_size=8)
@@ -235,7 +238,17 @@ def _train_lm(params: dict, base: dict | None = None) -> None:
     from rnnkit.recipes.lm import LMDataConfig, train_language_model
     from rnnkit.training import TrainerConfig
     sections = {"model": LanguageModelConfig, "data": LMDataConfig, "trainer": TrainerConfig}
-    values = resolve_sections(params, _run_file(read_toml(params.get("config"))), sections, base)
+    config = params.get("config")
+    if params.get("resume") and not config:
+        # --resume alone continues the run as it was configured (its config.toml), not the defaults:
+        # a default model did not fit the checkpoint's weights ('size mismatch for embedding.weight')
+        recorded = Path(params.get("trainer__run_dir") or "runs") / (params.get("trainer__name") or "lm") / "config.toml"
+        if recorded.is_file():
+            config = str(recorded)
+            if int(os.environ.get("RANK", "0")) == 0:
+                console.print(f"resuming with the run's recorded configuration {recorded} (flags override it)",
+                              soft_wrap=True, highlight=False)
+    values = resolve_sections(params, _run_file(read_toml(config)), sections, base)
     ignored = [k for k in _LM_STREAM_ONLY if k in values["trainer"]]
     if ignored:
         raise ConfigError(f"trainer.{ignored[0]} does not apply to language models: they read "

@@ -56,3 +56,18 @@ def test_adapts_to_a_text_unlike_the_training_text_and_leaves_the_model_alone():
 def test_bad_settings_are_one_clear_error(kw):
     with pytest.raises(ConfigError, match="dynamic evaluation: expected lr >= 0"):
         dynamic_loss(_model(), torch.randint(0, 6, (20,)), **kw)
+
+
+def test_dynamic_evaluation_of_one_token_says_so():
+    """It divided by zero (and an empty text gave -0.0)."""
+    import torch
+
+    from rnnkit.data.tokenizers import CharTokenizer
+    from rnnkit.errors import DataError
+    from rnnkit.models import LanguageModel
+    from rnnkit.recipes.lm import dynamic_loss
+    tok = CharTokenizer().fit("ab")
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=4, hidden_size=8, tokenizer=tok)
+    for ids in (torch.tensor([1]), torch.tensor([], dtype=torch.long)):
+        with pytest.raises(DataError, match="scoring needs at least 2"):
+            dynamic_loss(m, ids, lr=0.01)

@@ -196,3 +196,37 @@ def test_a_subword_prompt_ending_in_a_space_or_a_word_part_is_not_doubled(bpe_mo
         assert not out.startswith(" ") and "  " not in "the " + out
     healed = m.generate("the qu", 3, greedy=True)
     assert ("the qu" + healed).split()[1] in ("quick", "quiet")
+
+
+def test_edge_requests_give_one_line_errors_or_sensible_results(char_model):
+    """A temperature of 1e-40 overflowed float32 and multinomial refused the NaNs (a traceback); k of
+    100000 ran for minutes; top_k=2.5, greedy='no' and a seed beyond 64 bits reached torch."""
+    greedy = char_model.generate("the ", 8, greedy=True)
+    assert char_model.generate("the ", 8, temperature=1e-40, seed=0) == greedy
+    assert filter_logits(torch.tensor([1.0, 3.0, 2.0]), SamplingConfig(temperature=1e-45)).argmax() == 1
+    with pytest.raises(ConfigError, match=r"k must be an int in \[1, 100\]"):
+        char_model.complete("the", k=100_000)
+    for bad in (dict(top_k=2.5), dict(top_k=True), dict(greedy="no")):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+            SamplingConfig(**bad)
+    with pytest.raises(ConfigError, match="seed must be an int"):
+        char_model.generate("the ", 3, seed=2**70)
+
+
+def test_word_completions_are_words_with_probabilities_given_the_typed_letters():
+    """The word model gave P(word) (quick 0.020) where the beam gives P(word | letters typed) (quick
+    1.000), and offered vocabulary entries with punctuation attached ('quick.')."""
+    tok = WordTokenizer(eos_token="<eos>").fit("the quick fox. the quick. the quiet dog\n")
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok).eval()
+    out = m.complete("the qu", k=5)
+    assert {c.word for c in out} == {"quick", "quiet"}
+    assert sum(c.probability for c in out) == pytest.approx(1.0)
+
+
+def test_predictive_metrics_checks_k():
+    from rnnkit.models.predictive import predictive_metrics
+    tok = WordTokenizer(eos_token="<eos>").fit("a b c\n")
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok)
+    for k in (0, 4, 2.0):
+        with pytest.raises(ValueError, match=r"k must be an int in \[1, 3\]"):
+            predictive_metrics(m, "a b c\n", k=k)

@@ -79,6 +79,10 @@ def predictive_metrics(model, text: str, k: int = 3, max_words: int | None = Non
     tok = model.tokenizer
     if getattr(tok, "type_name", "") != "word":
         raise ValueError(f"predictive_metrics needs a word-level model, got a {type(tok).__name__}")
+    n_words = tok.vocab_size - sum(i is not None for i in (tok.unk_id, tok.eos_id))
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_words:
+        raise ValueError(f"predictive_metrics: k must be an int in [1, {n_words}] (the words of the "
+                         f"vocabulary), got {k!r}")
     ids = torch.tensor(tok.encode(text))
     vocab = tok.vocab
     specials = [i for i in (tok.unk_id, tok.eos_id) if i is not None]

@@ -29,8 +29,11 @@ class SamplingConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise ValueError(f"top_k must be an int >= 1, got {self.top_k!r}")
+        if not isinstance(self.greedy, bool):  # "no" would be taken as true
+            raise ValueError(f"greedy must be True or False, got {self.greedy!r}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
@@ -45,7 +48,12 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig, history: Tensor | None = 
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / cfg.repetition_penalty, vals * cfg.repetition_penalty)
     if cfg.temperature > 0 and not cfg.greedy:
-        logits = logits / cfg.temperature
+        # a temperature so small that float32 overflows (1e-40) is greedy: softmax(inf/nan) was
+        # refused by multinomial; the largest logit takes all of the probability
+        scaled = logits / cfg.temperature
+        if not torch.isfinite(scaled[torch.isfinite(logits)]).all():
+            scaled = torch.where(logits == logits.max(), 0.0, float("-inf"))
+        logits = scaled
     if cfg.top_k is not None and cfg.top_k < logits.numel():
         kth = torch.topk(logits, cfg.top_k).values[-1]
         logits[logits < kth] = float("-inf")

@@ -26,6 +26,9 @@ from rnnkit.models.sampling import SamplingConfig, sample_next
 __all__ = ["Completion", "stream", "generate", "complete", "unknown_in", "prompt_ids"]
 
 
+MAX_COMPLETIONS = 100
+
+
 class Completion(NamedTuple):
     word: str
     probability: float
@@ -71,6 +74,8 @@ def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None 
     """Yield the decoded text of each new token as it is sampled."""
     if not isinstance(max_tokens, int) or max_tokens <= 0:
         raise ConfigError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64):
+        raise ConfigError(f"seed must be an int in [-2**63, 2**64), got {seed!r}")
     sampling = sampling or SamplingConfig()
     tok = _tokenizer(model)
     was_training = model.training
@@ -125,8 +130,9 @@ def generate(model, prompt: str, max_tokens: int, sampling: SamplingConfig | Non
 
 def complete(model, prefix: str, k: int = 3, beam_size: int = 8, max_chars: int = 24) -> list[Completion]:
     """The ``k`` most likely next words (the whole word, if ``prefix`` ends inside one), best first."""
-    if not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive int, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_COMPLETIONS:
+        # the beam is at least k wide: k = 100000 ran for minutes
+        raise ConfigError(f"k must be an int in [1, {MAX_COMPLETIONS}], got {k!r}")
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
     tok = _tokenizer(model)
@@ -147,11 +153,14 @@ def _complete_words(model, tok, prefix: str, k: int) -> list[Completion]:
     probs = logp.exp()
     specials = {i for i in (tok.unk_id, getattr(tok, "eos_id", None)) if i is not None}
     vocab = tok.vocab
-    allowed = [i for i, w in enumerate(vocab) if i not in specials and w.startswith(partial)]
+    # words only (a whitespace-split vocabulary also holds "quick." and "--"), as the beam's suggestions
+    allowed = [i for i, w in enumerate(vocab) if i not in specials and w.startswith(partial)
+               and all(is_word_char(ch) for ch in w)]
     if not allowed:
         return []
     idx = torch.tensor(allowed)
     p = probs[idx]
+    p = p / p.sum().clamp_min(1e-30)  # P(word | the letters typed), as the beam gives it
     top = torch.topk(p, min(k, len(allowed)))
     return [Completion(vocab[allowed[j]], float(v)) for v, j in zip(top.values, top.indices)]
 

@@ -188,6 +188,8 @@ def dynamic_loss(model: LanguageModel | LanguageModelEnsemble, ids: torch.Tensor
     device = params[0].device
     ids = torch.as_tensor(ids).reshape(1, -1).to(device)
     n = ids.shape[1] - 1
+    if n < 1:  # as stateful_loss: one token has nothing to predict (it divided by zero)
+        raise DataError(f"the text has {n + 1} token(s); scoring needs at least 2")
     state, total = None, 0.0
     for t in range(0, n, seq_len):
         x, y = ids[:, t:min(t + seq_len, n)], ids[:, t + 1:min(t + seq_len, n) + 1]
