@@ -1,5 +1,12 @@
 """Choosing the next token from logits: greedy, temperature, top-k, top-p (nucleus, Holtzman et al.
-2020) and the repetition penalty of CTRL (Keskar et al. 2019)."""
+2020) and the repetition penalty of CTRL (Keskar et al. 2019).
+
+CTRL's rule divides a seen token's logit by the penalty when it is positive and multiplies it when
+negative, which depends on where the logits happen to sit. Generation (:func:`~rnnkit.models.
+text_generation.stream`) passes log-probabilities, which are all <= 0: the penalty then multiplies
+each seen token's log-probability, so a token the model is sure of (log p near 0) is hardly
+penalised and an unlikely one is pushed further down. :func:`filter_logits` on raw logits applies
+CTRL's rule as written."""
 
 from __future__ import annotations
 
