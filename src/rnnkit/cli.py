@@ -95,7 +95,9 @@ def _note_unknown(model, text: str) -> None:
 
 @app.command()
 def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
-             prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue."),
+             prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue (a character or subword "
+                                        "model needs at least one character; a word model starts an empty "
+                                        "prompt at <eos>)."),
              max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Tokens to generate."),
              temperature: float = typer.Option(0.8, help="Sampling temperature (0 = greedy; model.generate's "
                                                 "default is 1.0)."),
