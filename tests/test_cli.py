@@ -126,7 +126,7 @@ def test_language_model_commands_on_the_edges_users_reach(tiny_run, tmp_path, ca
     code, out, err = run(["evaluate", str(tiny_run)], capsys)
     assert code == 0 and "perplexity" in out, err
     code, out, err = run(["generate", str(tiny_run), "--prompt", "to be", "--top-k", "0"], capsys)
-    assert code != 0 and out == "" and "top_k must be >= 1" in err  # refused before the prompt is echoed
+    assert code != 0 and out == "" and "top_k must be an int >= 1" in err  # refused before the prompt is echoed
     code, out, err = run(["generate", str(tiny_run), "--prompt", "to", "--temperature", "nan"], capsys)
     assert code != 0 and out == "" and "finite" in err and "Traceback" not in err
     code, _, err = run(["ensemble", str(tiny_run), str(tiny_run), "--out", str(tiny_run / "bundle")], capsys)
