@@ -225,3 +225,17 @@ def test_detect_from_bundle_reads_the_fitted_columns_and_names_what_is_wrong(tmp
     with pytest.raises(rnnkit.errors.ConfigError, match="holds an AnomalyDetector, expected a Forecaster"):
         from rnnkit.recipes.forecast import forecast_from_bundle
         forecast_from_bundle(both)
+
+
+def test_a_csv_with_gaps_names_where_the_nan_policy_is_set(tmp_path):
+    """`rnnkit detect` said "pass nan='interpolate'", an option it does not have: the policy is the
+    detector's, set when it was trained."""
+    from rnnkit.recipes.forecast import DetectDataConfig, DetectorConfig, detect_from_bundle, train_detector
+    y = sine(300)
+    csv = tmp_path / "s.csv"
+    y.rename_axis("timestamp").to_csv(csv)
+    _, bundle, _ = train_detector(DetectorConfig(**{**FAST, "max_steps": 10}), DetectDataConfig(csv=str(csv)),
+                                  tmp_path / "runs", "s")
+    y.where(y.index != y.index[50]).rename_axis("timestamp").to_csv(csv)
+    with pytest.raises(DataError, match=r"use a model trained with --nan interpolate \(rnnkit train detect\)"):
+        detect_from_bundle(bundle, str(csv))

@@ -174,9 +174,18 @@ class DetectDataConfig:
             raise ConfigError(f"data.train_fraction: expected a value in (0, 1], got {self.train_fraction}")
 
 
-def _read(csv: str, time_col: str, columns: list[str], nan: str, duplicates: str = "refuse") -> pd.DataFrame:
+def _read(csv: str, time_col: str, columns: list[str], nan: str, duplicates: str = "refuse",
+          trained: str = "") -> pd.DataFrame:
+    """``read_series_csv``; ``trained`` names the command that fixed the NaN policy of a saved model
+    (``rnnkit forecast`` and ``rnnkit detect`` have no --nan: the hint says where to set it)."""
     from rnnkit.data.timeseries import read_series_csv
-    return read_series_csv(csv, time_col or None, columns or None, nan=nan, duplicates=duplicates)
+    try:
+        return read_series_csv(csv, time_col or None, columns or None, nan=nan, duplicates=duplicates)
+    except DataError as exc:
+        if not trained or "nan='interpolate'" not in str(exc):
+            raise
+        raise DataError(str(exc).replace("pass nan='interpolate'", "use a model trained with --nan interpolate "
+                                         f"({trained}); this one refuses them")) from None
 
 
 def _forecaster(model: ForecastModelConfig, data: ForecastDataConfig, targets: list[str]) -> Forecaster:
@@ -284,7 +293,8 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
     if csv is None:
         frame, history = fc.predict_frame(future), None
     else:
-        history = _read(csv, time_col or "", targets + list(f["past"]) + list(f["future"]), fc.options.nan)
+        history = _read(csv, time_col or "", targets + list(f["past"]) + list(f["future"]), fc.options.nan,
+                        trained="rnnkit train forecast")
         covs = history[list(f["past"]) + list(f["future"])] if f["past"] or f["future"] else None
         frame = fc.predict_frame(future, y=history[targets], y_covariates=covs)
     _check_future_times(future, frame, future_csv)
@@ -365,7 +375,7 @@ def detect_from_bundle(bundle: str | Path, csv: str, time_col: str | None = None
     det = _load(bundle, AnomalyDetector)
     fitted = det.fitted_ or {}
     columns = _cols(target or "") or fitted.get("columns") or []
-    frame = _read(csv, time_col or "", columns, det.options.nan, duplicates="keep")
+    frame = _read(csv, time_col or "", columns, det.options.nan, duplicates="keep", trained="rnnkit train detect")
     want = fitted.get("n_features")
     if want is not None and frame.shape[1] != want and not target:
         names = ", ".join(map(str, frame.columns))
