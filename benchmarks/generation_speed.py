@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import time
 
 import torch
 
+from rnnkit.bench import positive, run_script, write_json
 from rnnkit.data.tokenizers import CharTokenizer
 from rnnkit.kernels import step as one_step
 from rnnkit.models import LanguageModel, LanguageModelConfig, LanguageModelEnsemble
@@ -77,7 +77,7 @@ def chars_per_second(model, n: int, step: bool = True) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chars", type=int, default=300, help="characters generated per timing (default 300)")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    ap.add_argument("--rounds", type=positive(int), default=4, help="interleaved rounds (default 4)")
     ap.add_argument("--json", metavar="FILE", default="", help="write the figures to FILE")
     args = ap.parse_args()
     if args.chars < 1 or args.rounds < 1:
@@ -113,9 +113,8 @@ def main() -> None:
           f"(kept weights); kept weights: {result['kept_over_every_call']}x preparing them each call; plain LSTM: "
           f"{result['plain_step_over_torch']}x torch's kernels")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -10,13 +10,12 @@ head words decides the cost), else a Zipf sample.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from rnnkit.bench import machine_description
+from rnnkit.bench import machine_description, positive, run_script, strict_json
 from rnnkit.models import LanguageModel, LanguageModelConfig
 
 
@@ -38,9 +37,9 @@ def batches(n: int, B: int = 32, T: int = 70):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--steps", type=positive(int), default=12, help="timed training steps per round")
+    ap.add_argument("--rounds", type=positive(int), default=3, help="alternating rounds; the median is reported")
+    ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = ap.parse_args()
     data, source = batches(args.steps)
     variants = {"full softmax": (), "cutoffs 2000": (2000,), "cutoffs 1000,4000": (1000, 4000)}
@@ -70,8 +69,8 @@ def main() -> None:
     for name, r in rows.items():
         print(f"| {name} | {r['ms_per_step']} | {r['speedup']}× |")
     if args.json:
-        print(json.dumps({"machine": machine_description(), "targets": source, "rows": rows}))
+        print(strict_json({"machine": machine_description(), "targets": source, "rows": rows}))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

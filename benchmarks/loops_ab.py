@@ -9,14 +9,13 @@ layers that run them, in interleaved rounds, medians of the per-round times and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
 
 import rnnkit
-from rnnkit.bench import _train_step, machine_description
+from rnnkit.bench import _train_step, machine_description, positive, run_script, write_json
 
 LAYERS = {
     "LSTM(peephole=True)": dict(peephole=True),
@@ -69,9 +68,9 @@ def measure(B: int, T: int, I: int, H: int, rounds: int, layers=LAYERS) -> list[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default="", metavar="OUT", help="also write the rows and the machine to OUT")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--rounds", type=positive(int), default=8)
+    ap.add_argument("--batch", type=positive(int), default=32)
+    ap.add_argument("--steps", type=positive(int), default=256)
     ap.add_argument("--input", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=256)
     args = ap.parse_args()
@@ -85,9 +84,8 @@ def main() -> None:
         print(f"{r['layer']:38} {r['cpp_ms']:8.1f} {r['python_ms']:10.1f} {r['torch_nn_lstm_ms']:11.1f} "
               f"{r['cpp_over_python']:7.2f} {r['cpp_over_torch']:7.2f} {r['python_over_torch']:6.2f}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine, "shape": vars(args), "rows": rows}, f, indent=1)
+        write_json(args.json, {"machine": machine, "shape": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

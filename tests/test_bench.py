@@ -35,3 +35,26 @@ def test_the_gpu_rows_measure_on_the_device_they_are_given():
     assert rows[0].target == "<= 1.3" and rows[1].target.startswith("<= 0.02 (>= 50x faster)")
     assert rows[1].met == (rows[1].ratio <= 0.02)
     assert len(synced) >= 8  # every timed call (and the warm-ups) ended with the device's synchronize
+
+
+def test_results_json_is_strict_and_script_errors_are_one_line(tmp_path, capsys):
+    """nab.py printed 'NaN' (not JSON: jq and JSON.parse refuse the line); `bench speed --json FOLDER`
+    failed after the whole run; a missing data set ended benchmark scripts in a traceback."""
+    import pytest
+
+    from rnnkit.errors import DataError
+    line = bench.strict_json({"delay": float("nan"), "rows": [float("inf"), 1.5]})
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == \
+        {"delay": None, "rows": [None, 1.5]}
+    path = bench.write_json(tmp_path / "new" / "r", {"x": float("-inf")})
+    assert path.name == "r.json" and json.loads(path.read_text()) == {"x": None}
+
+    def missing():
+        raise DataError("data set 'ptb': not found")
+    with pytest.raises(SystemExit) as stop:
+        bench.run_script(missing)
+    assert stop.value.code == 2 and capsys.readouterr().err == "error: data set 'ptb': not found\n"
+    from rnnkit.cli import main
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "speed", "--quick", "--json", str(tmp_path)])  # a folder: refused before the run
+    assert stop.value.code != 0 and "is a folder" in capsys.readouterr().err

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import numpy as np
 
+from rnnkit.bench import positive, run_script, strict_json
 from rnnkit.data.registry import load_dataset
 from rnnkit.models import ts_metrics
 from rnnkit.models._es import EsParams, from_u
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line after the tables")
     parser.add_argument("--series", default="", help="comma-separated subset of the panel")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--origins", type=int, default=1, help="forecast origins per series (default: 1)")
+    parser.add_argument("--origins", type=positive(int), default=1, help="forecast origins per series (default: 1)")
     parser.add_argument("--ablation", action="store_true",
                         help="also score the same model with w=1 and its smoothing part alone")
     args = parser.parse_args()
@@ -172,10 +172,10 @@ def main() -> None:
     seconds = {m: round(sum(r[m]["seconds"] for r in results.values()), 1) for m in MODELS}
     print(f"fit+forecast seconds per model: {seconds}; wall time {wall:.0f} s")
     if args.json:
-        print(json.dumps({"benchmark": "forecast_panel", "origins": args.origins, "wall_s": round(wall, 1),
+        print(strict_json({"benchmark": "forecast_panel", "origins": args.origins, "wall_s": round(wall, 1),
                           **summary["all"], "groups": summary, "origins_used": origins, "seconds": seconds,
                           "results": results}, default=float))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,6 +16,9 @@ import pathlib
 import subprocess
 import sys
 
+from rnnkit.bench import positive, run_script, strict_json
+from rnnkit.errors import ConfigError
+
 CELLS = {"LSTM": ["--cell", "lstm"], "GRU": ["--cell", "gru"], "MinGRU": ["--cell", "mingru"],
          "MinLSTM": ["--cell", "minlstm"], "LayerNormLSTM": ["--cell", "lstm", "--layer-norm"],
          # one MinGRU/MinLSTM layer has no recurrent weights and few parameters (67k against the
@@ -26,17 +29,25 @@ CELLS = {"LSTM": ["--cell", "lstm"], "GRU": ["--cell", "gru"], "MinGRU": ["--cel
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--seconds", type=positive(float), default=600.0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of " + ",".join(CELLS))
     ap.add_argument("extra", nargs="*", help="more options for lm_shakespeare.py (after --)")
     args = ap.parse_args()
     script = pathlib.Path(__file__).with_name("lm_shakespeare.py")
+    names = [n.strip() for n in args.cells.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CELLS]
+    if unknown or not names:  # before the first run, not after it
+        raise ConfigError(f"--cells: unknown cell {unknown[0] if unknown else '(none)'!r}; expected some of "
+                          f"{', '.join(CELLS)}")
     rows = {}
-    for name in args.cells.split(","):
+    for name in names:
         cmd = [sys.executable, str(script), "--seconds", str(args.seconds), "--json", *CELLS[name], *args.extra]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rows[name] = json.loads(out)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:  # the run's own message, not only CalledProcessError's exit status
+            why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise ConfigError(f"{name}: lm_shakespeare.py failed (exit {proc.returncode}): {why}")
+        rows[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{name}: {rows[name]['val_loss']}", file=sys.stderr)
     print("| cell | stateful val loss | windowed val loss | train loss (last 200 steps) | steps | parameters |")
     print("|---|---|---|---|---|---|")
@@ -44,8 +55,8 @@ def main() -> None:
         print(f"| {name} | {r['val_loss']:.4f} | {r['val_loss_windowed']:.4f} | {r['train_loss_last200']} "
               f"| {r['steps']} | {r['params']:,} |")
     if args.json:
-        print(json.dumps({"seconds": args.seconds, "rows": rows}))
+        print(strict_json({"seconds": args.seconds, "rows": rows}))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

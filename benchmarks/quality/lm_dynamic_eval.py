@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 
 import torch
 
+from rnnkit.bench import run_script, strict_json
 from rnnkit.data.registry import load_dataset
 from rnnkit.errors import RnnkitError
 from rnnkit.export import load
@@ -81,8 +81,8 @@ def main() -> None:
           f"{result['val_loss_rest']:.4f}, dynamic {result['val_loss_dynamic_rest']:.4f} "
           f"(whole validation text: {result['val_loss']:.4f} -> {result['val_loss_dynamic']:.4f})")
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

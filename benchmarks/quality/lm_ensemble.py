@@ -38,6 +38,7 @@ import time
 
 import torch
 
+from rnnkit.bench import run_script, strict_json
 from rnnkit.errors import RnnkitError
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -164,8 +165,8 @@ def main() -> None:
     print(f"tiny shakespeare, ensemble of {len(ensemble.members)}: stateful val loss {result['val_loss']:.4f}, "
           f"windowed {result['val_loss_windowed']:.4f}")
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

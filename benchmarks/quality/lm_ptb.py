@@ -12,13 +12,13 @@ AWD-LSTM 56.5 (52.5 with a cache pointer), on a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
 
 import torch
 
+from rnnkit.bench import positive, run_script, strict_json
 from rnnkit.data.registry import load_dataset
 from rnnkit.data.text import LMStream
 from rnnkit.data.tokenizers import WordTokenizer
@@ -30,7 +30,7 @@ from rnnkit.training import Trainer, TrainerConfig
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=3600.0, help="training wall-clock budget")
+    ap.add_argument("--seconds", type=positive(float), default=3600.0, help="training wall-clock budget")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     ap.add_argument("--cell", default="lstm")
     ap.add_argument("--hidden", type=int, default=400)
@@ -38,14 +38,18 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--dropout", type=float, default=0.3, help="locked dropout: input, between layers, output")
     ap.add_argument("--embedding-dropout", type=float, default=0.05)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=70)
+    ap.add_argument("--batch", type=positive(int), default=32)
+    ap.add_argument("--seq-len", type=positive(int), default=70)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--cutoffs", default="1000,4000", help="adaptive softmax cluster bounds, e.g. 2000 or 2000,5000 "
                     "(ids are ordered by frequency; tying is kept); '' for the full softmax")
-    ap.add_argument("--predictive-words", type=int, default=20000, help="test words scored for predictive text")
+    ap.add_argument("--predictive-words", type=positive(int), default=20000, help="test words scored for predictive text")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    try:  # before the data and the hour of training
+        cutoffs = tuple(int(c) for c in args.cutoffs.split(",") if c.strip())
+    except ValueError:
+        raise ValueError(f"--cutoffs: expected token ids such as 1000,4000, got {args.cutoffs!r}") from None
     torch.manual_seed(args.seed)
     splits = load_dataset("ptb")
     tok = WordTokenizer(eos_token="<eos>").fit(splits["train"])
@@ -54,7 +58,7 @@ def main() -> None:
                               hidden_size=args.hidden, num_layers=args.layers, tie_weights=True,
                               embedding_dropout=args.embedding_dropout, input_dropout=args.dropout,
                               hidden_dropout=args.dropout, output_dropout=args.dropout,
-                              softmax_cutoffs=tuple(int(c) for c in args.cutoffs.split(",") if c.strip()))
+                              softmax_cutoffs=cutoffs)
     model = LanguageModel(cfg, tokenizer=tok)
     curve = []
 
@@ -84,8 +88,8 @@ def main() -> None:
           f"predictive text on test: top-1 {pred.top1:.3f}, top-3 {pred.topk:.3f}, keystroke savings "
           f"{pred.keystroke_savings:.3f}")
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,7 +20,6 @@ configuration used.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import tempfile
@@ -28,6 +27,7 @@ import time
 
 import torch
 
+from rnnkit.bench import positive, run_script, strict_json
 from rnnkit.data.registry import load_dataset
 from rnnkit.data.tokenizers import CharTokenizer
 from rnnkit.errors import ConfigError
@@ -90,15 +90,15 @@ class _WeightAverage:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=97.0, help="training wall-clock budget")
+    ap.add_argument("--seconds", type=positive(float), default=97.0, help="training wall-clock budget")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     ap.add_argument("--cell", default="lstm")
     ap.add_argument("--layer-norm", action="store_true")
     ap.add_argument("--hidden", type=int, default=320)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--embedding", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=32)
+    ap.add_argument("--batch", type=positive(int), default=32)
+    ap.add_argument("--seq-len", type=positive(int), default=32)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--dropout", type=float, default=0.0,
                     help="locked (variational) dropout on the outputs and, with --layers > 1, between layers")
@@ -206,8 +206,8 @@ def main() -> None:
     print(f"tiny shakespeare: stateful val loss {val:.4f}, windowed {windowed:.4f} after "
           f"{train_seconds:.0f} s ({state.step} steps, {model.num_parameters():,} parameters)")
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -12,13 +12,13 @@ detector's own threshold (NAB's threshold sweep is not run).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import numpy as np
 import pandas as pd
 
+from rnnkit.bench import positive, run_script, strict_json
 from rnnkit.data.registry import load_dataset
 from rnnkit.models.anomaly import AnomalyDetector
 from rnnkit.models.anomaly_metrics import nab_normalized, nab_raw_score, window_metrics
@@ -61,18 +61,22 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON line after the table")
-    parser.add_argument("--methods", default="forecast,reconstruction")
-    parser.add_argument("--window", type=int, default=48)
+    parser.add_argument("--methods", default="forecast,reconstruction", help="comma-separated: forecast, reconstruction")
+    parser.add_argument("--window", type=positive(int), default=48)
     args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("forecast", "reconstruction")] or ([] if methods else ["(none)"])
+    if bad:  # before the runs, not after the first method's
+        raise ValueError(f"--methods: expected forecast and/or reconstruction, got {bad[0]!r}")
     data = load_dataset("nab")
     options = {"window": args.window}
     t0, rows = time.perf_counter(), []
-    for method in args.methods.split(","):
+    for method in methods:
         for name, item in data.items():
             rows.append(evaluate(name, item, method, options))
     print(table(rows))
     summary = {}
-    for method in args.methods.split(","):
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
         found, total = sum(r["found"] for r in mine), sum(r["windows"] for r in mine)
         correct = sum(r["precision"] * r["detected"] for r in mine if r["detected"])
@@ -85,9 +89,9 @@ def main() -> None:
     wall = time.perf_counter() - t0
     print(f"\nwall time {wall:.0f} s")
     if args.json:
-        print(json.dumps({"benchmark": "nab", "wall_s": round(wall, 1), "summary": summary,
+        print(strict_json({"benchmark": "nab", "wall_s": round(wall, 1), "summary": summary,
                           "rows": rows}, default=float))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -9,18 +9,23 @@ the kernels issue's targets table (plus informational rows); ``benchmarks/speed.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 import rnnkit
 
-__all__ = ["Row", "run_speed", "machine_description", "format_table", "to_json"]
+__all__ = ["Row", "run_speed", "machine_description", "format_table", "to_json", "strict_json", "write_json",
+           "json_path", "positive", "run_script"]
 
 
 @dataclass(frozen=True)
@@ -249,5 +254,66 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def to_json(rows: list[Row]) -> str:
-    return json.dumps({"machine": machine_description(), "rows": [asdict(r) for r in rows]}, indent=2)
+def to_json(rows: list[Row], machine: str | None = None) -> str:
+    """The rows as JSON with ``machine`` (the description printed with the table, taken before the
+    run; by default one taken now, whose load average is the run's own)."""
+    return strict_json({"machine": machine or machine_description(), "rows": [asdict(r) for r in rows]}, indent=2)
+
+
+# -- shared by the scripts in benchmarks/ -----------------------------------------------------------
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def strict_json(value, **kwargs) -> str:
+    """``json.dumps`` with NaN and infinities as ``null``: ``NaN`` is not JSON, and strict parsers
+    (``jq``, JavaScript's ``JSON.parse``) refuse a whole results line for it."""
+    return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+def write_json(path, text_or_value) -> Path:
+    """Write strict JSON (a value, or text from :func:`to_json`) to ``path`` atomically. Check the path
+    with :func:`json_path` before the run, so that a long benchmark does not end in an error."""
+    from rnnkit._files import write_text_atomic
+    text = text_or_value if isinstance(text_or_value, str) else strict_json(text_or_value, indent=2)
+    return write_text_atomic(json_path(path), text.rstrip("\n") + "\n")
+
+
+def json_path(path, what: str = "--json") -> Path:
+    """The JSON file ``path`` names (``.json`` added, its folder created), or a one-line error."""
+    from rnnkit._files import output_file
+    return output_file(path, ".json", what)
+
+
+def positive(kind: type = float):
+    """An argparse ``type``: a number of ``kind`` greater than 0, or the parser's one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a benchmark script's ``main``: a user's mistake (a bad option value, a missing data set) is
+    one line ``error: ...`` and exit status 2, as with the ``rnnkit`` command, not a traceback."""
+    from rnnkit.errors import RnnkitError
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (RnnkitError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -424,12 +424,14 @@ def bench(what: str = typer.Argument("speed", help="speed or memory"),
         raise typer.BadParameter(f"{', '.join(given)} apply to 'rnnkit bench memory' only; "
                                  "'bench speed' takes --quick and --json")
     if what == "speed":
-        from rnnkit.bench import format_table, machine_description, run_speed, to_json
+        from rnnkit.bench import format_table, json_path, machine_description, run_speed, to_json, write_json
+        json_out = json_path(json_out) if json_out else None  # before the run, not after it
+        machine = machine_description()  # the load before the run
         rows = run_speed(quick=quick)
-        console.print(f"machine: {machine_description()}")
+        console.print(f"machine: {machine}")
         console.print(format_table(rows), markup=False, highlight=False)
         if json_out:
-            json_out.write_text(to_json(rows) + "\n")
+            write_json(json_out, to_json(rows, machine))
     elif what == "memory":
         from rnnkit.analysis import memory
         argv = ["--quick"] if quick else []
