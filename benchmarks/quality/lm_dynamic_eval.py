@@ -75,7 +75,8 @@ def main() -> None:
     ids = torch.tensor(model.tokenizer.encode(load_dataset("tinyshakespeare", "val")))
     t0 = time.monotonic()
     result = choose_and_score(model, ids)
-    result.update(seconds=round(time.monotonic() - t0, 1), torch_threads=torch.get_num_threads())
+    result.update(seconds=round(time.monotonic() - t0, 1), torch_threads=torch.get_num_threads(),
+                  params=sum(p.numel() for p in model.parameters()), config={"bundle": str(args.bundle)})
     n = ids.numel() - 1
     print(f"chosen lr {result['lr']:g}, decay {result['decay']:g}; on the last {n - TUNE} characters: stateful "
           f"{result['val_loss_rest']:.4f}, dynamic {result['val_loss_dynamic_rest']:.4f} "
