@@ -321,11 +321,12 @@ class Recurrent(nn.Module):
         state = self._check_state(hx, B, batched, x)
         if lengths is not None:
             lengths = masking.check_lengths(lengths, B, T, x.device)
-        backend, weights = self.select_backend(x), self._weights()
+        backend = self.select_backend(x)
         if backend == "native" and T == 0:  # torch's kernels refuse T=0; every other backend (and a
             backend = "cell"                 # stream that has not started) returns the initial state
         if backend != "native" and autocast_on(x.device.type):
             return self._outside_autocast(input, hx, lengths)
+        weights = self._weights()  # after the return above: weight drop draws its mask once per call
         if backend == "native" and lengths is None:
             y, hn = native.run_full(self.native_mode, x, self._pack_native(state), self._flat_weights(None, weights),
                                     self.bias, self.num_layers, self.dropout, self.training,
@@ -416,6 +417,8 @@ class Recurrent(nn.Module):
         self._check_input(data.unsqueeze(0))
         B = int(packed.batch_sizes[0])
         state = self._check_state(hx, B, True, data)
+        if self.select_backend(data) != "native" and autocast_on(data.device.type):
+            return self._outside_autocast(packed, hx)
         weights = self._weights()
         if self.select_backend(data) == "native":
             order = packed.sorted_indices
@@ -429,8 +432,6 @@ class Recurrent(nn.Module):
                 parts = [p.index_select(1, packed.unsorted_indices) for p in parts]
             out = PackedSequence(y, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
             return out, self._pack_state(parts)
-        if autocast_on(data.device.type):
-            return self._outside_autocast(packed, hx)
         padded, lengths = masking.unpack(packed)
         y, parts = self._run_layers(padded, state, lengths.to(padded.device), self.select_backend(padded), weights)
         return masking.repack(y, lengths, packed), self._pack_state(parts)
