@@ -393,7 +393,8 @@ def detect(bundle: Path = typer.Argument(..., help="An anomaly-detector bundle o
            csv: Path = typer.Option(..., help="The series to scan."),
            time_col: Optional[str] = typer.Option(None, help="The timestamp column."),
            target: Optional[str] = typer.Option(None, help="The value column(s) the detector was fitted on, "
-                                                "comma-separated (default: those of its training CSV)."),
+                                                "comma-separated (default: those of its training CSV for a "
+                                                "detector of several columns; else the CSV's one value column)."),
            plot: Optional[Path] = typer.Option(None, help="Write a PNG with the flagged windows shaded.")) -> None:
     """Flag anomaly windows in a series with a trained detector."""
     from rnnkit._files import output_file

@@ -376,3 +376,15 @@ def test_future_covariates_from_a_csv_must_cover_the_forecast_rows(tmp_path):
     with pytest.raises(DataError, match=r"wrong.csv: its timestamps 2030-01-01 00:00:00 \.\. 2030-01-04 .* are "
                                         r"not the forecast's"):
         forecast_from_bundle(bundle, str(csv), "date", future_csv=str(bad))
+
+
+def test_step_keys_of_the_same_time_step_agree():
+    """'7D' and 'W-SUN' (a weekly CSV read with and without pandas' anchor) were different steps; so were
+    'h' and an older pandas' 'H' stored in a bundle, and '2M' lost its multiple."""
+    from rnnkit.models._ts_input import step_key
+    same = [("W-SUN", "7D"), ("W-MON", "W"), ("h", "H"), ("60min", "h"), ("T", "min"), ("MS", "ME"),
+            ("ME", "M"), ("2MS", "2M"), ("YS", "YE")]
+    for a, b in same:
+        assert step_key(a) == step_key(b), (a, b)
+    for a, b in (("MS", "2MS"), ("W", "14D"), ("D", "B"), ("h", "30min"), ("QS", "MS")):
+        assert step_key(a) != step_key(b), (a, b)

@@ -230,3 +230,33 @@ def test_predictive_metrics_checks_k():
     for k in (0, 4, 2.0):
         with pytest.raises(ValueError, match=r"k must be an int in \[1, 3\]"):
             predictive_metrics(m, "a b c\n", k=k)
+
+
+def test_healing_spells_the_typed_text_as_the_tokenizer_does(bpe_model):
+    """A lower-casing tokenizer ('The Qu': no token spells 'Qu', so complete gave [] and generate wrote
+    'nk>' of a literal <unk> or crashed in multinomial), or a typed character the tokenizer lacks."""
+    from rnnkit.data.subword import SubwordTokenizer
+    tok, m = bpe_model
+    assert isinstance(m.complete("the Qz", k=2), list)
+    for seed in range(3):  # 'Q' is not in the training text: no healing, and never a piece of <unk>
+        out = m.generate("the Qz", 5, seed=seed)
+        assert "nk>" not in out and "<unk>" not in out
+    text = "the quick fox finds the lazy dog\nthe small fox jumps over the quiet dog\n" * 40
+    lower = SubwordTokenizer(model="bpe", vocab_size=60, lower=True).fit(text)
+    torch.manual_seed(0)
+    lm = LanguageModel(vocab_size=lower.vocab_size, embedding_size=8, hidden_size=16, tokenizer=lower).eval()
+    words = [c.word for c in lm.complete("The Qu", k=3)]
+    assert words and all(w.startswith("qu") for w in words)
+    for seed in range(3):
+        out = lm.generate("The Qu", 4, seed=seed, temperature=0.8)
+        assert "nk>" not in out and "<unk>" not in out
+
+
+def test_the_pieces_cache_follows_a_refitted_tokenizer():
+    pytest.importorskip("tokenizers")
+    from rnnkit.data.subword import SubwordTokenizer
+    from rnnkit.models.text_generation import _pieces
+    tok = SubwordTokenizer(model="bpe", vocab_size=40).fit("dog dog dog cat\n" * 20)
+    first = list(_pieces(tok))
+    tok.fit("cow cow cow pig\n" * 20)
+    assert _pieces(tok) == [tok.decode([i]) for i in range(tok.vocab_size)] and _pieces(tok) != first

@@ -435,7 +435,7 @@ def test_progress_goes_to_a_pipe_as_plain_lines(make_config, capfd, monkeypatch)
 
 def test_throughput_on_the_bar_is_not_one_slow_step(monkeypatch):
     """The bar showed the last step's rate: the step after an evaluation (which counts its time) made a
-    200 steps/s run read 0.9 steps/s at its end."""
+    200 steps/s run read 0.9 steps/s at its end (and a moving average kept such a step for dozens)."""
     from rnnkit.training import logging as run_logging
 
     clock = iter([0.0, 0.0] + [0.005 * k for k in range(1, 41)] + [1.2])
@@ -446,5 +446,5 @@ def test_throughput_on_the_bar_is_not_one_slow_step(monkeypatch):
         meter.end_step(1.0)
     assert meter.rates()["steps_per_s"] == pytest.approx(200)
     meter.add_micro(torch.tensor(1.0), 100)
-    meter.end_step(1.0)  # one step of 1 s (an evaluation before it)
-    assert 5 < meter.rates()["steps_per_s"] < 200 and meter.rates()["tokens_per_s"] > 500
+    meter.end_step(1.0)  # one step of 1 s (an evaluation before it): the median of 20 steps ignores it
+    assert meter.rates() == pytest.approx({"steps_per_s": 200, "tokens_per_s": 20_000})

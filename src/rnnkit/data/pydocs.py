@@ -147,7 +147,8 @@ def load_pydocs_text(cache_dir: str | os.PathLike | None = None) -> str:
         cached = _read_cache(path)
         if cached is not None:
             return cached
-        logger.warning("%s: empty, damaged or cut-short cache file; building the text again", path)
+        logger.warning("%s: cache file empty, damaged, cut short or from an earlier rnnkit (no checksum); "
+                       "building the text again", path)
     text = build_pydocs_text()
     path.parent.mkdir(parents=True, exist_ok=True)
     # an interrupted run leaves no truncated cache

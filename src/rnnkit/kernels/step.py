@@ -78,7 +78,7 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
     with ``cpp_only`` only the C++ step (for a one-step ``forward``, which otherwise keeps torch's kernels)."""
     if hx is None or torch.compiler.is_compiling() or capturing(x_t):
         return None  # a trace or a compiled graph would hold the C++ call's result as a constant
-    if isinstance(x_t, Tensor) and autocast_on("cuda" if x_t.is_cuda else "cpu" if x_t.is_cpu else x_t.device.type):
+    if isinstance(x_t, Tensor) and autocast_for(x_t):
         return None  # autocast casts torch's ops to its dtype; the C++ step would stay in float32
     mode = layer.native_mode
     if layer.bidirectional or (layer.training and (
@@ -138,6 +138,11 @@ def autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # pragma: no cover - an older signature without the device type
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
+def autocast_for(x: Tensor) -> bool:
+    """:func:`autocast_on` for ``x``'s device (``is_cuda``/``is_cpu``: 86 ns, ``device.type``: 335 ns)."""
+    return autocast_on("cuda" if x.is_cuda else "cpu" if x.is_cpu else x.device.type)
 
 
 def _cpp_step():

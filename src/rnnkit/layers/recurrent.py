@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnkit.cells.base import LSTMState, RecurrentCell, zoneout_state
 from rnnkit.kernels import dispatch, native
 from rnnkit.kernels._capture import capturing
-from rnnkit.kernels.step import autocast_on, try_step
+from rnnkit.kernels.step import autocast_for, try_step
 from rnnkit.layers import masking
 from rnnkit.layers.regularizers import check_probability, drop_connect, variational_mask
 
@@ -324,7 +324,7 @@ class Recurrent(nn.Module):
         backend = self.select_backend(x)
         if backend == "native" and T == 0:  # torch's kernels refuse T=0; every other backend (and a
             backend = "cell"                 # stream that has not started) returns the initial state
-        if backend != "native" and autocast_on(x.device.type):
+        if backend != "native" and autocast_for(x):
             return self._outside_autocast(input, hx, lengths)
         weights = self._weights()  # after the return above: weight drop draws its mask once per call
         if backend == "native" and lengths is None:
@@ -417,7 +417,7 @@ class Recurrent(nn.Module):
         self._check_input(data.unsqueeze(0))
         B = int(packed.batch_sizes[0])
         state = self._check_state(hx, B, True, data)
-        if self.select_backend(data) != "native" and autocast_on(data.device.type):
+        if self.select_backend(data) != "native" and autocast_for(data):
             return self._outside_autocast(packed, hx)
         weights = self._weights()
         if self.select_backend(data) == "native":
@@ -457,7 +457,7 @@ class Recurrent(nn.Module):
             raise ValueError(f"{name}.step: expected x_t of shape (batch, {self.input_size}) or "
                              f"({self.input_size},), got {got}")
         ref = next(self.parameters())
-        if autocast_on(x_t.device.type):
+        if autocast_for(x_t):
             return self._outside_autocast(x_t, hx, step=True)
         if x_t.dtype != ref.dtype:
             raise ValueError(f"{name}.step: x_t dtype must be {ref.dtype} like the weights, got {x_t.dtype}")

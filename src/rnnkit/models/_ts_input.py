@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -254,24 +255,37 @@ def season_from_index(index: Any) -> int:
 # a fixed-length step's key is its length; a calendar one's its unit (month start and month end are
 # both monthly) and multiple; strings pandas no longer parses (an older bundle's 'M') stay as they are
 _UNITS = {"MS": "M", "ME": "M", "BMS": "BM", "BME": "BM", "SMS": "SM", "SME": "SM", "QS": "Q", "QE": "Q",
-          "BQS": "BQ", "BQE": "BQ", "YS": "Y", "YE": "Y", "A": "Y", "AS": "Y", "BYS": "BY", "BYE": "BY"}
+          "BQS": "BQ", "BQE": "BQ", "YS": "Y", "YE": "Y", "A": "Y", "AS": "Y", "BYS": "BY", "BYE": "BY",
+          "M": "M", "BM": "BM", "Q": "Q", "BQ": "BQ", "BA": "BY", "BAS": "BY"}
+
+
+_OLD_FIXED = {"H": 3600 * 10**9, "T": 60 * 10**9, "S": 10**9, "L": 10**6, "U": 10**3, "N": 1}  # pandas < 2.2
+_WEEK = 7 * 86400 * 10**9
 
 
 def step_key(freq: str | None) -> Any:
-    """What two frequencies share when they are the same time step ('MS' and 'ME', 'W-SUN' and 'W-MON')."""
+    """What two frequencies share when they are the same time step ('MS' and 'ME', 'W-SUN', 'W-MON'
+    and '7D', 'h' and an older pandas' 'H')."""
     if not freq:
         return None
     from pandas.tseries.frequencies import to_offset
     try:
         offset = to_offset(freq)
-    except ValueError:
-        code = freq.split("-")[0].lstrip("0123456789")
-        return (_UNITS.get(code, code), 1)
+    except ValueError:  # a string this pandas no longer reads (an older bundle's 'M', 'H', '2BA')
+        match = re.fullmatch(r"(\d*)([A-Za-z]+)", freq.split("-")[0])
+        if match is None:
+            return (freq, 1)
+        n, code = int(match.group(1) or 1), match.group(2)
+        if code in _OLD_FIXED:
+            nanos = n * _OLD_FIXED[code]
+            return ("W", nanos // _WEEK) if nanos % _WEEK == 0 else ("fixed", nanos)
+        return (_UNITS.get(code, code), n)
     try:
-        return ("fixed", offset.nanos)
+        nanos = offset.nanos
     except ValueError:
         code = offset.rule_code.split("-")[0]
         return (_UNITS.get(code, code), offset.n)
+    return ("W", nanos // _WEEK) if nanos % _WEEK == 0 else ("fixed", nanos)
 
 
 def step_seconds(index: Any) -> float | None:

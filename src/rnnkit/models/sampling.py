@@ -58,7 +58,9 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig, history: Tensor | None = 
         # a temperature so small that float32 overflows (1e-40) is greedy: softmax(inf/nan) was
         # refused by multinomial; the largest logit takes all of the probability
         scaled = logits / cfg.temperature
-        if not torch.isfinite(scaled[torch.isfinite(logits)]).all():
+        # only a temperature this small can overflow logits of any sensible size (a check on every
+        # token cost 18 us at V=60, 400 us at V=50,000)
+        if cfg.temperature < 1e-20 and not torch.isfinite(scaled[torch.isfinite(logits)]).all():
             scaled = torch.where(logits == logits.max(), 0.0, float("-inf"))
         logits = scaled
     if cfg.top_k is not None and cfg.top_k < logits.numel():

@@ -97,7 +97,11 @@ def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None 
             if banned is not None:
                 logp[banned] = -math.inf
             if len(spelled) < len(need):
-                logp = logp.masked_fill(~_spelling(tok, need[len(spelled):]), -math.inf)
+                allowed = _spelling(tok, need[len(spelled):])
+                if allowed.any():
+                    logp = logp.masked_fill(~allowed, -math.inf)
+                else:  # no token goes on (rare: _heal checked the first): the typed rest is given up
+                    need = spelled
             nxt = sample_next(logp, sampling, None if seen is None else torch.tensor(sorted(seen)), gen)
             if seen is not None:
                 seen.add(nxt)
@@ -191,16 +195,24 @@ def _heal(tok, prefix: str, partial: str) -> tuple[str, str] | None:
     head, need = (context[:-1], " " + partial) if context.endswith(" ") else (context, partial)
     if not need or not head:
         return None
+    if getattr(tok, "lower", False):  # the tokens' text is lower-cased: spell the typed text so
+        if len(need.lower()) != len(need):  # ('İ' lower-cases to two characters)
+            return None
+        need = need.lower()
+    # a typed character no token holds (<unk>) cannot be spelled: no healing, as before it
+    if tok.unknown_tokens(need) or not any(p and (p.startswith(need) or need.startswith(p)) for p in _pieces(tok)):
+        return None
     return head, need
 
 
 def _pieces(tok) -> list[str]:
     """Each token's text (the subword tokenizer keeps a word's space on its first token)."""
+    key = (id(getattr(tok, "_tok", None)), tok.vocab_size)  # a refitted tokenizer holds a new model
     cached = getattr(tok, "_rnnkit_pieces", None)
-    if cached is None or len(cached) != tok.vocab_size:
-        cached = [tok.decode([i]) for i in range(tok.vocab_size)]
+    if cached is None or cached[0] != key:
+        cached = (key, [tok.decode([i]) for i in range(tok.vocab_size)])
         tok._rnnkit_pieces = cached
-    return cached
+    return cached[1]
 
 
 def _spelling(tok, rest: str) -> torch.Tensor:

@@ -13,7 +13,9 @@ import csv
 import logging
 import math
 import os
+import statistics
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +132,8 @@ class RunLogger:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
         console = Console(stderr=True)
-        if not console.is_terminal:  # a pipe or a log file: rich would draw the bar once, at the end
+        if not (console.is_terminal or console.is_jupyter):  # a pipe or a log file: rich would draw the
+            # bar once, at the end (a notebook is no terminal to rich, but draws its live bar)
             self._progress = _PlainProgress(console, self._total_steps, self._total_time)
             self._task = None
             return
@@ -225,7 +228,7 @@ class StepMeter:
         self._micro_tokens = 0
         self._last = time.monotonic()
         self._rates = {"steps_per_s": 0.0, "tokens_per_s": 0.0}
-        self._ema: tuple[float, float] | None = None  # (seconds, tokens) per step
+        self._recent: deque[tuple[float, int]] = deque(maxlen=20)  # (seconds, tokens) of the last steps
         self.reset()
 
     def reset(self) -> None:
@@ -248,17 +251,17 @@ class StepMeter:
         self.loss_sum, self.count, self.tokens = self.loss_sum + loss, self.count + 1, self.tokens + tokens
         self.norms.append(norm)
         elapsed, self._last = max(now - self._last, 1e-9), now
-        # a moving average over ~20 steps: the step after an evaluation or a checkpoint counts its time
-        # too, and the bar showed that one step's rate (0.9 steps/s in a run at 200 steps/s)
-        if self._ema is None:
-            self._ema = (elapsed, float(tokens))
-        else:
-            self._ema = tuple(0.9 * old + 0.1 * new for old, new in zip(self._ema, (elapsed, tokens)))
-        self._rates = {"steps_per_s": 1.0 / self._ema[0], "tokens_per_s": self._ema[1] / self._ema[0]}
+        # the median of the last 20 steps: the step after an evaluation or a checkpoint (and the first,
+        # with the set-up) counts that time too; the bar showed such a step's rate (0.9 steps/s in a run
+        # at 200 steps/s), and a moving average kept it for dozens of steps
+        self._recent.append((elapsed, tokens))
+        seconds = statistics.median(e for e, _ in self._recent)
+        self._rates = {"steps_per_s": 1.0 / seconds,
+                       "tokens_per_s": statistics.median(t for _, t in self._recent) / seconds}
         return loss, tokens
 
     def rates(self) -> dict[str, float]:
-        """Steps/s and tokens/s, a moving average over the last ~20 steps (this process)."""
+        """Steps/s and tokens/s, the median over the last 20 steps (this process)."""
         return dict(self._rates)
 
     def summary(self) -> dict[str, float]:
