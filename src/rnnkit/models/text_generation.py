@@ -200,7 +200,7 @@ def _heal(tok, prefix: str, partial: str) -> tuple[str, str] | None:
             return None
         need = need.lower()
     # a typed character no token holds (<unk>) cannot be spelled: no healing, as before it
-    if tok.unknown_tokens(need) or not any(p and (p.startswith(need) or need.startswith(p)) for p in _pieces(tok)):
+    if tok.unknown_tokens(need) or not _spelling(tok, need).any():
         return None
     return head, need
 
@@ -247,13 +247,10 @@ def _complete_healed(model, tok, head: str, need: str, k: int, beam: int, max_ch
         cands = []
         for lp, added, nxt, st in beams:
             if len(added) < len(need):  # only tokens that go on spelling the typed text
-                rest = need[len(added):]
-                allowed = [i for i, p in enumerate(pieces) if p and i not in specials
-                           and (p.startswith(rest) or rest.startswith(p))]
-                if not allowed:
+                idx = _spelling(tok, need[len(added):]).nonzero().flatten()
+                if not idx.numel():
                     continue
-                idx = torch.tensor(allowed)
-                values, pos = torch.topk(nxt[idx], min(beam, len(allowed)))
+                values, pos = torch.topk(nxt[idx], min(beam, idx.numel()))
                 ids = idx[pos]
             else:
                 values, ids = torch.topk(nxt, min(beam, nxt.numel()))
