@@ -140,17 +140,23 @@ def test_bad_generation_requests(char_model):
         char_model.complete("the", k=0)
 
 
+def _memorise(tok, text: str, hidden: int, steps: int) -> LanguageModel:
+    """A small model trained on ``text`` until it has nearly memorised it (Adam, the whole text a step)."""
+    torch.manual_seed(0)
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=hidden, tokenizer=tok)
+    ids = torch.tensor(tok.encode(text))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = m(ids[:-1].view(1, -1), ids[1:].view(1, -1)).loss
+        opt.zero_grad(); loss.backward(); opt.step()
+    return m
+
+
 def test_predictive_metrics_on_a_memorised_text():
     from rnnkit.models.predictive import predictive_metrics
     text = "the cat sat on the mat\nthe dog sat on the log\n" * 30
     tok = WordTokenizer(eos_token="<eos>").fit(text)
-    torch.manual_seed(0)
-    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=32, tokenizer=tok)
-    ids = torch.tensor(tok.encode(text))
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = m(ids[:-1].view(1, -1), ids[1:].view(1, -1)).loss
-        opt.zero_grad(); loss.backward(); opt.step()
+    m = _memorise(tok, text, hidden=32, steps=150)
     score = predictive_metrics(m, text, k=3)
     # only "cat"/"dog" after "the" at a line start and "mat"/"log" are uncertain, and both are in the top 3
     assert score.topk > 0.95 and score.top1 > 0.7
@@ -165,14 +171,7 @@ def bpe_model():
     from rnnkit.data.subword import SubwordTokenizer
     text = "the quick fox finds the lazy dog\nthe small fox jumps over the quiet dog\n" * 40
     tok = SubwordTokenizer(model="bpe", vocab_size=60).fit(text)
-    torch.manual_seed(0)
-    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=16, hidden_size=48, tokenizer=tok)
-    ids = torch.tensor(tok.encode(text))
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    for _ in range(120):
-        loss = m(ids[:-1].view(1, -1), ids[1:].view(1, -1)).loss
-        opt.zero_grad(); loss.backward(); opt.step()
-    return tok, m.eval()
+    return tok, _memorise(tok, text, hidden=48, steps=120).eval()
 
 
 def test_a_subword_model_completes_a_word_typed_in_part(bpe_model):

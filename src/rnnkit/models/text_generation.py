@@ -264,15 +264,10 @@ def _complete_healed(model, tok, head: str, need: str, k: int, beam: int, max_ch
                 if end is None:
                     cands.append((lp + v, text, i, st))
                     continue
-                word = text[:end].strip()
-                if word and all(is_word_char(ch) for ch in word):
-                    done[word] = _logaddexp(done.get(word, -math.inf), lp + v)
-        cands.sort(key=lambda c: -c[0])
-        cands = cands[:beam]
-        best_done = sorted(done.values(), reverse=True)
-        if not cands or (len(best_done) >= k and best_done[k - 1] >= cands[0][0]):
+                _finish(done, text[:end].strip(), lp + v)
+        beams = _next_beams(model, cands, done, k, beam)
+        if beams is None:
             break
-        beams = [(lp, added, *_advance(model, [i], st)) for lp, added, i, st in cands]
     # P(word | the letters typed), as the character models' beam gives it
     ranked = sorted(done.items(), key=lambda kv: -kv[1])[:k]
     return [Completion(w, min(1.0, math.exp(lp - spelled))) for w, lp in ranked]
@@ -296,17 +291,28 @@ def _complete_beam(model, tok, prefix: str, k: int, beam: int, max_chars: int) -
                 if cut is None:
                     cands.append((lp + v, added + piece, i, st))
                     continue
-                word = (partial + added + piece[:cut]).strip()
-                if word and all(is_word_char(ch) for ch in word):
-                    done[word] = _logaddexp(done.get(word, -math.inf), lp + v)
-        cands.sort(key=lambda c: -c[0])
-        cands = cands[:beam]
-        best_done = sorted(done.values(), reverse=True)
-        if not cands or (len(best_done) >= k and best_done[k - 1] >= cands[0][0]):
+                _finish(done, (partial + added + piece[:cut]).strip(), lp + v)
+        beams = _next_beams(model, cands, done, k, beam)
+        if beams is None:
             break
-        beams = [(lp, added, *_advance(model, [i], st)) for lp, added, i, st in cands]
     ranked = sorted(done.items(), key=lambda kv: -kv[1])[:k]
     return [Completion(w, math.exp(lp)) for w, lp in ranked]
+
+
+def _finish(done: dict[str, float], word: str, logp: float) -> None:
+    """Add a hypothesis that ended ``word`` (a word of word characters only) to ``done``."""
+    if word and all(is_word_char(ch) for ch in word):
+        done[word] = _logaddexp(done.get(word, -math.inf), logp)
+
+
+def _next_beams(model, cands: list, done: dict[str, float], k: int, beam: int) -> list | None:
+    """The ``beam`` best unfinished hypotheses, advanced one token; None when none is left or the
+    ``k``-th finished word already beats the best of them."""
+    cands = sorted(cands, key=lambda c: -c[0])[:beam]
+    best_done = sorted(done.values(), reverse=True)
+    if not cands or (len(best_done) >= k and best_done[k - 1] >= cands[0][0]):
+        return None
+    return [(lp, added, *_advance(model, [i], st)) for lp, added, i, st in cands]
 
 
 def _logaddexp(a: float, b: float) -> float:
