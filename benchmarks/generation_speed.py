@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import time
 
 import torch
 
-from rnnkit.bench import positive, run_script, write_json
+from rnnkit.bench import machine_description, positive, run_script, write_json
 from rnnkit.data.tokenizers import CharTokenizer
 from rnnkit.kernels import step as one_step
 from rnnkit.models import LanguageModel, LanguageModelConfig, LanguageModelEnsemble
@@ -96,6 +95,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in models}
     for m, step in models.values():
         chars_per_second(m, 10, step)  # warm-up: the C++ build, the GEMM choice
+    machine = machine_description()  # CPU, threads, torch, C++ loops and the load before the run
     for _ in range(args.rounds):
         for name, (m, step) in models.items():
             times[name].append(chars_per_second(m, args.chars, step))
@@ -106,9 +106,9 @@ def main() -> None:
               "kept_over_every_call": round(rows[names[1]] / rows[names[2]], 2),
               "plain_step_over_torch": round(rows[names[4]] / rows[names[5]], 2),
               "chars": args.chars, "rounds": args.rounds, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+              "threads": torch.get_num_threads(), "machine": machine}
     for name, v in rows.items():
-        print(f"{name:48s} {v:8.1f} chars/s")
+        print(f"{name:58s} {v:8.1f} chars/s")
     print(f"one-step C++ path: {result['step_over_fused_kept']}x the characters per second of the fused kernels "
           f"(kept weights); kept weights: {result['kept_over_every_call']}x preparing them each call; plain LSTM: "
           f"{result['plain_step_over_torch']}x torch's kernels")
