@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The fused LSTM kernel's step loops in C++ against its Python step loops (``RNNKIT_CPP=0``) and
 against ``torch.nn.LSTM``, side by side in one process: training steps (forward + backward) of the
-layers that run them, in interleaved rounds, medians of the per-round times and ratios.
+layers that run them, in interleaved rounds, medians of the per-round times and ratios. The script
+sets ``RNNKIT_CPP`` itself for each column; with it at 0, zoneout's masks are drawn by ``bernoulli_``
+instead of the C++ generator too, so the zoneout rows compare masks and loops together.
 
     python benchmarks/loops_ab.py [--json OUT] [--rounds 8] [--batch 32 --steps 256 --input 64 --hidden 256]
 """
@@ -77,7 +79,15 @@ def main() -> None:
     if min(args.rounds, args.batch, args.steps, args.input, args.hidden) < 1:
         ap.error("--rounds, --batch, --steps, --input and --hidden must be positive integers")
     rows = measure(args.batch, args.steps, args.input, args.hidden, args.rounds)
-    machine = machine_description()
+    saved = os.environ.get("RNNKIT_CPP")
+    os.environ["RNNKIT_CPP"] = "auto"  # the C++ column's setting (a user's RNNKIT_CPP=0 said "off")
+    try:
+        machine = machine_description()
+    finally:
+        if saved is None:
+            os.environ.pop("RNNKIT_CPP", None)
+        else:
+            os.environ["RNNKIT_CPP"] = saved
     print(machine)
     print(f"{'layer':38} {'C++ ms':>8} {'Python ms':>10} {'nn.LSTM ms':>11} {'C++/Py':>7} {'C++/nn':>7} {'Py/nn':>6}")
     for r in rows:
