@@ -417,10 +417,11 @@ class Recurrent(nn.Module):
         self._check_input(data.unsqueeze(0))
         B = int(packed.batch_sizes[0])
         state = self._check_state(hx, B, True, data)
-        if self.select_backend(data) != "native" and autocast_for(data):
+        backend = self.select_backend(data)
+        if backend != "native" and autocast_for(data):
             return self._outside_autocast(packed, hx)
         weights = self._weights()
-        if self.select_backend(data) == "native":
+        if backend == "native":
             order = packed.sorted_indices
             if order is not None:
                 state = [s.index_select(1, order) for s in state]

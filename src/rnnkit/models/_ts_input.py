@@ -256,9 +256,7 @@ def season_from_index(index: Any) -> int:
 # both monthly) and multiple; strings pandas no longer parses (an older bundle's 'M') stay as they are
 _UNITS = {"MS": "M", "ME": "M", "BMS": "BM", "BME": "BM", "SMS": "SM", "SME": "SM", "QS": "Q", "QE": "Q",
           "BQS": "BQ", "BQE": "BQ", "YS": "Y", "YE": "Y", "A": "Y", "AS": "Y", "BYS": "BY", "BYE": "BY",
-          "M": "M", "BM": "BM", "Q": "Q", "BQ": "BQ", "BA": "BY", "BAS": "BY"}
-
-
+          "BA": "BY", "BAS": "BY"}
 _OLD_FIXED = {"H": 3600 * 10**9, "T": 60 * 10**9, "S": 10**9, "L": 10**6, "U": 10**3, "N": 1}  # pandas < 2.2
 _WEEK = 7 * 86400 * 10**9
 
@@ -306,7 +304,8 @@ def describe_step(seconds: float) -> str:
 
 
 def _calendar_kind(step: float) -> int:
-    """Which calendar features a time step of ``step`` seconds gets (see calendar_features)."""
+    """Which calendar features a time step of ``step`` seconds gets: 0 sub-daily, 1 daily, 2 weekly,
+    3 monthly and quarterly, 4 yearly (see calendar_features)."""
     return sum(step >= edge for edge in (_DAY, 6 * _DAY, 25 * _DAY, 300 * _DAY))
 
 
@@ -330,16 +329,7 @@ def calendar_features(index: Any, step: float | None = None) -> np.ndarray:
     dow = index.day_of_week / 7.0
     doy = (index.day_of_year - 1) / 365.25
     month = (index.month - 1) / 12.0
-    if step < _DAY:
-        phases = [hour, dow]
-    elif step < 6 * _DAY:
-        phases = [dow, doy]
-    elif step < 25 * _DAY:
-        phases = [doy]
-    elif step < 300 * _DAY:
-        phases = [month]
-    else:
-        phases = []
+    phases = ([hour, dow], [dow, doy], [doy], [month], [])[_calendar_kind(step)]
     cols = [f(2 * np.pi * np.asarray(p, dtype=np.float64)) for p in phases for f in (np.sin, np.cos)]
     return np.stack(cols, axis=1) if cols else np.zeros((len(index), 0))
 

@@ -227,7 +227,6 @@ class StepMeter:
         self._micro_losses: list[Any] = []
         self._micro_tokens = 0
         self._last = time.monotonic()
-        self._rates = {"steps_per_s": 0.0, "tokens_per_s": 0.0}
         self._recent: deque[tuple[float, int]] = deque(maxlen=20)  # (seconds, tokens) of the last steps
         self.reset()
 
@@ -255,14 +254,16 @@ class StepMeter:
         # with the set-up) counts that time too; the bar showed such a step's rate (0.9 steps/s in a run
         # at 200 steps/s), and a moving average kept it for dozens of steps
         self._recent.append((elapsed, tokens))
-        seconds = statistics.median(e for e, _ in self._recent)
-        self._rates = {"steps_per_s": 1.0 / seconds,
-                       "tokens_per_s": statistics.median(t for _, t in self._recent) / seconds}
         return loss, tokens
 
     def rates(self) -> dict[str, float]:
-        """Steps/s and tokens/s, the median over the last 20 steps (this process)."""
-        return dict(self._rates)
+        """Steps/s and tokens/s, the median over the last 20 steps (this process); worked out here,
+        when the bar asks, not at every step."""
+        if not self._recent:
+            return {"steps_per_s": 0.0, "tokens_per_s": 0.0}
+        seconds = statistics.median(e for e, _ in self._recent)
+        tokens = statistics.median(t for _, t in self._recent)
+        return {"steps_per_s": 1.0 / seconds, "tokens_per_s": tokens / seconds}
 
     def summary(self) -> dict[str, float]:
         """The window's sums and means (``loss_sum``/``count`` for a cross-process mean), then reset."""
