@@ -82,6 +82,38 @@ def test_an_optimizer_step_between_evaluations_is_seen():
         torch.testing.assert_close(layer(x)[0], _fresh(layer, x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW", "SGD"])
+def test_a_fused_optimizer_step_in_evaluation_mode_is_seen(optimizer):
+    """torch's fused optimizers update the parameters without bumping their versions; the layer stays
+    in evaluation mode throughout (fine-tuning or RL loops that never call train())."""
+    layer, x = _layer("ln_lstm"), torch.randn(2, 4, 6)
+    with torch.no_grad():
+        before = layer(x)[0]
+    assert _kept(layer) != [None]
+    for p in layer.parameters():  # gradients from elsewhere: no forward of this layer in grad mode
+        p.grad = torch.ones_like(p)
+    versions = [p._version for p in layer.parameters()]
+    getattr(torch.optim, optimizer)(layer.parameters(), lr=0.1, fused=True).step()
+    assert [p._version for p in layer.parameters()] == versions  # what made the key miss the update
+    with torch.no_grad():
+        after = layer(x)[0]
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, _fresh(layer, x), rtol=0, atol=0)
+
+
+def test_a_call_that_may_be_differentiated_drops_the_kept_weights():
+    """An update usually follows such a call, perhaps through ``p.data`` (which no version sees)."""
+    layer, x = _layer("gru"), torch.randn(2, 4, 6)
+    with torch.no_grad():
+        layer(x)
+    layer(x)[0].sum().backward()  # evaluation mode, gradients on
+    assert _kept(layer) == [None]
+    for p in layer.parameters():
+        p.data.sub_(0.1 * p.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], _fresh(layer, x), rtol=0, atol=0)
+
+
 def test_a_change_through_data_is_seen_after_a_change_of_mode():
     """``p.data`` has its own version counter, so such a change is invisible to the key; calling
     ``eval()`` again (documented) drops the kept weights."""

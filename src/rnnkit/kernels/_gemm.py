@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = ["onednn_available", "prefer_onednn", "Weight", "add_outer", "InputSide", "Prepared", "prepared"]
 
@@ -226,6 +227,20 @@ class Prepared:
         return made
 
 
+_OPTIMIZER_STEPS = [0]  # torch.optim steps taken in this process (any optimizer): part of the key below
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    _OPTIMIZER_STEPS[0] += 1
+
+
+# torch's fused (``fused=True``) optimizers update parameters in one kernel that does not bump their
+# version counters, so a version alone missed that update: the kept weights were the old ones
+# (a no_grad call after ``Adam(fused=True).step()`` in evaluation mode differed by 0.59). Any step of
+# any torch.optim optimizer now drops every kept copy (the counter is part of the key).
+register_optimizer_step_post_hook(_count_step)
+
+
 def prepared(cell, build) -> tuple[tuple, Prepared | None]:
     """``(build(), None)`` where a gradient may be needed, else ``(params, Prepared)`` kept on ``cell``
     from an earlier call while the cell's parameters are unchanged: the same tensors, on the same
@@ -233,20 +248,24 @@ def prepared(cell, build) -> tuple[tuple, Prepared | None]:
 
     Kept only in evaluation mode with nothing to differentiate (``torch.no_grad()`` or parameters that
     do not require a gradient): generation, scoring, serving. An optimizer step, ``load_state_dict``
-    or any in-place change under ``no_grad`` bumps a version; ``model.double()``, ``.to(device)`` and
+    or any in-place change under ``no_grad`` bumps a version (and any ``torch.optim`` step, fused ones
+    included, counts: :data:`_OPTIMIZER_STEPS`); ``model.double()``, ``.to(device)`` and
     ``p.data = ...`` give a parameter new storage; a parameter replaced by another tensor is another
     object: each makes the next call prepare again. The kept entry holds the tensors and their storage,
     so no new tensor can take over their memory address meanwhile. Weights computed per call (a
     parametrization such as weight norm) are new tensors each time: prepared every call, as are
     parameters created under ``torch.inference_mode()`` (no version counter). An in-place change
     through ``p.data`` is not seen (``.data`` has a version counter of its own): after one,
-    ``model.eval()`` (any change of mode) drops the kept copy.
+    ``model.eval()`` (any change of mode) or a call that may be differentiated drops the kept copy.
     """
     tensors = list(cell.parameters())
     if cell.training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or \
             any(t.is_inference() for t in tensors):
+        # a call that may be differentiated is usually followed by an update (perhaps through ``p.data``,
+        # which no version sees): the kept copy goes, and its memory with it
+        cell.__dict__.pop("_rnnkit_prepared", None)
         return build(), None
-    key = [(t.data_ptr(), t.dtype, t.device, tuple(t.shape), t._version) for t in tensors]
+    key = [_OPTIMIZER_STEPS[0]] + [(t.data_ptr(), t.dtype, t.device, tuple(t.shape), t._version) for t in tensors]
     kept = cell.__dict__.get("_rnnkit_prepared")
     if kept is None or kept[2] != key or any(a is not b for a, b in zip(kept[0], tensors)):
         with torch.no_grad():  # detached aliases keep the storages (and so their addresses) alive
