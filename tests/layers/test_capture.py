@@ -63,7 +63,7 @@ def test_a_training_export_draws_zoneout_masks_with_torch():
 
 def test_an_explicit_fused_backend_refuses_a_capture_in_one_line():
     layer = rnnkit.LSTM(3, 4, layer_norm=True, backend="fused").eval()
-    with pytest.raises(Exception, match="backend='fused' runs C\\+\\+ kernels, which torch.jit.trace and torch.export"):
+    with pytest.raises(Exception, match="backend='fused' runs C\\+\\+ kernels, which torch.jit.trace, torch.export"):
         torch.export.export(layer, (torch.randn(5, 2, 3),))
 
 

@@ -5,7 +5,9 @@ as a constant, or the trace fails), and ``torch.export`` runs the module on fake
 data for a C++ kernel to read (and which the kernels' buffer pool must never keep: a later real call
 would write into them). Under capture, ``backend="auto"`` therefore takes the cells' own loop (torch
 operations only) and the one-step path stands aside. ``torch.compile`` alone is not capture here: it
-runs a fused kernel's autograd Function eagerly at a graph break, on real tensors.
+runs a fused kernel's autograd Function eagerly at a graph break, on real tensors. Transforms of
+``torch.func`` (``grad``, ``vmap``, ``jacrev``: per-sample gradients) count as capture too: the kernels'
+autograd Functions, with a hand-written backward over preallocated buffers, have no functorch rule.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from torch import Tensor, nn
 __all__ = ["capturing"]
 
 _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
+# a torch.func transform is running: its interpreter stack is not empty (60 ns); private, so looked up
+_functorch_level = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", lambda: None)
 
 
 def capturing(x: object = None) -> bool:
-    """True under ``torch.jit.trace`` or ``torch.export``, or when ``x`` is not a plain tensor (a fake
-    or functional tensor of a capture, or any other tensor subclass)."""
-    if torch.jit.is_tracing() or _is_exporting():
+    """True under ``torch.jit.trace``, ``torch.export`` or a ``torch.func`` transform, or when ``x`` is
+    not a plain tensor (a fake or functional tensor of a capture, or any other tensor subclass)."""
+    if torch.jit.is_tracing() or _is_exporting() or _functorch_level() is not None:
         return True
     return isinstance(x, Tensor) and type(x) not in (Tensor, nn.Parameter)
 

@@ -114,6 +114,8 @@ def try_step(layer, x_t: Tensor, hx, cpp_only: bool = False):
         out = cell(x_t, (hx[0][k], hx[1][k]) if lstm else hx[k], *(w if layer.bias else (w[0], w[1], None, None)))
         x_t = out[0] if lstm else out
         new.append(out)
+    if len(new) == 1:  # the state is a view of the last h (_stack): y_t must not be, as on every other path
+        x_t = x_t.clone()  # (an in-place change of y_t, a residual's add_, changed the state)
     if lstm:
         return x_t, LSTMState(*(_stack(p) for p in zip(*new)))
     return x_t, _stack(new)

@@ -155,7 +155,7 @@ def _to_torch(layer: Recurrent, torch_cls, **extra) -> nn.Module:
         raise ValueError(f"{type(layer).__name__}.to_torch: torch.nn has no zoneout, which acts in evaluation "
                          f"as well (its expectation); a converted layer would compute something else "
                          f"(zoneout={layer.zoneout})")
-    ref = next(layer.parameters())
+    ref = layer._reference()
     module = torch_cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
                        batch_first=layer.batch_first, dropout=layer.dropout,
                        bidirectional=layer.bidirectional, device=ref.device, dtype=ref.dtype, **extra)

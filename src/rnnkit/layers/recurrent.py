@@ -84,6 +84,7 @@ class Recurrent(nn.Module):
                 self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
         self.output_size = self._cells[0].output_size
         self._step_weights = self._make_step_weights()
+        self._flat_names = frozenset(t for pairs in self._bindings for _, t in pairs)
         self._dropped = self._recurrent_names()  # what weight drop (DropConnect) acts on
         if self.weight_drop > 0 and not self._dropped:
             raise ValueError(f"{name}: weight_drop needs recurrent weights (weight_hh); this layer has none")
@@ -126,6 +127,8 @@ class Recurrent(nn.Module):
         self.__dict__.setdefault("_dropped", self._recurrent_names())
         if "_step_weights" not in self.__dict__:
             self._step_weights = self._make_step_weights()
+        if "_flat_names" not in self.__dict__:
+            self._flat_names = frozenset(t for pairs in self._bindings for _, t in pairs)
 
     def _cell_output_size(self, layer: int) -> int:
         return self._cells[-1].output_size
@@ -149,12 +152,46 @@ class Recurrent(nn.Module):
         return self
 
     def _params(self):
-        """The weights by their flat names: ``_parameters``, or where some are parametrized
-        (``torch.nn.utils.parametrize``, e.g. ``parametrizations.weight_norm``) a mapping with each
-        parametrized weight computed now, as torch's own layers read them."""
-        if "parametrizations" not in self._modules:
-            return self._parameters
+        """The weights by their flat names: ``_parameters``, or where some are not parameters of their
+        own a mapping of the attributes, as torch's own layers read them: a parametrized weight
+        (``torch.nn.utils.parametrize``, e.g. ``parametrizations.weight_norm``) computed now, one that a
+        forward pre-hook sets (``torch.nn.utils.prune``, the hook-based ``weight_norm`` and
+        ``spectral_norm``), or a replica's plain tensors (``nn.DataParallel``)."""
+        params = self._parameters
+        if "parametrizations" not in self._modules and params.keys() >= self._flat_names:
+            return params
         return {t: getattr(self, t) for pairs in self._bindings for _, t in pairs}
+
+    def _reference(self) -> Tensor:
+        """A weight, for the layer's dtype and device (a ``nn.DataParallel`` replica has no parameters)."""
+        for p in self.parameters():
+            return p
+        return getattr(self, self._bindings[0][0][1])
+
+    def _replicate_for_data_parallel(self):
+        """A ``nn.DataParallel`` replica with cells of its own: replicas run at once, each binding its
+        cells to its own device's weights (the replica's ``__dict__`` copy would share the list)."""
+        replica = super()._replicate_for_data_parallel()
+        cells = []
+        for cell in self._cells:
+            copy = cell._replicate_for_data_parallel()
+            copy.__dict__.pop("_rnnkit_prepared", None)
+            cells.append(copy)
+        replica._cells = cells
+        return replica
+
+    def _release(self, weights) -> None:
+        """Bind the cells back to the layer's parameters after a call with other ``weights`` (weight
+        drop's masked copies, parametrized weights): cells left holding a call's non-leaf tensors kept its
+        graph alive and made ``copy.deepcopy`` of the layer fail."""
+        if weights is self._parameters:
+            return
+        params = self._parameters
+        for cell, pairs in zip(self._cells, self._bindings):
+            for pname, tname in pairs:
+                p = params.get(tname)
+                if p is not None:
+                    cell._parameters[pname] = p
 
     def cells(self, weights=None) -> list[RecurrentCell]:
         """The cells, one per layer and direction (layer-major), bound to this layer's parameters (or to
@@ -194,7 +231,7 @@ class Recurrent(nn.Module):
         """Zeros shaped like ``forward``'s ``hx``: ``(L*D, B, H_out)`` or ``LSTMState(h, c)`` of stacks."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise ValueError(f"{type(self).__name__}.init_state: batch_size must be an int >= 0, got {batch_size!r}")
-        ref = next(self.parameters())
+        ref = self._reference()
         device, dtype = device or ref.device, dtype or ref.dtype
         zeros = [torch.zeros(s, device=device, dtype=dtype) for s in self._state_shapes(batch_size)]
         return LSTMState(*zeros) if self._is_lstm_state() else zeros[0]
@@ -237,7 +274,7 @@ class Recurrent(nn.Module):
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{name}: expected input with {self.input_size} features (input_size) in the "
                              f"last dimension, got {x.shape[-1]} (input shape {tuple(x.shape)})")
-        ref = next(self.parameters())
+        ref = self._reference()
         if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
             raise ValueError(f"{name}: input dtype must be {ref.dtype} like the weights, got {x.dtype}")
         if x.device != ref.device:
@@ -274,7 +311,8 @@ class Recurrent(nn.Module):
             return "cell" if choice != "cell" and capturing(x) else choice
         if self.backend in fast and capturing(x):
             raise ValueError(f"{type(self).__name__}: backend={self.backend!r} runs C++ kernels, which "
-                             "torch.jit.trace and torch.export cannot record; use backend='auto' or 'cell'")
+                             "torch.jit.trace, torch.export and torch.func transforms cannot record or "
+                             "transform; use backend='auto' or 'cell'")
         return self.backend
 
     def _flat_weights(self, index: int | None = None, weights=None) -> list[Tensor]:
@@ -345,7 +383,7 @@ class Recurrent(nn.Module):
         """Under autocast, rnnkit's own recurrences (all but ``native``, which torch's autocast covers)
         run in the weights' dtype with autocast off, and return that dtype: the fused kernels and the scan
         have no low-precision path, and the cells' loop mixed dtypes (a GRU's ``lerp`` refused them)."""
-        dtype = next(self.parameters()).dtype
+        dtype = self._reference().dtype
         cast = (lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t)
         if isinstance(input, PackedSequence):
             input = input._replace(data=cast(input.data))
@@ -365,7 +403,16 @@ class Recurrent(nn.Module):
     def _run_layers(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, backend: str, weights=None):
         """Layer by layer, direction by direction, on batch-first ``x``; returns ``(y, state parts)``."""
         weights = self._params() if weights is None else weights
-        cells, D = self.cells(weights), self.num_directions
+        cells = self.cells(weights)
+        try:
+            return self._run_stack(x, state, lengths, backend, weights, cells)
+        finally:
+            self._release(weights)
+
+    def _run_stack(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, backend: str, weights,
+                   cells: list[RecurrentCell]):
+        """:meth:`_run_layers` with the cells bound to ``weights``."""
+        D = self.num_directions
         finals: list[list[Tensor]] = []
         for layer in range(self.num_layers):
             outs = []
@@ -457,7 +504,7 @@ class Recurrent(nn.Module):
             got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"{name}.step: expected x_t of shape (batch, {self.input_size}) or "
                              f"({self.input_size},), got {got}")
-        ref = next(self.parameters())
+        ref = self._reference()
         if autocast_for(x_t):
             return self._outside_autocast(x_t, hx, step=True)
         if x_t.dtype != ref.dtype:
@@ -465,8 +512,19 @@ class Recurrent(nn.Module):
         batched = x_t.dim() == 2
         x = x_t if batched else x_t.unsqueeze(0)
         state = self._check_state(hx, x.shape[0], batched, x)
+        weights = self._weights()
+        try:
+            x, parts = self._step_layers(x, state, weights)
+        finally:
+            self._release(weights)
+        if not batched:
+            x, parts = x.squeeze(0), [p.squeeze(1) for p in parts]
+        return x, self._pack_state(parts)
+
+    def _step_layers(self, x: Tensor, state: list[Tensor], weights):
+        """One step of every layer of :meth:`step` on batched ``x``; returns ``(y, state parts)``."""
         new_parts: list[list[Tensor]] = [[] for _ in state]
-        for layer, cell in enumerate(self.cells(self._weights())):
+        for layer, cell in enumerate(self.cells(weights)):
             s = LSTMState(*(p[layer] for p in state)) if len(state) == 2 else state[0][layer]
             mask = None
             if self.training and self.recurrent_dropout > 0:
@@ -479,7 +537,4 @@ class Recurrent(nn.Module):
                 new_parts[i].append(p)
             if self.dropout > 0 and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, self.training)
-        parts = [torch.stack(p) for p in new_parts]
-        if not batched:
-            x, parts = x.squeeze(0), [p.squeeze(1) for p in parts]
-        return x, self._pack_state(parts)
+        return x, [torch.stack(p) for p in new_parts]
