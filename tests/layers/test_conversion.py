@@ -75,3 +75,18 @@ def test_parameters_stay_bound_after_conversions():
 def test_layer_norm_parameters_are_named():
     names = [n for n, _ in rnnkit.GRU(4, 6, num_layers=2, layer_norm=True).named_parameters()]
     assert "ln_ih_weight_l0" in names and "ln_hh_weight_l1" in names
+
+
+def test_from_torch_keeps_frozen_weights_frozen():
+    ref = torch.nn.LSTM(3, 4, num_layers=2)
+    ref.weight_ih_l0.requires_grad_(False)
+    ref.bias_hh_l1.requires_grad_(False)
+    layer = rnnkit.from_torch(ref)
+    assert {n for n, p in layer.named_parameters() if not p.requires_grad} == {"weight_ih_l0", "bias_hh_l1"}
+
+
+def test_zoneout_with_three_rates_names_what_an_lstm_takes():
+    with pytest.raises(ValueError, match="one rate or two, \\(p_h, p_c\\).*got 3"):
+        rnnkit.LSTM(3, 4, zoneout=(0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match="state has one part"):
+        rnnkit.GRU(3, 4, zoneout=(0.1, 0.2))

@@ -178,5 +178,7 @@ def from_torch(module: nn.Module) -> Recurrent:
         kw["nonlinearity"] = module.nonlinearity
     layer = kind(module.input_size, module.hidden_size, **kw)
     layer.load_state_dict(module.state_dict())
+    for name, p in module.named_parameters():  # frozen weights stay frozen
+        getattr(layer, name).requires_grad_(p.requires_grad)
     layer.train(module.training)
     return layer

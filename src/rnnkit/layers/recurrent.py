@@ -99,9 +99,12 @@ class Recurrent(nn.Module):
         """One rate, or an LSTM's ``(p_h, p_c)`` (kept as one float when they are equal)."""
         if not isinstance(zoneout, tuple):
             return zoneout
-        if not self._lstm_state or len(zoneout) != 2:
+        if not self._lstm_state:
             raise ValueError(f"{type(self).__name__}: zoneout=(p_h, p_c) sets an LSTM's two state parts apart; "
                              f"this layer's state has one part: give one rate, got {zoneout!r}")
+        if len(zoneout) != 2:
+            raise ValueError(f"{type(self).__name__}: zoneout takes one rate or two, (p_h, p_c) for the LSTM's "
+                             f"h and c, got {len(zoneout)}: {zoneout!r}")
         return zoneout[0] if zoneout[0] == zoneout[1] else zoneout
 
     def flatten_parameters(self) -> None:
