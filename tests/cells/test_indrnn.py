@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rnnkit import cells as C
+from rnnkit.layers import IndRNN
 
 
 def test_recurrent_weight_is_clipped_in_the_computation():
@@ -26,3 +27,9 @@ def test_each_unit_only_sees_its_own_past():
     h2 = h.clone(); h2[0, 1] = 1.0
     d = cell.step(x, h2)[0] - cell.step(x, h)[0]
     assert torch.count_nonzero(d[0, [0, 2, 3]]) == 0 and d[0, 1] != 0
+
+
+def test_the_layer_repr_shows_its_own_options():
+    assert repr(IndRNN(3, 4)) == "IndRNN(3, 4)"
+    assert repr(IndRNN(3, 4, nonlinearity="tanh", recurrent_max=2.0)) == \
+        "IndRNN(3, 4, nonlinearity='tanh', recurrent_max=2.0)"

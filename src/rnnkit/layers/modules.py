@@ -116,6 +116,10 @@ class IndRNN(Recurrent):
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
                          backend=backend)
 
+    def _extra_options(self) -> str:
+        return (("" if self.nonlinearity == "relu" else f", nonlinearity={self.nonlinearity!r}") +
+                ("" if self.recurrent_max == 1.0 else f", recurrent_max={self.recurrent_max!r}"))
+
 
 class _MinLayer(Recurrent):
     cell_class: type
