@@ -170,12 +170,17 @@ def _old_name(target: Path) -> Path:
 def _swap_in(tmp: Path, target: Path) -> None:
     old = _old_name(target)
     if target.exists():
-        if old.exists():  # ``target`` is complete, so a leftover ``.old`` is stale
+        if old.is_dir():  # ``target`` is complete, so a leftover ``.old`` is stale
             shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
         _replace(target, old)
     _replace(tmp, target)
     _fsync_path(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists() or old.is_symlink():  # what was there was a file (a folder is written over it)
+        old.unlink()
 
 
 @contextlib.contextmanager

@@ -154,7 +154,7 @@ def test_a_checkpoint_without_its_manifest_is_refused_not_replaced(make_config, 
     assert (last / "model.safetensors").is_file()  # nothing was written over it
     with caplog.at_level("WARNING"):
         Trainer(TinyLM(), cfg.replace(max_steps=1)).fit(lm_data())  # resume=False: a new run, as asked
-    assert "will be replaced" in caplog.text and (last / "manifest.json").is_file()
+    assert "checkpoints are removed" in caplog.text and (last / "manifest.json").is_file()
 
 
 def test_resume_warns_that_the_checkpoints_optimizer_settings_win(make_config, caplog):
@@ -279,3 +279,62 @@ def test_resume_after_dropped_micro_batches_is_exact(make_config, tmp_path):
     Trainer(part, make_config(name="part", max_epochs=1, **opts)).fit(data)
     Trainer(part, make_config(name="part", max_epochs=3, resume=True, **opts)).fit(data)
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), part.state_dict().values()))
+
+
+class _StopAt:
+    """A callback that stops the run with an exception at ``step`` (a kill before any checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, metrics) -> None:
+        if trainer.state.step >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_new_run_of_the_same_name_removes_the_earlier_runs_checkpoints(make_config, caplog):
+    """Left until the new run's first save, a kill before it let resume continue the earlier run
+    (its weights and step) under the new run's config.toml and metrics."""
+    cfg = make_config(max_steps=4, eval_every=2, save_best=True)
+    Trainer(TinyLM(), cfg).fit(lm_data(), lm_data(seed=1))
+    checkpoints = cfg.out_dir / "checkpoints"
+    assert (checkpoints / "last").is_dir() and (checkpoints / "best").is_dir()
+    new = cfg.replace(max_steps=50, seed=5, save_best=False, eval_every=None, checkpoint_every=40)
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        Trainer(TinyLM(), new, callbacks=[_StopAt(3)]).fit(lm_data())
+    assert "the earlier run's checkpoints are removed" in caplog.text
+    assert not (checkpoints / "last").exists() and not (checkpoints / "best").exists()
+    state = Trainer(TinyLM(), new.replace(max_steps=2, resume=True)).fit(lm_data())
+    assert state.step == 2  # a new start, not step 4 of the earlier run
+
+
+def test_a_file_where_the_last_checkpoint_belongs_is_named(make_config):
+    cfg = make_config(max_steps=2, checkpoint_every=1)
+    (cfg.out_dir / "checkpoints").mkdir(parents=True)
+    (cfg.out_dir / "checkpoints" / "last").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="expected a checkpoint folder, found a file"):
+        Trainer(TinyLM(), cfg.replace(resume=True)).fit(lm_data())
+    Trainer(TinyLM(), cfg).fit(lm_data())  # a new run replaces it (it saved once, then failed on .last.old)
+    assert load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state["step"] == 2
+    assert not (cfg.out_dir / "checkpoints" / ".last.old").exists()
+
+
+def test_the_recorded_configuration_of_a_resumed_run_starts_a_new_run(make_config):
+    """config.toml is what users reuse (--config runs/NAME/config.toml --trainer.name OTHER)."""
+    cfg = make_config(max_steps=2)
+    Trainer(TinyLM(), cfg).fit(lm_data())
+    Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True)).fit(lm_data())
+    record = tomllib.loads((cfg.out_dir / "config.toml").read_text())
+    assert record["trainer"]["resume"] is False and record["runtime"]["resumed"] is True
+
+
+def test_resume_inside_a_batch_refuses_another_tbptt_length(make_config):
+    """The saved chunk index means another position under another chunk length: the rest of the batch
+    was skipped (or repeated), logged at INFO only."""
+    stream = TokenStream(torch.arange(163) % 11, rows=4, steps=10)
+    cfg = make_config(max_steps=3, tbptt_steps=5)
+    Trainer(TinyLM(), cfg).fit(stream)
+    assert load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state["chunk"] == 1
+    with pytest.raises(ConfigError, match="stopped inside a batch, at chunk 1 of tbptt_steps=5.*tbptt_steps=8"):
+        Trainer(TinyLM(), cfg.replace(max_steps=5, tbptt_steps=8, resume=True)).fit(stream)
+    assert Trainer(TinyLM(), cfg.replace(max_steps=5, resume=True)).fit(stream).step == 5

@@ -100,6 +100,9 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
 def find_checkpoint(folder: str | Path) -> Path | None:
     """The checkpoint folder to resume from (recovering an interrupted swap), or ``None``."""
+    target = Path(folder).expanduser()
+    if target.exists() and not target.is_dir():  # resume said "no checkpoint", the next save failed
+        raise CheckpointError(f"{target}: expected a checkpoint folder, found a file; move it away")
     path = resolve_folder(folder)
     if path is None or (path / "manifest.json").exists():
         return path

@@ -161,9 +161,11 @@ class TrainerConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"TrainerConfig.{field}: expected a finite number >= 0, got {value!r}")
-        for field in ("lr", "max_grad_norm", "grad_clip_value"):
-            if getattr(self, field) == 0:  # a zero learning rate or clip leaves the weights where they are
-                hint = "" if field == "lr" else " (None: no clipping)"
+        for field in ("lr", "max_grad_norm", "grad_clip_value", "max_time"):
+            if getattr(self, field) == 0:  # a zero learning rate or clip leaves the weights where they are;
+                # a zero time budget trained nothing and wrote an untrained bundle
+                hint = {"max_grad_norm": " (None: no clipping)", "grad_clip_value": " (None: no clipping)",
+                        "max_time": " (seconds of training; None: no time limit)"}.get(field, "")
                 raise ConfigError(f"TrainerConfig.{field}: expected a number > 0{hint}, got 0")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"TrainerConfig.betas: expected two numbers in [0, 1), got {self.betas!r}")

@@ -10,6 +10,7 @@ takes its own, so a resumed run continues bit for bit.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from rnnkit.training.distributed import barrier, gather_tensors
 if TYPE_CHECKING:
     from rnnkit.training.trainer import Trainer
 
-__all__ = ["ResumePoint", "write_checkpoint", "resume_from", "restore_generators", "warn_if_replacing"]
+__all__ = ["ResumePoint", "write_checkpoint", "resume_from", "restore_generators", "replace_earlier_run"]
 
 log = logging.getLogger("rnnkit.training")
 
@@ -142,6 +143,11 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
     saved = data.trainer_state
     _check_record(saved.get("record"), trainer.record, data.path)
     changed = _changed(saved.get("config", {}), trainer.config.to_dict())
+    if "tbptt_steps" in changed and saved.get("chunk"):
+        was, now = saved["config"]["tbptt_steps"], trainer.config.tbptt_steps
+        raise ConfigError(f"resume: the checkpoint in {data.path} stopped inside a batch, at chunk {saved['chunk']} "
+                          f"of tbptt_steps={was}; with tbptt_steps={now} the rest of that batch would be skipped "
+                          f"or repeated: resume with tbptt_steps={was}, or start a new run")
     if changed:
         log.info("resume: options changed since the checkpoint: %s", ", ".join(changed))
         kept = [k for k in changed if k in _OPTIMIZER_OPTIONS]
@@ -190,15 +196,22 @@ def restore_generators(trainer: Trainer, data: CheckpointData) -> None:
         raise CheckpointError(f"{data.path / 'rng.safetensors'}: incomplete RNG states ({exc})") from exc
 
 
-def warn_if_replacing(trainer: Trainer) -> None:
-    """Say so when a new run (``resume=False``) will overwrite an earlier run's checkpoints."""
+def replace_earlier_run(trainer: Trainer) -> None:
+    """A new run (``resume=False``) in the folder of an earlier one: say so, and remove the earlier run's
+    checkpoints now. Left until the new run's first save, a kill before it let ``--resume`` continue the
+    earlier run (its weights, seed and step) under the new run's config.toml and metrics, and a ``best``
+    the new run never wrote outlived it."""
     if not trainer.env.is_main:
         return None
-    try:
-        found = find_checkpoint(trainer.checkpoint_dir / "last") is not None
-    except CheckpointError:  # an incomplete one: replaced all the same, as resume=False asks
-        found = True
-    if found:
-        log.warning("starting a new run in %s: its checkpoints will be replaced (resume=True, --resume on the "
-                    "command line, continues it)", trainer.out_dir)
+    folder = trainer.checkpoint_dir
+    earlier = [p for name in ("last", "best", ".last.old", ".best.old")  # .old: a swap's leftover
+               for p in [folder / name] if p.exists() or p.is_symlink()]
+    if earlier:
+        log.warning("starting a new run in %s: the earlier run's checkpoints are removed (resume=True, --resume "
+                    "on the command line, continues a run instead)", trainer.out_dir)
+    for path in earlier:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     return None

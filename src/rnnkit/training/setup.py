@@ -117,5 +117,7 @@ def config_record(trainer: Trainer, *, resumed: bool) -> dict[str, Any]:
 
     runtime = {"device": str(trainer.device), "world_size": trainer.env.world_size, "resumed": resumed,
                "torch": torch.__version__, "rnnkit": rnnkit.__version__, "python": platform.python_version()}
-    return {"trainer": trainer.config.to_dict(), "model": _model_record(trainer.model), **trainer.record,
-            "runtime": runtime}
+    # resume is what this session did (runtime.resumed), not a setting of the run: recorded as true, a
+    # new run made from this file (--config runs/NAME/config.toml --trainer.name OTHER) resumed OTHER
+    return {"trainer": {**trainer.config.to_dict(), "resume": False}, "model": _model_record(trainer.model),
+            **trainer.record, "runtime": runtime}

@@ -148,7 +148,7 @@ class Trainer:
         self.state, self._carry, self._point = TrainerState(), None, _resume.ResumePoint()
         self._pending, self._saved_step, self._stop_flag, self._rng_at_point = 0, -1, "", None
         self.should_stop = False
-        data = _resume.resume_from(self) if cfg.resume else _resume.warn_if_replacing(self)
+        data = _resume.resume_from(self) if cfg.resume else _resume.replace_earlier_run(self)
         self._net = self.model
         if self.env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
