@@ -342,6 +342,44 @@ def test_diagnose_checks_its_options_before_the_work(tiny_run, tmp_path, capsys)
     assert code == 2 and "is an ensemble" in err
 
 
+def test_diagnose_of_an_adaptive_softmax_bundle_measures_real_gradients(tmp_path, capsys):
+    """The loss was logsumexp of the last logits: with an adaptive softmax those are log-probabilities,
+    so the loss was log 1 = 0 for every input and its gradients rounding noise (~1e-17)."""
+    from rnnkit.export import save_bundle
+    import torch
+
+    from rnnkit.models import LanguageModel, LanguageModelConfig
+    torch.manual_seed(0)
+    model = LanguageModel(LanguageModelConfig(vocab_size=30, embedding_size=8, hidden_size=16, cell="lstm",
+                                              softmax_cutoffs=(10,)))
+    save_bundle(model, tmp_path / "adaptive")
+    code, out, err = run(["diagnose", str(tmp_path / "adaptive"), "--length", "12", "--out", str(tmp_path / "a.png")],
+                         capsys)
+    assert code == 0, err
+    cells = next(line for line in out.splitlines() if "adaptive" in line and "│" in line).split("│")
+    header = next(line for line in out.splitlines() if "grad_last" in line).split("┃")
+    row = dict(zip((h.strip() for h in header), (c.strip() for c in cells)))
+    assert float(row["grad_last"]) > 1e-3 and float(row["grad_first"]) > 0 and int(row["horizon_1e3"]) >= 1, row
+
+
+def test_diagnose_refuses_an_unsupported_out_suffix_before_the_work(tmp_path, capsys, monkeypatch):
+    from rnnkit.analysis import diagnose
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the analysis ran before --out was checked")
+
+    monkeypatch.setattr(diagnose, "compare_cells", no_work)
+    code, out, err = run(["diagnose", "--cell", "rnn", "--length", "10", "--out", str(tmp_path / "flow.xyz")], capsys)
+    assert code == 2 and "--out: matplotlib cannot write '.xyz' files" in err and "Traceback" not in err, err
+
+
+def test_diagnose_help_shows_the_cell_default(capsys, monkeypatch):
+    """rich read '[default: rnn,lstm,gru,mingru]' in the --cell help as a markup tag and dropped it."""
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run(["diagnose", "--help"], capsys)
+    assert code == 0 and "minlstm. [default: rnn,lstm,gru,mingru]" in out
+
+
 def test_bench_memory_checks_threads_and_output_paths_first(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     for args, match in ((["--threads", "0"], "--threads"), (["--json", str(tmp_path / "afile" / "m.json")], "not a folder"),

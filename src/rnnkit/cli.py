@@ -448,18 +448,21 @@ def bench(what: str = typer.Argument("speed", help="speed or memory"),
 def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to diagnose (else compare cells)."),
              cell: Optional[str] = typer.Option(None, help="Comma-separated recurrences to compare (without a "
                                                 "bundle): some of rnn, rnn_relu, lstm, lstm_fb1, lstm_ln, gru, "
-                                                "gru_ln, indrnn, mingru, minlstm. [default: rnn,lstm,gru,mingru]"),
+                                                "gru_ln, indrnn, mingru, minlstm. \\[default: rnn,lstm,gru,mingru]"),
              length: int = typer.Option(200, help=f"Sequence length (2 to {MAX_DIAGNOSE_LENGTH:,})."),
              out: Path = typer.Option(Path("gradient_flow.png"), help="Where to write the plot.")) -> None:
-    """Gradient flow through time: norms of dL/dh_t and of the recurrent Jacobians, table + PNG."""
+    """Gradient flow through time: norms of dL/dh_t and of the recurrent Jacobians, table + PNG.
+
+    A bundle is run on random tokens, with the loss the cross-entropy of its last prediction against
+    a random next token."""
     import warnings
 
     from rnnkit import analysis
-    from rnnkit._files import output_file
+    from rnnkit.analysis.plots import figure_file
     from rnnkit.errors import ConfigError
     if not 2 <= length <= MAX_DIAGNOSE_LENGTH:
         raise ConfigError(f"--length: expected 2 to {MAX_DIAGNOSE_LENGTH:,} steps, got {length}")
-    out = output_file(out, ".png", "--out")  # checked before the work; the name printed is the file written
+    out = figure_file(out, "--out")  # checked before the work (suffix too); the name printed is the file written
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         if bundle is not None:
@@ -472,9 +475,12 @@ def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to dia
             model = _load_lm(bundle)  # the recurrent layers of a language model, on random text
             if isinstance(model, LanguageModelEnsemble):
                 raise ConfigError(f"{bundle} is an ensemble; diagnose one of its members' bundles")
-            ids = torch.randint(0, model.config.vocab_size, (4, length), generator=torch.Generator().manual_seed(0))
-            rows = analysis.diagnose_module(model, ids, out, loss_fn=lambda o: o.logits[:, -1].logsumexp(-1).mean(),
-                                            name=bundle.name)
+            ids = torch.randint(0, model.config.vocab_size, (4, length + 1), generator=torch.Generator().manual_seed(0))
+            # the last prediction's cross-entropy against a fixed random next token: it depends on the input
+            # with a full or an adaptive softmax (whose "logits" are log-probabilities: their logsumexp is 0)
+            rows = analysis.diagnose_module(
+                model.eval(), ids[:, :-1], out, name=bundle.name,
+                loss_fn=lambda o: torch.nn.functional.cross_entropy(o.logits[:, -1], ids[:, -1]))
         else:
             rows = analysis.diagnose_cells("rnn,lstm,gru,mingru" if cell is None else cell, length, out)
     table = Table(title=f"gradient flow over {length} steps")

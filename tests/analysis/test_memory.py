@@ -95,3 +95,63 @@ def test_shift_images_moves_each_image_by_at_most_one_pixel():
     shifted = torch.stack([shift_images(edge, torch.Generator().manual_seed(s))[0] for s in range(30)])
     assert shifted.sum((1, 2)).min() == 0  # a pixel pushed off the border is lost, not wrapped around
     assert shifted[:, 7, :].sum() == 0 and shifted[:, :, 7].sum() == 0
+
+
+def test_every_tasks_lengths_are_checked_before_the_first_cell(monkeypatch, capsys):
+    """selective_copy needs T >= 16: a length of 8 was refused only when its cells were reached, after the
+    other tasks' cells had trained, and no table or JSON was written."""
+    ran = []
+    monkeypatch.setattr(memory, "train_cell", lambda *args, **kwargs: ran.append(args))
+    with pytest.raises(ValueError, match="task selective_copy needs lengths >= 16, got 8"):
+        run_memory_suite(["adding", "copy", "selective_copy"], ["rnn"], [8], budget=1)
+    with pytest.raises(ValueError, match="task adding needs lengths >= 2"):
+        run_memory_suite(["adding"], ["rnn"], {"adding": [1, 5]}, budget=1)
+    with pytest.raises(SystemExit) as exit_:
+        memory.main(["--tasks", "adding,selective_copy", "--models", "rnn", "--lengths", "8", "--budget", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--lengths: task selective_copy needs lengths >= 16" in err and not ran
+
+
+@pytest.mark.parametrize("args, match", [(["--tasks", ","], "--tasks: expected comma-separated names"),
+                                         (["--models", " , "], "--models: expected comma-separated names"),
+                                         (["--lengths", ","], "--lengths: expected comma-separated whole numbers"),
+                                         (["--lengths", "10,x"], "--lengths: expected comma-separated whole numbers")])
+def test_an_empty_selection_is_refused_not_read_as_all(args, match, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(memory, "train_cell", lambda *a, **k: ran.append(a))
+    with pytest.raises(SystemExit) as exit_:
+        memory.main(["--tasks", "adding", "--models", "rnn", "--budget", "1", *args])
+    assert exit_.value.code == 2 and match in capsys.readouterr().err and not ran
+    with pytest.raises(ValueError, match="tasks is empty"):
+        run_memory_suite([], ["rnn"], budget=1)
+
+
+def test_report_is_strict_json_written_atomically(tmp_path, monkeypatch):
+    import os
+
+    result = memory.MemoryResult("adding", "rnn", 10, "MSE", math.nan, False, 3, 0.1, 50, 0.2)
+    path = tmp_path / "m.json"
+    write_report([result], path, tmp_path / "m.md", meta={"budget": math.inf})
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["results"][0]["value"] is None and data["meta"]["budget"] is None
+    # a crash mid-write leaves the previous file whole: the text goes to a temporary file renamed over it
+
+    tables, replace = (tmp_path / "m.md").read_text(), os.replace
+
+    def crash(src, dst):
+        if Path(dst).suffix == suffix:
+            raise OSError("disk full")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    for suffix in (".json", ".md"):
+        with pytest.raises(OSError, match="disk full"):
+            write_report([result._replace(value=1.0, model="gru")], path, tmp_path / "m.md")
+        if suffix == ".json":
+            assert json.loads(path.read_text(), parse_constant=refuse) == data
+    assert (tmp_path / "m.md").read_text() == tables
+    assert sorted(os.listdir(tmp_path)) == ["m.json", "m.md"]  # no temporary file left behind

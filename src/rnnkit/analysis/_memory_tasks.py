@@ -35,6 +35,7 @@ class MemoryTask:
     reported metric (lower is better when ``lower_is_better``) and ``solved`` applies the bar.
     ``eval_set`` decides when to stop; where ``test_set`` is given, the score reported is the test score
     at the best evaluation point (the synthetic tasks' evaluation sets are fresh held-out data already).
+    ``min_length``: the shortest ``length`` the task's data can take.
     """
 
     name: str
@@ -53,6 +54,7 @@ class MemoryTask:
     loss: Callable[[Tensor, Tensor], Tensor]
     score: Callable[[Tensor, Tensor], float]
     test_set: Callable[[int], tuple[Tensor, Tensor]] | None = None
+    min_length: int = 1
 
     def solved(self, value: float) -> bool:
         """Whether a score meets the bar."""
@@ -153,13 +155,14 @@ def _tasks() -> dict[str, MemoryTask]:
         "adding": MemoryTask("adding", "sum of the two marked values of T uniform numbers (baseline MSE 0.167)",
                              lengths=(100, 200, 500, 1000), extra_steps=0, input_size=2, vocab=0, out_size=1,
                              per_step=False, metric="MSE", lower_is_better=True, threshold=0.01,
-                             batch=adding[0], eval_set=adding[1], loss=_mse, score=lambda o, y: _mse(o, y).item()),
+                             batch=adding[0], eval_set=adding[1], loss=_mse, score=lambda o, y: _mse(o, y).item(),
+                             min_length=2),
         "copy": MemoryTask("copy", f"repeat {COPY_LEN} symbols after T blanks", lengths=(50, 100, 200, 500),
                            extra_steps=2 * COPY_LEN, batch=copy[0], eval_set=copy[1], score=_copy_accuracy,
                            **tokens),
         "selective_copy": MemoryTask("selective_copy", f"recall {N_MEMORIZE} symbols scattered among T blanks",
                                      lengths=(50, 100, 200, 500), extra_steps=N_MEMORIZE, batch=select[0],
-                                     eval_set=select[1], score=_scored_accuracy, **tokens),
+                                     eval_set=select[1], score=_scored_accuracy, min_length=N_MEMORIZE, **tokens),
         "digits_pixel": _digits_task("digits_pixel", 64, 1, "8x8 digits read one pixel per step"),
         "digits_row": _digits_task("digits_row", 8, 8, "8x8 digits read one row per step"),
     }

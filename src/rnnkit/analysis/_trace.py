@@ -20,6 +20,8 @@ value, ``lerp(new, old, p)``), what the layer computes in evaluation mode. Bidir
 
 from __future__ import annotations
 
+import copy
+import os
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -72,11 +74,18 @@ def recurrent_layers(module: nn.Module) -> list[Recurrent]:
     """
     if isinstance(module, Recurrent):
         found = [module]
+    elif isinstance(module, (str, os.PathLike)):
+        raise TypeError(f"expected an rnnkit layer or a torch.nn.Module holding one, got the path {str(module)!r}; "
+                        "load a bundle first: rnnkit.load(path)")
     elif not isinstance(module, nn.Module):
         raise TypeError(f"expected an rnnkit layer or a torch.nn.Module holding one, got {type(module).__name__}")
     elif callable(getattr(module, "recurrent_layers", None)):
         found = module.recurrent_layers()
         found = [found] if isinstance(found, Recurrent) else list(found)
+        wrong = [type(m).__name__ for m in found if not isinstance(m, Recurrent)]
+        if wrong:
+            raise ValueError(f"{type(module).__name__}.recurrent_layers() must return rnnkit recurrent layers, got "
+                             f"{wrong}; a torch.nn.RNN, LSTM or GRU converts with rnnkit.from_torch(layer)")
     else:
         found = [m for m in module.modules() if isinstance(m, Recurrent)]
     if not found or not all(isinstance(m, Recurrent) for m in found):
@@ -132,6 +141,22 @@ def bound(cell: nn.Module, params: dict):
         cell._parameters.update(saved)
 
 
+def _refuse_packed(name: str, seen: set):
+    """A forward pre-hook that refuses a ``PackedSequence`` or ``lengths=`` before the layer runs (first
+    call only, the traced one): the trace steps full-length batches."""
+
+    def pre_hook(layer: Recurrent, args: tuple, kwargs: dict) -> None:
+        if id(layer) in seen:
+            return
+        x = args[0] if args else kwargs.get("input")
+        if isinstance(x, PackedSequence) or kwargs.get("lengths") is not None:
+            raise ValueError(f"{name}: the analysis tools trace full-length batches; got "
+                             f"{'a PackedSequence' if isinstance(x, PackedSequence) else 'lengths='} "
+                             "(trim or pad the batch to one length instead)")
+
+    return pre_hook
+
+
 def _hook(name: str, record: list, seen: set):
     """A forward hook that replaces a layer's output with the traced one (first call only)."""
 
@@ -140,10 +165,7 @@ def _hook(name: str, record: list, seen: set):
             return output
         seen.add(id(layer))
         x = args[0] if args else kwargs.get("input")
-        hx = args[1] if len(args) > 1 else kwargs.get("hx")
-        if isinstance(x, PackedSequence) or kwargs.get("lengths") is not None:
-            raise ValueError(f"{name}: the analysis tools trace full-length batches; got a PackedSequence "
-                             "or lengths= (trim or pad the batch to one length instead)")
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")  # a PackedSequence was refused before the call
         batched = x.dim() == 3
         xb = x if batched else x.unsqueeze(0 if layer.batch_first else 1)
         xb = xb if layer.batch_first else xb.transpose(0, 1)
@@ -159,21 +181,38 @@ def _hook(name: str, record: list, seen: set):
 
 
 def _cast(value: Any, dtype: torch.dtype | None) -> Any:
-    if dtype is not None and isinstance(value, Tensor) and value.is_floating_point():
-        return value.to(dtype)
+    """``value`` with its floating-point tensors cast to ``dtype``, also inside tuples, lists, dicts and
+    NamedTuples (an ``LSTMState``, a model's state), each kept of its own type. A ``PackedSequence`` is
+    left as it is (the trace refuses it)."""
+    if dtype is None or isinstance(value, PackedSequence):
+        return value
+    if isinstance(value, Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        out = copy.copy(value)  # a dict subclass keeps its type (and a defaultdict its factory)
+        for key, item in value.items():
+            out[key] = _cast(item, dtype)
+        return out
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return type(value)(*(_cast(v, dtype) for v in value))
+    if isinstance(value, (tuple, list)):
+        items = [_cast(v, dtype) for v in value]
+        return items if type(value) is list else tuple(items) if type(value) is tuple else type(value)(items)
     return value
 
 
 def call_module(module: nn.Module, inputs: Any, dtype: torch.dtype | None = None) -> Any:
-    """Call ``module`` with ``inputs``: a tensor, a tuple of positional arguments or a dict of keywords.
+    """Call ``module`` with ``inputs``: a tensor, a tuple (or list) of positional arguments or a dict of
+    keywords. Only a plain ``tuple`` or ``list`` is a list of arguments: a NamedTuple (a
+    ``PackedSequence``, an ``LSTMState``) is one argument.
 
     With ``dtype``, the call runs with the module's floating-point parameters and buffers and the
-    top-level floating-point inputs cast to ``dtype`` (``torch.func.functional_call``: the module itself
-    is not modified).
+    floating-point tensors of the inputs (also nested in tuples, lists, dicts and NamedTuples: a start
+    state) cast to ``dtype`` (``torch.func.functional_call``: the module itself is not modified).
     """
     if isinstance(inputs, dict):
         args, kwargs = (), {k: _cast(v, dtype) for k, v in inputs.items()}
-    elif isinstance(inputs, (tuple, list)):
+    elif type(inputs) in (tuple, list):
         args, kwargs = tuple(_cast(v, dtype) for v in inputs), {}
     else:
         args, kwargs = (_cast(inputs, dtype),), {}
@@ -198,6 +237,8 @@ def trace(module: nn.Module, inputs: Any, dtype: torch.dtype | None = None) -> T
     seen: set[int] = set()
     handles = [m.register_forward_hook(_hook(names.get(id(m), type(m).__name__), record, seen), with_kwargs=True)
                for m in layers]
+    handles += [m.register_forward_pre_hook(_refuse_packed(names.get(id(m), type(m).__name__), seen),
+                                            with_kwargs=True) for m in layers]
     try:
         output = call_module(module, inputs, dtype)
     finally:

@@ -48,10 +48,13 @@ def parse_cells(cells: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _horizon(grad_norms: torch.Tensor, level: float = 1e-3) -> int:
-    """How many steps back from the last the gradient stays at or above ``level`` times the last one."""
+def _horizon(grad_norms: torch.Tensor, level: float = 1e-3) -> int | None:
+    """How many steps back from the last the gradient stays at or above ``level`` times the last one
+    (0 where the last is zero; ``None`` where it is NaN: a diverged network has no horizon)."""
     last = float(grad_norms[-1])
-    if last <= 0:
+    if math.isnan(last):
+        return None
+    if not last > 0:
         return 0
     above = (grad_norms.flip(0) >= level * last).to(torch.int64)
     return int(above.cumprod(0).sum()) - 1
@@ -103,8 +106,10 @@ def compare_cells(cells: str | Sequence[str] = ("rnn", "lstm", "gru", "mingru"),
 def diagnose_cells(cells: str | Sequence[str], length: int, out_png: str | Path | None, **kwargs: Any) -> list[dict]:
     """:func:`compare_cells` plus the figure (:func:`~rnnkit.analysis.plots.plot_gradient_flow`) at
     ``out_png``; returns the table rows. ``kwargs`` go to :func:`compare_cells`."""
-    from rnnkit.analysis.plots import plot_gradient_flow
+    from rnnkit.analysis.plots import figure_file, plot_gradient_flow
 
+    parse_cells(cells)
+    out_png = figure_file(out_png, "out_png") if out_png is not None else None  # before the work
     rows, flows = compare_cells(cells, length, **kwargs)
     if out_png is not None:
         title = f"gradient flow at initialisation, T={length}, hidden={kwargs.get('hidden_size', 64)}"
@@ -115,9 +120,13 @@ def diagnose_cells(cells: str | Sequence[str], length: int, out_png: str | Path 
 def diagnose_module(module: nn.Module, inputs: Any, out_png: str | Path | None, *,
                     loss_fn: Callable[[Any], torch.Tensor] | None = None, name: str | None = None) -> list[dict]:
     """Gradient flow of a model (e.g. a loaded bundle) on ``inputs``; writes the figure and returns one
-    table row per recurrent layer. ``loss_fn`` as in :func:`~rnnkit.analysis.gradient_flow`."""
-    from rnnkit.analysis.plots import plot_gradient_flow
+    table row per recurrent layer. ``loss_fn`` as in :func:`~rnnkit.analysis.gradient_flow`.
 
+    The model runs in the mode it is in: call ``module.eval()`` first (``rnnkit.load`` returns it so),
+    else a language model's own dropout draws new masks on every call and the numbers change."""
+    from rnnkit.analysis.plots import figure_file, plot_gradient_flow
+
+    out_png = figure_file(out_png, "out_png") if out_png is not None else None  # before the work
     name = name or type(module).__name__
     flow = gradient_flow(module, inputs, loss_fn)
     if out_png is not None:

@@ -28,6 +28,7 @@ as does a model holding two one-layer layers.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -46,7 +47,8 @@ class GradientFlow(NamedTuple):
     ``grad_norms`` (L, T): :math:`\\lVert \\partial L / \\partial s_t \\rVert`; ``jacobian_norms`` (L, T-1):
     the batch mean of :math:`\\lVert \\partial s_t / \\partial s_{t-1} \\rVert_2` for ``t = 2..T``;
     ``state_norms`` (L, T): the batch mean of :math:`\\lVert s_t \\rVert`; ``loss`` the loss value;
-    ``layer_names`` one name per row (the submodule's name and, in a stack, its index).
+    ``layer_names`` one name per row (the submodule's name and, in a stack, its index);
+    ``custom_loss``: whether a ``loss_fn`` gave the loss (else the default, at the last step).
     """
 
     grad_norms: Tensor
@@ -54,12 +56,16 @@ class GradientFlow(NamedTuple):
     state_norms: Tensor
     loss: float
     layer_names: tuple
+    custom_loss: bool = False
 
     def ratio(self, layer: int = -1) -> float:
         """``grad_norms[layer, 0] / grad_norms[layer, -1]``: the share of the last step's gradient left
-        at the first step (``0.0`` where it underflowed, ``inf`` where the last is zero)."""
+        at the first step (``0.0`` where it underflowed, ``inf`` where the last is zero, ``nan`` where
+        either is NaN: a diverged network)."""
         first, last = float(self.grad_norms[layer, 0]), float(self.grad_norms[layer, -1])
-        return first / last if last > 0 else float("inf")
+        if math.isnan(first) or math.isnan(last):
+            return math.nan
+        return first / last if last > 0 else math.inf
 
 
 def _default_loss(layers: list) -> Tensor:
@@ -97,10 +103,17 @@ def gradient_flow(module: nn.Module, inputs: Any, loss_fn: Callable[[Any], Tenso
         jacobians: compute ``jacobian_norms`` (one batched Jacobian per step; set False to skip).
 
     The module's parameters' ``.grad`` are left untouched (``torch.autograd.grad`` is used), and the
-    recurrences run without dropout or recurrent dropout and with zoneout's expectation (as the layers
-    compute in evaluation mode); call ``module.eval()`` first if other parts of a model (embedding
-    dropout, say) should be deterministic too.
+    recurrent layers run without their own dropout or recurrent dropout and with zoneout's expectation (as
+    they compute in evaluation mode). Other parts of a model are run as they are: a ``LanguageModel`` in
+    training mode applies its embedding, input and hidden dropout (a new mask on every call), so call
+    ``module.eval()`` first for deterministic numbers.
     """
+    if dtype is not None and dtype not in (torch.float64, torch.float32):
+        raise ValueError(f"gradient_flow: dtype must be torch.float64 (the default), torch.float32 or None "
+                         f"(the module's own), got {dtype}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("gradient_flow needs autograd, which torch.inference_mode() turns off: call it "
+                           "outside the inference_mode block")
     with torch.enable_grad():
         tr = trace(module, inputs, dtype)
         lengths = {len(lt.states) for lt in tr.layers}
@@ -115,7 +128,7 @@ def gradient_flow(module: nn.Module, inputs: Any, loss_fn: Callable[[Any], Tenso
     state_norms = torch.stack([torch.stack([scaled_norm(flatten_state(s).detach(), -1).mean() for s in lt.states])
                                for lt in tr.layers])
     flow = GradientFlow(_grad_norms(tr.layers, grads), jac, state_norms, float(loss.detach()),
-                        tuple(lt.name for lt in tr.layers))
+                        tuple(lt.name for lt in tr.layers), loss_fn is not None)
     bad = [name for name, t in (("loss", torch.tensor(flow.loss)), ("state norms", state_norms),
                                 ("gradient norms", flow.grad_norms)) if not bool(torch.isfinite(t).all())]
     if bad:

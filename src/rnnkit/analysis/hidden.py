@@ -70,6 +70,9 @@ def pca(states: Tensor, k: int = 2) -> PCA:
     if not 1 <= k <= min(states.shape):
         raise ValueError(f"pca: k must be in [1, {min(states.shape)}] for states {tuple(states.shape)}, got {k}")
     x = states.detach().double()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"pca: the states hold NaN or inf ({int((~torch.isfinite(x)).sum())} of {x.numel()} "
+                         "values): the network diverges on these inputs")
     mean = x.mean(0)
     _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
     var = s.square()

@@ -23,7 +23,6 @@ then :func:`format_memory_tables` and :func:`write_report`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -36,7 +35,7 @@ import torch
 from rnnkit.analysis._memory_models import MODELS, build_model
 from rnnkit.analysis._memory_tasks import TASKS, MemoryTask
 
-__all__ = ["MemoryResult", "TASKS", "MODELS", "train_cell", "run_memory_suite", "longest_solved",
+__all__ = ["MemoryResult", "TASKS", "MODELS", "train_cell", "check_lengths", "run_memory_suite", "longest_solved",
            "format_memory_tables", "write_report", "main"]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +130,21 @@ def _lengths_for(task: MemoryTask, lengths: Mapping[str, Sequence[int]] | Sequen
     return sorted(int(n) for n in chosen)
 
 
+def check_lengths(tasks: Sequence[str], lengths: Mapping[str, Sequence[int]] | Sequence[int] | None,
+                  what: str = "lengths") -> None:
+    """Refuse, before any training, a length that one of ``tasks`` cannot take (shorter than its
+    ``min_length``, e.g. selective copy's 16 symbols to recall), naming ``what`` and the task."""
+    for name in tasks:
+        task = TASKS[name]
+        chosen = _lengths_for(task, lengths)
+        if not chosen:
+            raise ValueError(f"{what}: expected at least one length for task {name}, got none")
+        short = [n for n in chosen if n < task.min_length]
+        if short:
+            raise ValueError(f"{what}: task {name} needs lengths >= {task.min_length}, got {short[0]}; "
+                             f"drop {name} from the tasks or give longer lengths")
+
+
 def run_memory_suite(tasks: Sequence[str] | None = None, models: Sequence[str] | None = None,
                      lengths: Mapping[str, Sequence[int]] | Sequence[int] | None = None, budget: float = 60.0, *,
                      seed: int = 0, threads: int | None = None,
@@ -141,11 +155,16 @@ def run_memory_suite(tasks: Sequence[str] | None = None, models: Sequence[str] |
     length-swept task or a ``{task: lengths}`` dict (the digits tasks have fixed lengths). ``threads``
     sets ``torch.set_num_threads`` for the run (restored after); ``progress`` is called after each cell.
     """
-    tasks = list(tasks or TASKS)
-    models = list(models or MODELS)
+    tasks = list(TASKS if tasks is None else tasks)
+    models = list(MODELS if models is None else models)
+    for what, names, known in (("tasks", tasks, TASKS), ("models", models, MODELS)):
+        if not names:
+            raise ValueError(f"run_memory_suite: {what} is empty; expected some of {', '.join(known)} "
+                             "(None runs them all)")
     bad = [t for t in tasks if t not in TASKS] + [m for m in models if m not in MODELS]
     if bad:
         raise ValueError(f"unknown task or model {bad}; tasks: {', '.join(TASKS)}; models: {', '.join(MODELS)}")
+    check_lengths(tasks, lengths)  # every cell's, before the first cell trains
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -212,13 +231,17 @@ def format_memory_tables(results: Sequence[MemoryResult]) -> str:
 
 def write_report(results: Sequence[MemoryResult], json_path: str | Path, md_path: str | Path | None = None,
                  meta: dict | None = None) -> None:
-    """Write the results as JSON (``{"meta": ..., "results": [...]}``) and the tables as Markdown."""
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the results as strict JSON (``{"meta": ..., "results": [...]}``, NaN and infinities as
+    ``null``) and the tables as Markdown, each file atomically (a reader never sees half of one)."""
+    from rnnkit._files import write_text_atomic
+    from rnnkit.bench import write_json
+
     payload = {"meta": meta or {}, "results": [r._asdict() for r in results]}
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(json_path, payload)
     if md_path is not None:
-        Path(md_path).write_text(format_memory_tables(results) + "\n")
+        md_path = Path(md_path)
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(md_path, format_memory_tables(results) + "\n")
 
 
 _CLI_DOC = """Long-range memory table: the longest dependency each recurrence (and a small Transformer) learns in a
@@ -234,6 +257,15 @@ tables beside it as .md)."""
 
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _selection(ap: argparse.ArgumentParser, flag: str, text: str | None, known: Sequence[str]) -> list[str] | None:
+    """The names a comma-separated option gives (``None``: not given, all); an empty list is refused."""
+    names = _names(text)
+    if names is not None and not names:
+        ap.error(f"{flag}: expected comma-separated names, some of {','.join(known)}; got {text!r} "
+                 f"(leave {flag} out for all)")
+    return names
 
 
 def main(argv: list[str] | None = None, prog: str = "rnnkit bench memory") -> int:
@@ -259,10 +291,24 @@ def main(argv: list[str] | None = None, prog: str = "rnnkit bench memory") -> in
     if args.json is not None:  # checked before the hours of work, not after
         args.json = output_file(args.json, ".json", "--json")
         output_file(args.json.with_suffix(".md"), ".md", "--json's tables")
-    lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else None
+    tasks, models = _selection(ap, "--tasks", args.tasks, TASKS), _selection(ap, "--models", args.models, MODELS)
+    lengths = None
+    if args.lengths is not None:
+        try:
+            lengths = [int(n) for n in _names(args.lengths)]
+        except ValueError:
+            ap.error(f"--lengths: expected comma-separated whole numbers such as 100,200, got {args.lengths!r}")
+        if not lengths:
+            ap.error(f"--lengths: expected comma-separated whole numbers such as 100,200, got {args.lengths!r}")
     budget = args.budget if args.budget is not None else 1.0 if args.quick else 60.0
     if args.quick and lengths is None:
         lengths = {name: task.lengths[:1] for name, task in TASKS.items()}
+    bad = [t for t in tasks or () if t not in TASKS] + [m for m in models or () if m not in MODELS]
+    if not bad:  # (unknown names: run_memory_suite's own error)
+        try:
+            check_lengths(tasks or list(TASKS), lengths, "--lengths")  # before any cell trains
+        except ValueError as exc:
+            ap.error(str(exc))
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
 
@@ -270,7 +316,7 @@ def main(argv: list[str] | None = None, prog: str = "rnnkit bench memory") -> in
         print(f"{r.task:15s} {r.model:12s} T={r.length:<5d} {r.metric} {r.value:.4g} "
               f"{'solved' if r.solved else 'not solved'} ({r.steps} steps, {r.seconds:.0f} s)", flush=True)
 
-    results = run_memory_suite(_names(args.tasks), _names(args.models), lengths, budget,
+    results = run_memory_suite(tasks, models, lengths, budget,
                                seed=args.seed, threads=args.threads, progress=progress, clock=args.clock)
     threads = torch.get_num_threads() if args.threads is None else args.threads
     machine = machine_description(threads)

@@ -30,13 +30,27 @@ def new_figure(width: float, height: float, ncols: int = 1):
     return fig, list(axes)
 
 
+def figure_file(path: str | Path, what: str = "plot") -> Path:
+    """The file :func:`save_figure` writes for ``path`` (``.png`` added to a name without a suffix, its
+    folder created), checked before any work: a folder, or a suffix matplotlib cannot write, is a
+    :class:`~rnnkit.errors.ConfigError` naming ``what``."""
+    from rnnkit._files import output_file
+    from rnnkit.errors import ConfigError
+
+    out = output_file(path, ".png", what)
+    fig, _ = new_figure(1, 1)
+    formats = fig.canvas.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise ConfigError(f"{what}: matplotlib cannot write {out.suffix!r} files ({out}); expected a suffix "
+                          f"such as .png, .svg or .pdf (one of {', '.join('.' + f for f in formats)})")
+    return out
+
+
 def save_figure(fig, path: str | Path | None, dpi: int = 120):
     """Write ``fig`` at ``path`` (if given; a PNG unless its suffix says otherwise, ``.png`` added to a
     name without one) and return it."""
     if path is not None:
-        from rnnkit._files import output_file
-
-        fig.savefig(output_file(path, ".png", "plot"), dpi=dpi)
+        fig.savefig(figure_file(path), dpi=dpi)
     return fig
 
 
@@ -47,29 +61,71 @@ def _positive(values: Tensor) -> Tensor:
     return v
 
 
+def _log_limits(series: list[Tensor]) -> tuple[float, float] | None:
+    """y-limits (in decades) of a log axis holding ``series`` (as :func:`_positive` gives them): their
+    finite range padded by 5% of it, kept inside float64's range (matplotlib's autoscale pads the largest
+    value by a factor, which overflowed near 1e308 and left an empty panel with limits (1, 10))."""
+    values = torch.cat([v[torch.isfinite(v)] for v in series]) if series else torch.zeros(0)
+    if not values.numel():
+        return None
+    lo, hi = math.log10(float(values.min())), math.log10(float(values.max()))
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
+    return max(lo - pad, -323.0), min(hi + pad, 308.0)  # 1e308 < float64's max 1.8e308
+
+
+def _set_log_limits(ax, limits: tuple[float, float] | None) -> None:
+    """Set a log axis' y-limits from :func:`_log_limits`. Near float64's top, matplotlib's log tick
+    locator places ticks a few decades past the limit, which overflow to inf (an OverflowError when
+    drawing): there the ticks are whole decades inside the limits, at most 8 of them."""
+    if limits is None:
+        return
+    lo, hi = limits
+    ax.set_ylim(10.0 ** lo, 10.0 ** hi)
+    if hi > 250:
+        from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, NullLocator
+
+        stride = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200) if (hi - lo) / s <= 8)
+        first = math.ceil(lo / stride) * stride  # decades at round multiples: 1e0, 1e50, 1e100, ...
+        ax.yaxis.set_major_locator(FixedLocator([10.0 ** d for d in range(first, math.floor(hi) + 1, stride)]))
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation())
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
 def plot_gradient_flow(flows: Mapping[str, GradientFlow] | GradientFlow, path: str | Path | None = None, *,
                        title: str | None = None):
-    """Gradient norm per time step (left) and recurrent Jacobian norm (right), log scale, one line per
-    model and layer. ``flows`` is one :class:`GradientFlow` or a ``{name: GradientFlow}`` dict."""
+    """Gradient norm per time step (left) and recurrent Jacobian norm (right), log scale, one line (of its
+    own colour) per model and layer. ``flows`` is one :class:`GradientFlow` or a ``{name: GradientFlow}``
+    dict. The y-limits span the finite values (zeros, underflowed, and inf or NaN leave gaps); both panels
+    span the steps 1..T."""
     if isinstance(flows, GradientFlow):
         flows = {"model": flows}
-    if not flows or not all(isinstance(f, GradientFlow) for f in flows.values()):
-        raise TypeError("plot_gradient_flow expects a GradientFlow or a non-empty dict of them, got "
-                        f"{type(flows).__name__}")
-    fig, (left, right) = new_figure(11, 4, ncols=2)
-    colors = [f"C{i}" for i in range(10)]
-    for i, (name, flow) in enumerate(flows.items()):
+    if not isinstance(flows, Mapping) or not flows or not all(isinstance(f, GradientFlow) for f in flows.values()):
+        got = type(flows).__name__ if not isinstance(flows, Mapping) or not flows else \
+            f"a dict holding {sorted({type(f).__name__ for f in flows.values()})}"
+        raise TypeError(f"plot_gradient_flow expects a GradientFlow or a non-empty dict of them, got {got}")
+    lines = []  # (label, grad norms, jacobian norms), each line its own colour
+    for name, flow in flows.items():
         rows = flow.grad_norms.shape[0]
         for layer in range(rows):
             label = name if rows == 1 else f"{name} {flow.layer_names[layer]}"
-            style = dict(color=colors[i % 10], alpha=1.0 if layer == rows - 1 else 0.55, lw=1.4)
-            T = flow.grad_norms.shape[1]
-            left.plot(range(1, T + 1), _positive(flow.grad_norms[layer]), label=label, **style)
-            right.plot(range(2, T + 1), _positive(flow.jacobian_norms[layer]), label=label, **style)
-    left.set(yscale="log", xlabel="time step t", ylabel=r"$\|\partial L / \partial s_t\|$",
-             title="gradient reaching each step (loss at the last step)")
+            lines.append((label, _positive(flow.grad_norms[layer]), _positive(flow.jacobian_norms[layer])))
+    T = max(int(g.numel()) for _, g, _ in lines)
+    fig, (left, right) = new_figure(11, 4, ncols=2)
+    for ax, index, extra in ((left, 1, []), (right, 2, [torch.ones(1, dtype=torch.float64)])):  # right: its 1.0 line
+        ax.set_yscale("log")
+        _set_log_limits(ax, _log_limits([line[index] for line in lines] + extra))  # before plotting: no autoscale
+        ax.set_xlim(*((1, T) if T > 1 else (0.5, 1.5)))
+    styles = ["-", "--", ":", "-."]
+    for k, (label, grads, jacobians) in enumerate(lines):
+        style = dict(color=f"C{k % 10}", ls=styles[k // 10 % len(styles)], lw=1.4)
+        for ax, first, y in ((left, 1, grads), (right, 2, jacobians)):
+            marker = "o" if y.numel() == 1 else None  # a single point (T=1; for the Jacobian T=2)
+            ax.plot(range(first, first + y.numel()), y, label=label, marker=marker, **style)
+    custom = any(f.custom_loss for f in flows.values())
+    left.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial s_t\|$",
+             title="gradient reaching each step" + ("" if custom else " (loss at the last step)"))
     right.axhline(1.0, color="0.4", ls="--", lw=1)
-    right.set(yscale="log", xlabel="time step t", ylabel=r"$\|\partial s_t / \partial s_{t-1}\|_2$",
+    right.set(xlabel="time step t", ylabel=r"$\|\partial s_t / \partial s_{t-1}\|_2$",
               title="recurrent Jacobian spectral norm (batch mean)")
     left.legend(fontsize=8)
     if title:
@@ -126,9 +182,15 @@ def plot_unit_activations(text: str, activations: Tensor, unit: int | None = Non
                           title: str | None = None):
     """``text`` drawn character by character on a grid, each cell coloured by ``activations[t, unit]``
     (a diverging colormap centred at zero; ``activations`` may also be a (T,) vector with ``unit=None``)."""
-    values = activations if activations.dim() == 1 else activations[:, unit]
     if activations.dim() == 2 and unit is None:
         raise ValueError("plot_unit_activations: give unit= to choose a column of (T, H) activations")
+    if activations.dim() == 2 and not -activations.shape[1] <= unit < activations.shape[1]:
+        raise ValueError(f"plot_unit_activations: unit must be in [0, {activations.shape[1]}) for activations "
+                         f"of shape {tuple(activations.shape)}, got {unit}")
+    if activations.dim() not in (1, 2):
+        raise ValueError(f"plot_unit_activations: expected activations of shape (T, H) or (T,), got "
+                         f"{tuple(activations.shape)}")
+    values = activations if activations.dim() == 1 else activations[:, unit]
     if len(text) != values.shape[0]:
         raise ValueError(f"plot_unit_activations: expected one activation per character ({len(text)}), "
                          f"got {values.shape[0]}")
