@@ -37,10 +37,13 @@ def test_help_lists_commands(capsys):
 
 def test_command_help_paragraphs_are_reflowed(capsys, monkeypatch):
     """rich kept a docstring's line breaks, cutting help lines mid-sentence at the source's width."""
-    monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run(["evaluate", "--help"], capsys)
     assert code == 0
-    assert "text as it reads it; with --with, an ensemble of bundles is scored. Without --text or --dataset, the" in out
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if "The text is read" in line)
+    paragraph = lines[first:lines.index("", first)]
+    assert len(paragraph) >= 2 and all(len(line) >= 70 for line in paragraph[:-1])  # filled to the width
+    assert "with --with, an ensemble of bundles is scored. Without --text or --dataset" in " ".join(out.split())
 
 
 def test_train_help_shows_every_option_with_its_default(capsys):
@@ -195,6 +198,7 @@ def test_ensemble_joins_bundles_into_one_that_every_command_takes(tiny_run, tmp_
 
 def test_ensemble_help_names_its_arguments(capsys):
     code, out, _ = run(["ensemble", "--help"], capsys)
+    out = " ".join(out.split())
     assert code == 0 and "--out" in out and "bundles" in out and "same vocabulary" in out
 
 
@@ -292,6 +296,14 @@ def test_forecast_and_detect_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "f.png").is_file() and "2026-01-01" in out
     code, _, err = run(["detect", f"{runs}/forecast", "--csv", str(tmp_path / "s.csv")], capsys)
     assert code != 0 and "AnomalyDetector" in err and "Traceback" not in err
+    # a history with a repeated timestamp: the policy is the forecast command's to set, as train forecast's
+    frame = pd.read_csv(tmp_path / "s.csv")
+    pd.concat([frame.iloc[:30], frame.iloc[29:]]).to_csv(tmp_path / "dup.csv", index=False)
+    base = ["forecast", f"{runs}/forecast", "--csv", str(tmp_path / "dup.csv"), "--time-col", "date"]
+    code, _, err = run(base, capsys)
+    assert code == 2 and "duplicate timestamp" in err and "command line: --duplicates first, last or mean" in err
+    code, out, err = run(base + ["--duplicates", "last"], capsys)
+    assert code == 0 and "2026-01-01" in out, err
 
 
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
@@ -434,7 +446,7 @@ def test_tuple_options_are_offered_and_the_lm_name_default_is_the_one_used(capsy
     with pytest.raises(Exception, match="comma-separated float"):
         lm.make_context("lm", ["--trainer.betas", "0.9,x"])
     code, out, _ = run(["train", "lm", "--help"], capsys)
-    assert "[default: 'lm']" in " ".join(out.split()).split("--trainer.name", 1)[1][:300]
+    assert "[default: lm]" in " ".join(out.split()).split("--trainer.name", 1)[1][:300]
 
 
 def test_long_lines_stay_whole_in_a_pipe(capsys):
@@ -464,3 +476,48 @@ def test_dynamic_decay_without_dynamic_is_refused(tiny_run, capsys):
     decay had acted."""
     code, _, err = run(["evaluate", str(tiny_run), "--dynamic-decay", "0.5"], capsys)
     assert code != 0 and "acts with --dynamic LR only" in err
+
+
+def test_flags_are_shown_as_flags_and_commands_whole(capsys):
+    """typer's rich help showed '--debug <bool>' and '--greedy --no-greedy <bool>' (and '--greedy true'
+    then failed); the plain help shows flags as flags, and each command's summary whole."""
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "<bool>" not in out and "..." not in out.split("Commands:")[1]
+    code, out, _ = run(["generate", "--help"], capsys)
+    assert code == 0 and "<bool>" not in out and "--greedy / --no-greedy" in out and "RUN_OR_BUNDLE" in out
+
+
+def test_optional_options_take_none_and_tuples_take_the_empty_default(tmp_path):
+    """The help says 'None means no limit' and '() = full softmax', and both were refused; a limit set
+    in a TOML file (or a run's config.toml on --resume) could not be lifted from the command line."""
+    from rnnkit.cli import _train_group
+    from rnnkit.cli_options import read_toml, resolve_sections
+    from rnnkit.models.language_model import LanguageModelConfig
+    from rnnkit.training import TrainerConfig
+    toml = tmp_path / "run.toml"
+    toml.write_text("[trainer]\nmax_time = 60.0\nmax_steps = 100\n")
+    lm = _train_group().get_command(None, "lm")
+    params = lm.make_context("lm", ["--trainer.max_time", "none", "--model.softmax_cutoffs", "()"]).params
+    values = resolve_sections(params, read_toml(str(toml)), {"model": LanguageModelConfig, "trainer": TrainerConfig})
+    assert values["trainer"]["max_time"] is None and values["trainer"]["max_steps"] == 100
+    assert params["model__softmax_cutoffs"] == ()
+    with pytest.raises(Exception, match="not a valid float"):
+        lm.make_context("lm", ["--trainer.max_time", "nothing"])
+
+
+def test_trainer_resume_is_resume_and_lm_runs_checkpoint_as_they_go(tiny_run, tmp_path, capsys):
+    """--trainer.resume true built the default model and failed on 'size mismatch'; a train lm run wrote
+    its only checkpoint at the end, so a killed run had nothing to resume."""
+    assert tomllib.loads((tiny_run / "config.toml").read_text())["trainer"]["checkpoint_every"] == 500
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_run, copy)
+    code, out, err = run(["train", "lm", "--trainer.run_dir", str(tmp_path / "runs"), "--trainer.name", "tiny",
+                          "--trainer.resume", "true", "--trainer.max_steps", "27", "--quiet"], capsys)
+    assert code == 0, err
+    assert "resuming with the run's recorded configuration" in out and "27 steps" in out
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_demo_refuses_a_budget_without_seconds(seconds, tmp_path, capsys):
+    code, out, err = run(["demo", "--seconds", seconds, "--run-dir", str(tmp_path)], capsys)
+    assert code == 2 and "--seconds: expected a number of seconds > 0" in err and "rnnkit demo" not in out

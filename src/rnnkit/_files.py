@@ -35,6 +35,11 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def a_or_an(word: str) -> str:
+    """``word`` after its indefinite article, for messages: "an AnomalyDetector", "a Forecaster"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def output_file(path: str | os.PathLike, suffix: str, what: str = "output") -> Path:
     """The file a writer will produce at ``path``, its folder created: ``suffix`` added when the name has
     none (matplotlib's own rule, so the name reported is the file written). Checked before any work, so

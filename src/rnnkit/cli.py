@@ -20,13 +20,14 @@ from rich.table import Table
 from rnnkit import __version__
 from rnnkit.cli_options import config_options, read_toml, resolve_sections
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Recurrent neural networks on sequential data: train, evaluate, generate, "
                        "complete, diagnose, benchmark.")
 console = Console(soft_wrap=True)  # a line stays one line in a pipe or a log (rich cut them at 80 columns)
 err = Console(stderr=True, soft_wrap=True)
 _STATE = {"debug": False}
 
+LM_CHECKPOINT_EVERY = 500  # steps between checkpoints of `train lm` (the weights and the optimizer state)
 MAX_DIAGNOSE_LENGTH = 100_000  # ~1 s per 1,000 steps; longer runs out of memory before they end
 DEMO_MODEL = {"cell": "lstm", "embedding_size": 64, "hidden_size": 256, "num_layers": 1}
 DEMO_DATA = {"dataset": "pydocs", "tokenizer": "char", "batch_size": 32, "seq_len": 128}
@@ -81,7 +82,8 @@ def _load_lm(path: Path):
     model = load(path)  # a bundle, or a run folder holding bundle/
     if not isinstance(model, (LanguageModel, LanguageModelEnsemble)):
         from rnnkit.errors import ConfigError
-        raise ConfigError(f"{path} holds a {type(model).__name__}, not a language model")
+        from rnnkit._files import a_or_an
+        raise ConfigError(f"{path} holds {a_or_an(type(model).__name__)}, not a language model")
     return model
 
 
@@ -93,8 +95,8 @@ def _note_unknown(model, text: str) -> None:
                   + " ".join(repr(u) for u in sorted(unknown)[:10]))
 
 
-@app.command()
-def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
+@app.command(short_help="Generate text from a language model, streaming the tokens.")
+def generate(run_or_bundle: Path = typer.Argument(..., metavar="RUN_OR_BUNDLE", help="A bundle folder or a run folder."),
              prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue (a character or subword "
                                         "model needs at least one character; a word model starts an empty "
                                         "prompt at <eos>)."),
@@ -123,9 +125,9 @@ def generate(run_or_bundle: Path = typer.Argument(..., help="A bundle folder or 
     sys.stdout.write("\n")
 
 
-@app.command()
-def complete(bundle: Path = typer.Argument(..., help="A language-model bundle or run folder."),
-             prefix: str = typer.Argument(..., help="The text typed so far."),
+@app.command(short_help="Suggest the k most likely next words (or the word being typed).")
+def complete(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A language-model bundle or run folder."),
+             prefix: str = typer.Argument(..., metavar="PREFIX", help="The text typed so far."),
              k: int = typer.Option(3, "-k", help="How many suggestions.")) -> None:
     """Suggest the k most likely next words (the whole word when the prefix ends inside one)."""
     from rnnkit.data._tokenizer_base import trailing_word
@@ -140,8 +142,8 @@ def complete(bundle: Path = typer.Argument(..., help="A language-model bundle or
         console.print(f"{c.word}\t{c.probability:.3f}", highlight=False)
 
 
-@app.command()
-def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run folder."),
+@app.command(short_help="Loss, perplexity and bits per token of a bundle on held-out text.")
+def evaluate(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle folder or a run folder."),
              text: Optional[Path] = typer.Option(None, help="A UTF-8 text file to evaluate on."),
              dataset: Optional[str] = typer.Option(None, help="A named data set (its validation split)."),
              dynamic: float = typer.Option(0.0, help="Dynamic evaluation: after scoring each segment of 64 tokens, "
@@ -192,7 +194,7 @@ def evaluate(bundle: Path = typer.Argument(..., help="A bundle folder or a run f
 
 
 @app.command()
-def ensemble(bundles: list[Path] = typer.Argument(..., help="Two or more language-model bundles over the same vocabulary "
+def ensemble(bundles: list[Path] = typer.Argument(..., metavar="BUNDLES", help="Two or more language-model bundles over the same vocabulary "
                                                   "(or run folders, or ensemble bundles, which count as their "
                                                   "members; every member weighs the same)."),
              out: Path = typer.Option(..., "--out", "-o", help="The new ensemble bundle's folder.")) -> None:
@@ -241,6 +243,8 @@ def _train_lm(params: dict, base: dict | None = None) -> None:
     from rnnkit.training import TrainerConfig
     sections = {"model": LanguageModelConfig, "data": LMDataConfig, "trainer": TrainerConfig}
     config = params.get("config")
+    if params.get("trainer__resume"):  # --trainer.resume true is --resume (it built the default model)
+        params = {**params, "resume": True}
     if params.get("resume") and not config:
         # --resume alone continues the run as it was configured (its config.toml), not the defaults:
         # a default model did not fit the checkpoint's weights ('size mismatch for embedding.weight')
@@ -257,6 +261,9 @@ def _train_lm(params: dict, base: dict | None = None) -> None:
                           "data.batch_size contiguous streams of the text; set [data] batch_size instead")
     values["model"].setdefault("vocab_size", 2)  # replaced by the tokenizer's size
     values["trainer"].setdefault("name", "lm")
+    # a checkpoint every LM_CHECKPOINT_EVERY steps, not only at the end: a killed or interrupted run
+    # had nothing for --resume to continue
+    values["trainer"].setdefault("checkpoint_every", LM_CHECKPOINT_EVERY)
     if params.get("quiet"):
         values["trainer"]["quiet"] = True
     if params.get("resume"):
@@ -277,7 +284,8 @@ def _train_group() -> click.Group:
     from rnnkit.models.language_model import LanguageModelConfig
     from rnnkit.recipes.lm import LMDataConfig
     from rnnkit.training import TrainerConfig
-    group = click.Group("train", help="Train a model: rnnkit train TASK [--config run.toml] [--SECTION.FIELD VALUE].")
+    group = click.Group("train", short_help="Train a model: lm, forecast or detect.",
+                        help="Train a model: rnnkit train TASK [--config run.toml] [--SECTION.FIELD VALUE].")
     common = [click.Option(["--config"], type=click.Path(), default=None, help="TOML run file with [model], "
                            "[data], [trainer] tables."),
               click.Option(["--resume"], is_flag=True, help="Continue runs/<name> from its last checkpoint."),
@@ -286,7 +294,8 @@ def _train_group() -> click.Group:
                        short_help="Language model on a named data set or a text file.", help=(
         "Language model on a named data set or --data.text FILE (char, word or BPE tokens)."),
         params=common + config_options("model", LanguageModelConfig, skip=("vocab_size",))
-        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig, skip=_LM_STREAM_ONLY, defaults={"name": "lm"}))
+        + config_options("data", LMDataConfig) + config_options("trainer", TrainerConfig, skip=_LM_STREAM_ONLY,
+                                                                defaults={"name": "lm", "checkpoint_every": LM_CHECKPOINT_EVERY}))
     group.add_command(lm)
     series_config = [click.Option(["--config"], type=click.Path(), default=None,
                                   help="TOML run file with [model] and [data] tables.")]
@@ -348,10 +357,13 @@ def _flat(row) -> dict:
         if isinstance(row, dict) else {}
 
 
-@app.command()
+@app.command(short_help="Train a small LSTM on Python's docs and show what it learnt.")
 def demo(seconds: float = typer.Option(150.0, help="Training wall-clock budget in seconds."),
          run_dir: str = typer.Option("runs", help="Folder for the run (runs/demo).")) -> None:
     """Train a character-level LSTM on Python's documentation and show what it learned."""
+    from rnnkit.errors import ConfigError
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"--seconds: expected a number of seconds > 0, got {seconds}")
     console.print(f"[bold]rnnkit demo[/]: a character-level LSTM learns English and Python from Python's "
                   f"own documentation ({seconds:.0f} s of training on this machine)")
     trainer = {**DEMO_TRAINER, "max_time": seconds, "run_dir": run_dir}
@@ -370,26 +382,28 @@ def demo(seconds: float = typer.Option(150.0, help="Training wall-clock budget i
 
 
 # -- time series -------------------------------------------------------------------------------
-@app.command()
-def forecast(bundle: Path = typer.Argument(..., help="A forecaster bundle or run folder."),
+@app.command(short_help="Forecast the next horizon with a trained forecaster.")
+def forecast(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A forecaster bundle or run folder."),
              csv: Optional[Path] = typer.Option(None, help="History to forecast from (default: the training data)."),
              time_col: Optional[str] = typer.Option(None, help="The timestamp column."),
              target: Optional[str] = typer.Option(None, help="Target column(s), comma-separated."),
              future_csv: Optional[Path] = typer.Option(None, help="Known future covariates for the horizon."),
-             plot: Optional[Path] = typer.Option(None, help="Write a PNG: history, forecast, interval band.")) -> None:
+             plot: Optional[Path] = typer.Option(None, help="Write a PNG: history, forecast, interval band."),
+             duplicates: str = typer.Option("refuse", help="Rows of --csv that repeat a timestamp: refuse, or keep "
+                                            "the first, the last, or their mean.")) -> None:
     """Forecast the next horizon with a trained forecaster; prints mean and quantiles."""
     from rnnkit._files import output_file
     from rnnkit.recipes.forecast import forecast_from_bundle
     plot = output_file(plot, ".png", "--plot") if plot else None  # the name printed is the file written
     frame = forecast_from_bundle(bundle, str(csv) if csv else None, time_col, target, str(plot) if plot else None,
-                                 str(future_csv) if future_csv else None)
+                                 str(future_csv) if future_csv else None, duplicates=duplicates)
     console.print(frame.to_string(), markup=False, highlight=False)
     if plot:
         console.print(f"plot: {plot}")
 
 
 @app.command()
-def detect(bundle: Path = typer.Argument(..., help="An anomaly-detector bundle or run folder."),
+def detect(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="An anomaly-detector bundle or run folder."),
            csv: Path = typer.Option(..., help="The series to scan."),
            time_col: Optional[str] = typer.Option(None, help="The timestamp column."),
            target: Optional[str] = typer.Option(None, help="The value column(s) the detector was fitted on, "
@@ -407,8 +421,8 @@ def detect(bundle: Path = typer.Argument(..., help="An anomaly-detector bundle o
 
 
 # -- analysis and benchmarks -------------------------------------------------------------------
-@app.command()
-def bench(what: str = typer.Argument("speed", help="speed or memory"),
+@app.command(short_help="Run a benchmark (speed or memory) and print its table.")
+def bench(what: str = typer.Argument("speed", metavar="WHAT", help="speed or memory"),
           quick: bool = typer.Option(False, help="Tiny shapes, to check it runs."),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON here."),
           tasks: Optional[str] = typer.Option(None, help="memory: comma-separated tasks (default all)."),
@@ -444,11 +458,11 @@ def bench(what: str = typer.Argument("speed", help="speed or memory"),
         raise typer.BadParameter(f"expected 'speed' or 'memory', got {what!r}")
 
 
-@app.command()
-def diagnose(bundle: Optional[Path] = typer.Argument(None, help="A bundle to diagnose (else compare cells)."),
+@app.command(short_help="Gradient flow through time of cells or a bundle: table and PNG.")
+def diagnose(bundle: Optional[Path] = typer.Argument(None, metavar="BUNDLE", help="A bundle to diagnose (else compare cells)."),
              cell: Optional[str] = typer.Option(None, help="Comma-separated recurrences to compare (without a "
                                                 "bundle): some of rnn, rnn_relu, lstm, lstm_fb1, lstm_ln, gru, "
-                                                "gru_ln, indrnn, mingru, minlstm. \\[default: rnn,lstm,gru,mingru]"),
+                                                "gru_ln, indrnn, mingru, minlstm. [default: rnn,lstm,gru,mingru]"),
              length: int = typer.Option(200, help=f"Sequence length (2 to {MAX_DIAGNOSE_LENGTH:,})."),
              out: Path = typer.Option(Path("gradient_flow.png"), help="Where to write the plot.")) -> None:
     """Gradient flow through time: norms of dL/dh_t and of the recurrent Jacobians, table + PNG.

@@ -43,6 +43,8 @@ class _Numbers(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple:
         if isinstance(value, tuple):
             return value
+        if str(value).strip() in ("()", "[]"):  # what the help shows as the empty default
+            return ()
         try:
             return tuple(self.kind(v) for v in str(value).split(",") if v.strip())
         except ValueError:
@@ -50,11 +52,35 @@ class _Numbers(click.ParamType):
                       f"{'0.9,0.999' if self.kind is float else '2000,10000'}, got {value!r}", param, ctx)
 
 
+class _Unset:
+    """An option set to ``none`` on the command line: the field's value is None, whatever a TOML file
+    (or a run's recorded config.toml, on --resume) said. A flag left out is plain None: not given."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE = _Unset()
+
+
+class _OrNone(click.ParamType):
+    """An optional field's type: its values, or ``none`` (the help shows the default None as 'none')."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner, self.name = inner, inner.name
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is NONE or (isinstance(value, str) and value.strip().lower() == "none"):
+            return NONE
+        return self.inner.convert(value, param, ctx)
+
+
 def _click_type(hint: Any):
-    """The click type of a field annotation (``int | None`` -> INT); None for unsupported ones."""
+    """The click type of a field annotation (``int | None`` -> INT or ``none``); None for unsupported ones."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        hint = args[0]
+        inner = _click_type(args[0])
+        return None if inner is None else _OrNone(inner)
     if typing.get_origin(hint) is tuple:
         kinds = {a for a in typing.get_args(hint) if a is not Ellipsis}
         if len(kinds) == 1 and next(iter(kinds)) in (int, float):
@@ -85,11 +111,17 @@ def field_docs(config_class: type) -> dict[str, str]:
 
 
 def _default_text(field: dataclasses.Field, defaults: dict[str, Any] | None = None) -> str:
-    if defaults and field.name in defaults:
-        return repr(defaults[field.name])
-    if field.default is not dataclasses.MISSING:
-        return repr(field.default)
-    return "required"
+    """The default as it is written on the command line (none, 'lstm' -> lstm, () -> '')."""
+    value = defaults[field.name] if defaults and field.name in defaults else field.default
+    if value is dataclasses.MISSING:
+        return "required"
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "''"
+    if isinstance(value, str):
+        return value if value else "''"
+    return repr(value)
 
 
 def config_options(section: str, config_class: type, skip: tuple[str, ...] = (),
@@ -148,6 +180,6 @@ def resolve_sections(params: dict[str, Any], toml: dict[str, dict[str, Any]],
         for name in names:
             flag = params.get(f"{section}__{name}")
             if flag is not None:
-                values[name] = flag
+                values[name] = None if flag is NONE else flag
         out[section] = values
     return out

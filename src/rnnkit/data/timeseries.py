@@ -147,7 +147,7 @@ def _parse_times(path: Any, column: list[str], lines: list[int], name: str,
         first = int(np.flatnonzero((times == times.iloc[i]).to_numpy())[0])
         raise DataError(f"{path} line {lines[i]}: duplicate timestamp {column[i]!r} (first on "
                         f"line {lines[first]}); remove them, or pass duplicates='first', "
-                        "'last', 'mean' or 'keep' (rnnkit train forecast: --duplicates)")
+                        "'last', 'mean' or 'keep' (command line: --duplicates first, last or mean)")
     return pd.Index(times.to_numpy(), name=name)
 
 

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from rnnkit.errors import CheckpointError
-from rnnkit._files import (atomic_folder, load_weights, one_line, read_json, resolve_folder,
-                                    save_weights, sha256_file, write_json)
+from rnnkit._files import (a_or_an, atomic_folder, load_weights, one_line, read_json, resolve_folder,
+                           save_weights, sha256_file, write_json)
 
 __all__ = ["register_model", "registered_name", "is_registered", "save_bundle", "load_bundle",
            "read_bundle_config", "write_bundle_files", "attach_tokenizer", "config_from_dict", "BundleMixin",
@@ -368,5 +368,5 @@ class BundleMixin:
         """Load a bundle and check that it holds a ``cls``."""
         model = load_bundle(directory, map_location=map_location)
         if not isinstance(model, cls):
-            raise CheckpointError(f"{directory}: holds a {type(model).__name__}, expected a {cls.__name__}")
+            raise CheckpointError(f"{directory}: holds {a_or_an(type(model).__name__)}, expected {a_or_an(cls.__name__)}")
         return model

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from rnnkit._files import a_or_an
 from rnnkit.errors import ConfigError
 from rnnkit.export.bundle import BundleMixin, config_from_dict, register_model
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, LMOutput, TextMethods
@@ -132,7 +133,7 @@ class LanguageModelEnsemble(TextMethods, BundleMixin, nn.Module):
         models = [load(p, map_location=map_location) for p in paths]
         for p, m in zip(paths, models):
             if not isinstance(m, (LanguageModel, LanguageModelEnsemble)):
-                raise ConfigError(f"{p} holds a {type(m).__name__}, not a language model")
+                raise ConfigError(f"{p} holds {a_or_an(type(m).__name__)}, not a language model")
         return cls(models)
 
     def init_state(self, batch_size: int, *, device=None) -> LMEnsembleState:

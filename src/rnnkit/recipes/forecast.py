@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from rnnkit._files import write_text_atomic
+from rnnkit._files import a_or_an, write_text_atomic
 from rnnkit.data.timeseries import NAN_POLICIES
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.models import ts_metrics
@@ -43,6 +43,9 @@ def _cols(text: str) -> list[str]:
 def _check_nan(nan: str) -> None:
     if nan not in NAN_POLICIES:
         raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {nan!r}")
+
+
+_DUPLICATES = ("refuse", "first", "last", "mean")  # what the command line offers (the library: "keep" too)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class ForecastDataConfig:
         if not self.csv:
             raise ConfigError("data.csv (--csv): expected the path of a CSV file, got none")
         _check_nan(self.nan)
-        if self.duplicates not in ("refuse", "first", "last", "mean"):
+        if self.duplicates not in _DUPLICATES:
             raise ConfigError(f"data.duplicates: expected refuse, first, last or mean, got {self.duplicates!r}")
         # one role per column: a target that is also a past covariate read the column twice and crashed
         roles = [("target", c) for c in _cols(self.target)] + [("covariates", c) for c in _cols(self.covariates)] \
@@ -259,10 +262,6 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     return fc, bundle, metrics
 
 
-def _a(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
 def _load(bundle: str | Path, kind: type) -> Any:
     from rnnkit.export.bundle import load_bundle
     path = Path(bundle)
@@ -270,17 +269,21 @@ def _load(bundle: str | Path, kind: type) -> Any:
     model = load_bundle(path)
     if not isinstance(model, kind):
         got, want = type(model).__name__, kind.__name__
-        raise ConfigError(f"{bundle}: holds {_a(got)} {got}, expected {_a(want)} {want}")
+        raise ConfigError(f"{bundle}: holds {a_or_an(got)}, expected {a_or_an(want)}")
     return model
 
 
 def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: str | None = None,
                          target: str | None = None, plot: str | None = None,
-                         future_csv: str | None = None) -> pd.DataFrame:
+                         future_csv: str | None = None, duplicates: str = "refuse") -> pd.DataFrame:
     """Forecast with a saved Forecaster: from the end of its training data, or of ``csv``.
 
-    ``future_csv`` holds the horizon rows of the known-future covariates, if the model has any.
+    ``future_csv`` holds the horizon rows of the known-future covariates, if the model has any;
+    ``duplicates`` is what to do with rows of ``csv`` that repeat a timestamp (as ``train forecast``'s).
     """
+    if duplicates not in _DUPLICATES:
+        raise ConfigError(f"duplicates: expected {', '.join(_DUPLICATES[:-1])} or {_DUPLICATES[-1]}, "
+                          f"got {duplicates!r}")
     fc = _load(bundle, Forecaster)
     f = fc.fitted_ or {}
     targets = _cols(target) if target else list(f.get("targets", []))
@@ -294,7 +297,7 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
         frame, history = fc.predict_frame(future), None
     else:
         history = _read(csv, time_col or "", targets + list(f["past"]) + list(f["future"]), fc.options.nan,
-                        trained="rnnkit train forecast")
+                        duplicates, trained="rnnkit train forecast")
         covs = history[list(f["past"]) + list(f["future"])] if f["past"] or f["future"] else None
         frame = fc.predict_frame(future, y=history[targets], y_covariates=covs)
     _check_future_times(future, frame, future_csv)
