@@ -521,3 +521,10 @@ def test_trainer_resume_is_resume_and_lm_runs_checkpoint_as_they_go(tiny_run, tm
 def test_demo_refuses_a_budget_without_seconds(seconds, tmp_path, capsys):
     code, out, err = run(["demo", "--seconds", seconds, "--run-dir", str(tmp_path)], capsys)
     assert code == 2 and "--seconds: expected a number of seconds > 0" in err and "rnnkit demo" not in out
+
+
+def test_train_detect_has_one_flag_for_the_nan_policy():
+    """--nan and --model.nan both existed; whichever said interpolate won, silently."""
+    from rnnkit import cli
+    flags = [o for p in cli._train_group().commands["detect"].params for o in p.opts]
+    assert "--nan" in flags and "--model.nan" not in flags

@@ -349,7 +349,7 @@ def _detect_command(common: list) -> click.Command:
         "Anomaly detector fitted on the first part of a series: rnnkit train detect --csv log.csv "
         "--time-col timestamp --target value (or --dataset nab/nyc_taxi)"),
         params=common + _run_options("detect") + config_options("data", DetectDataConfig, plain=True)
-        + config_options("model", DetectorConfig))
+        + config_options("model", DetectorConfig, skip=("nan",)))  # --nan sets it: one flag for one setting
 
 
 def _flat(row) -> dict:

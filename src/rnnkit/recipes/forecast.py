@@ -335,7 +335,7 @@ def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list
 def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
                    run_dir: str | Path = "runs", name: str = "detect") -> tuple[AnomalyDetector, Path, dict]:
     """Fit an AnomalyDetector on the first ``train_fraction`` rows; bundle, plot and summary."""
-    if detector_cfg.nan == "interpolate" and data_cfg.nan != "interpolate":  # --model.nan: the CSV too
+    if detector_cfg.nan == "interpolate" and data_cfg.nan != "interpolate":  # [model] nan: the CSV too
         data_cfg = dataclasses.replace(data_cfg, nan="interpolate")
     y, labelled = _detect_data(data_cfg)
     n_fit = max(int(len(y) * data_cfg.train_fraction), 4 * detector_cfg.window)
