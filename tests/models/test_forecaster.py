@@ -388,3 +388,17 @@ def test_step_keys_of_the_same_time_step_agree():
         assert step_key(a) == step_key(b), (a, b)
     for a, b in (("MS", "2MS"), ("W", "14D"), ("D", "B"), ("h", "30min"), ("QS", "MS")):
         assert step_key(a) != step_key(b), (a, b)
+
+
+@pytest.mark.parametrize("damage", [lambda f: f.update(series=None), lambda f: f["series"][0].pop("state"),
+                                    lambda f: f.update(n_members="2"), lambda f: f["spec"].update(n_series=3)])
+def test_a_damaged_fitted_record_is_refused_at_load(damage, tmp_path):
+    """It loaded, then the first forecast failed on "object of type 'NoneType' has no len()"."""
+    y = 10 + np.sin(np.arange(60) * 2 * np.pi / 12)
+    Forecaster(horizon=6, season_length=12, **FAST).fit(y).save(tmp_path / "b")
+    path = tmp_path / "b" / "config.json"
+    data = json.loads(path.read_text())
+    damage(data["config"]["fitted"])
+    path.write_text(json.dumps(data))
+    with pytest.raises(rnnkit.errors.CheckpointError, match="'fitted' record is damaged"):
+        rnnkit.load(tmp_path / "b")

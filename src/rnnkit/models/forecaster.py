@@ -29,7 +29,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from rnnkit.errors import ConfigError, DataError
+from rnnkit._files import one_line
+from rnnkit.errors import CheckpointError, ConfigError, DataError
 from rnnkit.export.bundle import BundleMixin, register_model
 from rnnkit.models import _forecast_core as core
 from rnnkit.models._forecast_config import ForecasterConfig, auto_sizes
@@ -67,6 +68,30 @@ class _BundleConfig:
     fitted: dict
 
 
+_FITTED_TYPES = {"targets": list, "past": list, "future": list, "is_list": bool, "season_length": int,
+                 "input_len": int, "val_size": int, "n_calendar": int, "spec": dict, "n_members": int,
+                 "series": list}
+_RECORD_KEYS = ("transforms", "state", "n", "freq", "tail", "static", "filled", "int_index")
+
+
+def _check_fitted(fitted: Any) -> None:
+    """The structure of a saved ``fitted_`` record (what :meth:`Forecaster.fit` writes), before it is used."""
+    if not isinstance(fitted, dict):
+        raise TypeError(f"expected an object, got {type(fitted).__name__}")
+    for key, kind in _FITTED_TYPES.items():
+        if not isinstance(fitted.get(key), kind):
+            raise TypeError(f"{key}: expected {kind.__name__}, got {fitted.get(key)!r:.40}")
+    if fitted["n_members"] < 1 or not fitted["series"]:
+        raise ValueError("expected at least one member and one series")
+    for i, record in enumerate(fitted["series"]):
+        missing = [k for k in _RECORD_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise KeyError(f"series[{i}] lacks {', '.join(missing)}")
+    if fitted["spec"].get("n_series") != len(fitted["series"]):
+        raise ValueError(f"spec.n_series {fitted['spec'].get('n_series')!r} is not the {len(fitted['series'])} "
+                         "series recorded")
+
+
 @register_model("forecaster")
 class Forecaster(BundleMixin, nn.Module):
     """Probabilistic multi-step forecaster: exponential smoothing + an rnnkit recurrence.
@@ -99,7 +124,12 @@ class Forecaster(BundleMixin, nn.Module):
         model = cls(**data["options"])
         fitted = data.get("fitted") or {}
         if fitted:
-            spec = NetSpec(**{**fitted["spec"], "quantiles": tuple(fitted["spec"]["quantiles"])})
+            try:
+                _check_fitted(fitted)
+                spec = NetSpec(**{**fitted["spec"], "quantiles": tuple(fitted["spec"]["quantiles"])})
+            except (KeyError, TypeError, ValueError) as exc:  # loaded, it failed at the first forecast
+                raise CheckpointError(f"config.json: its 'fitted' record is damaged ({one_line(exc)}); "
+                                      "save the forecaster again") from None
             model.members = nn.ModuleList(ForecastNet(spec) for _ in range(fitted["n_members"]))
             model.fitted_ = fitted
         return model
