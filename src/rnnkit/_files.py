@@ -123,7 +123,28 @@ def load_weights(model: Any, path: Path, device: str = "cpu") -> None:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors file ({one_line(exc)})") from exc
     except RuntimeError as exc:  # missing/unexpected names or shape mismatch
-        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__} ({one_line(exc)})") from exc
+        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__} ({_misfit(exc)}); was it saved "
+                              "from a model of another configuration?") from exc
+
+
+def _misfit(exc: RuntimeError, shown: int = 3) -> str:
+    """torch's load_state_dict error in short: ``embedding.weight (28, 8) in the file, (107, 8) in the model;
+    ...`` (its own text, cut at 200 characters, ended mid-shape before it named the second size)."""
+    import re
+
+    text = str(exc)
+    sizes = re.findall(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                       r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)", text)
+    parts = [f"{name} ({a}) in the file, ({b}) in the model" for name, a, b in sizes[:shown]]
+    if len(sizes) > shown:
+        parts.append(f"{len(sizes) - shown} more of other sizes")
+    for kind, what in (("Missing", "missing from the file"), ("Unexpected", "not in the model")):
+        found = re.search(kind + r" key\(s\) in state_dict: ([^\n]*)", text)
+        if found:
+            names = re.findall(r'"([^"]+)"', found.group(1))
+            listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+            parts.append(f"{what}: {listed}")
+    return "; ".join(parts) if parts else one_line(exc)
 
 
 def _fsync_path(path: Path) -> None:
