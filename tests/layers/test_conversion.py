@@ -83,10 +83,3 @@ def test_from_torch_keeps_frozen_weights_frozen():
     ref.bias_hh_l1.requires_grad_(False)
     layer = rnnkit.from_torch(ref)
     assert {n for n, p in layer.named_parameters() if not p.requires_grad} == {"weight_ih_l0", "bias_hh_l1"}
-
-
-def test_zoneout_with_three_rates_names_what_an_lstm_takes():
-    with pytest.raises(ValueError, match="one rate or two, \\(p_h, p_c\\).*got 3"):
-        rnnkit.LSTM(3, 4, zoneout=(0.1, 0.2, 0.3))
-    with pytest.raises(ValueError, match="state has one part"):
-        rnnkit.GRU(3, 4, zoneout=(0.1, 0.2))

@@ -267,7 +267,7 @@ def test_lstm_zoneout_rates_apart_in_training(monkeypatch):
 @pytest.mark.parametrize("make, match", [
     (lambda: rnnkit.GRU(4, 6, zoneout=(0.1, 0.2)), "this layer's state has one part"),
     (lambda: rnnkit.MinGRU(4, 6, zoneout=(0.1, 0.2)), "this layer's state has one part"),
-    (lambda: rnnkit.LSTM(4, 6, zoneout=(0.1, 0.2, 0.3)), "sets an LSTM's two state parts apart"),
+    (lambda: rnnkit.LSTM(4, 6, zoneout=(0.1, 0.2, 0.3)), "takes one rate or two, \\(p_h, p_c\\) for the LSTM's h and c, got 3"),
     (lambda: rnnkit.LSTM(4, 6, zoneout=(0.1, 1.0)), "zoneout must be a number in"),
 ])
 def test_bad_zoneout_rates_are_refused(make, match):
