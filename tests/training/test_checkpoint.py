@@ -262,6 +262,10 @@ def test_resume_refuses_changed_recorded_inputs(make_config):
     with pytest.raises(ConfigError, match=r"\[data\] options changed .*seq_len 8 -> 16"):
         Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True),
                 record={"data": {"seq_len": 16, "text": "a.txt"}}).fit(lm_data())
+    with pytest.raises(ConfigError, match=r"\[data\] options changed .*text 'a.txt' -> 'b.txt'"):
+        # another text, another vocabulary: the cause is named, not the weights' size mismatch it makes
+        Trainer(TinyLM(vocab=13), cfg.replace(max_steps=3, resume=True),
+                record={"data": {"seq_len": 8, "text": "b.txt"}}).fit(lm_data())
     state = Trainer(TinyLM(), cfg.replace(max_steps=3, resume=True),
                     record={"data": {"seq_len": 8, "text": "a.txt"}}).fit(lm_data())
     assert state.step == 3

@@ -134,14 +134,15 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
         log.warning("resume: no checkpoint in %s; starting a new run", trainer.checkpoint_dir)
         return None
     data = load_checkpoint(folder)
+    saved = data.trainer_state
+    # before the weights: another text (say) gives another vocabulary, whose size mismatch hid the cause
+    _check_record(saved.get("record"), trainer.record, data.path)
     load_weights(trainer.model, data.weights_path, device=str(trainer.device))
     if getattr(trainer.model, "tokenizer", None) is None and (data.path / "tokenizer.json").is_file():
         from rnnkit.export.bundle import attach_tokenizer
 
         attach_tokenizer(trainer.model, data.path)
     _load_optim(trainer, data)
-    saved = data.trainer_state
-    _check_record(saved.get("record"), trainer.record, data.path)
     changed = _changed(saved.get("config", {}), trainer.config.to_dict())
     if "tbptt_steps" in changed and saved.get("chunk"):
         was, now = saved["config"]["tbptt_steps"], trainer.config.tbptt_steps
