@@ -66,7 +66,8 @@ def test_regularisers_only_in_training():
                                       ({"zoneout_cell": 0.5, "cell": "gru"}, "zoneout_cell is the zoneout of an LSTM"),
                                       ({"zoneout_cell": 1.0}, r"zoneout_cell must be in \[0, 1\)"),
                                       ({"forget_bias": 1.0, "cell": "gru"}, "forget_bias is the LSTM's"),
-                                      ({"recurrent_dropout": 0.1, "cell": "minlstm"}, "recurrent_dropout")])
+                                      ({"recurrent_dropout": 0.1, "cell": "minlstm"}, "recurrent_dropout"),
+                                      ({"hidden_size": 0}, "^LanguageModelConfig.hidden_size must be a positive int")])
 def test_bad_config(kw, match):
     with pytest.raises(ConfigError, match=match):
         LanguageModelConfig(vocab_size=10, **kw)

@@ -312,6 +312,7 @@ def test_bad_data_and_config(make_config):
                        (dict(max_grad_norm=0.0), r"max_grad_norm: expected a number > 0 \(None: no clipping\)"),
                        (dict(grad_clip_value=0), "grad_clip_value: expected a number > 0"),
                        (dict(max_time=0), r"max_time: expected a number > 0 \(seconds of training"),
+                       (dict(lr=-1.0), r"lr: expected a finite number > 0, got -1"),  # said >= 0
                        (dict(lr=1e-3, min_lr=1e-2), "min_lr=0.01 is above lr=0.001"),
                        (dict(schedule_steps=10), "schedule='constant' has none"),
                        (dict(save_best=True, eval_every=5, checkpoint=False), "save_best .* needs checkpoint=True")]:

@@ -81,6 +81,12 @@ class LanguageModelConfig:
     """Adaptive softmax (Grave et al. 2017): token ids where the tail clusters start; () = full softmax."""
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except ConfigError as exc:  # named as TrainerConfig's are: "LanguageModelConfig.hidden_size ..."
+            raise ConfigError(f"{type(self).__name__}.{exc}") from None
+
+    def _check(self) -> None:
         for f in dataclasses.fields(self):  # a JSON or TOML "false" is a true string
             if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"{f.name}: expected true or false, got {getattr(self, f.name)!r}")

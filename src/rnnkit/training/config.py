@@ -20,6 +20,9 @@ _CHOICES = {
 }
 
 
+_ABOVE_ZERO = ("lr", "max_grad_norm", "grad_clip_value", "max_time")  # 0 refused too
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """Everything :class:`rnnkit.training.Trainer` needs to know about a run.
@@ -160,8 +163,9 @@ class TrainerConfig:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"TrainerConfig.{field}: expected a finite number >= 0, got {value!r}")
-        for field in ("lr", "max_grad_norm", "grad_clip_value", "max_time"):
+                bound = "> 0" if field in _ABOVE_ZERO else ">= 0"
+                raise ConfigError(f"TrainerConfig.{field}: expected a finite number {bound}, got {value!r}")
+        for field in _ABOVE_ZERO:
             if getattr(self, field) == 0:  # a zero learning rate or clip leaves the weights where they are;
                 # a zero time budget trained nothing and wrote an untrained bundle
                 hint = {"max_grad_norm": " (None: no clipping)", "grad_clip_value": " (None: no clipping)",
