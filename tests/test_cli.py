@@ -426,6 +426,10 @@ def test_lm_data_options_checked_by_type_and_validation_streams_fit_the_processe
     assert _val_streams(100_000, 12) == 6  # was 8, which three processes cannot split
     with pytest.raises(DataError, match="validation text: 5 tokens"):
         _val_streams(5, 12)
+    from rnnkit.recipes.lm import train_language_model
+    with pytest.raises(ConfigError, match="data.batch_size: 8 streams do not split over 3 processes"):
+        # before the text is read (it was a ValueError at each process's first batch, after config.toml)
+        train_language_model({}, LMDataConfig(text="/nonexistent.txt", batch_size=8), None)
 
 
 def test_a_run_records_its_data_when_it_starts(tiny_run):

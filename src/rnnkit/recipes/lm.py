@@ -213,6 +213,10 @@ def train_language_model(model_cfg: LanguageModelConfig | dict, data: LMDataConf
     """Train a language model and save its bundle in ``<run>/bundle``. Returns the model and figures."""
     from rnnkit.data.text import LMStream
     from rnnkit.training import Trainer
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    if data.batch_size % world:  # named before the text is read, not at the first batch by each process
+        raise ConfigError(f"data.batch_size: {data.batch_size} streams do not split over {world} processes; "
+                          f"give a multiple of {world}")
     train_text, val_text = load_lm_text(data)
     tok = build_tokenizer(data.tokenizer, train_text, data.vocab_size)
     fields = model_cfg if isinstance(model_cfg, dict) else dataclasses.asdict(model_cfg)
