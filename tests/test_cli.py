@@ -532,3 +532,10 @@ def test_train_detect_has_one_flag_for_the_nan_policy():
     from rnnkit import cli
     flags = [o for p in cli._train_group().commands["detect"].params for o in p.opts]
     assert "--nan" in flags and "--model.nan" not in flags
+
+
+def test_debug_is_taken_anywhere_on_the_line(tmp_path, capsys):
+    """'rnnkit evaluate X --debug' said "No such option '--debug'"; the traceback is what it asks for."""
+    from rnnkit.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="no such bundle folder"):
+        main(["evaluate", str(tmp_path / "absent"), "--debug"])

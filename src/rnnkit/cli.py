@@ -519,6 +519,8 @@ def _run(argv: list[str] | None) -> None:
     command.add_command(_train_group(), "train")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if debug:  # anywhere on the line, as the hint says 'rnnkit --debug ...' after a failed command
+        argv = ["--debug"] + [a for a in argv if a != "--debug"]
     try:
         code = command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
     except (RnnkitError, ValueError, TypeError, OSError) as exc:  # OSError: a file the user named
