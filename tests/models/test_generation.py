@@ -259,3 +259,42 @@ def test_the_pieces_cache_follows_a_refitted_tokenizer():
     first = list(_pieces(tok))
     tok.fit("cow cow cow pig\n" * 20)
     assert _pieces(tok) == [tok.decode([i]) for i in range(tok.vocab_size)] and _pieces(tok) != first
+
+
+def test_a_lower_casing_word_model_completes_capitalised_typing_in_its_case():
+    """'The Ki' matched no word of a lower-cased vocabulary: complete returned []."""
+    text = "the king is here. the kind king knows\n" * 3
+    tok = WordTokenizer(eos_token="<eos>", lower=True).fit(text)
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok).eval()
+    lower = m.complete("the ki", k=3)
+    assert {c.word for c in lower} == {"king", "kind"}
+    assert [(c.word, c.probability) for c in m.complete("The Ki", k=3)] == \
+        [(c.word.capitalize(), c.probability) for c in lower]
+    assert {c.word for c in m.complete("THE KI", k=3)} == {"KING", "KIND"}
+
+
+def test_a_token_that_only_respells_the_typed_word_is_not_a_generated_token(bpe_model):
+    """Healing 'the qu' may first take a token that spells just 'qu' (no new text): it was yielded as
+    '' and counted, so generate(prompt, 1) could return ''."""
+    tok, m = bpe_model
+    for prompt in ("the qu", "the f", "over the qui"):
+        for seed in range(4):
+            pieces = list(m.stream(prompt, 3, seed=seed, temperature=1.0))
+            assert len(pieces) == 3 and all(pieces), (prompt, seed, pieces)
+            assert m.generate(prompt, 1, seed=seed, temperature=1.0) == pieces[0]
+
+
+def test_a_temperature_beyond_float32_keeps_banned_tokens_banned():
+    """-inf / 1e39 is nan: multinomial refused the probabilities ('contains inf, nan or < 0')."""
+    logits = torch.tensor([1.0, 2.0, float("-inf")])
+    out = filter_logits(logits, SamplingConfig(temperature=1e39))
+    assert out[2] == float("-inf") and torch.isfinite(out[:2]).all()
+    assert sample_next(logits, SamplingConfig(temperature=1e39), generator=torch.Generator().manual_seed(0)) in (0, 1)
+
+
+def test_predictive_metrics_gives_the_model_back_in_its_mode():
+    from rnnkit.models.predictive import predictive_metrics
+    tok = WordTokenizer(eos_token="<eos>").fit("a b c a b c\n")
+    m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok).train()
+    predictive_metrics(m, "a b c a b c\n", k=1)
+    assert m.training and all(mod.training for mod in m.modules())

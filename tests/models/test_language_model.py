@@ -188,3 +188,45 @@ def test_zoneout_cell_gives_the_lstm_cell_state_its_own_rate(tmp_path):
     back = rnnkit.load(tmp_path / "m")
     ids = torch.randint(0, tok.vocab_size, (2, 9))
     assert back.config.zoneout_cell == 0.5 and torch.equal(back(ids).logits, m.eval()(ids).logits)
+
+
+def test_targets_of_another_shape_are_refused_with_either_softmax():
+    """The adaptive softmax's gather read the first rows of a (2, 5) target for a (2, 6) input: a loss,
+    silently, on misaligned positions (the full softmax failed on a batch-size message)."""
+    ids = torch.randint(0, 20, (2, 6))
+    for cutoffs in ((), (5, 12)):
+        m = LanguageModel(vocab_size=20, embedding_size=8, hidden_size=8, softmax_cutoffs=cutoffs)
+        with pytest.raises(ValueError, match=r"targets: expected shape \(2, 6\) \(as input_ids\), got \(2, 5\)"):
+            m(ids, ids[:, :5])
+    with pytest.raises(TypeError, match="state: expected the LMState a call returned"):
+        m(ids, state=(None,))
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused_by_models_and_ensembles():
+    """Accepted, it failed at the first generate on 'index out of range in self'; an ensemble replaced
+    its members' tokenizers with it and saved a bundle that could not generate."""
+    from rnnkit.data.tokenizers import CharTokenizer
+    from rnnkit.models import LanguageModelEnsemble
+    small, big = CharTokenizer().fit("abc"), CharTokenizer().fit("abcdefgh")
+    with pytest.raises(ConfigError, match="tokenizer: the tokenizer has .* tokens but the model's vocabulary has"):
+        LanguageModel(vocab_size=small.vocab_size + 3, embedding_size=4, hidden_size=4, tokenizer=small)
+    members = [LanguageModel(vocab_size=small.vocab_size, embedding_size=4, hidden_size=4, tokenizer=small)
+               for _ in range(2)]
+    with pytest.raises(ConfigError, match="tokenizer: the tokenizer has"):
+        LanguageModelEnsemble(members, tokenizer=big)
+    assert all(m.tokenizer is small for m in members)  # the members' own tokenizers are left alone
+
+
+def test_stateful_loss_checks_its_arguments_and_gives_the_model_back_in_its_mode():
+    """seq_len=-1 scored 0.0 (a perfect score, silently); seq_len=0 and batch_size=0 were raw errors."""
+    from rnnkit.recipes.lm import stateful_loss
+    m = LanguageModel(vocab_size=10, embedding_size=4, hidden_size=4).train()
+    ids = torch.randint(0, 10, (50,))
+    for bad in (dict(seq_len=-1), dict(seq_len=0), dict(batch_size=0), dict(seq_len=2.5), dict(batch_size=True)):
+        with pytest.raises(ConfigError, match="stateful_loss: .* must be an int >= 1"):
+            stateful_loss(m, ids, **bad)
+    assert stateful_loss(m, ids.tolist(), seq_len=7) == pytest.approx(stateful_loss(m, ids, seq_len=7))
+    assert m.training
+    with pytest.raises(IndexError):
+        stateful_loss(m, torch.full((50,), 99))  # an id beyond the vocabulary fails inside the model
+    assert m.training  # it was left in evaluation mode

@@ -288,7 +288,11 @@ def attach_tokenizer(model: nn.Module, path: Path) -> None:
 def vocab_mismatch(model: nn.Module, tokenizer: Any) -> str | None:
     """Why ``tokenizer`` cannot serve ``model`` (their vocabulary sizes differ), or None. A model
     without ``config.vocab_size`` or a tokenizer without ``vocab_size`` is not checked."""
-    want = getattr(getattr(model, "config", None), "vocab_size", None)
+    config = getattr(model, "config", None)
+    want = getattr(config, "vocab_size", None)
+    members = getattr(config, "members", None)
+    if want is None and members:  # an ensemble's members share one vocabulary
+        want = getattr(members[0], "vocab_size", None)
     have = getattr(tokenizer, "vocab_size", None)
     if isinstance(want, int) and isinstance(have, int) and want != have:
         return f"the tokenizer has {have:,} tokens but the model's vocabulary has {want:,}"

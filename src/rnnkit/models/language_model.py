@@ -186,7 +186,14 @@ class LanguageModel(TextMethods, BundleMixin, nn.Module):
             config = LanguageModelConfig(**kwargs)
         elif kwargs:
             raise TypeError("give a LanguageModelConfig or keyword arguments, not both")
-        self.config, self.tokenizer = config, tokenizer
+        self.config = config
+        if tokenizer is not None:
+            from rnnkit.export.bundle import vocab_mismatch
+
+            problem = vocab_mismatch(self, tokenizer)
+            if problem:  # accepted, it failed at the first generate on "index out of range in self"
+                raise ConfigError(f"tokenizer: {problem}")
+        self.tokenizer = tokenizer
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size)
         self.layers = nn.ModuleList()
@@ -249,6 +256,12 @@ class LanguageModel(TextMethods, BundleMixin, nn.Module):
             got = f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, Tensor) else \
                 type(input_ids).__name__
             raise ValueError(f"LanguageModel expects input_ids as an integer tensor (batch, seq), got {got}")
+        if targets is not None and (not isinstance(targets, Tensor) or targets.shape != input_ids.shape):
+            # the adaptive softmax's gather used the first rows of a (5, 12) for a (2, 6) input, silently
+            got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+            raise ValueError(f"targets: expected shape {tuple(input_ids.shape)} (as input_ids), got {got}")
+        if state is not None and not isinstance(state, LMState):
+            raise TypeError(f"state: expected the LMState a call returned (or None), got {type(state).__name__}")
         c = self.config
         x = locked_dropout(self._embed(input_ids), c.input_dropout, self.training)
         states = state.layers if state is not None else (None,) * c.num_layers

@@ -113,6 +113,11 @@ class LanguageModelEnsemble(TextMethods, BundleMixin, nn.Module):
     @tokenizer.setter
     def tokenizer(self, value: Any) -> None:
         """One tokenizer for the ensemble and its members (a bundle stores it once)."""
+        from rnnkit.export.bundle import vocab_mismatch
+
+        problem = None if value is None or "members" not in self._modules else vocab_mismatch(self, value)
+        if problem:  # it replaced the members' own and saved a bundle whose generate failed on an index
+            raise ConfigError(f"tokenizer: {problem}")
         self._tokenizer = value
         for m in self.members:
             m.tokenizer = value

@@ -89,11 +89,16 @@ def predictive_metrics(model, text: str, k: int = 3, max_words: int | None = Non
     order = sorted((w, i) for i, w in enumerate(vocab) if i not in specials)
     sorted_words, sorted_ids = [w for w, _ in order], torch.tensor([i for _, i in order])
     counts = {"top1": 0, "topk": 0, "saved": 0, "letters": 0, "words": 0}
-    for start, logp in _next_log_probs(model, ids):
-        logp[:, specials] = float("-inf")
-        targets = ids[start + 1:start + 1 + logp.shape[0]]
-        if not _score_chunk(logp, targets, set(specials), vocab, sorted_words, sorted_ids, k, counts, max_words):
-            break
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for start, logp in _next_log_probs(model, ids):
+            logp[:, specials] = float("-inf")
+            targets = ids[start + 1:start + 1 + logp.shape[0]]
+            if not _score_chunk(logp, targets, set(specials), vocab, sorted_words, sorted_ids, k, counts, max_words):
+                break
+    finally:  # the model's own mode again (it was left in evaluation mode), as generate and complete do
+        for m, mode in modes:
+            m.train(mode)
     top1, topk, saved, letters, words = (counts[n] for n in ("top1", "topk", "saved", "letters", "words"))
     if not words:
         raise ValueError("predictive_metrics: the text has no words the model could be scored on")

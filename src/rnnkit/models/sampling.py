@@ -62,6 +62,8 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig, history: Tensor | None = 
         # token cost 18 us at V=60, 400 us at V=50,000)
         if cfg.temperature < 1e-20 and not torch.isfinite(scaled[torch.isfinite(logits)]).all():
             scaled = torch.where(logits == logits.max(), 0.0, float("-inf"))
+        elif cfg.temperature > 1e20:  # -inf / 1e39 (beyond float32) is nan: a banned token stays banned
+            scaled = torch.where(torch.isfinite(logits), scaled, float("-inf"))
         logits = scaled
     if cfg.top_k is not None and cfg.top_k < logits.numel():
         kth = torch.topk(logits, cfg.top_k).values[-1]

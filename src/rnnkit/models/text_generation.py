@@ -106,11 +106,12 @@ def stream(model, prompt: str, max_tokens: int, sampling: SamplingConfig | None 
             if seen is not None:
                 seen.add(nxt)
             piece = _piece(tok, prev, nxt)
-            if len(spelled) < len(need):  # what the prompt already holds is not yielded again
+            healing = len(spelled) < len(need)
+            if healing:  # what the prompt already holds is not yielded again
                 spelled += piece
                 piece = spelled[len(need):]
-            if piece or len(spelled) >= len(need):
-                produced += 1
+            if piece or not healing:  # a token that only re-spells the typed word is no new token: it
+                produced += 1         # was yielded as "" and counted (generate(prompt, 1) gave "")
                 yield piece
             prev = nxt
             logp, state = _advance(model, [nxt], state)
@@ -157,8 +158,11 @@ def _complete_words(model, tok, prefix: str, k: int) -> list[Completion]:
     probs = logp.exp()
     specials = {i for i in (tok.unk_id, getattr(tok, "eos_id", None)) if i is not None}
     vocab = tok.vocab
+    typed = partial
+    if getattr(tok, "lower", False) and len(partial.lower()) == len(partial):  # a lower-cased vocabulary:
+        typed = partial.lower()  # "The Ki" matched no word ('İ' lower-cases to two characters: as typed)
     # words only (a whitespace-split vocabulary also holds "quick." and "--"), as the beam's suggestions
-    allowed = [i for i, w in enumerate(vocab) if i not in specials and w.startswith(partial)
+    allowed = [i for i, w in enumerate(vocab) if i not in specials and w.startswith(typed)
                and all(is_word_char(ch) for ch in w)]
     if not allowed:
         return []
@@ -166,7 +170,16 @@ def _complete_words(model, tok, prefix: str, k: int) -> list[Completion]:
     p = probs[idx]
     p = p / p.sum().clamp_min(1e-30)  # P(word | the letters typed), as the beam gives it
     top = torch.topk(p, min(k, len(allowed)))
-    return [Completion(vocab[allowed[j]], float(v)) for v, j in zip(top.values, top.indices)]
+    return [Completion(_as_typed(vocab[allowed[j]], partial), float(v)) for v, j in zip(top.values, top.indices)]
+
+
+def _as_typed(word: str, typed: str) -> str:
+    """A lower-cased vocabulary's ``word`` in the case of the letters typed: "Ki" -> "King", "KI" -> "KING"."""
+    if typed == typed.lower() or not word.startswith(typed.lower()):
+        return word
+    if len(typed) > 1 and typed.isupper():
+        return word.upper()
+    return typed + word[len(typed):] if len(typed) == len(typed.lower()) else word
 
 
 def _boundary(piece: str, started: bool) -> int | None:

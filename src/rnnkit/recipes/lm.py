@@ -4,7 +4,8 @@ Wires the layers together (data -> tokenizer -> streams -> :class:`LanguageModel
 bundle) so the CLI stays thin and a script can do the same in three lines::
 
     from rnnkit.recipes.lm import LMDataConfig, train_language_model
-    result = train_language_model(LanguageModelConfig(vocab_size=0, hidden_size=256),
+    from rnnkit.training import TrainerConfig
+    result = train_language_model({"hidden_size": 256},  # the vocabulary's size comes from the tokenizer
                                   LMDataConfig(text="my.txt"), TrainerConfig(max_time=120))
 """
 
@@ -144,23 +145,29 @@ def stateful_loss(model, ids: torch.Tensor, seq_len: int = 256, batch_size: int 
     the models' probabilities (each model carries its own state)."""
     if isinstance(model, (list, tuple)):
         model = LanguageModelEnsemble(model)
+    for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):  # seq_len=-1 scored 0.0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"stateful_loss: {name} must be an int >= 1, got {value!r}")
+    ids = torch.as_tensor(ids).reshape(-1)  # a list of ids too, as dynamic_loss takes
     if ids.numel() < 2:
         raise DataError(f"the text has {ids.numel()} token(s); scoring needs at least 2 (one to predict from)")
     batch_size = min(batch_size, ids.numel() - 1)  # a short text: fewer parallel parts, none empty
     modes = [(m, m.training) for m in model.modules()]  # each member keeps its own mode
     model.eval()
-    n = (ids.numel() - 1) // batch_size
-    x = ids[: n * batch_size].view(batch_size, n)
-    y = ids[1: n * batch_size + 1].view(batch_size, n)
-    state, total = None, 0.0
-    device = next(model.parameters()).device
-    for t in range(0, n, seq_len):
-        xs, ys = x[:, t:t + seq_len].to(device), y[:, t:t + seq_len].to(device)
-        out = model(xs, ys, state=state)
-        total += float(out.loss) * xs.numel()
-        state = out.state
-    for m, mode in modes:  # parents first: each module ends in its own mode (layers pass theirs to their cells)
-        m.train(mode)
+    try:
+        n = (ids.numel() - 1) // batch_size
+        x = ids[: n * batch_size].view(batch_size, n)
+        y = ids[1: n * batch_size + 1].view(batch_size, n)
+        state, total = None, 0.0
+        device = next(model.parameters()).device
+        for t in range(0, n, seq_len):
+            xs, ys = x[:, t:t + seq_len].to(device), y[:, t:t + seq_len].to(device)
+            out = model(xs, ys, state=state)
+            total += float(out.loss) * xs.numel()
+            state = out.state
+    finally:  # also when a call fails: the model was left in evaluation mode
+        for m, mode in modes:  # parents first: each module ends in its own mode (layers pass theirs to their cells)
+            m.train(mode)
     return total / (n * batch_size)
 
 
