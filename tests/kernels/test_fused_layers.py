@@ -116,3 +116,31 @@ def test_training_after_an_evaluation_under_inference_mode(name, monkeypatch):
     y, _ = layer(x)
     y.sum().backward()
     assert torch.allclose(y.detach(), y_eval) and all(p.grad is not None for p in layer.parameters())
+
+
+@pytest.mark.parametrize("make", [lambda **kw: rnnkit.LSTM(5, 7, layer_norm=True, **kw),
+                                  lambda **kw: rnnkit.LSTM(5, 7, peephole=True, **kw),
+                                  lambda **kw: rnnkit.LSTM(5, 7, zoneout=0.1, **kw),
+                                  lambda **kw: rnnkit.GRU(5, 7, layer_norm=True, **kw),
+                                  lambda **kw: rnnkit.GRU(5, 7, zoneout=0.1, **kw)])
+@pytest.mark.parametrize("lengths", [[10, 30], [0, 0]])
+def test_the_input_gradient_past_the_longest_sequence_is_zero(make, lengths):
+    """Whole chunks of steps past the longest sequence run no backward: their rows of dx were left as
+    the buffer's memory (garbage, NaN, up to 3e38), which a layer in front (an embedding, a Linear)
+    then trained on."""
+    torch.manual_seed(0)
+    fast, ref = make(batch_first=True).eval(), make(batch_first=True, backend="reference").eval()
+    ref.load_state_dict(fast.state_dict())
+    assert fast.select_backend() == "fused"
+    for _ in range(3):  # freed buffers full of NaN for the backward's allocations to reuse
+        torch.full((2, 200, 5), float("nan")).sum()
+        x = torch.randn(2, 200, 5, requires_grad=True)
+        grads = []
+        for layer in (fast, ref):
+            x.grad = None
+            y, _ = layer(x, lengths=torch.tensor(lengths))
+            y.pow(2).sum().backward() if y.requires_grad else None
+            grads.append(torch.zeros_like(x) if x.grad is None else x.grad.clone())
+        assert torch.isfinite(grads[0]).all()
+        assert grads[0][:, max(lengths):].abs().max() == 0
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)

@@ -168,9 +168,10 @@ class InputSide:
                  rows: int, keep: Tensor | None = None, prep: "Prepared | None" = None) -> None:
         self.x, self.bias, self.gain, self.eps, self.keep = x, bias, gain, eps, keep  # x (T, B, I)
         self.w = Weight(w, rows) if prep is None else prep.weight(w, rows)
-        self.rows, self.stats = rows, {}
+        self.rows, self.stats, self.end = rows, {}, 0
 
     def forward(self, t0: int, t1: int) -> Tensor:
+        self.end = max(self.end, t1)  # the chunks run: past the longest sequence none is (chunks())
         xc = self.x[t0:t1].reshape(-1, self.x.shape[-1])  # (c B, I)
         if self.gain is None:
             return self.w(xc, self.bias)  # (c B, G)
@@ -185,6 +186,10 @@ class InputSide:
         self.d_bias = None if self.bias is None else torch.zeros_like(self.bias)
         self.d_gain = None if self.gain is None else torch.zeros_like(self.gain)
         self.dx = torch.empty_like(self.x) if need_dx else None
+        if self.dx is not None and self.end < self.x.shape[0]:
+            # steps past the longest sequence (whole chunks with no running row) get no backward(): their
+            # gradient is zero, and was left as empty_like's memory (garbage, NaN, 1e38 upstream)
+            self.dx[self.end:].zero_()
         self.w_t = Weight.transposed(w, self.rows) if need_dx else None
 
     def backward(self, t0: int, t1: int, d: Tensor) -> None:
