@@ -94,3 +94,16 @@ def test_an_empty_sequence_returns_the_initial_state_on_every_backend(name):
         assert y.shape == (3, 0, layer.proj_size or 8)
         for got, want in zip(_parts(hn), _parts(h0)):
             torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", ["cell", "reference", "auto"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "MinGRU", "RNN"])
+def test_padding_stays_zero_after_a_nan_state(kind, backend):
+    """Outputs past a length are zero (documented); the loop and the scan masked them by multiplying,
+    and NaN * 0 is NaN: a sequence whose state went NaN had NaN padding on some backends only."""
+    torch.manual_seed(0)
+    x = torch.randn(9, 3, 5, dtype=torch.float64)
+    x[3, 1, 2] = float("nan")
+    layer = getattr(rnnkit, kind)(5, 7, backend=backend).double()
+    y, _ = layer(x, lengths=torch.tensor([9, 6, 2]))
+    assert torch.equal(y[6:, 1], torch.zeros_like(y[6:, 1])) and y[4:6, 1].isnan().all()

@@ -154,7 +154,7 @@ class RecurrentCell(nn.Module):
             if lengths is not None:
                 alive = (lengths > t).unsqueeze(-1)  # (B, 1)
                 new = map_state(lambda n, o: torch.where(alive, n, o), new, state)
-                outputs.append(output_of(new) * alive)
+                outputs.append(torch.where(alive, output_of(new), 0.0))  # not * alive: NaN * 0 is NaN
             else:
                 outputs.append(output_of(new))
             state = new

@@ -93,7 +93,7 @@ def _mask_by_lengths(h: Tensor, lengths: Tensor, h0: Tensor):
     idx = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[2])
     last = h.gather(1, idx).squeeze(1) if T else h0
     last = torch.where((lengths > 0).unsqueeze(1), last, h0)
-    return h * alive.unsqueeze(-1), last
+    return torch.where(alive.unsqueeze(-1), h, 0.0), last  # not h * alive: a NaN state gave NaN padding
 
 
 class MinGRUCell(_MinCell):
