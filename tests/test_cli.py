@@ -539,3 +539,13 @@ def test_debug_is_taken_anywhere_on_the_line(tmp_path, capsys):
     from rnnkit.errors import CheckpointError
     with pytest.raises(CheckpointError, match="no such bundle folder"):
         main(["evaluate", str(tmp_path / "absent"), "--debug"])
+
+
+def test_bench_speed_describes_the_cpp_loops_it_runs(capsys, monkeypatch):
+    """The machine line (and the JSON) said 'C++ loops not loaded yet' although the run used them."""
+    import rnnkit.bench
+    monkeypatch.setattr(rnnkit.bench, "run_speed", lambda quick: [])
+    monkeypatch.setattr(rnnkit.bench, "format_table", lambda rows: "")
+    code, out, err = run(["bench", "speed", "--quick"], capsys)
+    assert code == 0, err
+    assert out.startswith("machine: ") and "not loaded yet" not in out

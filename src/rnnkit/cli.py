@@ -440,7 +440,9 @@ def bench(what: str = typer.Argument("speed", metavar="WHAT", help="speed or mem
                                  "'bench speed' takes --quick and --json")
     if what == "speed":
         from rnnkit.bench import format_table, json_path, machine_description, run_speed, to_json, write_json
+        from rnnkit.kernels import _cpp
         json_out = json_path(json_out) if json_out else None  # before the run, not after it
+        _cpp.ops()  # the optional C++ loops built or loaded first: the description said "not loaded yet"
         machine = machine_description()  # the load before the run
         rows = run_speed(quick=quick)
         console.print(f"machine: {machine}")
