@@ -200,3 +200,19 @@ def test_a_change_of_dtype_or_of_storage_is_seen():
         for p in layer.parameters():
             p.data = p.data * 0.5  # new storage again
         torch.testing.assert_close(layer(x.double())[0], _fresh(layer, x.double()), rtol=0, atol=0)
+
+
+def test_a_plain_optimizer_step_elsewhere_keeps_a_frozen_models_weights():
+    """Counting every optimizer's step re-prepared a frozen teacher at each step of the student."""
+    teacher, x = _layer("ln_lstm"), torch.randn(2, 4, 6)
+    student = torch.nn.Linear(3, 3)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    with torch.no_grad():
+        teacher(x)
+    kept = _kept(teacher)
+    for _ in range(3):
+        student(torch.randn(2, 3)).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            teacher(x)
+    assert [id(k) for k in _kept(teacher)] == [id(k) for k in kept]

@@ -73,3 +73,16 @@ def test_jit_script_is_refused_in_one_line():
     for module in (rnnkit.LSTM(3, 4), torch.nn.Sequential(rnnkit.MinGRU(3, 4))):
         with pytest.raises(ConfigError, match="torch.jit.script does not support rnnkit layers"):
             torch.jit.script(module)
+
+
+def test_torch_compile_keeps_the_fused_kernels():
+    """Dynamo answers functorch's interpreter-stack query with an object of its own: compile passed for
+    a torch.func transform, an explicit fused backend refused it and auto ran the unrolled cells."""
+    from rnnkit.kernels._capture import capturing
+    torch.manual_seed(0)
+    seen = []
+    layer = rnnkit.LSTM(3, 4, layer_norm=True, backend="fused")
+    compiled = torch.compile(lambda x: (seen.append(capturing(x)), layer(x))[1][0], backend="eager")
+    x = torch.randn(6, 2, 3)
+    torch.testing.assert_close(compiled(x), layer(x)[0], rtol=0, atol=0)
+    assert seen and not any(seen)

@@ -141,3 +141,22 @@ def test_an_explicit_fused_backend_under_torch_func_names_the_way_out():
     params = {k: v.detach() for k, v in layer.named_parameters()}
     with pytest.raises(ValueError, match="torch.func transforms.*backend='auto' or 'cell'"):
         grad(lambda p: functional_call(layer, p, (torch.randn(5, 1, 3),))[0].sum())(params)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("utility", ["prune", "weight_norm"])
+def test_step_reads_the_weights_a_pre_hook_computes(utility):
+    """step is no forward: it used the masked or normalised weight the last forward had left."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(3, 5)
+    if utility == "prune":
+        prune.l1_unstructured(layer, "weight_hh_l0", amount=0.5)
+    else:
+        torch.nn.utils.weight_norm(layer, "weight_hh_l0")
+    x = torch.randn(4, 2, 3)
+    layer(x)[0].sum().backward()
+    torch.optim.SGD(layer.parameters(), lr=0.5).step()
+    h0 = rnnkit.LSTMState(torch.randn(1, 2, 5), torch.randn(1, 2, 5))  # a zero h would hide W_hh
+    y_step, _ = layer.step(x[0], h0)  # before any forward with the new weights
+    y_fwd, _ = layer(x[:1], h0)
+    torch.testing.assert_close(y_step, y_fwd[0])

@@ -402,3 +402,15 @@ def test_a_damaged_fitted_record_is_refused_at_load(damage, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(rnnkit.errors.CheckpointError, match="'fitted' record is damaged"):
         rnnkit.load(tmp_path / "b")
+
+
+def test_a_bundle_saved_before_int_index_was_recorded_loads(tmp_path):
+    y = 10 + np.sin(np.arange(60) * 2 * np.pi / 12)
+    fc = Forecaster(horizon=6, season_length=12, **FAST).fit(y)
+    fc.save(tmp_path / "b")
+    path = tmp_path / "b" / "config.json"
+    data = json.loads(path.read_text())
+    for record in data["config"]["fitted"]["series"]:
+        del record["int_index"]
+    path.write_text(json.dumps(data))
+    np.testing.assert_allclose(rnnkit.load(tmp_path / "b").predict(), fc.predict())

@@ -154,7 +154,7 @@ def test_a_checkpoint_without_its_manifest_is_refused_not_replaced(make_config, 
     assert (last / "model.safetensors").is_file()  # nothing was written over it
     with caplog.at_level("WARNING"):
         Trainer(TinyLM(), cfg.replace(max_steps=1)).fit(lm_data())  # resume=False: a new run, as asked
-    assert "checkpoints are removed" in caplog.text and (last / "manifest.json").is_file()
+    assert "checkpoints are moved to" in caplog.text and (last / "manifest.json").is_file()
 
 
 def test_resume_warns_that_the_checkpoints_optimizer_settings_win(make_config, caplog):
@@ -296,9 +296,10 @@ class _StopAt:
             raise KeyboardInterrupt
 
 
-def test_a_new_run_of_the_same_name_removes_the_earlier_runs_checkpoints(make_config, caplog):
+def test_a_new_run_of_the_same_name_moves_the_earlier_runs_checkpoints_aside(make_config, caplog):
     """Left until the new run's first save, a kill before it let resume continue the earlier run
-    (its weights and step) under the new run's config.toml and metrics."""
+    (its weights and step) under the new run's config.toml and metrics; deleted, a run repeated by
+    mistake without resume lost what it could have continued from: they are moved aside."""
     cfg = make_config(max_steps=4, eval_every=2, save_best=True)
     Trainer(TinyLM(), cfg).fit(lm_data(), lm_data(seed=1))
     checkpoints = cfg.out_dir / "checkpoints"
@@ -306,10 +307,24 @@ def test_a_new_run_of_the_same_name_removes_the_earlier_runs_checkpoints(make_co
     new = cfg.replace(max_steps=50, seed=5, save_best=False, eval_every=None, checkpoint_every=40)
     with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
         Trainer(TinyLM(), new, callbacks=[_StopAt(3)]).fit(lm_data())
-    assert "the earlier run's checkpoints are removed" in caplog.text
+    assert "the earlier run's checkpoints are moved to" in caplog.text
     assert not (checkpoints / "last").exists() and not (checkpoints / "best").exists()
+    aside = checkpoints / "earlier-run"
+    assert load_checkpoint(aside / "last").trainer_state["step"] == 4 and (aside / "best").is_dir()
     state = Trainer(TinyLM(), new.replace(max_steps=2, resume=True)).fit(lm_data())
     assert state.step == 2  # a new start, not step 4 of the earlier run
+    (checkpoints / "last").rename(checkpoints / "new-last")
+    (aside / "last").rename(checkpoints / "last")  # moved back: the earlier run continues
+    assert Trainer(TinyLM(), cfg.replace(max_steps=5, resume=True)).fit(lm_data(), lm_data(seed=1)).step == 5
+
+
+def test_resume_without_a_checkpoint_moves_an_earlier_best_aside(make_config):
+    cfg = make_config(max_steps=4, eval_every=2, save_best=True)
+    Trainer(TinyLM(), cfg).fit(lm_data(), lm_data(seed=1))
+    shutil.rmtree(cfg.out_dir / "checkpoints" / "last")
+    Trainer(TinyLM(), cfg.replace(max_steps=2, resume=True, save_best=False, eval_every=None)).fit(lm_data())
+    assert not (cfg.out_dir / "checkpoints" / "best").exists()
+    assert (cfg.out_dir / "checkpoints" / "earlier-run" / "best").is_dir()
 
 
 def test_a_file_where_the_last_checkpoint_belongs_is_named(make_config):
@@ -318,9 +333,10 @@ def test_a_file_where_the_last_checkpoint_belongs_is_named(make_config):
     (cfg.out_dir / "checkpoints" / "last").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="expected a checkpoint folder, found a file"):
         Trainer(TinyLM(), cfg.replace(resume=True)).fit(lm_data())
-    Trainer(TinyLM(), cfg).fit(lm_data())  # a new run replaces it (it saved once, then failed on .last.old)
+    Trainer(TinyLM(), cfg).fit(lm_data())  # a new run moves it aside (it saved once, then failed on .last.old)
     assert load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state["step"] == 2
     assert not (cfg.out_dir / "checkpoints" / ".last.old").exists()
+    assert (cfg.out_dir / "checkpoints" / "earlier-run" / "last").is_file()
 
 
 def test_the_recorded_configuration_of_a_resumed_run_starts_a_new_run(make_config):
@@ -339,6 +355,9 @@ def test_resume_inside_a_batch_refuses_another_tbptt_length(make_config):
     cfg = make_config(max_steps=3, tbptt_steps=5)
     Trainer(TinyLM(), cfg).fit(stream)
     assert load_checkpoint(cfg.out_dir / "checkpoints" / "last").trainer_state["chunk"] == 1
+    model = TinyLM()
+    before = copy.deepcopy(model.state_dict())
     with pytest.raises(ConfigError, match="stopped inside a batch, at chunk 1 of tbptt_steps=5.*tbptt_steps=8"):
-        Trainer(TinyLM(), cfg.replace(max_steps=5, tbptt_steps=8, resume=True)).fit(stream)
+        Trainer(model, cfg.replace(max_steps=5, tbptt_steps=8, resume=True)).fit(stream)
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), model.state_dict().values()))  # untouched
     assert Trainer(TinyLM(), cfg.replace(max_steps=5, resume=True)).fit(stream).step == 5

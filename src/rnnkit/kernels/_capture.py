@@ -25,7 +25,11 @@ _functorch_level = getattr(getattr(torch._C, "_functorch", None), "peek_interpre
 def capturing(x: object = None) -> bool:
     """True under ``torch.jit.trace``, ``torch.export`` or a ``torch.func`` transform, or when ``x`` is
     not a plain tensor (a fake or functional tensor of a capture, or any other tensor subclass)."""
-    if torch.jit.is_tracing() or _is_exporting() or _functorch_level() is not None:
+    if torch.jit.is_tracing() or _is_exporting():
+        return True
+    # under torch.compile dynamo answers the interpreter-stack query with an object of its own, even
+    # with no transform running: compile is not capture here (the fused kernels run at a graph break)
+    if _functorch_level() is not None and not torch.compiler.is_compiling():
         return True
     return isinstance(x, Tensor) and type(x) not in (Tensor, nn.Parameter)
 

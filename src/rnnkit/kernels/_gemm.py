@@ -236,13 +236,15 @@ _OPTIMIZER_STEPS = [0]  # torch.optim steps taken in this process (any optimizer
 
 
 def _count_step(optimizer, args, kwargs) -> None:
-    _OPTIMIZER_STEPS[0] += 1
+    if any(group.get("fused") for group in optimizer.param_groups):  # the others bump the versions
+        _OPTIMIZER_STEPS[0] += 1
 
 
 # torch's fused (``fused=True``) optimizers update parameters in one kernel that does not bump their
 # version counters, so a version alone missed that update: the kept weights were the old ones
-# (a no_grad call after ``Adam(fused=True).step()`` in evaluation mode differed by 0.59). Any step of
-# any torch.optim optimizer now drops every kept copy (the counter is part of the key).
+# (a no_grad call after ``Adam(fused=True).step()`` in evaluation mode differed by 0.59). A step of a
+# fused optimizer now drops every kept copy (the counter is part of the key); the others bump versions,
+# and counting them too re-prepared a frozen model at every step of another one being trained.
 register_optimizer_step_post_hook(_count_step)
 
 
@@ -253,8 +255,8 @@ def prepared(cell, build) -> tuple[tuple, Prepared | None]:
 
     Kept only in evaluation mode with nothing to differentiate (``torch.no_grad()`` or parameters that
     do not require a gradient): generation, scoring, serving. An optimizer step, ``load_state_dict``
-    or any in-place change under ``no_grad`` bumps a version (and any ``torch.optim`` step, fused ones
-    included, counts: :data:`_OPTIMIZER_STEPS`); ``model.double()``, ``.to(device)`` and
+    or any in-place change under ``no_grad`` bumps a version (a fused optimizer's step, which does not,
+    counts: :data:`_OPTIMIZER_STEPS`); ``model.double()``, ``.to(device)`` and
     ``p.data = ...`` give a parameter new storage; a parameter replaced by another tensor is another
     object: each makes the next call prepare again. The kept entry holds the tensors and their storage,
     so no new tensor can take over their memory address meanwhile. Weights computed per call (a

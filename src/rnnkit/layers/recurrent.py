@@ -165,6 +165,18 @@ class Recurrent(nn.Module):
             return params
         return {t: getattr(self, t) for pairs in self._bindings for _, t in pairs}
 
+    def _refresh_hooked_weights(self, x_t) -> None:
+        """Run the forward pre-hooks of torch's weight utilities (``prune``, the hook-based ``weight_norm``
+        and ``spectral_norm``), which compute a weight from its original before each forward: ``step``
+        is no forward, and used the weight the last forward had left (stale after an optimizer step)."""
+        from torch.nn.utils.prune import BasePruningMethod
+        from torch.nn.utils.spectral_norm import SpectralNorm
+        from torch.nn.utils.weight_norm import WeightNorm
+
+        for hook in list(self._forward_pre_hooks.values()):
+            if isinstance(hook, (BasePruningMethod, WeightNorm, SpectralNorm)):
+                hook(self, (x_t,))
+
     def _reference(self) -> Tensor:
         """A weight, for the layer's dtype and device (a ``nn.DataParallel`` replica has no parameters)."""
         for p in self.parameters():
@@ -496,6 +508,8 @@ class Recurrent(nn.Module):
         fresh mask per call) and zoneout apply; in evaluation mode only zoneout's expectation does (as
         in ``forward``).
         """
+        if self._forward_pre_hooks:  # weights a pre-hook sets (prune, hook-based weight norms): as forward
+            self._refresh_hooked_weights(x_t)
         fast = try_step(self, x_t, hx)  # plain layers without autograd: cached weights, few ops
         if fast is not None:
             return fast

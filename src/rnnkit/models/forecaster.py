@@ -71,7 +71,7 @@ class _BundleConfig:
 _FITTED_TYPES = {"targets": list, "past": list, "future": list, "is_list": bool, "season_length": int,
                  "input_len": int, "val_size": int, "n_calendar": int, "spec": dict, "n_members": int,
                  "series": list}
-_RECORD_KEYS = ("transforms", "state", "n", "freq", "tail", "static", "filled", "int_index")
+_RECORD_KEYS = ("transforms", "state", "n", "freq", "tail", "static", "filled")  # int_index: newer, optional
 
 
 def _check_fitted(fitted: Any) -> None:
@@ -128,8 +128,8 @@ class Forecaster(BundleMixin, nn.Module):
                 _check_fitted(fitted)
                 spec = NetSpec(**{**fitted["spec"], "quantiles": tuple(fitted["spec"]["quantiles"])})
             except (KeyError, TypeError, ValueError) as exc:  # loaded, it failed at the first forecast
-                raise CheckpointError(f"config.json: its 'fitted' record is damaged ({one_line(exc)}); "
-                                      "save the forecaster again") from None
+                raise ValueError(f"its 'fitted' record is damaged ({one_line(exc)}); save the forecaster "
+                                 "again") from None  # the bundle names the file around it
             model.members = nn.ModuleList(ForecastNet(spec) for _ in range(fitted["n_members"]))
             model.fitted_ = fitted
         return model

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ResumePoint", "write_checkpoint", "resume_from", "restore_generators", "replace_earlier_run"]
 
 log = logging.getLogger("rnnkit.training")
+EARLIER_RUN = "earlier-run"  # checkpoints/earlier-run: an earlier run's checkpoints, moved aside by a new run
 
 
 @dataclass(frozen=True)
@@ -132,23 +133,25 @@ def resume_from(trainer: Trainer) -> CheckpointData | None:
     folder = find_checkpoint(trainer.checkpoint_dir / "last")
     if folder is None:  # a warning: a mistyped name must not pass for a resumed run
         log.warning("resume: no checkpoint in %s; starting a new run", trainer.checkpoint_dir)
+        replace_earlier_run(trainer)  # a new run all the same: an earlier run's best is not this one's
         return None
     data = load_checkpoint(folder)
     saved = data.trainer_state
-    # before the weights: another text (say) gives another vocabulary, whose size mismatch hid the cause
+    # before the weights (the caller's model is left as it was): another text (say) gives another
+    # vocabulary, whose size mismatch hid the cause
     _check_record(saved.get("record"), trainer.record, data.path)
-    load_weights(trainer.model, data.weights_path, device=str(trainer.device))
-    if getattr(trainer.model, "tokenizer", None) is None and (data.path / "tokenizer.json").is_file():
-        from rnnkit.export.bundle import attach_tokenizer
-
-        attach_tokenizer(trainer.model, data.path)
-    _load_optim(trainer, data)
     changed = _changed(saved.get("config", {}), trainer.config.to_dict())
     if "tbptt_steps" in changed and saved.get("chunk"):
         was, now = saved["config"]["tbptt_steps"], trainer.config.tbptt_steps
         raise ConfigError(f"resume: the checkpoint in {data.path} stopped inside a batch, at chunk {saved['chunk']} "
                           f"of tbptt_steps={was}; with tbptt_steps={now} the rest of that batch would be skipped "
                           f"or repeated: resume with tbptt_steps={was}, or start a new run")
+    load_weights(trainer.model, data.weights_path, device=str(trainer.device))
+    if getattr(trainer.model, "tokenizer", None) is None and (data.path / "tokenizer.json").is_file():
+        from rnnkit.export.bundle import attach_tokenizer
+
+        attach_tokenizer(trainer.model, data.path)
+    _load_optim(trainer, data)
     if changed:
         log.info("resume: options changed since the checkpoint: %s", ", ".join(changed))
         kept = [k for k in changed if k in _OPTIMIZER_OPTIONS]
@@ -198,12 +201,31 @@ def restore_generators(trainer: Trainer, data: CheckpointData) -> None:
 
 
 def replace_earlier_run(trainer: Trainer) -> None:
-    """A new run (``resume=False``) in the folder of an earlier one: say so, and remove the earlier run's
-    checkpoints now. Left until the new run's first save, a kill before it let ``--resume`` continue the
-    earlier run (its weights, seed and step) under the new run's config.toml and metrics, and a ``best``
-    the new run never wrote outlived it."""
+    """A new run (``resume=False``) in the folder of an earlier one: say so, and move the earlier run's
+    checkpoints aside, to ``checkpoints/earlier-run/`` (which resume never reads; it replaces the one an
+    even earlier run left). Left in place until the new run's first save, a kill before it let
+    ``--resume`` continue the earlier run (its weights, seed and step) under the new run's config.toml
+    and metrics, and a ``best`` the new run never wrote outlived it; deleted, a run repeated by mistake
+    without ``--resume`` lost the checkpoints it could have continued from."""
     if not trainer.env.is_main:
         return None
+    folder = trainer.checkpoint_dir
+    earlier = [folder / name for name in ("last", "best", ".last.old", ".best.old")  # .old: a swap's leftover
+               if (folder / name).exists() or (folder / name).is_symlink()]
+    if not earlier:
+        return None
+    aside = folder / EARLIER_RUN
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    elif aside.exists() or aside.is_symlink():
+        aside.unlink()
+    aside.mkdir()
+    for path in earlier:
+        path.rename(aside / path.name)  # a symbolic link moves as a link: what it points to stays
+    log.warning("starting a new run in %s: the earlier run's checkpoints are moved to %s (resume=True, "
+                "--resume on the command line, continues a run instead; move them back to continue it)",
+                trainer.out_dir, aside)
+    return None
     folder = trainer.checkpoint_dir
     earlier = [p for name in ("last", "best", ".last.old", ".best.old")  # .old: a swap's leftover
                for p in [folder / name] if p.exists() or p.is_symlink()]
