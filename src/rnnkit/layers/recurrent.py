@@ -83,8 +83,7 @@ class Recurrent(nn.Module):
                 cell = make_cell(input_size if layer == 0 else self._cell_output_size(layer) * dirs)
                 self._adopt(cell, f"_l{layer}" + ("_reverse" if d else ""))
         self.output_size = self._cells[0].output_size
-        self._step_weights = self._make_step_weights()
-        self._flat_names = frozenset(t for pairs in self._bindings for _, t in pairs)
+        self._step_weights, self._flat_names = self._make_step_weights(), self._make_flat_names()
         self._dropped = self._recurrent_names()  # what weight drop (DropConnect) acts on
         if self.weight_drop > 0 and not self._dropped:
             raise ValueError(f"{name}: weight_drop needs recurrent weights (weight_hh); this layer has none")
@@ -124,6 +123,10 @@ class Recurrent(nn.Module):
         """The flat weights (torch's order) from ``_parameters`` in one C call, for the streaming fast path."""
         return operator.itemgetter(*(t for pairs in self._bindings for _, t in pairs))
 
+    def _make_flat_names(self) -> frozenset:
+        """The flat names of all bound weights, for :meth:`_params`'s check that each is a parameter."""
+        return frozenset(t for pairs in self._bindings for _, t in pairs)
+
     def __setstate__(self, state) -> None:  # a layer pickled before weight drop and the step's getter
         super().__setstate__(state)
         self.__dict__.setdefault("weight_drop", 0.0)
@@ -131,7 +134,7 @@ class Recurrent(nn.Module):
         if "_step_weights" not in self.__dict__:
             self._step_weights = self._make_step_weights()
         if "_flat_names" not in self.__dict__:
-            self._flat_names = frozenset(t for pairs in self._bindings for _, t in pairs)
+            self._flat_names = self._make_flat_names()
 
     def _cell_output_size(self, layer: int) -> int:
         return self._cells[-1].output_size

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from rnnkit._files import a_or_an, write_text_atomic
+from rnnkit.data.timeseries import _DUPLICATES as _SERIES_DUPLICATES
 from rnnkit.data.timeseries import NAN_POLICIES
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.models import ts_metrics
@@ -45,7 +46,8 @@ def _check_nan(nan: str) -> None:
         raise ConfigError(f"data.nan: expected 'refuse' or 'interpolate', got {nan!r}")
 
 
-_DUPLICATES = ("refuse", "first", "last", "mean")  # what the command line offers (the library: "keep" too)
+# what the command line offers: read_series_csv's policies but "keep" (a forecast needs one row a step)
+_DUPLICATES = tuple(d for d in _SERIES_DUPLICATES if d != "keep")
 
 
 @dataclass(frozen=True)
