@@ -25,10 +25,23 @@ def _split_result(mode: str, result):
     return result[0], result[1]
 
 
+def _mode_flags(x: Tensor, hx, weights: list[Tensor], dropout: float, training: bool) -> tuple[float, bool]:
+    """``(dropout, train)`` for torch's kernels. Their one ``train`` flag means two things: dropout between
+    layers (the layer's mode decides that) and, for cuDNN, keeping what its backward needs: called with
+    ``train=False``, cuDNN refuses the backward ("cudnn RNN backward can only be called in training mode"),
+    which broke every backward through a layer in evaluation mode and through ``run_lengths`` (always
+    ``False`` there) on a GPU. So the kernel runs in training mode whenever autograd will differentiate
+    it, with the dropout only the layer's mode asks for."""
+    tensors = [x, *(hx if isinstance(hx, tuple) else (hx,)), *weights]
+    differentiated = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return (dropout if training else 0.0), (training or differentiated)
+
+
 def run_full(mode: str, x: Tensor, hx, weights: list[Tensor], has_bias: bool, num_layers: int,
              dropout: float, training: bool, bidirectional: bool, batch_first: bool):
     """All layers and directions in one native call; ``hx`` is ``(h, c)`` for LSTM, else ``h``."""
-    result = NATIVE_OPS[mode](x, hx, weights, has_bias, num_layers, dropout, training, bidirectional,
+    dropout, train = _mode_flags(x, hx, weights, dropout, training)
+    result = NATIVE_OPS[mode](x, hx, weights, has_bias, num_layers, dropout, train, bidirectional,
                               batch_first)
     return _split_result(mode, result)
 
@@ -36,7 +49,8 @@ def run_full(mode: str, x: Tensor, hx, weights: list[Tensor], has_bias: bool, nu
 def run_packed(mode: str, data: Tensor, batch_sizes: Tensor, hx, weights: list[Tensor], has_bias: bool,
                num_layers: int, dropout: float, training: bool, bidirectional: bool):
     """The native kernel on packed data (``hx`` already in sorted batch order)."""
-    result = NATIVE_OPS[mode](data, batch_sizes, hx, weights, has_bias, num_layers, dropout, training,
+    dropout, train = _mode_flags(data, hx, weights, dropout, training)
+    result = NATIVE_OPS[mode](data, batch_sizes, hx, weights, has_bias, num_layers, dropout, train,
                               bidirectional)
     return _split_result(mode, result)
 

@@ -1,0 +1,67 @@
+"""torch's native kernels get a ``train`` flag that cuDNN needs for a backward, whatever the layer's mode.
+
+torch's one ``train`` argument means both "dropout between layers" and, on cuDNN, "keep what the backward
+needs": with ``train=False`` cuDNN refuses the backward ("cudnn RNN backward can only be called in
+training mode"). rnnkit passed ``False`` for every variable-length call and for layers in evaluation
+mode, so on a GPU a training step with ``lengths=`` (and any gradient through an evaluation-mode layer,
+as the analysis tools take) failed. The CPU kernels ignore the flag, so these tests record what the
+kernels are given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.kernels import native
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+
+    def spy(real):
+        def call(*args):
+            # padded: (x, hx, weights, has_bias, num_layers, dropout, train, bidirectional, batch_first);
+            # packed: (data, batch_sizes, hx, weights, has_bias, num_layers, dropout, train, bidirectional)
+            packed = len(args) == 9 and isinstance(args[1], torch.Tensor) and args[1].dtype == torch.int64
+            dropout, train = args[6:8] if packed else args[5:7]
+            seen.append((dropout, train))
+            return real(*args)
+        return call
+
+    for mode in list(native.NATIVE_OPS):
+        monkeypatch.setitem(native.NATIVE_OPS, mode, spy(native.NATIVE_OPS[mode]))
+    return seen
+
+
+def test_lengths_in_training_ask_for_a_backward(calls):
+    layer = rnnkit.LSTM(3, 4, batch_first=True, bidirectional=True)
+    y, _ = layer(torch.randn(3, 6, 3), lengths=torch.tensor([6, 2, 4]))
+    y.sum().backward()
+    assert calls and all(train for _, train in calls)
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_evaluation_mode_with_gradients_keeps_its_mode_without_dropout(calls, cls):
+    torch.manual_seed(0)
+    layer = cls(3, 4, num_layers=2, dropout=0.5, batch_first=True).eval()
+    x = torch.randn(2, 5, 3)
+    y1, _ = layer(x)
+    y2, _ = layer(x)
+    assert torch.equal(y1, y2)  # no dropout in evaluation mode
+    with torch.no_grad():
+        assert torch.allclose(layer(x)[0], y1, atol=1e-6)  # (oneDNN's inference kernel may round differently)
+    y1.sum().backward()
+    assert calls == [(0.0, True), (0.0, True), (0.0, False)]
+
+
+def test_training_keeps_its_dropout_and_inference_needs_no_backward(calls):
+    layer = rnnkit.GRU(3, 4, num_layers=2, dropout=0.25, batch_first=True)
+    layer(torch.randn(2, 5, 3))
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    layer.eval()(torch.randn(2, 5, 3))  # frozen weights, an input without gradient: nothing to differentiate
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(2, 5, 3), [5, 3], batch_first=True)
+    layer.eval()(packed)
+    assert calls == [(0.25, True), (0.0, False), (0.0, False)]
