@@ -42,9 +42,10 @@ def _kernels(interpret: bool):
     import triton.language as tl
 
     @triton.jit
-    def fwd_row(xa_ptr, hp_ptr, lw_ptr, lb_ptr, hprev_ptr, keep_ptr, act_ptr, ahn_ptr, y_ptr, st_ptr, H, eps,
+    def fwd_row(xa_ptr, hp_ptr, lw_ptr, lb_ptr, hprev_ptr, keep_ptr, act_ptr, ahn_ptr, y_ptr, st_ptr, H, eps_ptr,
                 HAS_BIAS: tl.constexpr, HAS_KEEP: tl.constexpr, BLOCK: tl.constexpr):
         r = tl.program_id(0).to(tl.int64)
+        eps = tl.load(eps_ptr)  # in the data's dtype: a float argument would be float32 (off by 1e-11 in float64)
         k = tl.arange(0, BLOCK)
         m = k < H
         G = 3 * H
@@ -137,6 +138,7 @@ def ln_gru_fwd_chunk(xa, h0, w_t, ln_w, ln_b, eps, sizes, mask, keep, hin, ys, a
     ``hp`` (``W_hh h_{t-1}`` before the norm) and ``stats`` (c, B, 2: mean, 1/std)."""
     fwd, _ = _kernels(triton_scan._interpreting())
     H = h0.shape[1]
+    eps_t = xa.new_full((1,), eps)
     for t in range(xa.shape[0]):
         n = sizes[t]
         if n == 0:
@@ -145,7 +147,7 @@ def ln_gru_fwd_chunk(xa, h0, w_t, ln_w, ln_b, eps, sizes, mask, keep, hin, ys, a
         hh = h_prev if mask is None else torch.mul(h_prev, mask[:n], out=hin[t, :n])
         torch.mm(hh, w_t, out=hp[t, :n])
         fwd[(n,)](xa[t], hp[t], ln_w, ln_w if ln_b is None else ln_b, h_prev, h_prev if keep is None else keep[t],
-                  act[t], ahn[t], ys[t], stats[t], H, eps, HAS_BIAS=ln_b is not None, HAS_KEEP=keep is not None,
+                  act[t], ahn[t], ys[t], stats[t], H, eps_t, HAS_BIAS=ln_b is not None, HAS_KEEP=keep is not None,
                   BLOCK=_block(H))
 
 

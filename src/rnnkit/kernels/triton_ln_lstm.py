@@ -51,8 +51,9 @@ def _kernels(interpret: bool):
 
     @triton.jit
     def fwd_row(xa_ptr, hp_ptr, lw_ptr, cw_ptr, cb_ptr, c0_ptr, c1_ptr, act_ptr, tc_ptr, y_ptr, st_ptr, cst_ptr,
-                H, eps, BLOCK: tl.constexpr):
+                H, eps_ptr, BLOCK: tl.constexpr):
         r = tl.program_id(0).to(tl.int64)
+        eps = tl.load(eps_ptr)  # in the data's dtype: a float argument would be float32 (off by 1e-9 in float64)
         k = tl.arange(0, BLOCK)
         m = k < H
         G = 4 * H
@@ -184,6 +185,7 @@ def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys
     _no_zoneout(keep)
     fwd, _ = _kernels(triton_scan._interpreting())
     H = h0.shape[1]
+    eps_t = xa.new_full((1,), eps)
     for t in range(xa.shape[0]):
         n = sizes[t]
         if n == 0:
@@ -193,7 +195,7 @@ def ln_lstm_fwd_chunk(xa, h0, w_t, ln_w, lnc_w, lnc_b, eps, sizes, mask, hin, ys
             h_prev = torch.mul(h_prev, mask[:n], out=hin[t, :n])
         torch.mm(h_prev, w_t, out=hp[t, :n])
         fwd[(n,)](xa[t], hp[t], ln_w, lnc_w, lnc_b, cs[t], cs[t + 1], act[t], tc[t], ys[t], stats[t], cstats[t],
-                  H, eps, BLOCK=_block(H))
+                  H, eps_t, BLOCK=_block(H))
 
 
 def ln_lstm_bwd_chunk(act, tc, cs, hp, stats, cstats, ln_w, lnc_w, w_hh, d_ys, d_prev, d_hn, d_cn, sizes, arrived,
