@@ -80,6 +80,81 @@ def test_gradcheck_float64(interpret):
     assert torch.autograd.gradcheck(ts.linear_scan, (a, b, h0))
 
 
+@needs_triton
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 17, 19), (3, 40, 33), (1, 16, 5), (2, 100, 7)], ids=str)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=["f32", "f64"])
+def test_chunked_kernels_equal_the_loop(interpret, monkeypatch, shape, dtype, tol):
+    """The chunked passes (forward, and the backward's scan from the end), with one chunk, several, and a
+    last chunk cut short (chunks of 16 steps here)."""
+    monkeypatch.setattr(ts, "CHUNKED_MIN_T", 1)
+    a, b, h0 = _inputs(*shape, dtype)
+    gy = torch.randn(shape, dtype=dtype)
+    launches = _count_launches(monkeypatch)
+    got = ts.linear_scan(a, b, h0)
+    ref = loop_scan(a, b, h0)
+    assert_close([got], [ref], tol)
+    assert_close(torch.autograd.grad(got, (a, b, h0), gy), torch.autograd.grad(ref, (a, b, h0), gy), tol)
+    assert launches == list("sca") * 2
+
+
+@needs_triton
+def test_chunked_gradcheck_float64(interpret, monkeypatch):
+    monkeypatch.setattr(ts, "CHUNKED_MIN_T", 1)
+    monkeypatch.setattr(ts, "chunk_length", lambda T: 2)  # three chunks, the last one short
+    a, b, h0 = _inputs(2, 5, 3, torch.float64)
+    assert torch.autograd.gradcheck(ts.linear_scan, (a, b, h0))
+
+
+@needs_triton
+def test_long_sequences_take_the_chunked_kernels(interpret, monkeypatch):
+    assert [ts.chunk_length(T) for T in (0, 1, 256, 1000, 4096, 10 ** 6)] == [16, 16, 16, 32, 64, 1024]
+    launches = _count_launches(monkeypatch)
+    a, b, h0 = _inputs(1, ts.CHUNKED_MIN_T, 2, torch.float64)
+    got = ts.linear_scan(a, b, h0)
+    assert_close([got], [loop_scan(a, b, h0)], 1e-12)
+    a, b, h0 = _inputs(1, ts.CHUNKED_MIN_T - 1, 2, torch.float64)
+    ts.linear_scan(a, b, h0)
+    assert launches == ["s", "c", "a", "f"]
+
+
+_NAMES = ["f", "b", "s", "c", "a", "gru_s", "gru_a", "gru_bs", "gru_ba"]
+
+
+@needs_triton
+@pytest.mark.parametrize("shape,lengths", [((2, 17, 3, 5), None), ((3, 40, 4, 33), [40, 1, 0]),
+                                           ((1, 1, 2, 3), None), ((2, 33, 3, 4), [5, 33])], ids=str)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=["f32", "f64"])
+def test_fused_mingru_kernels_equal_the_torch_scan(interpret, monkeypatch, shape, lengths, dtype, tol):
+    """MinGRU on the chunked path computes its gates inside the scan kernels (forward: summary, carry,
+    apply; backward the same from the end, writing the projected input's gradient)."""
+    B, T, I, H = shape
+    torch.manual_seed(0)
+    layer = rnnkit.MinGRU(I, H, batch_first=True).to(dtype)
+    x = (torch.randn(B, T, I, dtype=dtype) * 3).requires_grad_()
+    h0 = torch.randn(1, B, H, dtype=dtype, requires_grad=True)
+    lens = None if lengths is None else torch.tensor(lengths)
+    run = lambda: layer(x, h0, lengths=lens)  # noqa: E731
+    params = list(layer.parameters())
+    monkeypatch.setenv("RNNKIT_TRITON", "0")
+    ref = values_and_grads(run, [x, h0], params)
+    monkeypatch.setattr(ts, "CHUNKED_MIN_T", 1)
+    monkeypatch.setenv("RNNKIT_TRITON", "force")
+    launches = _count_launches(monkeypatch)
+    got = values_and_grads(run, [x, h0], params)
+    assert launches == ["gru_s", "c", "gru_a", "gru_bs", "c", "gru_ba"]
+    assert_close(got[0], ref[0], tol)
+    assert_close(got[1], ref[1], tol)
+
+
+@needs_triton
+def test_fused_mingru_gradcheck_float64(interpret, monkeypatch):
+    monkeypatch.setattr(ts, "chunk_length", lambda T: 2)  # three chunks, the last one short
+    g = torch.Generator().manual_seed(0)
+    xp = (torch.randn(2, 5, 6, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    h0 = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ts._FusedMinGRU.apply, (xp, h0))
+
+
 def _count_launches(monkeypatch) -> list[str]:
     """Record every launch of the Triton kernels (``kernel[grid](...)``) from now on."""
     launches, real = [], ts._kernels
@@ -92,7 +167,7 @@ def _count_launches(monkeypatch) -> list[str]:
             launches.append(self.name)
             return self.kernel[grid]
 
-    monkeypatch.setattr(ts, "_kernels", lambda interp: tuple(Spy(k, n) for k, n in zip(real(interp), "fb")))
+    monkeypatch.setattr(ts, "_kernels", lambda interp: tuple(Spy(k, n) for k, n in zip(real(interp), _NAMES)))
     return launches
 
 

@@ -29,6 +29,7 @@ so the package imports without it (install it with ``pip install 'rnnkit[gpu]'``
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from functools import lru_cache
 
@@ -45,6 +46,13 @@ __all__ = ["available", "wanted", "linear_scan", "min_sequence", "DTYPES", "BLOC
 DTYPES = (torch.float32, torch.float64)
 BLOCK_H = 32  # hidden units per program: one warp, one unit a lane (not tuned: no GPU measured it)
 _TRUE = ("1", "true", "on", "yes")
+# from this many steps on, the chunked kernels (three passes over chunks of ~sqrt(T) steps, B*H/BLOCK_H*T/chunk
+# programs) instead of one sequential pass per (row, block): with few rows a sequential pass leaves most of a
+# GPU idle and is bound by one load's latency per step
+CHUNKED_MIN_T = 256
+# MinGRU on the chunked path computes its gates inside the scan kernels (False: in torch, around the
+# generic chunked scan; for comparison in benchmarks/gpu.py)
+FUSED_MINGRU = True
 
 
 @lru_cache(maxsize=1)
@@ -133,7 +141,258 @@ def _kernels(interpret: bool):
         tl.store(da_ptr + off, lam * h0, mask=mask)
         tl.store(dh0_ptr + row * H + cols, a0 * lam, mask=mask)
 
-    return scan_fwd, scan_bwd
+    @triton.jit
+    def chunk_summary(a_ptr, b_ptr, p_ptr, e_ptr, T, H, NC, CHUNK, BLOCK: tl.constexpr, REVERSE: tl.constexpr):
+        # chunk c of (row, column block): P = prod a_t, E = the chunk's end value from a zero start
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        c = tl.program_id(2).to(tl.int64)
+        mask = cols < H
+        e = tl.full([BLOCK], 0.0, dtype=a_ptr.dtype.element_ty)
+        p = e + 1.0
+        for i in range(CHUNK):
+            if REVERSE:
+                t = c * CHUNK + (CHUNK - 1 - i)
+            else:
+                t = c * CHUNK + i
+            m = cols < tl.where(t < T, H, 0)  # the block's columns, none past the end
+            off = row * T * H + t * H + cols
+            a = tl.load(a_ptr + off, mask=m, other=1.0)
+            e = a * e + tl.load(b_ptr + off, mask=m, other=0.0)
+            p = p * a
+        tl.store(p_ptr + (row * NC + c) * H + cols, p, mask=mask)
+        tl.store(e_ptr + (row * NC + c) * H + cols, e, mask=mask)
+
+    @triton.jit
+    def chunk_carry(p_ptr, e_ptr, h0_ptr, carry_ptr, H, NC, BLOCK: tl.constexpr, REVERSE: tl.constexpr):
+        # the state entering each chunk, chunk by chunk: carry_{c+1} = P_c carry_c + E_c
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = cols < H
+        h = tl.load(h0_ptr + row * H + cols, mask=mask, other=0.0)
+        for i in range(NC):
+            if REVERSE:
+                c = NC - 1 - i
+            else:
+                c = i
+            off = (row * NC + c) * H + cols
+            tl.store(carry_ptr + off, h, mask=mask)
+            h = tl.load(p_ptr + off, mask=mask, other=0.0) * h + tl.load(e_ptr + off, mask=mask, other=0.0)
+
+    @triton.jit
+    def chunk_apply(a_ptr, b_ptr, carry_ptr, h_ptr, T, H, NC, CHUNK, BLOCK: tl.constexpr, REVERSE: tl.constexpr):
+        # the chunk's steps again, from the state that enters it, writing h_t
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        c = tl.program_id(2).to(tl.int64)
+        mask = cols < H
+        h = tl.load(carry_ptr + (row * NC + c) * H + cols, mask=mask, other=0.0)
+        for i in range(CHUNK):
+            if REVERSE:
+                t = c * CHUNK + (CHUNK - 1 - i)
+            else:
+                t = c * CHUNK + i
+            m = cols < tl.where(t < T, H, 0)  # the block's columns, none past the end
+            off = row * T * H + t * H + cols
+            h = tl.load(a_ptr + off, mask=m, other=1.0) * h + tl.load(b_ptr + off, mask=m, other=0.0)
+            tl.store(h_ptr + off, h, mask=m)
+
+    # MinGRU with its gate math inside the chunked passes: from the projected input xp = [k | hh] (B, T, 2H),
+    # z = sigmoid(k), a = 1 - z = sigmoid(-k), b = z g(hh), g(u) = u + 1/2 (u >= 0) or sigmoid(u). The
+    # coefficients never reach memory, and the backward writes d xp directly.
+    @triton.jit
+    def gru_summary(xp_ptr, p_ptr, e_ptr, T, H, NC, CHUNK, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        c = tl.program_id(2).to(tl.int64)
+        mask = cols < H
+        e = tl.full([BLOCK], 0.0, dtype=xp_ptr.dtype.element_ty)
+        p = e + 1.0
+        for i in range(CHUNK):
+            t = c * CHUNK + i
+            m = cols < tl.where(t < T, H, 0)
+            off = row * T * 2 * H + t * 2 * H + cols
+            k = tl.load(xp_ptr + off, mask=m, other=0.0)
+            u = tl.load(xp_ptr + off + H, mask=m, other=0.0)
+            gu = tl.where(u >= 0, u + 0.5, tl.sigmoid(u))
+            a = tl.where(m, tl.sigmoid(-k), 1.0)
+            e = a * e + tl.where(m, tl.sigmoid(k) * gu, 0.0)
+            p = p * a
+        tl.store(p_ptr + (row * NC + c) * H + cols, p, mask=mask)
+        tl.store(e_ptr + (row * NC + c) * H + cols, e, mask=mask)
+
+    @triton.jit
+    def gru_apply(xp_ptr, carry_ptr, h_ptr, T, H, NC, CHUNK, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        c = tl.program_id(2).to(tl.int64)
+        mask = cols < H
+        h = tl.load(carry_ptr + (row * NC + c) * H + cols, mask=mask, other=0.0)
+        for i in range(CHUNK):
+            t = c * CHUNK + i
+            m = cols < tl.where(t < T, H, 0)
+            off = row * T * 2 * H + t * 2 * H + cols
+            k = tl.load(xp_ptr + off, mask=m, other=0.0)
+            u = tl.load(xp_ptr + off + H, mask=m, other=0.0)
+            gu = tl.where(u >= 0, u + 0.5, tl.sigmoid(u))
+            h = tl.sigmoid(-k) * h + tl.sigmoid(k) * gu
+            tl.store(h_ptr + row * T * H + t * H + cols, h, mask=m)
+
+    @triton.jit
+    def gru_back_summary(xp_ptr, gy_ptr, p_ptr, e_ptr, T, H, NC, CHUNK, BLOCK: tl.constexpr):
+        # lambda_t = dy_t + a_{t+1} lambda_{t+1}, from the end: the chunk's product of a_{t+1} and end value
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        c = tl.program_id(2).to(tl.int64)
+        mask = cols < H
+        e = tl.full([BLOCK], 0.0, dtype=xp_ptr.dtype.element_ty)
+        p = e + 1.0
+        for i in range(CHUNK):
+            t = c * CHUNK + (CHUNK - 1 - i)
+            m = cols < tl.where(t < T, H, 0)
+            mn = cols < tl.where(t + 1 < T, H, 0)
+            kn = tl.load(xp_ptr + row * T * 2 * H + (t + 1) * 2 * H + cols, mask=mn, other=0.0)
+            a = tl.where(mn, tl.sigmoid(-kn), 1.0)
+            e = a * e + tl.load(gy_ptr + row * T * H + t * H + cols, mask=m, other=0.0)
+            p = p * a
+        tl.store(p_ptr + (row * NC + c) * H + cols, p, mask=mask)
+        tl.store(e_ptr + (row * NC + c) * H + cols, e, mask=mask)
+
+    @triton.jit
+    def gru_back_apply(xp_ptr, gy_ptr, h_ptr, h0_ptr, carry_ptr, dxp_ptr, dh0_ptr, T, H, NC, CHUNK,
+                       BLOCK: tl.constexpr):
+        # lambda_t again from the state entering the chunk (from the right), then d k_t, d hh_t and d h0
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        c = tl.program_id(2).to(tl.int64)
+        mask = cols < H
+        lam = tl.load(carry_ptr + (row * NC + c) * H + cols, mask=mask, other=0.0)
+        a = lam * 0.0
+        for i in range(CHUNK):
+            t = c * CHUNK + (CHUNK - 1 - i)
+            m = cols < tl.where(t < T, H, 0)
+            mn = cols < tl.where(t + 1 < T, H, 0)
+            kn = tl.load(xp_ptr + row * T * 2 * H + (t + 1) * 2 * H + cols, mask=mn, other=0.0)
+            lam = tl.where(mn, tl.sigmoid(-kn), 1.0) * lam + tl.load(gy_ptr + row * T * H + t * H + cols,
+                                                                       mask=m, other=0.0)
+            off = row * T * 2 * H + t * 2 * H + cols
+            k = tl.load(xp_ptr + off, mask=m, other=0.0)
+            u = tl.load(xp_ptr + off + H, mask=m, other=0.0)
+            mp = cols < tl.where((t >= 1) & (t < T), H, 0)
+            m0 = cols < tl.where(t == 0, H, 0)
+            h_prev = tl.load(h_ptr + row * T * H + (t - 1) * H + cols, mask=mp, other=0.0) \
+                + tl.load(h0_ptr + row * H + cols, mask=m0, other=0.0)
+            z = tl.sigmoid(k)
+            a = tl.sigmoid(-k)
+            su = tl.sigmoid(u)
+            gu = tl.where(u >= 0, u + 0.5, su)
+            dgu = tl.where(u >= 0, 1.0, su * (1.0 - su))
+            tl.store(dxp_ptr + off, lam * (gu - h_prev) * z * a, mask=m)  # d k: dz = lambda (g(hh) - h_{t-1})
+            tl.store(dxp_ptr + off + H, lam * z * dgu, mask=m)
+        m0 = cols < tl.where(c == 0, H, 0)  # the chunk that ends at t = 0: lambda_0 and a_0 are at hand
+        tl.store(dh0_ptr + row * H + cols, a * lam, mask=m0)
+
+    return (scan_fwd, scan_bwd, chunk_summary, chunk_carry, chunk_apply, gru_summary, gru_apply, gru_back_summary,
+            gru_back_apply)
+
+
+def chunk_length(T: int) -> int:
+    """Steps per chunk of the chunked kernels: about sqrt(T) (a power of two, at least 16), so that the
+    sequential work per program, about ``3 sqrt(T)`` steps over the three passes, is smallest."""
+    return max(16, 1 << round(math.log2(max(T, 1)) / 2))
+
+
+def _chunked(a: Tensor, b: Tensor, h0: Tensor, reverse: bool = False) -> Tensor:
+    """``h_t = a_t h_{t-1} + b_t`` (``reverse``: ``h_t = a_t h_{t+1} + b_t``, from the end) by the three
+    chunked passes: per-chunk products and end values, the states entering the chunks, the chunks' steps."""
+    B, T, H = a.shape
+    h = torch.empty_like(a)
+    if not h.numel():
+        return h
+    C = chunk_length(T)
+    NC = (T + C - 1) // C
+    kernels = _kernels(_interpreting())
+    summary, carry_k, apply = kernels[2:5]
+    P = a.new_empty(B, NC, H)
+    E = a.new_empty(B, NC, H)
+    carry = a.new_empty(B, NC, H)
+    nb = (H + BLOCK_H - 1) // BLOCK_H
+    summary[(B, nb, NC)](a, b, P, E, T, H, NC, C, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
+    carry_k[(B, nb)](P, E, h0, carry, H, NC, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
+    apply[(B, nb, NC)](a, b, carry, h, T, H, NC, C, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
+    return h
+
+
+class _ChunkedTritonScan(torch.autograd.Function):
+    """``h = scan(a, b, h0)`` by the chunked kernels; the backward is the same scan run from the end,
+    ``lambda_t = dy_t + a_{t+1} lambda_{t+1}``, then ``da_t = lambda_t h_{t-1}``, ``db_t = lambda_t``,
+    ``dh0 = a_0 lambda_0`` (torch ops)."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        a, b, h0 = a.contiguous(), b.contiguous(), h0.contiguous()
+        h = _chunked(a, b, h0)
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, d_h):
+        refuse_double_backward("Triton scan")
+        a, h, h0 = ctx.saved_tensors
+        if not a.numel():
+            return torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(h0)
+        a_next = torch.cat([a[:, 1:], a.new_zeros(a.shape[0], 1, a.shape[2])], 1)
+        lam = _chunked(a_next, d_h.contiguous(), torch.zeros_like(h0), reverse=True)
+        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], 1)
+        return lam * h_prev, lam, a[:, 0] * lam[:, 0]
+
+
+class _FusedMinGRU(torch.autograd.Function):
+    """``h`` (B, T, H) of a MinGRU from its projected input ``xp`` (B, T, 2H) and ``h0`` (B, H): the gate math
+    and the chunked scan in the same kernels, forward and backward (three launches each way, against about
+    twenty for the gate math in torch around :class:`_ChunkedTritonScan`)."""
+
+    @staticmethod
+    def forward(ctx, xp, h0):
+        xp, h0 = xp.contiguous(), h0.contiguous()
+        B, T, H2 = xp.shape
+        H = H2 // 2
+        h = xp.new_empty(B, T, H)
+        if h.numel():
+            C = chunk_length(T)
+            NC = (T + C - 1) // C
+            k = _kernels(_interpreting())
+            P, E, carry = (xp.new_empty(B, NC, H) for _ in range(3))
+            grid, nb = _chunk_grid(B, H, NC)
+            k[5][grid](xp, P, E, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
+            k[3][(B, nb)](P, E, h0, carry, H, NC, BLOCK=BLOCK_H, REVERSE=False, num_warps=1)
+            k[6][grid](xp, carry, h, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
+        ctx.save_for_backward(xp, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, d_h):
+        refuse_double_backward("Triton scan")
+        xp, h, h0 = ctx.saved_tensors
+        B, T, H = h.shape
+        dxp = torch.zeros_like(xp)
+        dh0 = torch.zeros_like(h0)
+        if h.numel():
+            d_h = d_h.contiguous()
+            C = chunk_length(T)
+            NC = (T + C - 1) // C
+            k = _kernels(_interpreting())
+            P, E, carry = (xp.new_empty(B, NC, H) for _ in range(3))
+            grid, nb = _chunk_grid(B, H, NC)
+            k[7][grid](xp, d_h, P, E, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
+            k[3][(B, nb)](P, E, torch.zeros_like(h0), carry, H, NC, BLOCK=BLOCK_H, REVERSE=True, num_warps=1)
+            k[8][grid](xp, d_h, h, h0, carry, dxp, dh0, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
+        return dxp, dh0
+
+
+def _chunk_grid(B: int, H: int, NC: int) -> tuple[tuple[int, int, int], int]:
+    nb = (H + BLOCK_H - 1) // BLOCK_H
+    return (B, nb, NC), nb
 
 
 def _grid(B: int, H: int) -> tuple[int, int]:
@@ -149,7 +408,7 @@ class _TritonScan(torch.autograd.Function):
         B, T, H = a.shape
         h = torch.empty(B, T, H, dtype=a.dtype, device=a.device)
         if h.numel():
-            fwd, _ = _kernels(_interpreting())
+            fwd = _kernels(_interpreting())[0]
             fwd[_grid(B, H)](a, b, h0, h, T, H, BLOCK=BLOCK_H, num_warps=1)
         ctx.save_for_backward(a, h, h0)
         return h
@@ -162,7 +421,7 @@ class _TritonScan(torch.autograd.Function):
         da, db = torch.empty_like(a), torch.empty_like(a)  # a is contiguous, so are they
         dh0 = torch.zeros_like(h0)  # stays zero for T = 0
         if a.numel():
-            _, bwd = _kernels(_interpreting())
+            bwd = _kernels(_interpreting())[1]
             bwd[_grid(B, H)](a, h, h0, d_h.contiguous(), da, db, dh0, T, H, BLOCK=BLOCK_H, num_warps=1)
         return da, db, dh0
 
@@ -183,6 +442,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
         h0 = a.new_zeros(a.shape[0], a.shape[2])
     if h0.shape != (a.shape[0], a.shape[2]):
         raise ValueError(f"linear_scan expects h0 of shape {(a.shape[0], a.shape[2])}, got {tuple(h0.shape)}")
+    if a.shape[1] >= CHUNKED_MIN_T:
+        return _ChunkedTritonScan.apply(a, b, h0.to(a.dtype))
     return _TritonScan.apply(a, b, h0.to(a.dtype))
 
 
@@ -200,8 +461,12 @@ def _coefficients(cell, xp: Tensor) -> tuple[Tensor, Tensor]:
 def min_sequence(cell, x: Tensor, state: Tensor | None = None, lengths: Tensor | None = None):
     """:func:`rnnkit.kernels.fused_min.min_sequence` with the recurrence run by the Triton kernels."""
     h0 = cell._default_state(x, state)
-    a, b = _coefficients(cell, cell.project_input(x))  # (B, T, H) each
-    h = linear_scan(a, b, h0)
+    xp = cell.project_input(x)
+    if FUSED_MINGRU and isinstance(cell, MinGRUCell) and x.shape[1] >= CHUNKED_MIN_T:
+        h = _FusedMinGRU.apply(xp, h0.to(xp.dtype))
+    else:
+        a, b = _coefficients(cell, xp)  # (B, T, H) each
+        h = linear_scan(a, b, h0)
     if lengths is None:
         return h, (h[:, -1] if h.shape[1] else h0)
     return _mask_by_lengths(h, lengths, h0)
