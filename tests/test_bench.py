@@ -58,3 +58,23 @@ def test_results_json_is_strict_and_script_errors_are_one_line(tmp_path, capsys)
     with pytest.raises(SystemExit) as stop:
         main(["bench", "speed", "--quick", "--json", str(tmp_path)])  # a folder: refused before the run
     assert stop.value.code != 0 and "is a folder" in capsys.readouterr().err
+
+
+def test_gpu_script_runs_its_sections_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py (what measured the GPU rows on a lent H200) runs the same code on the CPU with tiny
+    shapes: every exactness case compares against the float64 cells within its bounds, every speed row is
+    measured, and the CUDA-graph section says it needs CUDA."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--quick", "--repeats", "1",
+                           "--sections", "exactness,speed,graphs", "--json", str(out)], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert len(result["exactness"]) == 14 and all(r.get("ok") for r in result["exactness"]), result["exactness"]
+    assert all(r["ratio"] and r["ratio"] > 0 for r in result["speed"]), result["speed"]
+    assert result["graphs"] == [{"skipped": "CUDA graphs need a CUDA device"}]

@@ -18,8 +18,9 @@ scaling by 2).
   summed over rows in float64 at the end of the chunk), and ``dh \cdot \partial h_t/\partial h_{t-1}``
   plus the previous step's output gradient, to which torch adds ``dhp\, W_{hh}``.
 
-Selected as the LSTM's row passes are (:func:`wanted`). Not measured on a GPU (none was lent to the
-project while this was written).
+Selected as the LSTM's row passes are (:func:`wanted`). Measured on an H200 (benchmarks/gpu.py): values
+and gradients equal the float64 reference within 1e-6 in float32 and 3e-15 in float64; the training step
+is bound by the per-step launches (docs/performance.md, GPU rows).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ tanh whose error stays relative near 0 (docs/performance.md, Numerics).
 
 Selected like the Triton scan (:func:`rnnkit.kernels.triton_scan.wanted`, ``RNNKIT_TRITON``): CUDA
 float32/float64 tensors when triton is importable; ``RNNKIT_TRITON=force`` with
-``TRITON_INTERPRET=1`` runs them on CPU tensors, which is how the tests check them without a GPU. Not
-measured on a GPU (none was lent to the project while this was written).
+``TRITON_INTERPRET=1`` runs them on CPU tensors, which is how the tests check them without a GPU. Measured
+on an H200 (benchmarks/gpu.py): values and gradients equal the float64 reference within 4e-5 in float32
+and 1e-13 in float64; the training step is bound by the per-step launches (docs/performance.md, GPU rows).
 """
 
 from __future__ import annotations
