@@ -29,6 +29,17 @@ def test_seeded_sampling_is_reproducible(char_model):
     assert "<unk>" not in a and "\ufffd" not in a
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: a model on a GPU is untested here"))])
+def test_a_seed_gives_the_same_tokens_on_any_device(char_model, device):
+    """A seed's generator is a CPU one; a model on a GPU drew with it from CUDA probabilities and failed
+    ("Expected a 'cuda' device type for generator": `rnnkit demo` on a CUDA machine, found on an H200)."""
+    import copy
+    model = copy.deepcopy(char_model).to(device)
+    for kw in (dict(temperature=1.0), dict(temperature=0.8, top_k=5, top_p=0.9, repetition_penalty=1.2)):
+        assert model.generate("the ", 30, seed=5, **kw) == char_model.generate("the ", 30, seed=5, **kw)
+
+
 def test_greedy_is_deterministic_without_seed(char_model):
     assert char_model.generate("fox", 20, greedy=True) == char_model.generate("fox", 20, greedy=True)
 

@@ -84,4 +84,8 @@ def sample_next(logits: Tensor, cfg: SamplingConfig, history: Tensor | None = No
     if cfg.greedy or cfg.temperature == 0:
         return int(filtered.argmax())
     probs = torch.softmax(filtered, -1)
+    if generator is not None and probs.device != generator.device:
+        # a seed's generator lives on the CPU: draw there (a model on a GPU failed with "Expected a 'cuda'
+        # device type for generator"), which also gives a seed the same tokens on any device
+        probs = probs.cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
