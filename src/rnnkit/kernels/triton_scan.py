@@ -320,18 +320,22 @@ def _chunked(a: Tensor, b: Tensor, h0: Tensor, reverse: bool = False) -> Tensor:
     h = torch.empty_like(a)
     if not h.numel():
         return h
+    C, NC, P, E, carry, grid, nb = _chunks(a, B, T, H)
+    summary, carry_k, apply = _kernels(_interpreting())[2:5]
+    summary[grid](a, b, P, E, T, H, NC, C, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
+    carry_k[(B, nb)](P, E, h0, carry, H, NC, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
+    apply[grid](a, b, carry, h, T, H, NC, C, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
+    return h
+
+
+def _chunks(like: Tensor, B: int, T: int, H: int):
+    """The chunked passes' layout for (B, T, H): chunk length ``C``, chunk count ``NC``, the per-chunk
+    buffers ``P``, ``E``, ``carry`` (B, NC, H) and the grids ((B, blocks, NC) and the block count)."""
     C = chunk_length(T)
     NC = (T + C - 1) // C
-    kernels = _kernels(_interpreting())
-    summary, carry_k, apply = kernels[2:5]
-    P = a.new_empty(B, NC, H)
-    E = a.new_empty(B, NC, H)
-    carry = a.new_empty(B, NC, H)
     nb = (H + BLOCK_H - 1) // BLOCK_H
-    summary[(B, nb, NC)](a, b, P, E, T, H, NC, C, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
-    carry_k[(B, nb)](P, E, h0, carry, H, NC, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
-    apply[(B, nb, NC)](a, b, carry, h, T, H, NC, C, BLOCK=BLOCK_H, REVERSE=reverse, num_warps=1)
-    return h
+    P, E, carry = (like.new_empty(B, NC, H) for _ in range(3))
+    return C, NC, P, E, carry, (B, nb, NC), nb
 
 
 class _ChunkedTritonScan(torch.autograd.Function):
@@ -370,11 +374,8 @@ class _FusedMinGRU(torch.autograd.Function):
         H = H2 // 2
         h = xp.new_empty(B, T, H)
         if h.numel():
-            C = chunk_length(T)
-            NC = (T + C - 1) // C
+            C, NC, P, E, carry, grid, nb = _chunks(xp, B, T, H)
             k = _kernels(_interpreting())
-            P, E, carry = (xp.new_empty(B, NC, H) for _ in range(3))
-            grid, nb = _chunk_grid(B, H, NC)
             k[5][grid](xp, P, E, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
             k[3][(B, nb)](P, E, h0, carry, H, NC, BLOCK=BLOCK_H, REVERSE=False, num_warps=1)
             k[6][grid](xp, carry, h, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
@@ -390,20 +391,12 @@ class _FusedMinGRU(torch.autograd.Function):
         dh0 = torch.zeros_like(h0)
         if h.numel():
             d_h = d_h.contiguous()
-            C = chunk_length(T)
-            NC = (T + C - 1) // C
+            C, NC, P, E, carry, grid, nb = _chunks(xp, B, T, H)
             k = _kernels(_interpreting())
-            P, E, carry = (xp.new_empty(B, NC, H) for _ in range(3))
-            grid, nb = _chunk_grid(B, H, NC)
             k[7][grid](xp, d_h, P, E, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
             k[3][(B, nb)](P, E, torch.zeros_like(h0), carry, H, NC, BLOCK=BLOCK_H, REVERSE=True, num_warps=1)
             k[8][grid](xp, d_h, h, h0, carry, dxp, dh0, T, H, NC, C, BLOCK=BLOCK_H, num_warps=1)
         return dxp, dh0
-
-
-def _chunk_grid(B: int, H: int, NC: int) -> tuple[tuple[int, int, int], int]:
-    nb = (H + BLOCK_H - 1) // BLOCK_H
-    return (B, nb, NC), nb
 
 
 def _grid(B: int, H: int) -> tuple[int, int]:
