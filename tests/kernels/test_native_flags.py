@@ -4,8 +4,9 @@ torch's one ``train`` argument means both "dropout between layers" and, on cuDNN
 needs": with ``train=False`` cuDNN refuses the backward ("cudnn RNN backward can only be called in
 training mode"). rnnkit passed ``False`` for every variable-length call and for layers in evaluation
 mode, so on a GPU a training step with ``lengths=`` (and any gradient through an evaluation-mode layer,
-as the analysis tools take) failed. The CPU kernels ignore the flag, so these tests record what the
-kernels are given."""
+as the analysis tools take) failed. No GPU here: the tests record what the kernels are given, with the
+GPU's rule switched on for CPU tensors (``gpu_rule``), and check that the CPU keeps the layer's mode
+(oneDNN's training primitive differs: bfloat16 autocast inference failed with ``train=True``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import torch
 
 import rnnkit
 from rnnkit.kernels import native
+
+
+@pytest.fixture
+def gpu_rule(monkeypatch):
+    monkeypatch.setattr(native, "_backward_needs_train", lambda x: True)
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def calls(monkeypatch):
     return seen
 
 
-def test_lengths_in_training_ask_for_a_backward(calls):
+def test_lengths_in_training_ask_for_a_backward(calls, gpu_rule):
     layer = rnnkit.LSTM(3, 4, batch_first=True, bidirectional=True)
     y, _ = layer(torch.randn(3, 6, 3), lengths=torch.tensor([6, 2, 4]))
     y.sum().backward()
@@ -43,7 +49,7 @@ def test_lengths_in_training_ask_for_a_backward(calls):
 
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
-def test_evaluation_mode_with_gradients_keeps_its_mode_without_dropout(calls, cls):
+def test_evaluation_mode_with_gradients_keeps_its_mode_without_dropout(calls, gpu_rule, cls):
     torch.manual_seed(0)
     layer = cls(3, 4, num_layers=2, dropout=0.5, batch_first=True).eval()
     x = torch.randn(2, 5, 3)
@@ -56,7 +62,7 @@ def test_evaluation_mode_with_gradients_keeps_its_mode_without_dropout(calls, cl
     assert calls == [(0.0, True), (0.0, True), (0.0, False)]
 
 
-def test_training_keeps_its_dropout_and_inference_needs_no_backward(calls):
+def test_training_keeps_its_dropout_and_inference_needs_no_backward(calls, gpu_rule):
     layer = rnnkit.GRU(3, 4, num_layers=2, dropout=0.25, batch_first=True)
     layer(torch.randn(2, 5, 3))
     for p in layer.parameters():
@@ -65,3 +71,12 @@ def test_training_keeps_its_dropout_and_inference_needs_no_backward(calls):
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(2, 5, 3), [5, 3], batch_first=True)
     layer.eval()(packed)
     assert calls == [(0.25, True), (0.0, False), (0.0, False)]
+
+
+def test_the_cpu_kernels_keep_the_layers_mode(calls):
+    layer = rnnkit.LSTM(3, 4, num_layers=2, dropout=0.5, batch_first=True)
+    x = torch.randn(2, 5, 3)
+    layer(x, lengths=torch.tensor([5, 2]))
+    layer.eval()(x)[0].sum().backward()
+    assert len(calls) > 2 and set(calls[:-1]) == {(0.0, False)}  # one call per layer and distinct length
+    assert calls[-1] == (0.5, False)  # torch ignores the dropout outside training

@@ -26,6 +26,46 @@ LAYERS = {
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
+def _onednn_has_bf16_lstm() -> bool:
+    """Whether torch.nn.LSTM runs under CPU bfloat16 autocast here (oneDNN has no bfloat16 LSTM on CPUs
+    without AVX-512; rnnkit's layer then runs the kernel in float32, as its other backends do)."""
+    try:
+        with torch.autocast(**BF16):
+            torch.nn.LSTM(2, 3)(torch.randn(4, 1, 2))
+        return True
+    except RuntimeError:
+        return False
+
+
+def test_a_cpu_without_a_bfloat16_lstm_runs_it_in_float32(monkeypatch):
+    """On an AVX2 CPU torch.nn.LSTM fails under bfloat16 autocast ("could not create a primitive descriptor
+    for the LSTM forward propagation primitive"), and so did rnnkit's LSTM and a trainer with amp="bf16".
+    Here oneDNN's refusal is simulated, so the test runs on any CPU."""
+    from rnnkit.kernels import native
+    real = native.NATIVE_OPS["lstm"]
+
+    def onednn(*args):
+        if args[0].dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+        return real(*args)
+    monkeypatch.setitem(native.NATIVE_OPS, "lstm", onednn)
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(6, 8, num_layers=2)
+    x = torch.randn(5, 3, 6)
+    want, want_state = layer(x)
+    with torch.autocast(**BF16):
+        got, got_state = layer(x)
+        got_len, _ = layer(x.bfloat16(), lengths=torch.tensor([5, 2, 4]))
+    assert got.dtype == torch.float32 and got_len.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    torch.testing.assert_close(tuple(got_state), tuple(want_state), atol=0, rtol=0)
+    got.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+    monkeypatch.setitem(native.NATIVE_OPS, "lstm", lambda *a: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"), torch.autocast(**BF16):
+        layer(x)  # any other error is the caller's
+
+
 def _parts(s):
     return tuple(s) if isinstance(s, tuple) else (s,)
 
@@ -44,7 +84,8 @@ def test_layers_run_under_cpu_autocast(name, backend):
         got_len, _ = layer(x.bfloat16(), lengths=lengths)  # a bfloat16 input, as an autocast Linear gives
         packed, _ = layer(pack_padded_sequence(x, [5, 4, 2]))
     if layer.select_backend() == "native":  # torch's kernels, in autocast's dtype as torch.nn's layers
-        assert got.dtype == (torch.float32 if name == "gru" else torch.bfloat16)  # as torch.nn.GRU/LSTM
+        low = name != "gru" and (name == "lstm_proj" or _onednn_has_bf16_lstm())  # as torch.nn.GRU/LSTM
+        assert got.dtype == (torch.bfloat16 if low else torch.float32)
         torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.05)
     else:  # rnnkit's own recurrences: the weights' dtype, autocast off, so the float32 result exactly
         assert got.dtype == torch.float32

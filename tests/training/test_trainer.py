@@ -265,7 +265,10 @@ def test_constant_schedule_and_adamw(make_config):
 
 
 def test_bf16_autocast_on_cpu(make_config):
-    state = Trainer(TinyRegressor(), make_config(max_steps=2, amp="bf16", checkpoint=False)).fit(reg_data())
+    import rnnkit
+    model = TinyRegressor()
+    model.rnn = rnnkit.LSTM(3, 6, batch_first=True)  # torch.nn.LSTM fails under bf16 autocast on AVX2 CPUs
+    state = Trainer(model, make_config(max_steps=2, amp="bf16", checkpoint=False)).fit(reg_data())
     assert state.step == 2
 
 

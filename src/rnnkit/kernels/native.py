@@ -25,24 +25,55 @@ def _split_result(mode: str, result):
     return result[0], result[1]
 
 
+def _float32(value):
+    if isinstance(value, Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+        return value.float()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_float32(v) for v in value)
+    return value
+
+
+def _call(mode: str, *args):
+    """torch's kernel; under CPU autocast, in float32 where oneDNN cannot build the low-precision one.
+
+    On CPUs without AVX-512 oneDNN has no bfloat16 LSTM ("could not create a primitive descriptor for the
+    LSTM forward propagation primitive"), so ``torch.nn.LSTM`` fails under CPU autocast there; rnnkit's
+    layer then runs the kernel as its other backends do under autocast: in float32, autocast off."""
+    try:
+        return NATIVE_OPS[mode](*args)
+    except RuntimeError as exc:  # (the refusal costs under 1 ms; which calls oneDNN takes is torch's choice)
+        if not torch.is_autocast_enabled("cpu") or "could not create a primitive" not in str(exc):
+            raise
+    with torch.autocast("cpu", enabled=False):
+        return NATIVE_OPS[mode](*_float32(list(args)))
+
+
+def _backward_needs_train(x: Tensor) -> bool:
+    """Whether torch's kernel for ``x`` refuses a backward after ``train=False``: cuDNN (and MIOpen) on a
+    GPU do; the CPU's (oneDNN) do not, and there ``train=True`` would change the kernel (oneDNN has no
+    bfloat16 LSTM training primitive on some CPUs, so inference under autocast would fail)."""
+    return x.device.type != "cpu"
+
+
 def _mode_flags(x: Tensor, hx, weights: list[Tensor], dropout: float, training: bool) -> tuple[float, bool]:
     """``(dropout, train)`` for torch's kernels. Their one ``train`` flag means two things: dropout between
     layers (the layer's mode decides that) and, for cuDNN, keeping what its backward needs: called with
     ``train=False``, cuDNN refuses the backward ("cudnn RNN backward can only be called in training mode"),
     which broke every backward through a layer in evaluation mode and through ``run_lengths`` (always
-    ``False`` there) on a GPU. So the kernel runs in training mode whenever autograd will differentiate
-    it, with the dropout only the layer's mode asks for."""
+    ``False`` there) on a GPU. So on a GPU the kernel runs in training mode whenever autograd will
+    differentiate it, with the dropout only the layer's mode asks for."""
+    if training or not _backward_needs_train(x):
+        return dropout, training
     tensors = [x, *(hx if isinstance(hx, tuple) else (hx,)), *weights]
     differentiated = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return (dropout if training else 0.0), (training or differentiated)
+    return 0.0, differentiated
 
 
 def run_full(mode: str, x: Tensor, hx, weights: list[Tensor], has_bias: bool, num_layers: int,
              dropout: float, training: bool, bidirectional: bool, batch_first: bool):
     """All layers and directions in one native call; ``hx`` is ``(h, c)`` for LSTM, else ``h``."""
     dropout, train = _mode_flags(x, hx, weights, dropout, training)
-    result = NATIVE_OPS[mode](x, hx, weights, has_bias, num_layers, dropout, train, bidirectional,
-                              batch_first)
+    result = _call(mode, x, hx, weights, has_bias, num_layers, dropout, train, bidirectional, batch_first)
     return _split_result(mode, result)
 
 
@@ -50,8 +81,7 @@ def run_packed(mode: str, data: Tensor, batch_sizes: Tensor, hx, weights: list[T
                num_layers: int, dropout: float, training: bool, bidirectional: bool):
     """The native kernel on packed data (``hx`` already in sorted batch order)."""
     dropout, train = _mode_flags(data, hx, weights, dropout, training)
-    result = NATIVE_OPS[mode](data, batch_sizes, hx, weights, has_bias, num_layers, dropout, train,
-                              bidirectional)
+    result = _call(mode, data, batch_sizes, hx, weights, has_bias, num_layers, dropout, train, bidirectional)
     return _split_result(mode, result)
 
 
