@@ -208,6 +208,8 @@ def _kernels(interpret: bool):
             h = tl.load(a_ptr + off, mask=m, other=1.0) * h + tl.load(b_ptr + off, mask=m, other=0.0)
             tl.store(h_ptr + off, h, mask=m)
 
+    # (sigmoid written out: tl.sigmoid is a jit function of triton's standard library, which the interpreter
+    # runs only if TRITON_INTERPRET was set before triton was first imported)
     # MinGRU with its gate math inside the chunked passes: from the projected input xp = [k | hh] (B, T, 2H),
     # z = sigmoid(k), a = 1 - z = sigmoid(-k), b = z g(hh), g(u) = u + 1/2 (u >= 0) or sigmoid(u). The
     # coefficients never reach memory, and the backward writes d xp directly.
@@ -225,9 +227,9 @@ def _kernels(interpret: bool):
             off = row * T * 2 * H + t * 2 * H + cols
             k = tl.load(xp_ptr + off, mask=m, other=0.0)
             u = tl.load(xp_ptr + off + H, mask=m, other=0.0)
-            gu = tl.where(u >= 0, u + 0.5, tl.sigmoid(u))
-            a = tl.where(m, tl.sigmoid(-k), 1.0)
-            e = a * e + tl.where(m, tl.sigmoid(k) * gu, 0.0)
+            gu = tl.where(u >= 0, u + 0.5, (1.0 / (1.0 + tl.exp(-u))))
+            a = tl.where(m, (1.0 / (1.0 + tl.exp(k))), 1.0)
+            e = a * e + tl.where(m, (1.0 / (1.0 + tl.exp(-k))) * gu, 0.0)
             p = p * a
         tl.store(p_ptr + (row * NC + c) * H + cols, p, mask=mask)
         tl.store(e_ptr + (row * NC + c) * H + cols, e, mask=mask)
@@ -245,8 +247,8 @@ def _kernels(interpret: bool):
             off = row * T * 2 * H + t * 2 * H + cols
             k = tl.load(xp_ptr + off, mask=m, other=0.0)
             u = tl.load(xp_ptr + off + H, mask=m, other=0.0)
-            gu = tl.where(u >= 0, u + 0.5, tl.sigmoid(u))
-            h = tl.sigmoid(-k) * h + tl.sigmoid(k) * gu
+            gu = tl.where(u >= 0, u + 0.5, (1.0 / (1.0 + tl.exp(-u))))
+            h = (1.0 / (1.0 + tl.exp(k))) * h + (1.0 / (1.0 + tl.exp(-k))) * gu
             tl.store(h_ptr + row * T * H + t * H + cols, h, mask=m)
 
     @triton.jit
@@ -263,7 +265,7 @@ def _kernels(interpret: bool):
             m = cols < tl.where(t < T, H, 0)
             mn = cols < tl.where(t + 1 < T, H, 0)
             kn = tl.load(xp_ptr + row * T * 2 * H + (t + 1) * 2 * H + cols, mask=mn, other=0.0)
-            a = tl.where(mn, tl.sigmoid(-kn), 1.0)
+            a = tl.where(mn, (1.0 / (1.0 + tl.exp(kn))), 1.0)
             e = a * e + tl.load(gy_ptr + row * T * H + t * H + cols, mask=m, other=0.0)
             p = p * a
         tl.store(p_ptr + (row * NC + c) * H + cols, p, mask=mask)
@@ -284,7 +286,7 @@ def _kernels(interpret: bool):
             m = cols < tl.where(t < T, H, 0)
             mn = cols < tl.where(t + 1 < T, H, 0)
             kn = tl.load(xp_ptr + row * T * 2 * H + (t + 1) * 2 * H + cols, mask=mn, other=0.0)
-            lam = tl.where(mn, tl.sigmoid(-kn), 1.0) * lam + tl.load(gy_ptr + row * T * H + t * H + cols,
+            lam = tl.where(mn, (1.0 / (1.0 + tl.exp(kn))), 1.0) * lam + tl.load(gy_ptr + row * T * H + t * H + cols,
                                                                        mask=m, other=0.0)
             off = row * T * 2 * H + t * 2 * H + cols
             k = tl.load(xp_ptr + off, mask=m, other=0.0)
@@ -293,9 +295,9 @@ def _kernels(interpret: bool):
             m0 = cols < tl.where(t == 0, H, 0)
             h_prev = tl.load(h_ptr + row * T * H + (t - 1) * H + cols, mask=mp, other=0.0) \
                 + tl.load(h0_ptr + row * H + cols, mask=m0, other=0.0)
-            z = tl.sigmoid(k)
-            a = tl.sigmoid(-k)
-            su = tl.sigmoid(u)
+            z = (1.0 / (1.0 + tl.exp(-k)))
+            a = (1.0 / (1.0 + tl.exp(k)))
+            su = (1.0 / (1.0 + tl.exp(-u)))
             gu = tl.where(u >= 0, u + 0.5, su)
             dgu = tl.where(u >= 0, 1.0, su * (1.0 - su))
             tl.store(dxp_ptr + off, lam * (gu - h_prev) * z * a, mask=m)  # d k: dz = lambda (g(hh) - h_{t-1})
