@@ -24,8 +24,8 @@ Two ways through a sequence, on a grid of (batch row, block of :data:`BLOCK_H` h
   launches instead of 42; MinLSTM's gates stay in torch around the generic chunked scan.
 
 Measured on an H200 (benchmarks/gpu.py, docs/performance.md): MinGRU at B=8 T=4096 I=64 H=256, forward
-and backward, 2.1 ms against 139 ms for cuDNN's GRU (0.015x); the sequential pass 4.8 ms, the chunked
-scan with the gates in torch 2.7 ms. Outside the MinGRU kernels the gate math (coefficients from the
+and backward, 0.015x cuDNN's GRU in two runs (2.1-2.5 ms against 139-164 ms); the sequential pass
+0.030-0.034x, the chunked scan with the gates in torch 0.017-0.020x. Outside the MinGRU kernels the gate math (coefficients from the
 projected input) is torch, differentiated by autograd, in the real-space form of
 :mod:`rnnkit.kernels.fused_min`.
 
