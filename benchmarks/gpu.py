@@ -97,9 +97,9 @@ def _kernel_names(prof) -> list[str]:
     names = set()
     for e in prof.key_averages():
         if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA or "row" in e.key or "scan" in e.key \
-                or e.key.startswith("chunk_"):
+                or e.key.startswith(("chunk_", "gru_")):
             names.add(e.key)
-    return sorted(n for n in names if any(k in n for k in ("fwd_row", "bwd_row", "scan_", "chunk_")))
+    return sorted(n for n in names if any(k in n for k in ("fwd_row", "bwd_row", "scan_", "chunk_", "gru_")))
 
 
 def _profiled(fn, device: str):
