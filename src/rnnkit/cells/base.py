@@ -25,6 +25,7 @@ and its state stops changing) and the two recurrent regularisers of the layers:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Union
 
 import torch
@@ -73,6 +74,33 @@ class RecurrentCell(nn.Module):
 
     input_size: int
     hidden_size: int
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Each cell records the arguments it was built with (the outermost class's, which finishes last),
+        so that :meth:`reset_parameters` can draw its parameters again as its constructor did."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recorded(self, *args, **kw):
+            init(self, *args, **kw)
+            self.__dict__["_rnnkit_init_args"] = (type(self), args, kw)
+
+        cls.__init__ = recorded
+
+    def reset_parameters(self) -> None:
+        """Draw the parameters again as the constructor did (in place: an optimizer keeps them), as
+        ``torch.nn``'s ``reset_parameters``. Later changes (``chrono_init_``, copied weights) are undone."""
+        made = self.__dict__.get("_rnnkit_init_args")
+        if made is None or made[0] is not type(self):
+            raise TypeError(f"{type(self).__name__}.reset_parameters: this cell was not built by its "
+                            "constructor (or was saved by an older rnnkit); build a new one instead")
+        fresh = made[0](*made[1], **made[2])
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(fresh.get_parameter(name))
 
     @property
     def output_size(self) -> int:

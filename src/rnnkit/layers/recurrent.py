@@ -106,6 +106,12 @@ class Recurrent(nn.Module):
                              f"h and c, got {len(zoneout)}: {zoneout!r}")
         return zoneout[0] if zoneout[0] == zoneout[1] else zoneout
 
+    def reset_parameters(self) -> None:
+        """Draw every parameter again as the constructor did, in place (as ``torch.nn.LSTM.reset_parameters``;
+        with the same seed, equal to a new layer's). Copied or chrono-initialised weights are undone."""
+        for cell in self._cells:
+            cell.reset_parameters()
+
     def flatten_parameters(self) -> None:
         """Nothing to do (torch.nn's RNN layers compact their weights for cuDNN here; rnnkit keeps the
         parameters as they are). Kept so that code written for torch.nn runs unchanged."""
