@@ -521,6 +521,24 @@ def test_trainer_resume_is_resume_and_lm_runs_checkpoint_as_they_go(tiny_run, tm
     assert "resuming with the run's recorded configuration" in out and "27 steps" in out
 
 
+def test_a_run_without_periodic_checkpoints_stays_so_on_resume(tiny_run, tmp_path, capsys):
+    """config.toml leaves None out (TOML has no null), so a run started with --trainer.checkpoint_every
+    none came back from --resume with train lm's default, a checkpoint every 500 steps."""
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_run, copy)
+    record = copy / "config.toml"
+    record.write_text(record.read_text().replace("checkpoint_every = 500\n", ""))
+    code, out, err = run(["train", "lm", "--trainer.run_dir", str(tmp_path / "runs"), "--trainer.name", "tiny",
+                          "--resume", "--trainer.max_steps", "27", "--quiet"], capsys)
+    assert code == 0, err
+    assert "checkpoint_every" not in tomllib.loads(record.read_text())["trainer"]
+    code, out, err = run(["train", "lm", "--trainer.run_dir", str(tmp_path / "runs"), "--trainer.name", "tiny",
+                          "--resume", "--trainer.max_steps", "28", "--trainer.checkpoint_every", "7", "--quiet"],
+                         capsys)
+    assert code == 0, err
+    assert tomllib.loads(record.read_text())["trainer"]["checkpoint_every"] == 7  # a flag still sets it
+
+
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
 def test_demo_refuses_a_budget_without_seconds(seconds, tmp_path, capsys):
     code, out, err = run(["demo", "--seconds", seconds, "--run-dir", str(tmp_path)], capsys)

@@ -254,7 +254,13 @@ def _train_lm(params: dict, base: dict | None = None) -> None:
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(f"resuming with the run's recorded configuration {recorded} (flags override it)",
                               soft_wrap=True, highlight=False)
-    values = resolve_sections(params, _run_file(read_toml(config)), sections, base)
+    recorded_toml = read_toml(config)
+    run_file = _run_file(recorded_toml)
+    if "runtime" in recorded_toml:  # a run's record: TOML has no None, so a field it lacks was None there;
+        # checkpoint_every is the one whose default (LM_CHECKPOINT_EVERY) is not None: a run started with
+        # --trainer.checkpoint_every none wrote checkpoints every 500 steps once resumed
+        run_file.setdefault("trainer", {}).setdefault("checkpoint_every", None)
+    values = resolve_sections(params, run_file, sections, base)
     ignored = [k for k in _LM_STREAM_ONLY if k in values["trainer"]]
     if ignored:
         raise ConfigError(f"trainer.{ignored[0]} does not apply to language models: they read "
