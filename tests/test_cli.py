@@ -304,6 +304,8 @@ def test_forecast_and_detect_from_the_command_line(tmp_path, capsys):
     assert code == 2 and "duplicate timestamp" in err and "command line: --duplicates first, last or mean" in err
     code, out, err = run(base + ["--duplicates", "last"], capsys)
     assert code == 0 and "2026-01-01" in out, err
+    code, out, err = run(["forecast", f"{runs}/forecast", "--duplicates", "last"], capsys)  # was ignored
+    assert code == 2 and "a policy for the rows of csv (--csv)" in err and "2026" not in out
 
 
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):

@@ -286,6 +286,9 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
     if duplicates not in _DUPLICATES:
         raise ConfigError(f"duplicates: expected {', '.join(_DUPLICATES[:-1])} or {_DUPLICATES[-1]}, "
                           f"got {duplicates!r}")
+    if csv is None and duplicates != "refuse":  # it was ignored: the training data has no duplicates left
+        raise ConfigError(f"duplicates={duplicates!r} is a policy for the rows of csv (--csv); without it the "
+                          "forecast starts from the end of the training data")
     fc = _load(bundle, Forecaster)
     f = fc.fitted_ or {}
     targets = _cols(target) if target else list(f.get("targets", []))
