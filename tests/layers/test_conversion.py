@@ -83,3 +83,27 @@ def test_from_torch_keeps_frozen_weights_frozen():
     ref.bias_hh_l1.requires_grad_(False)
     layer = rnnkit.from_torch(ref)
     assert {n for n, p in layer.named_parameters() if not p.requires_grad} == {"weight_ih_l0", "bias_hh_l1"}
+
+
+def test_from_torch_takes_a_subclass_that_computes_torchs_recurrence():
+    """A subclass of nn.LSTM that only adds an initialisation (a common pattern) was refused as not an
+    LSTM; one that overrides forward is refused by name, since the converted layer would not do what it does."""
+    class ChronoLSTM(torch.nn.LSTM):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            with torch.no_grad():
+                self.bias_hh_l0[self.hidden_size:2 * self.hidden_size].fill_(1.0)
+
+    class Doubled(torch.nn.GRU):
+        def forward(self, x, hx=None):
+            y, h = super().forward(x, hx)
+            return 2 * y, h
+
+    torch.manual_seed(0)
+    ref = ChronoLSTM(3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(rnnkit.from_torch(ref)(x)[0], ref(x)[0])
+    with pytest.raises(TypeError, match="Doubled overrides torch.nn.GRU.forward"):
+        rnnkit.from_torch(Doubled(3, 4))
+    with pytest.raises(TypeError, match="expects a torch.nn.RNN, LSTM or GRU, got Linear"):
+        rnnkit.from_torch(torch.nn.Linear(3, 4))

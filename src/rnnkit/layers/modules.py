@@ -170,9 +170,13 @@ def _to_torch(layer: Recurrent, torch_cls, **extra) -> nn.Module:
 
 def from_torch(module: nn.Module) -> Recurrent:
     """The rnnkit layer equal to a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (same configuration and weights)."""
-    kind = _TORCH_KINDS.get(type(module))
-    if kind is None:
+    base = next((c for c in type(module).__mro__ if c in _TORCH_KINDS), None)
+    if base is None:
         raise TypeError(f"from_torch expects a torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
+    if type(module).forward is not base.forward:  # a subclass that computes something else is not converted
+        raise TypeError(f"from_torch: {type(module).__name__} overrides torch.nn.{base.__name__}.forward; the "
+                        f"rnnkit layer would compute torch.nn.{base.__name__}'s recurrence, not its own")
+    kind = _TORCH_KINDS[base]
     ref = next(module.parameters())
     kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
               dropout=module.dropout, bidirectional=module.bidirectional, device=ref.device, dtype=ref.dtype)
