@@ -395,8 +395,8 @@ def forecast(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A foreca
              target: Optional[str] = typer.Option(None, help="Target column(s), comma-separated."),
              future_csv: Optional[Path] = typer.Option(None, help="Known future covariates for the horizon."),
              plot: Optional[Path] = typer.Option(None, help="Write a PNG: history, forecast, interval band."),
-             duplicates: str = typer.Option("refuse", help="Rows of --csv that repeat a timestamp: refuse, or keep "
-                                            "the first, the last, or their mean.")) -> None:
+             duplicates: str = typer.Option("refuse", help="Rows of --csv (and --future-csv) that repeat a "
+                                            "timestamp: refuse, or keep the first, the last, or their mean.")) -> None:
     """Forecast the next horizon with a trained forecaster; prints mean and quantiles."""
     from rnnkit._files import output_file
     from rnnkit.recipes.forecast import forecast_from_bundle

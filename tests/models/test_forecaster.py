@@ -373,6 +373,16 @@ def test_future_covariates_from_a_csv_must_cover_the_forecast_rows(tmp_path):
     pd.DataFrame({"promo": [1.0, 0, 0, 1]}, index=pd.date_range("2030-01-01", periods=4, freq="D")
                  ).rename_axis("date").to_csv(bad)
     assert len(forecast_from_bundle(bundle, str(csv), "date", future_csv=str(good))) == 4
+    # a repeated row in the future file takes the --duplicates policy, as the history's rows do (it was
+    # always refused)
+    twice = tmp_path / "twice.csv"
+    rows = pd.DataFrame({"promo": [1.0, 0, 0, 0, 1]}, index=ahead.insert(1, ahead[1])).rename_axis("date")
+    rows.to_csv(twice)  # the second month twice, with the good file's value
+    with pytest.raises(DataError, match="duplicate timestamp"):
+        forecast_from_bundle(bundle, str(csv), "date", future_csv=str(twice))
+    pd.testing.assert_frame_equal(forecast_from_bundle(bundle, str(csv), "date", future_csv=str(twice),
+                                                       duplicates="last"),
+                                  forecast_from_bundle(bundle, str(csv), "date", future_csv=str(good)))
     with pytest.raises(DataError, match=r"wrong.csv: its timestamps 2030-01-01 00:00:00 \.\. 2030-01-04 .* are "
                                         r"not the forecast's"):
         forecast_from_bundle(bundle, str(csv), "date", future_csv=str(bad))

@@ -281,14 +281,15 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
     """Forecast with a saved Forecaster: from the end of its training data, or of ``csv``.
 
     ``future_csv`` holds the horizon rows of the known-future covariates, if the model has any;
-    ``duplicates`` is what to do with rows of ``csv`` that repeat a timestamp (as ``train forecast``'s).
+    ``duplicates`` is what to do with rows of ``csv`` (and ``future_csv``) that repeat a timestamp (as
+    ``train forecast``'s).
     """
     if duplicates not in _DUPLICATES:
         raise ConfigError(f"duplicates: expected {', '.join(_DUPLICATES[:-1])} or {_DUPLICATES[-1]}, "
                           f"got {duplicates!r}")
-    if csv is None and duplicates != "refuse":  # it was ignored: the training data has no duplicates left
-        raise ConfigError(f"duplicates={duplicates!r} is a policy for the rows of csv (--csv); without it the "
-                          "forecast starts from the end of the training data")
+    if csv is None and future_csv is None and duplicates != "refuse":  # it was ignored: nothing to apply it to
+        raise ConfigError(f"duplicates={duplicates!r} is a policy for the rows of csv (--csv) and future_csv; "
+                          "without them the forecast starts from the end of the training data")
     fc = _load(bundle, Forecaster)
     f = fc.fitted_ or {}
     targets = _cols(target) if target else list(f.get("targets", []))
@@ -297,7 +298,7 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
         if not future_csv:
             raise DataError(f"the model needs the future rows of {f['future']}; pass future_csv "
                             "(--future-csv FILE)")
-        future = _read(future_csv, time_col or "", list(f["future"]), "refuse")
+        future = _read(future_csv, time_col or "", list(f["future"]), "refuse", duplicates)
     if csv is None:
         frame, history = fc.predict_frame(future), None
     else:
