@@ -41,6 +41,7 @@ from rnnkit import bench
 from rnnkit.kernels import triton_scan
 
 _DEADLINE = [float("inf")]
+SECTIONS = ("exactness", "speed", "graphs", "profile")
 
 
 @contextlib.contextmanager
@@ -364,14 +365,21 @@ def profile(device: str, quick: bool) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", type=pathlib.Path, default=None)
+    ap.add_argument("--json", type=pathlib.Path, default=None, help="write the results as JSON here (after "
+                    "every section)")
     ap.add_argument("--quick", action="store_true", help="tiny shapes, to check the script runs")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=bench.positive(int), default=7)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="where to run (default: cuda when there is one)")
+    ap.add_argument("--repeats", type=bench.positive(int), default=7, help="timed pairs per speed row")
     ap.add_argument("--seconds", type=bench.positive(float), default=float("inf"),
                     help="stop starting new cases after this long (the sections' remaining cases say skipped)")
-    ap.add_argument("--sections", default="exactness,speed,graphs,profile")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated, in order, some of: {', '.join(SECTIONS)}")
     args = ap.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:  # before anything runs: a typo at the end cost the sections before it
+        raise ValueError(f"--sections: expected some of {', '.join(SECTIONS)}, got {args.sections!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device in this run")
     if args.json:
@@ -379,7 +387,6 @@ def main() -> None:
     _DEADLINE[0] = time.monotonic() + args.seconds
     result: dict = {"machine": describe(args.device)}
     print(result["machine"], flush=True)
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     for section in sections:
         t0 = time.monotonic()
         if section == "exactness":
@@ -392,8 +399,6 @@ def main() -> None:
             result["profile"] = profile(args.device, args.quick)
         elif section == "graphs":
             result["graphs"] = graphs(args.device, args.quick, args.repeats)
-        else:
-            raise ValueError(f"--sections: unknown section {section!r} (exactness, speed, graphs, profile)")
         result.setdefault("section_seconds", {})[section] = round(time.monotonic() - t0, 1)
         print(f"== {section}: {time.monotonic() - t0:.1f} s", flush=True)
         if args.json:

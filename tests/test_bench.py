@@ -78,3 +78,20 @@ def test_gpu_script_runs_its_sections_on_the_cpu(tmp_path):
     assert len(result["exactness"]) == 14 and all(r.get("ok") for r in result["exactness"]), result["exactness"]
     assert all(r["ratio"] and r["ratio"] > 0 for r in result["speed"]), result["speed"]
     assert result["graphs"] == [{"skipped": "CUDA graphs need a CUDA device"}]
+
+
+def test_gpu_script_refuses_bad_options_before_running(capsys):
+    """An unknown section at the end of --sections failed only after the sections before it had run
+    (minutes of a lent GPU); --device took any string (torch's traceback)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for args, message in ((["--sections", "exactness,speeed"], "error: --sections: expected some of exactness, "
+                                                              "speed, graphs, profile, got 'exactness,speeed'"),
+                          (["--device", "tpu"], "argument --device: invalid choice: 'tpu'")):
+        done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", *args], cwd=root,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "exactness" not in done.stdout  # nothing ran
