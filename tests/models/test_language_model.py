@@ -230,3 +230,23 @@ def test_stateful_loss_checks_its_arguments_and_gives_the_model_back_in_its_mode
     with pytest.raises(IndexError):
         stateful_loss(m, torch.full((50,), 99))  # an id beyond the vocabulary fails inside the model
     assert m.training  # it was left in evaluation mode
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_state_detach_cuts_the_graph_between_tbptt_chunks(cell):
+    # a hand-written truncated-BPTT loop: the second chunk's backward must not reach the first's graph
+    # (without detach it raises "Trying to backward through the graph a second time")
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=7, cell=cell, embedding_size=8, hidden_size=12, num_layers=2)
+    ids = torch.randint(0, 7, (3, 9))
+    out = model(ids[:, :4], targets=ids[:, 1:5])
+    out.loss.backward()
+    state = out.state.detach()
+    assert isinstance(state, type(out.state)) and len(state.layers) == 2
+    for kept, new in zip(torch.utils._pytree.tree_leaves(out.state), torch.utils._pytree.tree_leaves(state)):
+        assert kept.requires_grad and not new.requires_grad and torch.equal(kept, new)
+    if cell == "lstm":
+        assert isinstance(state.layers[0], rnnkit.LSTMState)
+    model(ids[:, 4:8], targets=ids[:, 5:9], state=state).loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        model(ids[:, 4:8], targets=ids[:, 5:9], state=out.state).loss.backward()

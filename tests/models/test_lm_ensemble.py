@@ -66,6 +66,11 @@ def test_the_state_carries_each_members_state(chars):
     assert ens.init_state(3).members[0].layers[0].h.shape == (1, 3, 24)  # (layers, batch, hidden)
     with pytest.raises(ValueError, match="a state for each of its 2 members, got 1"):
         ens(x, state=type(first.state)((None,)))
+    graphed = ens(x[:, :25]).state  # outside no_grad: the members' states carry a graph
+    cut = graphed.detach()
+    assert type(cut) is type(graphed) and len(cut.members) == 2
+    for kept, new in zip(torch.utils._pytree.tree_leaves(graphed), torch.utils._pytree.tree_leaves(cut)):
+        assert kept.requires_grad and not new.requires_grad and torch.equal(kept, new)
 
 
 def test_an_ensemble_of_copies_is_the_model(chars):

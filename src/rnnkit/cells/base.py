@@ -41,6 +41,10 @@ class LSTMState(NamedTuple):
     h: Tensor
     c: Tensor
 
+    def detach(self) -> LSTMState:
+        """The same state cut from the autograd graph (truncated back-propagation through time)."""
+        return LSTMState(self.h.detach(), self.c.detach())
+
 
 State = Union[Tensor, LSTMState]
 

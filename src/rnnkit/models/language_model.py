@@ -132,6 +132,13 @@ class LMState(NamedTuple):
 
     layers: tuple
 
+    def detach(self) -> LMState:
+        """The same state cut from the autograd graph, as a truncated-BPTT loop needs between chunks::
+
+            out = model(x, state=state, targets=y); out.loss.backward(); state = out.state.detach()
+        """
+        return LMState(tuple(layer.detach() for layer in self.layers))
+
 
 class LMOutput(NamedTuple):
     """``logits`` (B, T, V); ``loss`` (mean cross-entropy per token) when targets were given.

@@ -61,6 +61,10 @@ class LMEnsembleState(NamedTuple):
 
     members: tuple
 
+    def detach(self) -> LMEnsembleState:
+        """Every member's state cut from the autograd graph (see ``LMState.detach``)."""
+        return LMEnsembleState(tuple(None if m is None else m.detach() for m in self.members))
+
 
 def ensemble_members(models: Sequence[nn.Module]) -> list[LanguageModel]:
     """``models`` checked and flattened: language models over one vocabulary (same size; the same
