@@ -76,6 +76,27 @@ def test_regularisers_in_training_equal_reference_under_a_seed(kind, option):
     assert_close_all(s1, s2, 1e-10)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "IndRNN"])
+@pytest.mark.parametrize("lengths", [None, [8, 8, 8]])
+def test_dropout_between_layers_draws_the_references_mask_under_a_seed(kind, lengths):
+    # F.dropout fills its mask in memory order: the fused path's output was a transposed view of its
+    # (T, B, H) buffer, so the same seed dropped other units than the reference's contiguous output
+    extra = {} if kind == "IndRNN" else {"layer_norm": True}
+    fast = getattr(rnnkit, kind)(4, 6, num_layers=3, batch_first=True, dropout=0.4, **extra).double().train()
+    ref = getattr(rnnkit, kind)(4, 6, num_layers=3, batch_first=True, dropout=0.4, backend="reference",
+                                **extra).double().train()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 8, 4, dtype=torch.float64)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    torch.manual_seed(5)
+    y1, s1 = fast(x, lengths=lengths)
+    torch.manual_seed(5)
+    y2, s2 = ref(x, lengths=lengths)
+    assert fast.select_backend() == "fused"
+    assert_close_all(y1, y2, 1e-10)
+    assert_close_all(s1, s2, 1e-10)
+
+
 @pytest.mark.parametrize("name", ["lstm_ln", "gru_ln"])
 @pytest.mark.parametrize("cpp", ["0", "auto"])
 def test_scratch_buffers_return_to_the_pool_when_the_graph_is_freed(name, cpp, monkeypatch):

@@ -451,7 +451,9 @@ class Recurrent(nn.Module):
                 finals.append(sn)
             x = torch.cat(outs, -1) if D > 1 else outs[0]
             if self.dropout > 0 and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, self.training)
+                # F.dropout draws its mask in memory order: a fused direction returns a transposed view of
+                # its (T, B, H) buffer, and the same seed would drop other units than on another backend
+                x = F.dropout(x.contiguous() if self.training else x, self.dropout, self.training)
         parts = [torch.stack([f[i] for f in finals]) for i in range(len(state))]
         return x, parts
 
