@@ -234,6 +234,9 @@ def machine_description(threads: int | None = None) -> str:
         load = ", 1-min load average {:.1f} on {} CPUs".format(os.getloadavg()[0], os.cpu_count())
     threads = torch.get_num_threads() if threads is None else threads
     from rnnkit.kernels import _cpp
+    # the vector width torch's kernels (and the C++ loops' wide paths) dispatch to on this CPU: two VMs
+    # both called "AMD EPYC" differed in it, and the streaming step's figures with them
+    cpu = f"{cpu} ({torch.backends.cpu.get_cpu_capability()})"
     return (f"{cpu}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__}, "
             f"Python {platform.python_version()}, C++ loops {_cpp.status()}{load}")
 

@@ -266,6 +266,9 @@ def test_the_benchmark_machine_line_says_whether_the_cpp_loops_ran(monkeypatch):
     assert "C++ loops off (RuntimeError: no compiler)" in machine_description()
     monkeypatch.setattr(_cpp, "_state", {"tried": True, "ops": object(), "error": None})
     assert "C++ loops on" in machine_description()
+    # and the vector width torch dispatches to (two "AMD EPYC" VMs differed in it)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert "(AVX512), " in machine_description()
 
 
 # -- the LSTM without layer norm (plain under its regularisers, or with peepholes) -------------------------
