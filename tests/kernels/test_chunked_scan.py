@@ -47,6 +47,24 @@ def test_float32_long_sequence_with_slow_decay():
     assert torch.allclose(linear_scan(a, b).double(), ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 7), (1, 300, 5), (3, 1, 9), (2, 61, 3)], ids=str)
+def test_float32_values_and_gradients_equal_the_loop(shape, monkeypatch):
+    # B=1, T=1, odd H, several chunks and a partial one: float32 against the float64 loop
+    monkeypatch.setattr("rnnkit.kernels.chunked_scan.CHUNK", 16)
+    g = torch.Generator().manual_seed(sum(shape))
+    B, T, H = shape
+    a64, b64, h64 = torch.rand(B, T, H, generator=g, dtype=torch.float64), \
+        torch.randn(B, T, H, generator=g, dtype=torch.float64), torch.randn(B, H, generator=g, dtype=torch.float64)
+    w = torch.randn(B, T, H, generator=g, dtype=torch.float64)
+    grads = []
+    for dtype, run in ((torch.float32, linear_scan), (torch.float64, _loop)):
+        a, b, h0 = (t.to(dtype).requires_grad_() for t in (a64, b64, h64))
+        out = run(a, b, h0)
+        grads.append([out, *torch.autograd.grad((out * w.to(dtype)).sum(), (a, b, h0))])
+    for fast, ref in zip(*grads):
+        assert torch.allclose(fast.double(), ref, rtol=1e-5, atol=1e-5 * max(1.0, ref.abs().max().item()))
+
+
 @pytest.mark.parametrize("T", [5, 37])
 def test_gradcheck(T, monkeypatch):
     monkeypatch.setattr("rnnkit.kernels.chunked_scan.CHUNK", 16)  # several chunks and a partial one
