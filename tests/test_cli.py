@@ -308,6 +308,35 @@ def test_forecast_and_detect_from_the_command_line(tmp_path, capsys):
     assert code == 2 and "a policy for the rows of csv (--csv)" in err and "2026" not in out
 
 
+def _sales_csv(path, n=72, **columns):
+    import numpy as np
+    import pandas as pd
+    t = pd.date_range("2020-01-01", periods=n, freq="MS")
+    y = 50 + 5 * np.sin(2 * np.pi * np.arange(n) / 12)
+    pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "sales": y, **columns}).to_csv(path, index=False)
+    return path
+
+
+def _train_forecast(tmp_path, capsys, csv, *extra):
+    code, out, err = run(["train", "forecast", "--csv", str(csv), "--horizon", "6", "--model.max_steps", "20",
+                          "--model.ensemble", "1", "--model.hidden_size", "8", "--run-dir", str(tmp_path / "runs"),
+                          *extra], capsys)
+    assert code == 0, err
+    return out
+
+
+def test_forecast_refuses_a_history_with_zeros_for_a_model_in_logs(tmp_path, capsys):
+    import pandas as pd
+    csv = _sales_csv(tmp_path / "s.csv")
+    _train_forecast(tmp_path, capsys, csv, "--holdout", "false")
+    frame = pd.read_csv(csv)
+    frame.loc[[60, 65], "sales"] = 0.0
+    frame.to_csv(tmp_path / "zero.csv", index=False)
+    code, out, err = run(["forecast", str(tmp_path / "runs" / "forecast"), "--csv", str(tmp_path / "zero.csv")], capsys)
+    assert code == 2 and "works in logs of target 'sales'" in err and "2 value(s) are <= 0" in err
+    assert "2025-01-01" in err and "Traceback" not in err and "mean" not in out
+
+
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
     import json
 

@@ -424,3 +424,19 @@ def test_a_bundle_saved_before_int_index_was_recorded_loads(tmp_path):
         del record["int_index"]
     path.write_text(json.dumps(data))
     np.testing.assert_allclose(rnnkit.load(tmp_path / "b").predict(), fc.predict())
+
+
+def test_values_at_or_below_zero_are_refused_where_the_model_works_in_logs():
+    y = seasonal(80)
+    f = Forecaster(horizon=6, **FAST).fit(y)
+    assert f.scaling_[0]["es"][0]["log"]
+    bad = y.copy()
+    bad.iloc[[-5, -2]] = [0.0, -3.0]
+    with pytest.raises(DataError, match="works in logs of target .* 2 value\\(s\\) are <= 0, first 0 at "
+                                        "2006-04-01") as info:
+        f.predict(y=bad)
+    assert "\n" not in str(info.value)
+    # a zero in the validation tail only: the smoothing is fitted without logs, not on log(1e-12)
+    g = Forecaster(horizon=6, val_size=12, **FAST).fit(bad)
+    assert not g.scaling_[0]["es"][0]["log"]
+    assert np.isfinite(g.predict()).all() and g.predict().min() > 5

@@ -38,7 +38,7 @@ class ForecasterConfig:
     Model: ``normalize`` (``es``: exponential-smoothing level and season, the ES hybrid;
     ``scale``: plain standard scaling); ``trend`` (the smoothing's damped trend: ``auto`` keeps
     it when it lowers the AIC, ``damped``, ``none``); ``log`` (model positive series in logs: ``auto`` when
-    every training value is positive); ``strategy`` (``direct`` MLP head for all steps, or
+    every value of the fitted series is positive; values <= 0 given later are refused); ``strategy`` (``direct`` MLP head for all steps, or
     ``recursive`` one-step head rolled forward); ``head`` (``quantile`` or ``gaussian``);
     ``quantiles`` (levels with two decimals, must include 0.5); ``cell``, ``hidden_size``,
     ``num_layers``, ``embed_size`` (series-id embedding of a global model), ``dropout``;

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from rnnkit.data.scaling import Scaler
+from rnnkit.errors import DataError
 from rnnkit.models._es import EsParams, fit_es, from_u
 from rnnkit.models._forecast_net import ForecastNet, NetSpec, interp_quantiles, to_quantiles
 from rnnkit.models._forecast_train import Prepared, horizon_offset, origin_z, prepare_series
 from rnnkit.models._ts_input import SeriesData, calendar_features, future_index
 
-__all__ = ["fit_transforms", "prepare", "origin_state", "horizon_future", "forecast", "calibration",
+__all__ = ["fit_transforms", "check_log_domain", "prepare", "origin_state", "horizon_future", "forecast", "calibration",
            "GRID", "CALIBRATION_MIN"]
 
 GRID = tuple(round(k / 100, 2) for k in range(1, 100))
@@ -39,14 +40,33 @@ def _apply(scaler: dict[str, Any], values: np.ndarray) -> np.ndarray:
 
 def fit_transforms(s: SeriesData, n_fit: int, season: int, mode: str, log: bool | None,
                    trend: str = "auto") -> dict:
-    """Per-series normalisation fitted on rows ``[0, n_fit)`` only (nothing later is seen)."""
-    es = [fit_es(s.target[:n_fit, c], season, mode, log, trend).to_dict()
+    """Per-series normalisation fitted on rows ``[0, n_fit)`` only (nothing later is seen but
+    whether ``log="auto"`` can take logs: every row the transform is applied to must be positive,
+    a zero in the validation tail too)."""
+    es = [fit_es(s.target[:n_fit, c], season, mode,
+                 bool((s.target[:, c] > 0).all()) if log is None else log, trend).to_dict()
           for c in range(s.target.shape[1])]
     return {"es": es, "past": _scaler(s.past[:n_fit]), "future": _scaler(s.future[:n_fit])}
 
 
-def prepare(s: SeriesData, tf: dict, static: np.ndarray, calendar: bool) -> Prepared:
-    """Apply the fitted transforms to a whole series (calendar features first among the future)."""
+def check_log_domain(s: SeriesData, tf: dict, names: list[str] | None = None, label: str = "y") -> None:
+    """Refuse values <= 0 in a channel modelled in logs (``log`` of them was -27.6 after clipping:
+    a forecast of zeros or nonsense, without a word)."""
+    for c, es in enumerate(tf["es"]):
+        bad = np.flatnonzero(s.target[:, c] <= 0) if es["log"] else []
+        if len(bad):
+            where = s.index[bad[0]] if s.index is not None else f"row {bad[0]}"
+            col = f"target {names[c]!r}" if names else f"target {c}"
+            raise DataError(f"{label}: the model works in logs of {col} (fitted on positive values) but "
+                            f"{len(bad)} value(s) are <= 0, first {s.target[bad[0], c]:g} at {where}; give "
+                            "positive values, or fit with log='never'")
+
+
+def prepare(s: SeriesData, tf: dict, static: np.ndarray, calendar: bool,
+            names: list[str] | None = None, label: str = "y") -> Prepared:
+    """Apply the fitted transforms to a whole series (calendar features first among the future);
+    values <= 0 in a channel modelled in logs are refused."""
+    check_log_domain(s, tf, names, label)
     cal = calendar_features(s.index) if calendar and s.index is not None else np.zeros((len(s.target), 0))
     future = np.concatenate([cal, _apply(tf["future"], s.future)], 1)
     params = [EsParams.from_dict(d) for d in tf["es"]]

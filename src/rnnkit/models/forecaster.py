@@ -177,7 +177,9 @@ class Forecaster(BundleMixin, nn.Module):
         L, V = auto_sizes([len(s.target) for s in series], o, m)
         tfs = [core.fit_transforms(s, len(s.target) - V, m, o.normalize, o.log_flag, o.trend)
                for s in series]
-        prepared = [core.prepare(s, tf, st, o.calendar) for s, tf, st in zip(series, tfs, statics)]
+        labels = ["y"] if len(series) == 1 else [f"y[{i}]" for i in range(len(series))]
+        prepared = [core.prepare(s, tf, st, o.calendar, names["targets"], lb)
+                    for s, tf, st, lb in zip(series, tfs, statics, labels)]
         spec = self._spec(series, names, prepared, statics, L)
         self.members, info, calib = self._train(spec, prepared, L, V)
         _, is_list = as_list(y)
@@ -261,11 +263,12 @@ class Forecaster(BundleMixin, nn.Module):
             np.array([r["static"] for r in f["series"]]).reshape(len(series), -1)
         L = f["input_len"]
         out = []
-        for s, old, st in zip(series, f["series"], statics):
+        for i, (s, old, st) in enumerate(zip(series, f["series"], statics)):
             self._check_time_step(s, old)
             if len(s.target) < L:
                 raise DataError(f"y: {len(s.target)} rows, expected at least input_len={L}")
-            p = core.prepare(s, old["transforms"], st, self.options.calendar)
+            label = "y" if len(series) == 1 else f"y[{i}]"
+            p = core.prepare(s, old["transforms"], st, self.options.calendar, f["targets"], label)
             out.append(self._record(s, old["transforms"], p, st, L))
         return out
 
