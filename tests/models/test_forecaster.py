@@ -440,3 +440,20 @@ def test_values_at_or_below_zero_are_refused_where_the_model_works_in_logs():
     g = Forecaster(horizon=6, val_size=12, **FAST).fit(bad)
     assert not g.scaling_[0]["es"][0]["log"]
     assert np.isfinite(g.predict()).all() and g.predict().min() > 5
+
+
+def test_default_rnn_weight_keeps_a_future_covariates_whole_effect(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 240
+    promo = (rng.random(n) < 0.3).astype(float)
+    y = monthly(10 + np.sin(2 * np.pi * np.arange(n) / 12) + 3 * promo + 0.1 * rng.normal(size=n), "2005-01-01")
+    cov = pd.DataFrame({"promo": promo}, index=y.index)
+    f = Forecaster(6, 12, future_covariates="promo", ensemble=1, max_steps=400).fit(y, cov)
+    future = pd.date_range("2025-01-01", periods=6, freq="MS")
+    effect = f.predict(pd.DataFrame({"promo": [1.0] * 6}, future)) - f.predict(pd.DataFrame({"promo": [0.0] * 6}, future))
+    assert f.fitted_["rnn_weight"] == 1.0 and abs(effect.mean() - 3.0) < 0.3  # was 2.0 with the 0.7 blend
+    f.save(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"]["fitted"]["rnn_weight"] == 1.0
+    # no covariates: the combination with the smoothing forecast as before; an explicit value is kept
+    assert Forecaster(6, **FAST).fit(seasonal(80)).fitted_["rnn_weight"] == 0.7
+    assert Forecaster(6, 12, future_covariates="promo", rnn_weight=0.5, **FAST).fit(y, cov).fitted_["rnn_weight"] == 0.5

@@ -49,8 +49,11 @@ class ForecasterConfig:
     large); ``lr``, ``batch_size``, ``max_steps`` (per member), ``patience`` (evaluations of
     25 steps without improvement), ``max_time`` (seconds for the whole fit), ``refit`` (retrain
     on all rows for the best number of steps), ``rnn_weight`` (the share of the network's
-    correction of the smoothing forecast kept in the point forecast, 0.7: a forecast
-    combination with the smoothing model; ``normalize="scale"`` keeps all of it), ``calibrate``
+    correction of the smoothing forecast kept in the point forecast; ``None``: auto, 0.7 — a
+    forecast combination with the smoothing model — for a series without covariates, 1.0 with
+    past or future covariates, whose effect the smoothing model lacks and the 0.7 would shrink
+    by 30%; the resolved value is kept in ``fitted_["rnn_weight"]``; ``normalize="scale"``
+    keeps all of it), ``calibrate``
     (rescale the direct strategy's quantiles around the median so that they cover the
     validation targets at their nominal rates; needs 100+ validation targets, not with
     ``refit`` or ``recursive``: else a warning is logged and nothing changes; off by default:
@@ -87,7 +90,7 @@ class ForecasterConfig:
     refit: bool = False
     calibrate: bool = False
     n_samples: int = 200
-    rnn_weight: float = 0.7
+    rnn_weight: float | None = None
     threads: int = 1
     seed: int = 0
 
@@ -118,7 +121,7 @@ class ForecasterConfig:
         if 0.5 not in qs or any(not 0 < q < 1 or round(q, 2) != q for q in qs):
             raise ConfigError(f"quantiles: expected levels in (0, 1) with two decimals including "
                               f"0.5, got {qs}")
-        if not 0.0 < self.rnn_weight <= 1.0:
+        if self.rnn_weight is not None and (isinstance(self.rnn_weight, bool) or not 0.0 < self.rnn_weight <= 1.0):
             raise ConfigError(f"rnn_weight: expected a value in (0, 1], got {self.rnn_weight!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")

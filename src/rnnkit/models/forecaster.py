@@ -11,7 +11,7 @@ indices :math:`s`; the recurrence reads the normalised window
 :math:`x_t = (u_t - \\ell_T - s_t)/\\sigma` and predicts quantiles of
 :math:`x_{T+1..T+H}`; the forecast is :math:`u = \\ell_T + \\hat s_{T+h} + \\sigma \\hat x_{T+h}`
 (and :math:`y = e^u` when the series was modelled in logs), with the network's shift of the
-median kept at ``rnn_weight`` (0.7) of its size. A few seeds are trained with early stopping on
+median kept at ``rnn_weight`` of its size (auto: 0.7, or 1.0 with covariates). A few seeds are trained with early stopping on
 the last part of the history and their quantiles are averaged. Everything fitted (smoothing
 parameters, scalers, the state at the forecast origin) is stored in the bundle's ``config.json``; the
 weights in ``model.safetensors``.
@@ -42,6 +42,7 @@ from rnnkit.models._ts_input import (SeriesData, as_list, calendar_features, fut
 __all__ = ["Forecaster", "ForecasterConfig"]
 
 log = logging.getLogger(__name__)
+AUTO_RNN_WEIGHT = 0.7  # rnn_weight=None without covariates: a combination with the smoothing forecast
 
 
 def _same_columns(got: dict[str, list], want: dict[str, list]) -> bool:
@@ -181,13 +182,14 @@ class Forecaster(BundleMixin, nn.Module):
         prepared = [core.prepare(s, tf, st, o.calendar, names["targets"], lb)
                     for s, tf, st, lb in zip(series, tfs, statics, labels)]
         spec = self._spec(series, names, prepared, statics, L)
-        self.members, info, calib = self._train(spec, prepared, L, V)
+        weight = self._weight(names)
+        self.members, info, calib = self._train(spec, prepared, L, V, weight)
         _, is_list = as_list(y)
         n_cal = calendar_features(series[0].index).shape[1] if o.calendar and series[0].index is not None else 0
         self.fitted_ = {
             **names, "is_list": is_list, "season_length": int(m), "input_len": L, "val_size": V, "n_calendar": n_cal,
             "spec": dataclasses.asdict(spec), "n_members": len(self.members), "train": info,
-            "calibration": calib,
+            "calibration": calib, "rnn_weight": weight,
             "series": [self._record(s, tf, p, st, L) for s, tf, p, st in
                        zip(series, tfs, prepared, statics)],
         }
@@ -201,7 +203,8 @@ class Forecaster(BundleMixin, nn.Module):
                        hidden_size=o.hidden_size, num_layers=o.num_layers, embed_size=o.embed_size,
                        dropout=o.dropout, head=o.head, quantiles=o.quantiles, strategy=o.strategy)
 
-    def _train(self, spec: NetSpec, prepared: list, L: int, V: int) -> tuple[nn.ModuleList, list, list]:
+    def _train(self, spec: NetSpec, prepared: list, L: int, V: int,
+               weight: float) -> tuple[nn.ModuleList, list, list]:
         """Train the ensemble; returns ``(members, per-member info, calibration factors)``."""
         o, H = self.options, self.options.horizon
         ns = [len(p.u) for p in prepared]
@@ -230,12 +233,24 @@ class Forecaster(BundleMixin, nn.Module):
                 log.warning("forecaster: calibrate=True needs at least %d validation targets, got %d "
                             "(val_size=%d); the intervals are left uncalibrated (give a longer "
                             "val_size or more history)", core.CALIBRATION_MIN, n_val, V)
-            calib = core.calibration(members, val, self._weight())
+            calib = core.calibration(members, val, weight)
         return nn.ModuleList(members), info, calib
 
-    def _weight(self) -> float:
-        """The share of the network's median shift kept (all of it without smoothing)."""
-        return self.options.rnn_weight if self.options.normalize == "es" else 1.0
+    def _weight(self, names: dict[str, list] | None = None) -> float:
+        """The share of the network's median shift kept: all of it without smoothing; else an
+        explicit ``rnn_weight``, or (auto) the fitted one, decided at fit from ``names``: 1.0 with
+        past or future covariates (the smoothing forecast has none: blending in 30% of it shrank
+        every covariate's effect by 30%), 0.7 without."""
+        o = self.options
+        if o.normalize != "es":
+            return 1.0
+        if o.rnn_weight is not None:
+            return float(o.rnn_weight)
+        if names is None and self.fitted_ is not None:
+            if self.fitted_.get("rnn_weight") is not None:
+                return float(self.fitted_["rnn_weight"])
+            names = self.fitted_
+        return 1.0 if names and (names["past"] or names["future"]) else AUTO_RNN_WEIGHT
 
     def _record(self, s: SeriesData, tf: dict, p, static: np.ndarray, L: int) -> dict[str, Any]:
         tail = None if s.index is None else [str(t) for t in s.index[-2:]]

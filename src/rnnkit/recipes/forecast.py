@@ -131,9 +131,9 @@ class ForecastModelConfig:
     trend: str = "auto"
     """Damped trend of the smoothing: ``auto`` (kept if it lowers the AIC), ``damped``
     or ``none``."""
-    rnn_weight: float = 0.7
+    rnn_weight: float | None = None
     """Share, in (0, 1], of the network's correction of the smoothing forecast that is kept
-    (``es`` only)."""
+    (``es`` only); none = auto: 0.7 without covariates, 1.0 with (the smoothing forecast has none)."""
     ensemble: int = 0
     """Networks trained with seeds ``seed``, ``seed`` + 1, ... and averaged;
     0 = 5 (2 over 5000 windows)."""
