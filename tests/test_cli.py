@@ -337,6 +337,20 @@ def test_forecast_refuses_a_history_with_zeros_for_a_model_in_logs(tmp_path, cap
     assert "2025-01-01" in err and "Traceback" not in err and "mean" not in out
 
 
+def test_train_forecast_reports_how_many_values_it_interpolated(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+    csv = _sales_csv(tmp_path / "s.csv")
+    frame = pd.read_csv(csv)
+    frame.loc[[10, 20], "sales"] = None  # two NaN cells
+    frame.drop(index=30).to_csv(csv, index=False)  # and one missing month
+    out = _train_forecast(tmp_path, capsys, csv, "--nan", "interpolate", "--holdout", "false")
+    assert "--nan interpolate: filled 3 missing value(s)" in out
+    metrics = json.loads((tmp_path / "runs" / "forecast" / "metrics.json").read_text())
+    assert metrics["fit"]["filled"] == [3]
+
+
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
     import json
 

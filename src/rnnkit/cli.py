@@ -326,6 +326,9 @@ def _forecast_command(common: list) -> click.Command:
         fc, bundle, metrics = train_forecaster(ForecastModelConfig(**values["model"]),
                                                ForecastDataConfig(**values["data"]), params["run_dir"],
                                                params["name"] or "forecast")
+        if values["data"].get("nan") == "interpolate":
+            console.print(f"--nan interpolate: filled {sum(metrics['fit']['filled'])} missing value(s) "
+                          "(NaN cells and the cells of missing timestamps)", soft_wrap=True)
         for target, methods in metrics.get("holdout", {}).items():
             for method, row in methods.items():
                 console.print(f"holdout {target} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in _flat(row).items()))

@@ -204,7 +204,8 @@ def read_series_csv(path: str | os.PathLike, time_col: str | None = None,
             decimal mark ("2,5").
 
     Returns:
-        A DataFrame of the target columns, indexed by time (sorted) when there is a time column.
+        A DataFrame of the target columns, indexed by time (sorted) when there is a time column;
+        ``df.attrs["filled"]`` counts the values ``nan="interpolate"`` filled.
 
     Raises:
         DataError: ragged rows, unknown columns, non-numeric or infinite values, unparseable or duplicate
@@ -229,10 +230,12 @@ def read_series_csv(path: str | os.PathLike, time_col: str | None = None,
     _check_nans(path, df, lines, nan)  # before reordering, so the line numbers are right
     if index is not None:
         df = _order(df, path, duplicates)
-    if df.isna().to_numpy().any():
+    filled = int(df.isna().to_numpy().sum())
+    if filled:
         # Interpolate in time (datetimes) or along the time column's numbers (or positions).
         method = "time" if df.index.dtype.kind == "M" else "index"
         df = df.interpolate(method=method).ffill().bfill()
+    df.attrs["filled"] = filled  # how many cells nan="interpolate" filled (a caller may report it)
     return df
 
 

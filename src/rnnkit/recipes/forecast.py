@@ -239,6 +239,7 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     covs = _cols(data_cfg.covariates) + _cols(data_cfg.future_covariates)
     frame = _read(data_cfg.csv, data_cfg.time_col, targets + covs if targets else [], data_cfg.nan,
                   data_cfg.duplicates)
+    csv_filled = int(frame.attrs.get("filled", 0))  # NaN cells the CSV reader interpolated
     targets = targets or [c for c in map(str, frame.columns) if c not in covs]
     if not targets:
         columns = ", ".join(map(str, frame.columns))
@@ -257,7 +258,9 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     fc = _forecaster(model_cfg, data_cfg, targets).fit(y, x)
     bundle = fc.save(out / "bundle")
     metrics["fit"] = {"input_len": fc.fitted_["input_len"], "season_length": fc.fitted_["season_length"],
-                      "members": fc.fitted_["n_members"], "filled": fc.fill_counts_}
+                      "members": fc.fitted_["n_members"],
+                      # the CSV's NaN cells (filled as it was read) and the rows of missing timestamps
+                      "filled": [csv_filled + n for n in fc.fill_counts_]}
     if not data_cfg.future_covariates:
         plot_forecast(y, fc.predict_frame(), out / "forecast.png", title=f"{name}: forecast")
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
