@@ -351,6 +351,23 @@ def test_train_forecast_reports_how_many_values_it_interpolated(tmp_path, capsys
     assert metrics["fit"]["filled"] == [3]
 
 
+def test_a_time_column_of_yyyymmdd_integers_is_read_as_dates(tmp_path, capsys, caplog):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    days = pd.date_range("2023-01-01", periods=120, freq="D")
+    pd.DataFrame({"when": days.strftime("%Y%m%d"), "load": 10 + np.sin(2 * np.pi * np.arange(120) / 7)}).to_csv(
+        tmp_path / "d.csv", index=False)
+    _train_forecast(tmp_path, capsys, tmp_path / "d.csv", "--time-col", "when", "--holdout", "false")
+    metrics = json.loads((tmp_path / "runs" / "forecast" / "metrics.json").read_text())
+    assert metrics["fit"]["season_length"] == 7
+    code, out, err = run(["forecast", str(tmp_path / "runs" / "forecast"), "--csv", str(tmp_path / "d.csv"),
+                          "--time-col", "when"], capsys)
+    assert code == 0 and "2023-05-01" in out
+    assert "time column 'when' holds YYYYMMDD integers (20230101 ... 20230430); read as dates" in caplog.text
+
+
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
     import json
 

@@ -239,3 +239,11 @@ def test_a_csv_with_gaps_names_where_the_nan_policy_is_set(tmp_path):
     y.where(y.index != y.index[50]).rename_axis("timestamp").to_csv(csv)
     with pytest.raises(DataError, match=r"use a model trained with --nan interpolate \(rnnkit train detect\)"):
         detect_from_bundle(bundle, str(csv))
+
+
+def test_yyyymmdd_integer_timestamps_are_dates():
+    s = sine(300)
+    days = pd.date_range("2023-01-01", periods=300, freq="D")
+    y = pd.Series(s.to_numpy(), index=days.strftime("%Y%m%d").astype(int))
+    det = AnomalyDetector(window=24, hidden_size=8, max_steps=20).fit(y)
+    assert det.fitted_["n_calendar"] > 0 and det.fitted_["step_seconds"] == 86400.0

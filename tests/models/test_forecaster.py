@@ -457,3 +457,19 @@ def test_default_rnn_weight_keeps_a_future_covariates_whole_effect(tmp_path):
     # no covariates: the combination with the smoothing forecast as before; an explicit value is kept
     assert Forecaster(6, **FAST).fit(seasonal(80)).fitted_["rnn_weight"] == 0.7
     assert Forecaster(6, 12, future_covariates="promo", rnn_weight=0.5, **FAST).fit(y, cov).fitted_["rnn_weight"] == 0.5
+
+
+def test_yyyymmdd_integers_are_read_as_dates_other_integers_as_positions(caplog):
+    days = pd.date_range("2023-01-01", periods=70, freq="D")
+    values = 10 + np.sin(2 * np.pi * np.arange(70) / 7)
+    y = pd.Series(values, index=pd.Index(days.strftime("%Y%m%d").astype(int), name="when"))
+    with caplog.at_level("INFO"):
+        f = Forecaster(horizon=7, **FAST).fit(y)
+    assert "YYYYMMDD integers (20230101 ... 20230311); read as dates" in caplog.text
+    assert f.fitted_["season_length"] == 7 and f.fitted_["n_calendar"] > 0
+    assert f.predict_frame().index[0] == pd.Timestamp("2023-03-12")
+    years = pd.Series(values, index=np.arange(1900, 1970))  # counts in years: continued, not dates
+    assert Forecaster(horizon=7, **FAST).fit(years).predict_frame().index[0] == 1970
+    not_dates = pd.Series(values, index=np.arange(20230101, 20230171))  # 20230132 is no date
+    g = Forecaster(horizon=7, **FAST).fit(not_dates)
+    assert g.fitted_["season_length"] == 1 and g.predict_frame().index[0] == 20230171

@@ -12,7 +12,7 @@ import torch
 from rnnkit.errors import DataError
 from rnnkit.models import _forecast_core as core
 from rnnkit.models._forecast_train import make_windows
-from rnnkit.models._ts_input import SeriesData, calendar_features
+from rnnkit.models._ts_input import SeriesData, calendar_features, yyyymmdd_dates
 
 __all__ = ["values_and_calendar", "forecast_scores"]
 
@@ -28,7 +28,7 @@ def values_and_calendar(y: Any, nan: str, *, refuse_constant: bool = False,
     takes it (a flat-lining sensor is an anomaly to score).
     """
     frame = y.to_frame() if isinstance(y, pd.Series) else pd.DataFrame(y) if not isinstance(y, pd.DataFrame) else y
-    index = frame.index if isinstance(frame.index, pd.DatetimeIndex) else None
+    index = frame.index if isinstance(frame.index, pd.DatetimeIndex) else yyyymmdd_dates(frame.index)
     if index is not None and not index.is_monotonic_increasing:
         raise DataError("y: timestamps are not in increasing order; sort them first")
     try:

@@ -11,9 +11,10 @@ Policies (each bad case is one :class:`~rnnkit.errors.DataError` line):
   ``Forecaster.fill_counts_``.
 - infinite values, a constant target, an unknown column, no rows, no target column left: refused.
 - the time index: a DatetimeIndex (a PeriodIndex is converted to its start timestamps) gives a
-  frequency and calendar features; a numeric index that counts in one integer step (years
-  1900, 1901, ...) is continued by that step in forecasts; any other index (irregular or
-  non-integer numbers, strings) is read as row positions.
+  frequency and calendar features; integers that are all valid 8-digit YYYYMMDD dates
+  (20230101, ...) are read as those dates (logged); a numeric index that counts in one integer
+  step (years 1900, 1901, ...) is continued by that step in forecasts; any other index
+  (irregular or non-integer numbers, strings) is read as row positions.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from rnnkit.errors import DataError
 
 __all__ = ["SeriesData", "to_series", "check_index", "calendar_features", "future_index",
            "season_from_index", "column_names", "as_list", "per_series", "static_rows", "future_rows",
-           "integer_steps", "step_key", "step_seconds", "describe_step"]
+           "integer_steps", "step_key", "step_seconds", "describe_step", "yyyymmdd_dates"]
 
 log = logging.getLogger(__name__)
 _DAY = 86400.0
@@ -113,6 +114,31 @@ def integer_steps(index: Any) -> tuple[int, int] | None:
             and (steps == steps[0]).all()):
         return None
     return int(values[-1]), int(steps[0])
+
+
+def yyyymmdd_dates(index: Any, name: str = "y") -> Any:
+    """``index`` as a DatetimeIndex when it holds integers that are all valid YYYYMMDD dates
+    (20230101 is 2023-01-01, not row 20 230 101), else ``None``."""
+    if isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex, pd.MultiIndex)) or index.dtype.kind not in "iuf" \
+            or len(index) == 0:
+        return None
+    values = index.to_numpy(np.float64)
+    if not (np.isfinite(values).all() and (values == np.round(values)).all()
+            and ((values >= 10000101) & (values <= 99991231)).all()):
+        return None
+    dates = pd.to_datetime(pd.Series(values.astype(np.int64).astype(str)), format="%Y%m%d", errors="coerce")
+    if dates.isna().any():
+        return None
+    log.info("%s: the time index holds YYYYMMDD integers (%d ... %d); read as dates", name, int(values[0]),
+             int(values[-1]))
+    return pd.DatetimeIndex(dates.to_numpy(), name=index.name)
+
+
+def _dated(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    dates = yyyymmdd_dates(df.index, name)
+    if dates is not None:
+        df = df.set_axis(dates, axis=0)
+    return df
 
 
 def _frame(values: Any, name: str) -> pd.DataFrame:
@@ -204,14 +230,14 @@ def _split_columns(df: pd.DataFrame, y_cols: list[str], targets: tuple[str, ...]
 def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tuple[str, ...],
               nan: str, name: str = "y") -> tuple[SeriesData, list[str], list[str], list[str]]:
     """Check one series and its covariates; returns ``(data, targets, past, future)`` names."""
-    df = _numeric(_frame(y, "y"), name)
+    df = _dated(_numeric(_frame(y, "y"), name), name)
     if len(df) == 0:
         raise DataError(f"{name}: 0 rows; expected a non-empty series of numbers")
     if isinstance(df.index, pd.PeriodIndex):
         df.index = df.index.to_timestamp()  # periods as their start timestamps (frequency continued)
     y_cols = list(df.columns)
     if covariates is not None:
-        cov = _numeric(_frame(covariates, "x"), f"{name} covariates")
+        cov = _dated(_numeric(_frame(covariates, "x"), f"{name} covariates"), f"{name} covariates")
         if len(cov) != len(df):
             raise DataError(f"{name}: covariates have {len(cov)} rows, expected one per y row "
                             f"({len(df)})")

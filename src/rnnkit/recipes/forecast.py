@@ -28,6 +28,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.models import ts_metrics
 from rnnkit.models.anomaly import AnomalyDetector, AnomalyWindow, DetectorConfig
 from rnnkit.models.baselines import BASELINES, baseline_forecast
+from rnnkit.models._ts_input import yyyymmdd_dates
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.recipes._forecast_plots import plot_detection, plot_forecast
 
@@ -185,12 +186,18 @@ def _read(csv: str, time_col: str, columns: list[str], nan: str, duplicates: str
     (``rnnkit forecast`` and ``rnnkit detect`` have no --nan: the hint says where to set it)."""
     from rnnkit.data.timeseries import read_series_csv
     try:
-        return read_series_csv(csv, time_col or None, columns or None, nan=nan, duplicates=duplicates)
+        frame = read_series_csv(csv, time_col or None, columns or None, nan=nan, duplicates=duplicates)
     except DataError as exc:
         if not trained or "nan='interpolate'" not in str(exc):
             raise
         raise DataError(str(exc).replace("pass nan='interpolate'", "use a model trained with --nan interpolate "
                                          f"({trained}); this one refuses them")) from None
+    dates = yyyymmdd_dates(frame.index, csv)
+    if dates is not None:  # 20230101 is a date, not row 20 230 101 (season 1 and no calendar features)
+        log.warning("%s: time column %r holds YYYYMMDD integers (%s ... %s); read as dates", csv,
+                    frame.index.name, frame.index[0], frame.index[-1])
+        frame = frame.set_axis(dates, axis=0)
+    return frame
 
 
 def _forecaster(model: ForecastModelConfig, data: ForecastDataConfig, targets: list[str]) -> Forecaster:
