@@ -383,8 +383,8 @@ def test_future_covariates_from_a_csv_must_cover_the_forecast_rows(tmp_path):
     pd.testing.assert_frame_equal(forecast_from_bundle(bundle, str(csv), "date", future_csv=str(twice),
                                                        duplicates="last"),
                                   forecast_from_bundle(bundle, str(csv), "date", future_csv=str(good)))
-    with pytest.raises(DataError, match=r"wrong.csv: its timestamps 2030-01-01 00:00:00 \.\. 2030-01-04 .* are "
-                                        r"not the forecast's"):
+    with pytest.raises(DataError, match=r"wrong.csv: no row for the forecast.s timestamp 2006-01-01 00:00:00 .*"
+                                        r"the rows 2030-01-01 00:00:00 .. 2030-01-04"):
         forecast_from_bundle(bundle, str(csv), "date", future_csv=str(bad))
 
 
@@ -473,3 +473,20 @@ def test_yyyymmdd_integers_are_read_as_dates_other_integers_as_positions(caplog)
     not_dates = pd.Series(values, index=np.arange(20230101, 20230171))  # 20230132 is no date
     g = Forecaster(horizon=7, **FAST).fit(not_dates)
     assert g.fitted_["season_length"] == 1 and g.predict_frame().index[0] == 20230171
+
+
+def test_dated_covariates_are_matched_to_the_series_by_timestamp():
+    y = seasonal(80)
+    promo = pd.DataFrame({"promo": (np.arange(90) % 3 == 0).astype(float)},
+                         index=pd.date_range(y.index[0], periods=90, freq="MS"))  # 10 rows beyond y: fine
+    f = Forecaster(horizon=4, future_covariates="promo", **FAST).fit(y, promo)
+    shifted = promo.set_axis(promo.index + pd.DateOffset(years=3))
+    with pytest.raises(DataError, match=r"y covariates: no row for y's timestamp 2000-01-01 00:00:00 \(36 of 80 "
+                                        r"missing") as info:
+        Forecaster(horizon=4, future_covariates="promo", **FAST).fit(y, shifted)
+    assert "\n" not in str(info.value)
+    ahead = promo.iloc[80:84]  # the four months after y, by date
+    np.testing.assert_array_equal(f.predict(ahead), f.predict(promo))  # the rows at the forecast's dates
+    np.testing.assert_array_equal(f.predict(ahead), f.predict(ahead.to_numpy()))  # an array: in order
+    with pytest.raises(DataError, match=r"covariates: no row for the forecast's timestamp 2006-09-01"):
+        f.predict(ahead.set_axis(pd.date_range("2030-01-01", periods=4, freq="D")))

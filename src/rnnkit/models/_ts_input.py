@@ -237,7 +237,8 @@ def to_series(y: Any, covariates: Any, *, targets: tuple[str, ...], future: tupl
         df.index = df.index.to_timestamp()  # periods as their start timestamps (frequency continued)
     y_cols = list(df.columns)
     if covariates is not None:
-        cov = _dated(_numeric(_frame(covariates, "x"), f"{name} covariates"), f"{name} covariates")
+        cov = _numeric(_frame(covariates, "x"), f"{name} covariates")
+        cov = by_dates(cov, df.index, f"{name} covariates", f"{name}")
         if len(cov) != len(df):
             raise DataError(f"{name}: covariates have {len(cov)} rows, expected one per y row "
                             f"({len(df)})")
@@ -398,14 +399,43 @@ def static_rows(static: Any, n: int) -> np.ndarray:
     return arr
 
 
-def future_rows(rows: Any, names: list[str], horizon: int) -> np.ndarray:
-    """The horizon rows ``(H, K)`` of the known-future covariate columns ``names``."""
+def by_dates(frame: pd.DataFrame, wanted: Any, name: str, what: str) -> pd.DataFrame:
+    """The rows of ``frame`` at the timestamps ``wanted`` when both are dated (else ``frame`` as it is,
+    matched by position); a timestamp ``frame`` lacks is refused, naming the first."""
+    if isinstance(frame.index, pd.PeriodIndex):
+        frame = frame.set_axis(frame.index.to_timestamp(), axis=0)
+    dates = yyyymmdd_dates(frame.index, name)
+    frame = frame if dates is None else frame.set_axis(dates, axis=0)
+    if not isinstance(frame.index, pd.DatetimeIndex) or not isinstance(wanted, pd.DatetimeIndex):
+        return frame
+    index = frame.index
+    if index.tz is not None and wanted.tz is not None:
+        index = index.tz_convert(wanted.tz)
+    elif (index.tz is None) != (wanted.tz is None):
+        raise DataError(f"{name}: timestamps {'with' if index.tz is not None else 'without'} a time zone, "
+                        f"expected them {'with' if wanted.tz is not None else 'without'} one as {what}")
+    if index.has_duplicates:
+        raise DataError(f"{name}: duplicate timestamp {index[index.duplicated()][0]}; expected one row a time step")
+    missing = wanted[~wanted.isin(index)]
+    if len(missing):
+        span = f"{index[0]} .. {index[-1]}" if len(index) else "none"
+        raise DataError(f"{name}: no row for {what}'s timestamp {missing[0]} ({len(missing)} of {len(wanted)} "
+                        f"missing; {what} runs {wanted[0]} .. {wanted[-1]}, the rows {span}); give a row for "
+                        "every timestamp")
+    return frame.set_axis(index, axis=0).loc[wanted]
+
+
+def future_rows(rows: Any, names: list[str], horizon: int, index: Any = None) -> np.ndarray:
+    """The horizon rows ``(H, K)`` of the known-future covariate columns ``names``: those at the
+    forecast's timestamps ``index`` when both are dated, else the rows in order."""
+    if isinstance(rows, pd.Series):
+        rows = rows.to_frame()
     if isinstance(rows, pd.DataFrame):
         missing = [c for c in names if c not in rows.columns]
         if missing:
             raise DataError(f"covariates: no column {missing[0]!r}; available columns: "
                             f"{', '.join(map(str, rows.columns))}")
-        rows = rows[names]
+        rows = by_dates(rows[names], index, "covariates", "the forecast")
     arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
     if arr.shape != (horizon, len(names)) or not np.isfinite(arr).all():
         raise DataError(f"covariates: expected {horizon} finite rows of {names}, got shape {arr.shape}")

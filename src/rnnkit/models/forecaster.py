@@ -307,9 +307,9 @@ class Forecaster(BundleMixin, nn.Module):
             if f["future"] and r is None:
                 raise DataError(f"covariates: expected the {o.horizon} future rows of "
                                 f"{f['future']}, got None")
-            if r is not None:
-                r = future_rows(r, f["future"], o.horizon)
             tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
+            if r is not None:  # dated rows are taken at the forecast's timestamps, others in order
+                r = future_rows(r, f["future"], o.horizon, future_index(tail, rec["freq"], o.horizon))
             hz = core.horizon_future(tail, rec["freq"], rec["transforms"], r, o.horizon,
                                      f["n_calendar"])
             states.append({**rec["state"], "future": rec["state"]["future_hist"] + hz.tolist()})

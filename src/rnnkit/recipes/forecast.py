@@ -309,31 +309,25 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
             raise DataError(f"the model needs the future rows of {f['future']}; pass future_csv "
                             "(--future-csv FILE)")
         future = _read(future_csv, time_col or "", list(f["future"]), "refuse", duplicates)
-    if csv is None:
-        frame, history = fc.predict_frame(future), None
-    else:
+    history = None
+    if csv is not None:
         history = _read(csv, time_col or "", targets + list(f["past"]) + list(f["future"]), fc.options.nan,
                         duplicates, trained="rnnkit train forecast")
-        covs = history[list(f["past"]) + list(f["future"])] if f["past"] or f["future"] else None
-        frame = fc.predict_frame(future, y=history[targets], y_covariates=covs)
-    _check_future_times(future, frame, future_csv)
+    try:
+        if history is None:
+            frame = fc.predict_frame(future)
+        else:
+            covs = history[list(f["past"]) + list(f["future"])] if f["past"] or f["future"] else None
+            frame = fc.predict_frame(future, y=history[targets], y_covariates=covs)
+    except DataError as exc:  # the future rows are the file's: name it
+        if future_csv and str(exc).startswith("covariates:"):
+            raise DataError(f"{future_csv}{str(exc)[len('covariates'):]}") from None
+        raise
     if plot:
         if history is None:
             raise DataError("plot: pass csv (the history to draw) along with plot")
         plot_forecast(history[targets], frame, plot, title=f"Forecast: {Path(str(bundle)).name}")
     return frame
-
-
-def _check_future_times(future: pd.DataFrame | None, frame: pd.DataFrame, path: str | None) -> None:
-    """The future covariates' rows are taken in order: their timestamps must be the forecast's."""
-    if future is None or not isinstance(future.index, pd.DatetimeIndex) \
-            or not isinstance(frame.index, pd.DatetimeIndex):
-        return
-    got = future.index[: len(frame)]
-    if not got.equals(frame.index):
-        raise DataError(f"{path}: its timestamps {got[0]} .. {got[-1]} are not the forecast's "
-                        f"{frame.index[0]} .. {frame.index[-1]} ({len(frame)} rows at the series' time "
-                        "step); give the future covariates of the rows after the history")
 
 
 def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list[tuple]]:
