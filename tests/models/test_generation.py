@@ -309,3 +309,26 @@ def test_predictive_metrics_gives_the_model_back_in_its_mode():
     m = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok).train()
     predictive_metrics(m, "a b c a b c\n", k=1)
     assert m.training and all(mod.training for mod in m.modules())
+
+
+def test_a_long_prompt_is_fed_in_chunks_with_the_state_carried(char_model, monkeypatch):
+    # the model forms logits for every position it is fed; a whole 30,000-word prompt in one call held
+    # prompt x vocabulary floats (530 MB over 4,518 words) of which only the last row is used
+    from rnnkit.models import text_generation
+    prompt = "the lazy dog jumps over the quick brown fox. " * 30  # 1,350 characters
+    whole = char_model.generate(prompt, 20, greedy=True)
+    probs = char_model.complete(prompt + "the qu", k=3)
+    widths = []
+    forward = type(char_model).forward
+
+    def spy(self, input_ids, *args, **kwargs):
+        widths.append(input_ids.shape[1])
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(type(char_model), "forward", spy)
+    monkeypatch.setattr(text_generation, "PROMPT_CHUNK", 100)
+    assert char_model.generate(prompt, 20, greedy=True) == whole
+    assert max(widths) == 100 and sum(widths[:14]) == len(prompt)  # 13 full chunks and the 50 left
+    got = char_model.complete(prompt + "the qu", k=3)
+    assert [w for w, _ in got] == [w for w, _ in probs]
+    assert [p for _, p in got] == pytest.approx([p for _, p in probs], rel=1e-4)
