@@ -80,3 +80,20 @@ def test_the_cpu_kernels_keep_the_layers_mode(calls):
     layer.eval()(x)[0].sum().backward()
     assert len(calls) > 2 and set(calls[:-1]) == {(0.0, False)}  # one call per layer and distinct length
     assert calls[-1] == (0.5, False)  # torch ignores the dropout outside training
+
+
+def test_a_projected_lstm_does_not_print_torchs_onednn_note():
+    # torch warns once a process that oneDNN has no LSTMP kernel; every `rnnkit generate/complete/evaluate`
+    # of a tied language model (hidden wider than the embedding: a projected last layer) printed it
+    import subprocess
+    import sys
+    code = ("import torch, rnnkit\n"
+            "m = rnnkit.LSTM(4, 8, proj_size=3)\n"
+            "x = torch.randn(5, 2, 4)\n"
+            "m(x)[0].sum().backward()\n"
+            "m(x, lengths=torch.tensor([5, 2]))\n"
+            "print(m.select_backend())\n")
+    run = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "native" and "oneDNN" not in run.stderr, run.stderr

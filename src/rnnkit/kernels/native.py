@@ -9,6 +9,8 @@ packed work while the calls stay large. The final state of each sequence is take
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -33,6 +35,12 @@ def _float32(value):
     return value
 
 
+def _projected(args) -> bool:
+    """Whether an LSTM call's state ``(h, c)`` (the first pair among ``args``) has a projected ``h``."""
+    hx = next((a for a in args if isinstance(a, (tuple, list)) and len(a) == 2), None)
+    return hx is not None and hx[0].shape[-1] != hx[1].shape[-1]
+
+
 def _call(mode: str, *args):
     """torch's kernel; under CPU autocast, in float32 where oneDNN cannot build the low-precision one.
 
@@ -40,6 +48,10 @@ def _call(mode: str, *args):
     LSTM forward propagation primitive"), so ``torch.nn.LSTM`` fails under CPU autocast there; rnnkit's
     layer then runs the kernel as its other backends do under autocast: in float32, autocast off."""
     try:
+        if mode == "lstm" and _projected(args):
+            with warnings.catch_warnings():  # torch's note that oneDNN falls back for LSTMP (once a process)
+                warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+                return NATIVE_OPS[mode](*args)
         return NATIVE_OPS[mode](*args)
     except RuntimeError as exc:  # (the refusal costs under 1 ms; which calls oneDNN takes is torch's choice)
         if not torch.is_autocast_enabled("cpu") or "could not create a primitive" not in str(exc):
