@@ -249,6 +249,7 @@ def test_user_mistakes_are_one_line(args, match, tiny_run, capsys):
     args = [str(tiny_run) if a == "GEN" else a for a in args]
     code, _, err = run(args, capsys)
     assert code != 0 and "Traceback" not in err and match in err
+    assert len(err.strip().splitlines()) == 1, err  # not click's usage block around it
 
 
 def test_language_models_refuse_the_trainers_loader_options(tmp_path, capsys):
@@ -366,6 +367,14 @@ def test_a_time_column_of_yyyymmdd_integers_is_read_as_dates(tmp_path, capsys, c
                           "--time-col", "when"], capsys)
     assert code == 0 and "2023-05-01" in out
     assert "time column 'when' holds YYYYMMDD integers (20230101 ... 20230430); read as dates" in caplog.text
+
+
+def test_train_forecast_refuses_a_season_longer_than_the_data_allows(tmp_path, capsys):
+    csv = _sales_csv(tmp_path / "s.csv")
+    code, _, err = run(["train", "forecast", "--csv", str(csv), "--horizon", "6", "--season-length", "500",
+                        "--run-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2 and "season_length=500 needs at least two seasons (1000 rows)" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):

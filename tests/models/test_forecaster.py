@@ -490,3 +490,15 @@ def test_dated_covariates_are_matched_to_the_series_by_timestamp():
     np.testing.assert_array_equal(f.predict(ahead), f.predict(ahead.to_numpy()))  # an array: in order
     with pytest.raises(DataError, match=r"covariates: no row for the forecast's timestamp 2006-09-01"):
         f.predict(ahead.set_axis(pd.date_range("2030-01-01", periods=4, freq="D")))
+
+
+def test_a_season_longer_than_the_history_allows_is_refused():
+    y = seasonal(40)
+    with pytest.raises(DataError, match=r"y: season_length=100 needs at least two seasons \(200 rows\) to fit the "
+                                        r"smoothing's seasonal indices on, got 34 \(40 rows less the validation "
+                                        r"tail of 6\)") as info:
+        Forecaster(6, 100, **FAST).fit(y)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="season_length=20 needs at least two seasons"):
+        Forecaster(6, 20, val_size=6, **FAST).fit(y)  # 34 rows to fit on: one season and a half
+    assert Forecaster(6, 17, val_size=6, **FAST).fit(y).scaling_[0]["es"][0]["season_length"] == 17

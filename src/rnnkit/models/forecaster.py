@@ -176,6 +176,7 @@ class Forecaster(BundleMixin, nn.Module):
         statics = static_rows(static, len(series))
         m = o.season_length or season_from_index(series[0].index)
         L, V = auto_sizes([len(s.target) for s in series], o, m)
+        self._check_season(series, m, V)
         tfs = [core.fit_transforms(s, len(s.target) - V, m, o.normalize, o.log_flag, o.trend)
                for s in series]
         labels = ["y"] if len(series) == 1 else [f"y[{i}]" for i in range(len(series))]
@@ -194,6 +195,23 @@ class Forecaster(BundleMixin, nn.Module):
                        zip(series, tfs, prepared, statics)],
         }
         return self
+
+    def _check_season(self, series: list[SeriesData], m: int, V: int) -> None:
+        """An explicit season needs two full seasons in the rows the smoothing is fitted on (its
+        seasonal indices start from a decomposition of two cycles); with fewer it was dropped without a
+        word. A season inferred from the time index is dropped as before (logged)."""
+        for i, s in enumerate(series):
+            n_fit = len(s.target) - V
+            if m > 1 and n_fit < 2 * m:
+                label = "y" if len(series) == 1 else f"y[{i}]"
+                if not self.options.season_length:
+                    log.info("forecaster: %s: %d rows to fit the smoothing on, fewer than two seasons of %d; "
+                             "no season", label, n_fit, m)
+                    continue
+                tail = f" ({len(s.target)} rows less the validation tail of {V})" if V else ""
+                raise DataError(f"{label}: season_length={m} needs at least two seasons ({2 * m} rows) to fit the "
+                                f"smoothing's seasonal indices on, got {n_fit}{tail}; give a shorter "
+                                "season_length, 1 (none), or more history")
 
     def _spec(self, series, names, prepared, statics, L) -> NetSpec:
         o = self.options
