@@ -109,9 +109,10 @@ def generate(run_or_bundle: Path = typer.Argument(..., metavar="RUN_OR_BUNDLE", 
              seed: Optional[int] = typer.Option(None, help="Seed for reproducible samples."),
              greedy: bool = typer.Option(False, help="Always take the most likely token.")) -> None:
     """Generate text from a language model, streaming tokens as they come."""
+    from rnnkit.errors import ConfigError
     from rnnkit.models.sampling import SamplingConfig
-    if max_tokens <= 0:
-        raise typer.BadParameter(f"--max-tokens must be > 0, got {max_tokens}")
+    if max_tokens <= 0:  # one error line, as the other checks (click's BadParameter prints its usage block)
+        raise ConfigError(f"--max-tokens must be > 0, got {max_tokens}")
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,  # checked before any output
                               repetition_penalty=repetition_penalty, greedy=greedy)
     model = _load_lm(run_or_bundle)
