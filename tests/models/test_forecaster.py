@@ -502,3 +502,13 @@ def test_a_season_longer_than_the_history_allows_is_refused():
     with pytest.raises(DataError, match="season_length=20 needs at least two seasons"):
         Forecaster(6, 20, val_size=6, **FAST).fit(y)  # 34 rows to fit on: one season and a half
     assert Forecaster(6, 17, val_size=6, **FAST).fit(y).scaling_[0]["es"][0]["season_length"] == 17
+
+
+def test_static_covariates_that_are_not_numbers_are_one_data_error():
+    a, b = seasonal(60), seasonal(60, level=20.0)
+    with pytest.raises(DataError, match=r"static: expected static covariates as 2 row\(s\) of numbers .*could not "
+                                        r"convert string to float: 'x'") as info:
+        Forecaster(6, **FAST).fit([a, b], static=[[0.0], ["x"]])
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="static: expected static covariates as 2 row"):
+        Forecaster(6, **FAST).fit([a, b], static=[[0.0], [1.0, 2.0]])  # ragged

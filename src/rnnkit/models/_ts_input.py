@@ -392,7 +392,11 @@ def static_rows(static: Any, n: int) -> np.ndarray:
     """Static covariates as ``(n, S)`` finite numbers (``(n, 0)`` when None)."""
     if static is None:
         return np.zeros((n, 0))
-    arr = np.asarray(static, dtype=np.float64)
+    try:
+        arr = np.asarray(static, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # "could not convert string to float: 'x'", ragged rows
+        raise DataError(f"static: expected static covariates as {n} row(s) of numbers (one row per series, "
+                        f"the same length), got {static!r:.60} ({str(exc).splitlines()[0]})") from None
     arr = arr.reshape(1, -1) if n == 1 and arr.ndim == 1 else arr
     if arr.ndim != 2 or arr.shape[0] != n or not np.isfinite(arr).all():
         raise DataError(f"static: expected {n} row(s) of finite numbers, got shape {arr.shape}")
