@@ -61,6 +61,7 @@ def test_regularisers_only_in_training():
 @pytest.mark.parametrize("kw,match", [({"cell": "transformer"}, "cell"), ({"layer_norm": True, "cell": "rnn"},
                                       "layer_norm"), ({"input_dropout": 1.0}, "input_dropout"),
                                       ({"proj_size": 4, "cell": "gru"}, "proj_size"),
+                                      ({"proj_size": 4, "layer_norm": True}, "layer-norm LSTM has no projection"),
                                       ({"weight_drop": 1.0}, "weight_drop"),
                                       ({"weight_drop": 0.2, "cell": "mingru"}, "weight_drop"),
                                       ({"zoneout_cell": 0.5, "cell": "gru"}, "zoneout_cell is the zoneout of an LSTM"),

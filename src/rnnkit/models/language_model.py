@@ -54,7 +54,9 @@ class LanguageModelConfig:
     num_layers: int = 1
     """Recurrent layers stacked on the embedding."""
     proj_size: int = 0
-    """LSTM only: project each layer's output h to this width (LSTMP, Sak et al. 2014); 0 = none."""
+    """LSTM only: project each layer's output h to this width (LSTMP, Sak et al. 2014); 0 = none. With
+    ``tie_weights`` and ``hidden_size > embedding_size`` the last layer projects to ``embedding_size``
+    instead (the tied output layer reads that width)."""
     layer_norm: bool = False
     """Layer-normalised LSTM or GRU layers (Ba et al. 2016), run by rnnkit's fused kernels."""
     tie_weights: bool = False
@@ -105,6 +107,8 @@ class LanguageModelConfig:
             raise ConfigError(f"layer_norm is available for the lstm and gru cells, not {self.cell!r}")
         if self.proj_size and self.cell != "lstm":
             raise ConfigError(f"proj_size applies to the lstm cell only, not {self.cell!r}")
+        if self.proj_size and self.layer_norm:  # the layer refused it only once the data was read
+            raise ConfigError("proj_size: the layer-norm LSTM has no projection; set proj_size=0 or layer_norm=false")
         for name in ("embedding_size", "hidden_size", "num_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive int, got {getattr(self, name)!r}")
