@@ -247,3 +247,19 @@ def test_yyyymmdd_integer_timestamps_are_dates():
     y = pd.Series(s.to_numpy(), index=days.strftime("%Y%m%d").astype(int))
     det = AnomalyDetector(window=24, hidden_size=8, max_steps=20).fit(y)
     assert det.fitted_["n_calendar"] > 0 and det.fitted_["step_seconds"] == 86400.0
+
+
+def test_the_detect_recipes_summary_stores_window_scores_as_numbers(tmp_path):
+    import json
+
+    from rnnkit.recipes.forecast import DetectDataConfig, DetectorConfig, train_detector
+    y = sine(600)
+    y.iloc[500] += 3.0
+    csv = tmp_path / "sensor.csv"
+    y.rename_axis("timestamp").to_csv(csv)
+    det, _, _ = train_detector(DetectorConfig(**FAST), DetectDataConfig(csv=str(csv), train_fraction=0.5),
+                               tmp_path / "runs", "sensor")
+    stored = json.loads((tmp_path / "runs" / "sensor" / "summary.json").read_text())["windows"]
+    (start, end, score), = det.detect(y)
+    assert stored == [[start.isoformat(), end.isoformat(), pytest.approx(score)]]
+    assert isinstance(stored[0][2], float) and pd.Timestamp(stored[0][0]) == start

@@ -357,7 +357,8 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
     out.mkdir(parents=True, exist_ok=True)
     bundle = det.save(out / "bundle")
     windows = det.detect(y)
-    summary: dict[str, Any] = {"rows": len(y), "fit_rows": n_fit, "windows": [list(map(str, w)) for w in windows]}
+    summary: dict[str, Any] = {"rows": len(y), "fit_rows": n_fit,
+                               "windows": [[_when(w.start), _when(w.end), float(w.score)] for w in windows]}
     if labelled and n_fit < len(y):
         # scored on the rows after those fitted on: a labelled window inside the training rows (the
         # model learnt it as normal) or a detection there says nothing about the detector
@@ -370,6 +371,11 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
     _plot_detection(det, y, windows, labelled, out / "detection.png", name)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return det, bundle, summary
+
+
+def _when(value: Any) -> Any:
+    """A window's edge for JSON: a timestamp as an ISO string, a row position as an int."""
+    return value.isoformat() if isinstance(value, pd.Timestamp) else int(value)
 
 
 def _plot_detection(det: AnomalyDetector, y: Any, windows: list, labelled: list, path: Any, title: str) -> None:
