@@ -638,3 +638,29 @@ def test_bench_speed_describes_the_cpp_loops_it_runs(capsys, monkeypatch):
     code, out, err = run(["bench", "speed", "--quick"], capsys)
     assert code == 0, err
     assert out.startswith("machine: ") and "not loaded yet" not in out
+
+
+def test_evaluate_takes_a_data_sets_test_split_and_reports_bits_per_character(tiny_run, tmp_path, capsys,
+                                                                               monkeypatch):
+    # `--dataset ptb` scored only the validation split: the standard test perplexity needed --text FILE
+    (tmp_path / "ptb").mkdir()
+    (tmp_path / "ptb" / "ptb.train.txt").write_text("to be or not to be\n" * 50, encoding="utf-8")
+    (tmp_path / "ptb" / "ptb.valid.txt").write_text("zq xj vk wp qz jx kv pw\n" * 20, encoding="utf-8")
+    (tmp_path / "ptb" / "ptb.test.txt").write_text("to be or not to be, that is the question.\n" * 20,
+                                                   encoding="utf-8")
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path))
+    scores = {}
+    for split in ("validation", "test"):
+        code, out, err = run(["evaluate", str(tiny_run), "--dataset", "ptb", "--split", split], capsys)
+        assert code == 0, err
+        words = out.split()
+        scores[split] = float(words[1])
+        # a character model: one token per character, so bits per character are its bits per token
+        assert words[6] == "bits/char" and float(words[7]) == pytest.approx(float(words[5]), rel=1e-3)
+    assert scores["test"] < scores["validation"] - 0.1  # the test file is the text it learned (25 steps)
+    for args, match in ((["--split", "test"], "no test split"),  # trained on a text file
+                        (["--split", "train"], "expected 'validation' or 'test'"),
+                        (["--dataset", "pydocs", "--split", "test"], "has no test split (it has: train, val)"),
+                        (["--text", str(tmp_path / "ptb" / "ptb.test.txt"), "--split", "test"], "scored whole")):
+        code, _, err = run(["evaluate", str(tiny_run), *args], capsys)
+        assert code != 0 and len(err.strip().splitlines()) == 1 and match in err, (args, err)

@@ -143,10 +143,13 @@ def complete(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A langua
         console.print(f"{c.word}\t{c.probability:.3f}", highlight=False)
 
 
-@app.command(short_help="Loss, perplexity and bits per token of a bundle on held-out text.")
+@app.command(short_help="Loss, perplexity, bits per token and per character of a bundle on held-out text.")
 def evaluate(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle folder or a run folder."),
              text: Optional[Path] = typer.Option(None, help="A UTF-8 text file to evaluate on."),
-             dataset: Optional[str] = typer.Option(None, help="A named data set (its validation split)."),
+             dataset: Optional[str] = typer.Option(None, help="A named data set (its validation split, or "
+                                                   "--split)."),
+             split: str = typer.Option("validation", help="With a data set (named or the one the bundle "
+                                       "records): 'validation' or 'test' (e.g. Penn Treebank's test set)."),
              dynamic: float = typer.Option(0.0, help="Dynamic evaluation: after scoring each segment of 64 tokens, "
                                            "one SGD step with this learning rate on it (0: off; e.g. 0.01)."),
              dynamic_decay: float = typer.Option(0.0, help="With --dynamic: pull the weights back towards the "
@@ -155,11 +158,13 @@ def evaluate(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle
                                                        "vocabulary, scored with BUNDLE as an ensemble (each token's "
                                                        "probability the mean of the models'); repeat for more.")
              ) -> None:
-    """Evaluate a bundle: loss, perplexity and bits per token on held-out text.
+    """Evaluate a bundle: loss, perplexity, bits per token and bits per character on held-out text.
 
     The text is read in order with the state carried; with --dynamic the model also adapts to the
     text as it reads it; with --with, an ensemble of bundles is scored. Without --text or --dataset,
-    the validation text of the data set the bundle records."""
+    the validation text (--split test: the test text) of the data set the bundle records. Bits per
+    character are the whole text's loss over its characters, comparable between character, word and
+    subword models."""
     import math
 
     import torch
@@ -172,7 +177,11 @@ def evaluate(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle
         model = LanguageModelEnsemble([model] + [_load_lm(b) for b in also])
     if text is not None and dataset:
         raise ConfigError(f"give --text or --dataset, not both (got {text} and {dataset!r})")
+    if split not in ("validation", "test"):
+        raise ConfigError(f"--split: expected 'validation' or 'test', got {split!r}")
     if text is not None:
+        if split != "validation":
+            raise ConfigError(f"--split {split} picks a data set's split; --text {text} is scored whole")
         from rnnkit.data.text import read_text
         val = read_text(text)
     else:
@@ -181,7 +190,7 @@ def evaluate(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle
         if not isinstance(saved, dict) and not dataset:
             raise ConfigError(f"{bundle} does not record the data it was trained on; give --text FILE or --dataset NAME")
         data = LMDataConfig(**{**(saved or {}), **({"dataset": dataset, "text": ""} if dataset else {})})
-        val = load_lm_text(data)[1]
+        val = load_lm_text(data, split)[1]
     _note_unknown(model, val)
     if dynamic_decay != 0 and dynamic == 0:
         raise ConfigError(f"--dynamic-decay {dynamic_decay} acts with --dynamic LR only (dynamic evaluation); "
@@ -191,7 +200,9 @@ def evaluate(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle
         loss = dynamic_loss(model, ids, seq_len=64, lr=dynamic, decay=dynamic_decay)
     else:
         loss = stateful_loss(model, ids, batch_size=8)
-    console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {loss / math.log(2):.4f}")
+    bits = loss / math.log(2)
+    console.print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  bits/token {bits:.4f}  "
+                  f"bits/char {bits * ids.numel() / max(len(val), 1):.4f}")
 
 
 @app.command()

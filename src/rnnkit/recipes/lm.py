@@ -94,9 +94,13 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def load_lm_text(data: LMDataConfig) -> tuple[str, str]:
-    """(train text, validation text) for the data config."""
+def load_lm_text(data: LMDataConfig, split: str = "validation") -> tuple[str, str]:
+    """(train text, held-out text) for the data config: the validation text, or with ``split="test"``
+    a named data set's test text."""
     if data.text:
+        if split != "validation":
+            raise ConfigError(f"the bundle was trained on the text file {data.text}, which has no {split} "
+                              "split (its last part was the validation text); give --text or --dataset")
         from rnnkit.data.text import read_text
         train, val = split_text(read_text(data.text), data.val_fraction)
     else:
@@ -108,6 +112,11 @@ def load_lm_text(data: LMDataConfig) -> tuple[str, str]:
                               "train, --text to evaluate)")
         splits = load_dataset(data.dataset)  # local files only (RNNKIT_DATA or package data), no download
         train, val = splits["train"], splits.get("val") or splits.get("valid")
+        if split != "validation":
+            if split not in splits:
+                raise ConfigError(f"data set {data.dataset!r} has no {split} split (it has: "
+                                  f"{', '.join(sorted(splits))})")
+            val = splits[split]
     if data.max_chars:
         train, val = train[: data.max_chars], val[: max(data.max_chars // 9, 1000)]
     return train, val
