@@ -263,3 +263,12 @@ def test_the_detect_recipes_summary_stores_window_scores_as_numbers(tmp_path):
     (start, end, score), = det.detect(y)
     assert stored == [[start.isoformat(), end.isoformat(), pytest.approx(score)]]
     assert isinstance(stored[0][2], float) and pd.Timestamp(stored[0][0]) == start
+
+
+def test_text_values_are_refused_as_the_forecaster_refuses_them():
+    from rnnkit.models.forecaster import Forecaster
+    text = sine(200).astype(str)  # numbers written as text
+    with pytest.raises(DataError, match=r"y: column 'value' is not numeric \((object|str)\); convert or drop it"):
+        AnomalyDetector(window=24, max_steps=5).fit(text)
+    with pytest.raises(DataError, match=r"y: column 'value' is not numeric \((object|str)\); convert or drop it"):
+        Forecaster(horizon=6, max_steps=5).fit(text)

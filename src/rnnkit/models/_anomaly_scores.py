@@ -12,7 +12,7 @@ import torch
 from rnnkit.errors import DataError
 from rnnkit.models import _forecast_core as core
 from rnnkit.models._forecast_train import make_windows
-from rnnkit.models._ts_input import SeriesData, calendar_features, yyyymmdd_dates
+from rnnkit.models._ts_input import SeriesData, calendar_features, check_numeric, yyyymmdd_dates
 
 __all__ = ["values_and_calendar", "forecast_scores"]
 
@@ -31,6 +31,7 @@ def values_and_calendar(y: Any, nan: str, *, refuse_constant: bool = False,
     index = frame.index if isinstance(frame.index, pd.DatetimeIndex) else yyyymmdd_dates(frame.index)
     if index is not None and not index.is_monotonic_increasing:
         raise DataError("y: timestamps are not in increasing order; sort them first")
+    check_numeric(frame, "y")  # as the Forecaster: text of numbers ("1.5") is not taken as numbers
     try:
         values = frame.to_numpy(dtype=np.float64)
     except (TypeError, ValueError):

@@ -34,7 +34,8 @@ from rnnkit.errors import DataError
 
 __all__ = ["SeriesData", "to_series", "check_index", "calendar_features", "future_index",
            "season_from_index", "column_names", "as_list", "per_series", "static_rows", "future_rows",
-           "integer_steps", "step_key", "step_seconds", "describe_step", "yyyymmdd_dates"]
+           "integer_steps", "step_key", "step_seconds", "describe_step", "yyyymmdd_dates", "by_dates",
+           "check_numeric"]
 
 log = logging.getLogger(__name__)
 _DAY = 86400.0
@@ -167,12 +168,18 @@ def column_names(df: pd.DataFrame, wanted: tuple[str, ...], name: str) -> list[s
     return list(wanted)
 
 
-def _numeric(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    df.columns = [str(c) for c in df.columns]
+def check_numeric(df: pd.DataFrame, name: str) -> None:
+    """Refuse a column that is not of a numeric dtype (text, even text of numbers like "1.5": what
+    the values mean is the caller's to decide, with ``pd.to_numeric``)."""
     bad = [c for c in df.columns if df[c].dtype.kind not in "biuf"]
     if bad:
-        raise DataError(f"{name}: column {bad[0]!r} is not numeric ({df[bad[0]].dtype}); "
+        raise DataError(f"{name}: column {str(bad[0])!r} is not numeric ({df[bad[0]].dtype}); "
                         "convert or drop it")
+
+
+def _numeric(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    df.columns = [str(c) for c in df.columns]
+    check_numeric(df, name)
     df = df.astype(np.float64)
     if np.isinf(df.to_numpy()).any():
         raise DataError(f"{name}: {int(np.isinf(df.to_numpy()).sum())} infinite value(s); "
