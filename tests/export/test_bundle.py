@@ -208,6 +208,17 @@ def test_training_checkpoint_is_a_loadable_bundle(tmp_path):
     assert isinstance(loaded, TiedLM) and torch.equal(loaded.embed.weight, model.embed.weight)
 
 
+def test_a_folder_of_runs_is_not_taken_for_a_bundle_and_its_runs_are_named(tmp_path):
+    # `rnnkit generate runs` said "runs/config.json: file not found"
+    save_bundle(_model(), tmp_path / "runs" / "mine" / "bundle")
+    (tmp_path / "runs" / "notes").mkdir()
+    with pytest.raises(CheckpointError, match=r"runs: not a bundle folder \(no config.json\) nor a run folder .*"
+                                              r"holds the runs mine: name one, e.g. .*runs/mine$"):
+        rnnkit.load(tmp_path / "runs")
+    with pytest.raises(CheckpointError, match=r"notes: not a bundle folder .*bundle/config.json\)$"):
+        rnnkit.load(tmp_path / "runs" / "notes")
+
+
 def test_a_trainer_run_without_a_bundle_says_so(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="a training run without a bundle .* model.save"):

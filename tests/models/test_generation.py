@@ -90,6 +90,9 @@ def test_the_repetition_penalty_sees_every_token_so_far(char_model, penalty, mon
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)
+    for bad in ("0.5", True):  # a string raised a bare TypeError from the comparison
+        with pytest.raises(ValueError, match="top_p must be a number in"):
+            SamplingConfig(top_p=bad)
     with pytest.raises(ValueError, match="top_k"):
         SamplingConfig(top_k=0)
     for bad in (dict(temperature=float("nan")), dict(temperature=float("inf")),

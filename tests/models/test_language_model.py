@@ -78,6 +78,9 @@ def test_bad_input_ids():
     m = LanguageModel(vocab_size=11, embedding_size=8, hidden_size=12)
     with pytest.raises(ValueError, match="integer tensor"):
         m(torch.randn(2, 5))
+    for ids in (torch.tensor([[3, 11]]), torch.tensor([[-1, 2]])):  # torch said "index out of range in self"
+        with pytest.raises(ValueError, match=r"expected token ids in \[0, 11\)"):
+            m(ids)
 
 
 def _grammar():

@@ -180,6 +180,12 @@ def _read_config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
     elif not (path / "config.json").is_file() and (path / "checkpoints").is_dir():
         raise CheckpointError(f"{directory}: a training run without a bundle (rnnkit train writes one in "
                               "bundle/; after Trainer.fit, save the model with model.save(folder))")
+    elif not (path / "config.json").exists() and not (path / "model.safetensors").exists():
+        # a folder that is no bundle at all (the runs folder itself) said "runs/config.json: file not found"
+        runs = sorted(p.name for p in path.iterdir() if (p / "bundle" / "config.json").is_file())[:5]
+        hint = f"; it holds the runs {', '.join(runs)}: name one, e.g. {Path(directory) / runs[0]}" if runs else ""
+        raise CheckpointError(f"{directory}: not a bundle folder (no config.json) nor a run folder (no "
+                              f"bundle/config.json){hint}")
     file = path / "config.json"
     meta = read_json(file)
     if meta.get("format") != FORMAT:

@@ -259,7 +259,12 @@ class LanguageModel(TextMethods, BundleMixin, nn.Module):
         if self.training and c.embedding_dropout > 0:
             mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - c.embedding_dropout)
             weight = weight * mask / (1 - c.embedding_dropout)
-        return F.embedding(input_ids, weight)  # (B, T, E)
+        try:
+            return F.embedding(input_ids, weight)  # (B, T, E)
+        except IndexError:  # torch's own: "index out of range in self" (checked only when it fails)
+            low, high = int(input_ids.min()), int(input_ids.max())
+            raise ValueError(f"input_ids: expected token ids in [0, {c.vocab_size}) (the vocabulary), got ids "
+                             f"from {low} to {high}") from None
 
     def forward(self, input_ids: Tensor, targets: Tensor | None = None, state: LMState | None = None,
                 **_: Any) -> LMOutput:

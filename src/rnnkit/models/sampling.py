@@ -41,8 +41,9 @@ class SamplingConfig:
             raise ValueError(f"top_k must be an int >= 1, got {self.top_k!r}")
         if not isinstance(self.greedy, bool):  # "no" would be taken as true
             raise ValueError(f"greedy must be True or False, got {self.greedy!r}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+                                       or not 0.0 < self.top_p <= 1.0):  # "0.5" raised a bare TypeError
+            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
