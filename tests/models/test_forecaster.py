@@ -512,3 +512,16 @@ def test_static_covariates_that_are_not_numbers_are_one_data_error():
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match="static: expected static covariates as 2 row"):
         Forecaster(6, **FAST).fit([a, b], static=[[0.0], [1.0, 2.0]])  # ragged
+
+
+def test_a_global_models_frame_names_its_series(tmp_path):
+    north, south = seasonal(60).rename("north"), seasonal(60, level=20.0).rename("south")
+    f = Forecaster(horizon=3, **FAST).fit([north, south])
+    assert f.predict_frame()["series"].tolist() == ["north"] * 3 + ["south"] * 3
+    f.save(tmp_path / "b")
+    assert rnnkit.load(tmp_path / "b").predict_frame()["series"].tolist() == ["north"] * 3 + ["south"] * 3
+    frames = Forecaster(horizon=3, **FAST).fit([north.to_frame(), south.to_frame("west")]).predict_frame()
+    assert frames["series"].unique().tolist() == ["north", "west"]
+    unnamed = Forecaster(horizon=3, **FAST).fit([north, south.rename("north")]).predict_frame()
+    assert unnamed["series"].unique().tolist() == [0, 1]  # two alike: positions
+    assert Forecaster(horizon=3, **FAST).fit([north.rename(None), south]).predict_frame()["series"].iloc[-1] == 1

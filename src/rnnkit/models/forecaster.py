@@ -61,6 +61,20 @@ def _time_step(s: SeriesData) -> tuple[Any, str]:
     return step_key(s.freq) or "?", f"frequency {s.freq!r}"
 
 
+def _series_names(ys: list) -> list[str] | None:
+    """The series' own names (a pandas Series' ``name``, a one-column DataFrame's column) when every
+    series has one and they differ, else ``None`` (positions label them)."""
+    names = []
+    for yi in ys:
+        if isinstance(yi, pd.Series) and yi.name is not None:
+            names.append(str(yi.name))
+        elif isinstance(yi, pd.DataFrame) and yi.shape[1] == 1:
+            names.append(str(yi.columns[0]))
+        else:
+            return None
+    return names if len(set(names)) == len(names) else None
+
+
 @dataclasses.dataclass(frozen=True)
 class _BundleConfig:
     """What ``config.json`` holds: the options and everything fitted (JSON values only)."""
@@ -185,12 +199,12 @@ class Forecaster(BundleMixin, nn.Module):
         spec = self._spec(series, names, prepared, statics, L)
         weight = self._weight(names)
         self.members, info, calib = self._train(spec, prepared, L, V, weight)
-        _, is_list = as_list(y)
+        ys, is_list = as_list(y)
         n_cal = calendar_features(series[0].index).shape[1] if o.calendar and series[0].index is not None else 0
         self.fitted_ = {
             **names, "is_list": is_list, "season_length": int(m), "input_len": L, "val_size": V, "n_calendar": n_cal,
             "spec": dataclasses.asdict(spec), "n_members": len(self.members), "train": info,
-            "calibration": calib, "rnn_weight": weight,
+            "calibration": calib, "rnn_weight": weight, "names": _series_names(ys),
             "series": [self._record(s, tf, p, st, L) for s, tf, p, st in
                        zip(series, tfs, prepared, statics)],
         }
@@ -359,7 +373,8 @@ class Forecaster(BundleMixin, nn.Module):
         """Forecast table: ``mean``, ``median`` and ``q<level>`` columns (prefixed ``<target>:``
         for several targets), indexed by the future timestamps, the continuation of a regular
         integer index (years 1900..1979 -> 1980, ...), or else positions; a ``series`` column for
-        a list of series."""
+        a list of series: their names (each Series' ``name``, a one-column DataFrame's column) when
+        all have distinct ones, else their positions 0, 1, ..."""
         out, records = self._run(covariates, y, y_covariates, static)
         f, H = self._fitted(), self.options.horizon
         frames = []
@@ -378,7 +393,7 @@ class Forecaster(BundleMixin, nn.Module):
                     cols[f"{pre}q{q:g}"] = r["quantiles"][:, c, k]
             frame = pd.DataFrame(cols, index=index)
             if len(out) > 1 or f["is_list"]:
-                frame.insert(0, "series", i)
+                frame.insert(0, "series", f["names"][i] if f.get("names") else i)
             frames.append(frame)
         return frames[0] if len(frames) == 1 else pd.concat(frames)
 
