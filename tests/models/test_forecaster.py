@@ -525,3 +525,12 @@ def test_a_global_models_frame_names_its_series(tmp_path):
     unnamed = Forecaster(horizon=3, **FAST).fit([north, south.rename("north")]).predict_frame()
     assert unnamed["series"].unique().tolist() == [0, 1]  # two alike: positions
     assert Forecaster(horizon=3, **FAST).fit([north.rename(None), south]).predict_frame()["series"].iloc[-1] == 1
+
+
+def test_an_unfitted_model_is_not_saved(tmp_path):
+    from rnnkit.models.anomaly import AnomalyDetector
+    with pytest.raises(ConfigError, match=r"Forecaster is not fitted; call fit\(y\) first \(before predict or save\)"):
+        Forecaster(horizon=6).save(tmp_path / "f")
+    with pytest.raises(ConfigError, match="AnomalyDetector is not fitted"):
+        AnomalyDetector().save(tmp_path / "d")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "d").exists()

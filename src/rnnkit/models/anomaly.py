@@ -152,6 +152,12 @@ class AnomalyDetector(BundleMixin, nn.Module):
     def config(self) -> Any:
         return _BundleConfig(dataclasses.asdict(self.options), self.fitted_ or {})
 
+    def save(self, directory: Any, **kwargs: Any) -> Any:
+        """Save the fitted detector as a bundle folder (an unfitted one is refused)."""
+        if self.fitted_ is None:
+            raise ConfigError("AnomalyDetector is not fitted; call fit(y) first (before score, detect or save)")
+        return super().save(directory, **kwargs)
+
     @classmethod
     def from_config(cls, data: dict[str, Any]) -> AnomalyDetector:
         model = cls(**data["options"])

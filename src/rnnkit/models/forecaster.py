@@ -134,6 +134,12 @@ class Forecaster(BundleMixin, nn.Module):
     def config(self) -> _BundleConfig:
         return _BundleConfig(dataclasses.asdict(self.options), self.fitted_ or {})
 
+    def save(self, directory: Any, **kwargs: Any) -> Any:
+        """Save the fitted forecaster as a bundle folder (an unfitted one is refused: its bundle
+        held no weights and failed at the first forecast after loading)."""
+        self._fitted()
+        return super().save(directory, **kwargs)
+
     @classmethod
     def from_config(cls, data: dict[str, Any]) -> Forecaster:
         model = cls(**data["options"])
@@ -293,7 +299,7 @@ class Forecaster(BundleMixin, nn.Module):
     # -- predict --------------------------------------------------------------------------------
     def _fitted(self) -> dict[str, Any]:
         if self.fitted_ is None:
-            raise ConfigError("Forecaster is not fitted; call fit(y) first")
+            raise ConfigError("Forecaster is not fitted; call fit(y) first (before predict or save)")
         return self.fitted_
 
     def _records(self, y: Any, y_covariates: Any, static: Any) -> list[dict[str, Any]]:
