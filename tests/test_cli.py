@@ -377,6 +377,28 @@ def test_train_forecast_refuses_a_season_longer_than_the_data_allows(tmp_path, c
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_future_covariates_say_why_there_is_no_forecast_png_and_forecast_plots_the_training_data(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+    csv = _sales_csv(tmp_path / "s.csv", promo=(np.arange(72) % 3 == 0).astype(float))
+    out = _train_forecast(tmp_path, capsys, csv, "--future-covariates", "promo", "--holdout", "false")
+    run_dir = tmp_path / "runs" / "forecast"
+    assert "forecast.png not written: the forecast needs the 6 future rows of promo" in out
+    assert f"rnnkit forecast {run_dir} --future-csv FILE --plot forecast.png" in out
+    assert not (run_dir / "forecast.png").exists()
+    ahead = pd.date_range("2026-01-01", periods=6, freq="MS")
+    pd.DataFrame({"date": ahead.strftime("%Y-%m-%d"), "promo": [1.0, 0, 0, 1, 0, 0]}).to_csv(
+        tmp_path / "f.csv", index=False)
+    code, out, err = run(["forecast", str(run_dir), "--future-csv", str(tmp_path / "f.csv"), "--plot",
+                          str(run_dir / "forecast.png")], capsys)
+    assert code == 0, err
+    assert (run_dir / "forecast.png").is_file() and "2026-06-01" in out
+    csv.unlink()  # the training data is gone: the plot needs --csv
+    code, _, err = run(["forecast", str(run_dir), "--future-csv", str(tmp_path / "f.csv"), "--plot",
+                        str(tmp_path / "p.png")], capsys)
+    assert code == 2 and "the history to draw is the training CSV" in err and "pass csv (--csv)" in err
+
+
 def test_bench_memory_runs_the_suite_and_writes_json(capsys, tmp_path):
     import json
 

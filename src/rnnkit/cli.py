@@ -344,6 +344,8 @@ def _forecast_command(common: list) -> click.Command:
         for target, methods in metrics.get("holdout", {}).items():
             for method, row in methods.items():
                 console.print(f"holdout {target} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in _flat(row).items()))
+        if "forecast_png" in metrics:
+            console.print(f"forecast.png {metrics['forecast_png']}", soft_wrap=True)
         console.print(f"bundle: {bundle}")
     return click.Command("forecast", callback=run, short_help="Forecaster on a CSV series with a time column.", help=(
         "Forecaster (ES-normalised recurrent network) on a CSV with a time column: "

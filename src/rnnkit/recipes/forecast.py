@@ -263,13 +263,20 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
                       title=f"{name}: holdout forecast vs actual", truth=frame[targets].iloc[-data_cfg.horizon:])
     y, x = _split(frame, targets, data_cfg)
     fc = _forecaster(model_cfg, data_cfg, targets).fit(y, x)
-    bundle = fc.save(out / "bundle")
+    # where the training data is, for `rnnkit forecast RUN --plot` without --csv (the history to draw)
+    source = {"csv": str(Path(data_cfg.csv).resolve()), "time_col": data_cfg.time_col,
+              "duplicates": data_cfg.duplicates}
+    bundle = fc.save(out / "bundle", extra={"training_data": source})
     metrics["fit"] = {"input_len": fc.fitted_["input_len"], "season_length": fc.fitted_["season_length"],
                       "members": fc.fitted_["n_members"],
                       # the CSV's NaN cells (filled as it was read) and the rows of missing timestamps
                       "filled": [csv_filled + n for n in fc.fill_counts_]}
     if not data_cfg.future_covariates:
         plot_forecast(y, fc.predict_frame(), out / "forecast.png", title=f"{name}: forecast")
+    else:  # the CSV ends with the history: the horizon's covariate rows are not known yet
+        metrics["forecast_png"] = (f"not written: the forecast needs the {data_cfg.horizon} future rows of "
+                                   f"{data_cfg.future_covariates}, which the training CSV does not hold; draw it "
+                                   f"with rnnkit forecast {out} --future-csv FILE --plot forecast.png")
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     return fc, bundle, metrics
 
@@ -324,10 +331,23 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
             raise DataError(f"{future_csv}{str(exc)[len('covariates'):]}") from None
         raise
     if plot:
-        if history is None:
-            raise DataError("plot: pass csv (the history to draw) along with plot")
+        history = _training_data(fc, targets) if history is None else history
         plot_forecast(history[targets], frame, plot, title=f"Forecast: {Path(str(bundle)).name}")
     return frame
+
+
+def _training_data(fc: Forecaster, targets: list[str]) -> pd.DataFrame:
+    """The training CSV a bundle of ``rnnkit train forecast`` records: the history a plot draws when no
+    --csv is given (the forecast is from its end)."""
+    source = (getattr(fc, "bundle_extra", None) or {}).get("training_data")
+    if not isinstance(source, dict) or not source.get("csv"):
+        raise DataError("plot: this bundle does not record its training CSV (not saved by rnnkit train forecast, "
+                        "or before it did); pass csv (--csv) with the history to draw")
+    if not Path(source["csv"]).is_file():
+        raise DataError(f"plot: the history to draw is the training CSV {source['csv']}, which is not there any "
+                        "more; pass csv (--csv) with the history")
+    return _read(source["csv"], source.get("time_col", ""), targets, fc.options.nan,
+                 source.get("duplicates", "refuse"))
 
 
 def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list[tuple]]:
