@@ -534,3 +534,26 @@ def test_an_unfitted_model_is_not_saved(tmp_path):
     with pytest.raises(ConfigError, match="AnomalyDetector is not fitted"):
         AnomalyDetector().save(tmp_path / "d")
     assert not (tmp_path / "f").exists() and not (tmp_path / "d").exists()
+
+
+def test_plots_keep_the_legend_off_the_data_and_name_target_run_and_time_column(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from rnnkit.recipes._forecast_plots import plot_detection, plot_forecast
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure to look at
+    y = seasonal(60).rename_axis("date").to_frame("sales")
+    ahead = pd.date_range("2005-01-01", periods=6, freq="MS")
+    frame = pd.DataFrame({"median": 10.0, "q0.05": 9.0, "q0.1": 9.5, "q0.9": 10.5, "q0.95": 11.0}, index=ahead)
+    plot_forecast(y, frame, tmp_path / "f.png", source="run sales")
+    plot_detection(y["sales"], [], tmp_path / "d.png", title="sales: anomaly detection (run x)",
+                   scores=np.ones(60), thresholds=np.full(60, 4.0))
+    for fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+            assert legend.x0 >= box.x1 or legend.y1 <= box.y0  # beside or below the axes, never on the data
+    forecast, detection = figures[0].axes[0], figures[1].axes
+    assert forecast.get_title() == "sales: 6-step forecast (run sales)" and forecast.get_xlabel() == "date"
+    assert detection[0].get_title() == "sales: anomaly detection (run x), 0 window(s) detected"
+    assert detection[-1].get_xlabel() == "date"

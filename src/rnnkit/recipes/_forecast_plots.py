@@ -39,14 +39,27 @@ def _band(ax: Any, frame: pd.DataFrame, prefix: str, lo: float, hi: float, alpha
                         label=f"{round((hi - lo) * 100)}% interval")
 
 
+def _legend(ax: Any) -> None:
+    """The legend outside the axes, on the right: inside, it covered data in every plot."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+
+
+def _xlabel(index: Any, positions: str) -> str:
+    """The time column's name when the index has one, else what the axis counts."""
+    if index.name is not None:
+        return str(index.name)
+    return "time" if isinstance(index, pd.DatetimeIndex) else positions
+
+
 def plot_forecast(history: pd.DataFrame, frame: pd.DataFrame, path: str | Path, *,
-                  title: str = "Forecast", truth: pd.DataFrame | None = None,
+                  source: str = "", truth: pd.DataFrame | None = None,
                   tail: int | None = None) -> Path:
-    """History (last ``tail`` rows), median forecast and 80%/90% bands, one panel per target."""
+    """History (last ``tail`` rows), median forecast and 80%/90% bands, one panel per target, each
+    titled ``<target>: <H>-step forecast (<source>)`` (``source``: the run or bundle, e.g. ``run sales``)."""
     plt = _pyplot()
     targets = [str(c) for c in history.columns]
     tail = tail or max(4 * len(frame), 60)
-    fig, axes = plt.subplots(len(targets), 1, figsize=(10, 3.6 * len(targets)), squeeze=False)
+    fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.6 * len(targets)), squeeze=False)
     for ax, target in zip(axes[:, 0], targets):
         prefix = "" if len(targets) == 1 else f"{target}:"
         hist = history[target].iloc[-tail:]
@@ -54,17 +67,19 @@ def plot_forecast(history: pd.DataFrame, frame: pd.DataFrame, path: str | Path, 
         _band(ax, frame, prefix, 0.05, 0.95, 0.18)
         _band(ax, frame, prefix, 0.1, 0.9, 0.32)
         ax.plot(frame.index, frame[f"{prefix}median"], color="tab:orange", lw=1.8, label="forecast (median)")
+        what = f"{len(frame)}-step forecast"
         if truth is not None and target in truth:
             ax.plot(truth.index, truth[target], color="black", lw=1.2, ls="--", label="actual")
-        ax.set_title(f"{title}: {target}" if len(targets) > 1 else title)
-        ax.set_xlabel("time" if isinstance(hist.index, pd.DatetimeIndex) else "step")
+            what = f"{len(frame)}-step holdout forecast vs actual"
+        ax.set_title(f"{target}: {what}" + (f" ({source})" if source else ""))
+        ax.set_xlabel(_xlabel(history.index, "step"))
         ax.set_ylabel(target)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        _legend(ax)
         _dates(ax, hist.index)
     fig.tight_layout()
     path = output_file(path, ".png", "plot")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": the legends outside the axes included
     plt.close(fig)
     return path
 
@@ -76,7 +91,7 @@ def plot_detection(series: pd.Series, windows: Sequence[Any], path: str | Path, 
     """The series with detected windows shaded red (labelled windows green), scores below."""
     plt = _pyplot()
     panels = 2 if scores is not None else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(12, 3.4 * panels), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(panels, 1, figsize=(13, 3.4 * panels), sharex=True, squeeze=False)
     ax = axes[0, 0]
     x = series.index
     ax.plot(x, series.to_numpy(), color="tab:blue", lw=0.8, label=str(series.name or "value"))
@@ -87,10 +102,10 @@ def plot_detection(series: pd.Series, windows: Sequence[Any], path: str | Path, 
                    label="detected" if k == 0 else None)
     if len(x):
         ax.set_xlim(x[0], x[-1])  # labelled windows outside the series do not stretch the axis
-    ax.set_title(f"{title} ({len(windows)} window(s) detected)")
+    ax.set_title(f"{title}, {len(windows)} window(s) detected")
     ax.set_ylabel(str(series.name or "value"))
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    _legend(ax)
     if scores is not None:
         sx = axes[1, 0]
         sx.plot(x, scores, color="tab:purple", lw=0.8, label="anomaly score")
@@ -99,12 +114,12 @@ def plot_detection(series: pd.Series, windows: Sequence[Any], path: str | Path, 
             sx.plot(x, shown, color="tab:red", lw=1.0, ls="--", label="threshold")
         sx.set_ylabel("score (sd units)")
         sx.grid(alpha=0.3)
-        sx.legend(loc="upper left", fontsize=8)
-    axes[-1, 0].set_xlabel("time" if isinstance(x, pd.DatetimeIndex) else "row")
+        _legend(sx)
+    axes[-1, 0].set_xlabel(_xlabel(x, "row"))
     for a in axes[:, 0]:
         _dates(a, x)
     fig.tight_layout()
     path = output_file(path, ".png", "plot")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -260,7 +260,7 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
     if data_cfg.holdout and len(frame) >= 2 * data_cfg.horizon + 12:
         metrics["holdout"], pred = _holdout(model_cfg, data_cfg, frame, targets)
         plot_forecast(frame[targets].iloc[:-data_cfg.horizon], pred, out / "holdout.png",
-                      title=f"{name}: holdout forecast vs actual", truth=frame[targets].iloc[-data_cfg.horizon:])
+                      source=f"run {name}", truth=frame[targets].iloc[-data_cfg.horizon:])
     y, x = _split(frame, targets, data_cfg)
     fc = _forecaster(model_cfg, data_cfg, targets).fit(y, x)
     # where the training data is, for `rnnkit forecast RUN --plot` without --csv (the history to draw)
@@ -272,7 +272,7 @@ def train_forecaster(model_cfg: ForecastModelConfig, data_cfg: ForecastDataConfi
                       # the CSV's NaN cells (filled as it was read) and the rows of missing timestamps
                       "filled": [csv_filled + n for n in fc.fill_counts_]}
     if not data_cfg.future_covariates:
-        plot_forecast(y, fc.predict_frame(), out / "forecast.png", title=f"{name}: forecast")
+        plot_forecast(y, fc.predict_frame(), out / "forecast.png", source=f"run {name}")
     else:  # the CSV ends with the history: the horizon's covariate rows are not known yet
         metrics["forecast_png"] = (f"not written: the forecast needs the {data_cfg.horizon} future rows of "
                                    f"{data_cfg.future_covariates}, which the training CSV does not hold; draw it "
@@ -332,8 +332,17 @@ def forecast_from_bundle(bundle: str | Path, csv: str | None = None, time_col: s
         raise
     if plot:
         history = _training_data(fc, targets) if history is None else history
-        plot_forecast(history[targets], frame, plot, title=f"Forecast: {Path(str(bundle)).name}")
+        plot_forecast(history[targets], frame, plot, source=_source(bundle, csv))
     return frame
+
+
+def _source(bundle: str | Path, csv: str | None) -> str:
+    """What a plot's title names: the run (``runs/sales/bundle`` -> run sales) or the bundle, and the
+    history's file when it is not the training data."""
+    path = Path(bundle)
+    run = path.parent.name if path.name == "bundle" else path.name
+    kind = "run" if path.name == "bundle" or (path / "bundle").is_dir() else "bundle"
+    return f"{kind} {run}" + (f", history {Path(csv).name}" if csv else "")
 
 
 def _training_data(fc: Forecaster, targets: list[str]) -> pd.DataFrame:
@@ -388,7 +397,7 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
         labels = [(max(a, first), b) for a, b in labelled if b >= first]
         summary["evaluated_from"] = str(first)
         summary["metrics"] = window_metrics(unseen, labels, unit=pd.Timedelta("1h"))  # delay in hours
-    _plot_detection(det, y, windows, labelled, out / "detection.png", name)
+    _plot_detection(det, y, windows, labelled, out / "detection.png", f"anomaly detection (run {name})")
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return det, bundle, summary
 
@@ -402,7 +411,9 @@ def _plot_detection(det: AnomalyDetector, y: Any, windows: list, labelled: list,
     scores = det.score(y)
     series = y if isinstance(y, pd.Series) else y.iloc[:, 0]
     if isinstance(y, pd.DataFrame) and y.shape[1] > 1:
-        title = f"{title} (column {series.name!s}, 1 of {y.shape[1]}; the score reads all)"
+        title = f"{series.name!s}: {title} (column 1 of {y.shape[1]}; the score reads all)"
+    else:
+        title = f"{series.name or 'value'}: {title}"
     plot_detection(series, windows, path, title=title, scores=scores,
                    thresholds=det.thresholds(scores), labelled=labelled)
 
@@ -423,5 +434,6 @@ def detect_from_bundle(bundle: str | Path, csv: str, time_col: str | None = None
     y = frame.iloc[:, 0] if frame.shape[1] == 1 else frame
     windows = det.detect(y)
     if plot:
-        _plot_detection(det, y, windows, labelled or [], plot, f"Anomalies: {Path(csv).name}")
+        _plot_detection(det, y, windows, labelled or [], plot,
+                        f"anomalies in {Path(csv).name} ({_source(bundle, None)})")
     return windows
