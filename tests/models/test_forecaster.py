@@ -557,3 +557,16 @@ def test_plots_keep_the_legend_off_the_data_and_name_target_run_and_time_column(
     assert forecast.get_title() == "sales: 6-step forecast (run sales)" and forecast.get_xlabel() == "date"
     assert detection[0].get_title() == "sales: anomaly detection (run x), 0 window(s) detected"
     assert detection[-1].get_xlabel() == "date"
+
+
+def test_a_time_zone_is_kept_in_forecasts_and_bundles(tmp_path):
+    hours = pd.date_range("2024-03-28", periods=120, freq="h", tz="Europe/Paris")  # across the DST change
+    y = pd.Series(10 + np.sin(2 * np.pi * np.arange(120) / 24), hours)
+    f = Forecaster(horizon=4, season_length=24, **FAST).fit(y)
+    index = f.predict_frame().index
+    assert str(index.tz) == "Europe/Paris" and index[0] == hours[-1] + pd.Timedelta("1h")
+    f.save(tmp_path / "b")
+    assert str(rnnkit.load(tmp_path / "b").predict_frame().index.tz) == "Europe/Paris"
+    across = Forecaster(horizon=4, season_length=24, **FAST).fit(y.iloc[:75])  # the last two stamps: +01:00, +02:00
+    assert [t.utcoffset().seconds // 3600 for t in hours[73:75]] == [1, 2]
+    assert across.predict_frame().index[0] == hours[75]

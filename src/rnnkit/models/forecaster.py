@@ -61,6 +61,16 @@ def _time_step(s: SeriesData) -> tuple[Any, str]:
     return step_key(s.freq) or "?", f"frequency {s.freq!r}"
 
 
+def _tail_index(record: dict[str, Any]) -> pd.DatetimeIndex | None:
+    """The last timestamps of a series record, in its time zone (a name like Europe/Paris, kept apart:
+    the stamps' fixed offsets alone lost it, and two offsets across a DST change did not parse)."""
+    if record["tail"] is None:
+        return None
+    if record.get("tz"):
+        return pd.DatetimeIndex(pd.to_datetime(record["tail"], utc=True)).tz_convert(record["tz"])
+    return pd.DatetimeIndex(pd.to_datetime(record["tail"]))
+
+
 def _series_names(ys: list) -> list[str] | None:
     """The series' own names (a pandas Series' ``name``, a one-column DataFrame's column) when every
     series has one and they differ, else ``None`` (positions label them)."""
@@ -291,9 +301,10 @@ class Forecaster(BundleMixin, nn.Module):
         return 1.0 if names and (names["past"] or names["future"]) else AUTO_RNN_WEIGHT
 
     def _record(self, s: SeriesData, tf: dict, p, static: np.ndarray, L: int) -> dict[str, Any]:
-        tail = None if s.index is None else [str(t) for t in s.index[-2:]]
+        tail = None if s.index is None else [t.isoformat() for t in s.index[-2:]]
         return {"transforms": tf, "state": core.origin_state(p, L, self.options.horizon),
                 "n": len(s.target), "freq": s.freq, "tail": tail, "static": static.tolist(),
+                "tz": None if s.index is None or s.index.tz is None else str(s.index.tz),
                 "filled": s.filled, "int_index": None if s.int_index is None else list(s.int_index)}
 
     # -- predict --------------------------------------------------------------------------------
@@ -345,7 +356,7 @@ class Forecaster(BundleMixin, nn.Module):
             if f["future"] and r is None:
                 raise DataError(f"covariates: expected the {o.horizon} future rows of "
                                 f"{f['future']}, got None")
-            tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
+            tail = _tail_index(rec)
             if r is not None:  # dated rows are taken at the forecast's timestamps, others in order
                 r = future_rows(r, f["future"], o.horizon, future_index(tail, rec["freq"], o.horizon))
             hz = core.horizon_future(tail, rec["freq"], rec["transforms"], r, o.horizon,
@@ -385,7 +396,7 @@ class Forecaster(BundleMixin, nn.Module):
         f, H = self._fitted(), self.options.horizon
         frames = []
         for i, (r, rec) in enumerate(zip(out, records)):
-            tail = None if rec["tail"] is None else pd.DatetimeIndex(pd.to_datetime(rec["tail"]))
+            tail = _tail_index(rec)
             index = future_index(tail, rec["freq"], H)
             if index is None and rec.get("int_index"):  # years 1900..1979 continue 1980, 1981, ...
                 last, step = rec["int_index"]
