@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,6 +102,11 @@ def test_detector_recipe_and_detect_from_bundle(tmp_path):
     assert len(summary["windows"]) == 1 and (tmp_path / "runs" / "sensor" / "detection.png").is_file()
     windows = detect_from_bundle(bundle, str(csv), plot=str(tmp_path / "d.png"))
     assert windows == det.detect(y) and (tmp_path / "d.png").is_file()
+    # summary.json keeps each window as [ISO start, ISO end, score] with the score a number (it was a string)
+    stored = json.loads((tmp_path / "runs" / "sensor" / "summary.json").read_text())["windows"]
+    (start, end, score), = windows
+    assert stored == [[start.isoformat(), end.isoformat(), pytest.approx(score)]]
+    assert isinstance(stored[0][2], float) and pd.Timestamp(stored[0][0]) == start
     # a CSV trained with nan=interpolate is read the same way when detecting from the bundle
     gappy = y.copy()
     gappy.iloc[[100, 550]] = np.nan
@@ -247,22 +254,6 @@ def test_yyyymmdd_integer_timestamps_are_dates():
     y = pd.Series(s.to_numpy(), index=days.strftime("%Y%m%d").astype(int))
     det = AnomalyDetector(window=24, hidden_size=8, max_steps=20).fit(y)
     assert det.fitted_["n_calendar"] > 0 and det.fitted_["step_seconds"] == 86400.0
-
-
-def test_the_detect_recipes_summary_stores_window_scores_as_numbers(tmp_path):
-    import json
-
-    from rnnkit.recipes.forecast import DetectDataConfig, DetectorConfig, train_detector
-    y = sine(600)
-    y.iloc[500] += 3.0
-    csv = tmp_path / "sensor.csv"
-    y.rename_axis("timestamp").to_csv(csv)
-    det, _, _ = train_detector(DetectorConfig(**FAST), DetectDataConfig(csv=str(csv), train_fraction=0.5),
-                               tmp_path / "runs", "sensor")
-    stored = json.loads((tmp_path / "runs" / "sensor" / "summary.json").read_text())["windows"]
-    (start, end, score), = det.detect(y)
-    assert stored == [[start.isoformat(), end.isoformat(), pytest.approx(score)]]
-    assert isinstance(stored[0][2], float) and pd.Timestamp(stored[0][0]) == start
 
 
 def test_text_values_are_refused_as_the_forecaster_refuses_them():
