@@ -686,3 +686,20 @@ def test_evaluate_takes_a_data_sets_test_split_and_reports_bits_per_character(ti
                         (["--text", str(tmp_path / "ptb" / "ptb.test.txt"), "--split", "test"], "scored whole")):
         code, _, err = run(["evaluate", str(tiny_run), *args], capsys)
         assert code != 0 and len(err.strip().splitlines()) == 1 and match in err, (args, err)
+
+
+def test_train_detect_reports_how_many_values_it_interpolated(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    t = pd.date_range("2024-01-01", periods=300, freq="h")
+    y = 10 + np.sin(2 * np.pi * np.arange(300) / 24)
+    y[[50, 51, 200]] = np.nan  # three NaN cells
+    pd.DataFrame({"timestamp": t.strftime("%Y-%m-%d %H:%M"), "value": y}).to_csv(tmp_path / "s.csv", index=False)
+    code, out, err = run(["train", "detect", "--csv", str(tmp_path / "s.csv"), "--time-col", "timestamp",
+                          "--nan", "interpolate", "--model.window", "24", "--model.max_steps", "10",
+                          "--run-dir", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    assert "--nan interpolate: filled 3 missing value(s)" in out  # it said nothing (the forecast command did)
+    assert json.loads((tmp_path / "runs" / "detect" / "summary.json").read_text())["filled"] == 3

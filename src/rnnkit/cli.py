@@ -364,6 +364,8 @@ def _detect_command(common: list) -> click.Command:
                                   {"model": DetectorConfig, "data": DetectDataConfig})
         det, bundle, summary = train_detector(DetectorConfig(**values["model"]), DetectDataConfig(**values["data"]),
                                               params["run_dir"], params["name"] or "detect")
+        if "filled" in summary:
+            console.print(f"--nan interpolate: filled {summary['filled']} missing value(s) (NaN cells)")
         console.print(f"{len(summary['windows'])} anomaly window(s); bundle: {bundle}")
         if "metrics" in summary:
             console.print(f"on the rows from {summary['evaluated_from']} (after those fitted on): " + ", ".join(

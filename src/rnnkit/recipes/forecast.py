@@ -368,7 +368,9 @@ def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list
         item = load_dataset("nab", series)  # $RNNKIT_DATA/nab on disk, never a download
         return item.data["value"], list(item.windows)
     frame = _read(data.csv, data.time_col, _cols(data.target), data.nan, duplicates="keep")
-    return (frame.iloc[:, 0] if frame.shape[1] == 1 else frame), []
+    y = frame.iloc[:, 0] if frame.shape[1] == 1 else frame
+    y.attrs["filled"] = int(frame.attrs.get("filled", 0))  # for the summary (a column drops the frame's attrs)
+    return y, []
 
 
 def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
@@ -388,6 +390,8 @@ def train_detector(detector_cfg: DetectorConfig, data_cfg: DetectDataConfig,
     windows = det.detect(y)
     summary: dict[str, Any] = {"rows": len(y), "fit_rows": n_fit,
                                "windows": [[_when(w.start), _when(w.end), float(w.score)] for w in windows]}
+    if data_cfg.nan == "interpolate":  # NaN cells the CSV reader filled (missing timestamps stay gaps)
+        summary["filled"] = int(y.attrs.get("filled", 0))
     if labelled and n_fit < len(y):
         # scored on the rows after those fitted on: a labelled window inside the training rows (the
         # model learnt it as normal) or a detection there says nothing about the detector
