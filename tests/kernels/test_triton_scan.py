@@ -4,6 +4,7 @@ scan backend goes through it when told to. No GPU here: the kernels run in Trito
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import subprocess
@@ -16,7 +17,7 @@ import torch
 
 import rnnkit
 from rnnkit.kernels import triton_scan as ts
-from tests.kernels._util import assert_close, values_and_grads
+from tests.kernels._util import assert_as_accurate, assert_close, values_and_grads
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install 'rnnkit[gpu]'): the Triton "
@@ -52,7 +53,8 @@ def _inputs(B, T, H, dtype, seed=0):
 
 
 @needs_triton
-@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 19), (3, 33, 7), (2, 17, 19), (1, 5, 37), (3, 2, 4)],
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 19), (3, 1, 5), (3, 33, 7), (2, 17, 19), (1, 5, 37),
+                                   (3, 2, 4)],
                          ids=str)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=["f32", "f64"])
 def test_equals_the_loop(interpret, shape, dtype, tol):
@@ -81,7 +83,8 @@ def test_gradcheck_float64(interpret):
 
 
 @needs_triton
-@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 17, 19), (3, 40, 33), (1, 16, 5), (2, 100, 7)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1, 5), (2, 17, 19), (3, 40, 33), (1, 16, 5), (2, 100, 7)],
+                         ids=str)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=["f32", "f64"])
 def test_chunked_kernels_equal_the_loop(interpret, monkeypatch, shape, dtype, tol):
     """The chunked passes (forward, and the backward's scan from the end), with one chunk, several, and a
@@ -193,6 +196,35 @@ def test_layer_through_triton_equals_the_scan(interpret, monkeypatch, cls, kw, l
     assert launches == ["f"] * n + ["b"] * n  # every direction of every layer, both ways, in Triton
     assert_close(got[0], ref[0], 1e-5)
     assert_close(got[1], ref[1], 1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("cls,kw", [(rnnkit.MinGRU, dict(num_layers=2, bidirectional=True)), (rnnkit.MinLSTM, {})],
+                         ids=["mingru-2layer-bidir", "minlstm"])
+def test_layer_through_triton_at_b1_t1_and_odd_h_is_as_accurate_as_the_reference(interpret, monkeypatch, cls, kw):
+    """Float32 with one row, one step (lengths 0 and 1 too) and an odd hidden size: values and gradients of
+    the input, the initial state and every parameter within 1e-5 of the float64 truth (the reference
+    backend's step loop on float64 copies), or as close to it as the float32 reference is."""
+    torch.manual_seed(1)
+    layer = cls(2, 5, batch_first=True, backend="scan", **kw)
+    ref = cls(2, 5, batch_first=True, backend="reference", **kw)
+    ref.load_state_dict(layer.state_dict())
+    twin = copy.deepcopy(ref).double()
+    n = layer.num_layers * layer.num_directions
+    launches = _count_launches(monkeypatch)
+    for B, T, lengths in ((1, 1, None), (1, 6, None), (3, 1, [1, 0, 1]), (2, 4, [1, 4])):
+        x = (torch.randn(B, T, 2) * 3).requires_grad_()
+        h0 = torch.randn(n, B, 5, requires_grad=True)
+        xd, hd = (t.detach().double().requires_grad_() for t in (x, h0))
+        lens = None if lengths is None else torch.tensor(lengths)
+        monkeypatch.setenv("RNNKIT_TRITON", "0")
+        same = values_and_grads(lambda: ref(x, h0, lengths=lens), [x, h0], list(ref.parameters()))
+        truth = values_and_grads(lambda: twin(xd, hd, lengths=lens), [xd, hd], list(twin.parameters()))
+        monkeypatch.setenv("RNNKIT_TRITON", "force")
+        launches.clear()
+        got = values_and_grads(lambda: layer(x, h0, lengths=lens), [x, h0], list(layer.parameters()))
+        assert launches == ["f"] * n + ["b"] * n, (B, T, launches)
+        assert_as_accurate(got[0] + got[1], same[0] + same[1], truth[0] + truth[1], 1e-5)
 
 
 def test_switch(monkeypatch):
