@@ -13,8 +13,8 @@ import torch
 import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import fused_lstm, triton_ln_lstm
-from tests.kernels._util import (assert_as_accurate, assert_close, needs_triton, run_in_triton_child, triton_recorder, ln_lstm_case,
-                                 lstm_gradcheck_inputs, values_and_grads)
+from tests.kernels._util import (assert_as_accurate, assert_close, needs_triton, run_in_triton_child, triton_recorder,
+                                 ln_lstm_case, lstm_gradcheck_inputs, values_and_grads)
 
 
 @needs_triton
