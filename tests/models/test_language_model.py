@@ -231,7 +231,7 @@ def test_stateful_loss_checks_its_arguments_and_gives_the_model_back_in_its_mode
             stateful_loss(m, ids, **bad)
     assert stateful_loss(m, ids.tolist(), seq_len=7) == pytest.approx(stateful_loss(m, ids, seq_len=7))
     assert m.training
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match=r"expected token ids in \[0, 10\)"):
         stateful_loss(m, torch.full((50,), 99))  # an id beyond the vocabulary fails inside the model
     assert m.training  # it was left in evaluation mode
 
