@@ -703,3 +703,12 @@ def test_train_detect_reports_how_many_values_it_interpolated(tmp_path, capsys):
     assert code == 0, err
     assert "--nan interpolate: filled 3 missing value(s)" in out  # it said nothing (the forecast command did)
     assert json.loads((tmp_path / "runs" / "detect" / "summary.json").read_text())["filled"] == 3
+
+
+def test_unknown_input_is_one_note_line_in_the_cli(tiny_run):
+    # a process of its own: in pytest the Python API's UnknownTokensWarning is recorded, not printed
+    done = subprocess.run([sys.executable, "-m", "rnnkit.cli", "generate", str(tiny_run), "--prompt", "to be Ω",
+                           "--max-tokens", "5", "--seed", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert err.count("mapped to <unk>") == 1 and "note: 1 unknown" in err and "Warning" not in err, err

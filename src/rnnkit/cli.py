@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -88,11 +89,11 @@ def _load_lm(path: Path):
 
 
 def _note_unknown(model, text: str) -> None:
-    from rnnkit.models.text_generation import unknown_in
-    unknown = unknown_in(model, text)
-    if unknown:
-        err.print(f"note: {len(unknown)} unknown character(s)/word(s) mapped to <unk>: "
-                  + " ".join(repr(u) for u in sorted(unknown)[:10]))
+    """The unknown-input note as one line (the Python API's UnknownTokensWarning is silenced in the CLI)."""
+    from rnnkit.models.text_generation import unknown_note
+    note = unknown_note(model, text)
+    if note:
+        err.print(f"note: {note}", soft_wrap=True, highlight=False)
 
 
 @app.command(short_help="Generate text from a language model, streaming the tokens.")
@@ -541,7 +542,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(argv: list[str] | None) -> None:
-    from rnnkit.errors import RnnkitError
+    from rnnkit.errors import RnnkitError, UnknownTokensWarning
     command = typer.main.get_command(app)
     command.add_command(_train_group(), "train")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -549,7 +550,9 @@ def _run(argv: list[str] | None) -> None:
     if debug:  # anywhere on the line, as the hint says 'rnnkit --debug ...' after a failed command
         argv = ["--debug"] + [a for a in argv if a != "--debug"]
     try:
-        code = command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
+        with warnings.catch_warnings():  # the commands print their own note: line for unknown input
+            warnings.simplefilter("ignore", UnknownTokensWarning)
+            code = command.main(args=argv, prog_name="rnnkit", standalone_mode=False)
     except (RnnkitError, ValueError, TypeError, OSError) as exc:  # OSError: a file the user named
         if debug or _is_click_error(exc):
             raise

@@ -6,7 +6,7 @@ working, and the CLI prints its message as one line instead of a traceback.
 
 from __future__ import annotations
 
-__all__ = ["RnnkitError", "DataError", "CheckpointError", "ConfigError"]
+__all__ = ["RnnkitError", "DataError", "CheckpointError", "ConfigError", "UnknownTokensWarning"]
 
 
 class RnnkitError(ValueError):
@@ -26,3 +26,8 @@ class CheckpointError(RnnkitError):
 
 class ConfigError(RnnkitError):
     """A configuration value or combination of options is invalid."""
+
+
+class UnknownTokensWarning(UserWarning):
+    """Text given to a language model held characters or words its vocabulary lacks; they were read as
+    ``<unk>`` (the warning names them). ``rnnkit generate/complete/evaluate`` print it as a ``note:`` line."""

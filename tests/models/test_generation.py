@@ -249,10 +249,13 @@ def test_healing_spells_the_typed_text_as_the_tokenizer_does(bpe_model):
     """A lower-casing tokenizer ('The Qu': no token spells 'Qu', so complete gave [] and generate wrote
     'nk>' of a literal <unk> or crashed in multinomial), or a typed character the tokenizer lacks."""
     from rnnkit.data.subword import SubwordTokenizer
+    from rnnkit.errors import UnknownTokensWarning
     tok, m = bpe_model
-    assert isinstance(m.complete("the Qz", k=2), list)
+    with pytest.warns(UnknownTokensWarning, match="'Q'"):
+        assert isinstance(m.complete("the Qz", k=2), list)
     for seed in range(3):  # 'Q' is not in the training text: no healing, and never a piece of <unk>
-        out = m.generate("the Qz", 5, seed=seed)
+        with pytest.warns(UnknownTokensWarning, match="'Q'"):
+            out = m.generate("the Qz", 5, seed=seed)
         assert "nk>" not in out and "<unk>" not in out
     text = "the quick fox finds the lazy dog\nthe small fox jumps over the quiet dog\n" * 40
     lower = SubwordTokenizer(model="bpe", vocab_size=60, lower=True).fit(text)
@@ -335,3 +338,25 @@ def test_a_long_prompt_is_fed_in_chunks_with_the_state_carried(char_model, monke
     got = char_model.complete(prompt + "the qu", k=3)
     assert [w for w, _ in got] == [w for w, _ in probs]
     assert [p for _, p in got] == pytest.approx([p for _, p in probs], rel=1e-4)
+
+
+def test_unknown_input_is_read_as_unk_and_said_in_python_too(char_model):
+    # the documented policy (map to <unk> and say so) was kept by the CLI's note only: the Python API was silent
+    import warnings
+
+    from rnnkit.errors import UnknownTokensWarning
+    with pytest.warns(UnknownTokensWarning, match=r"1 unknown character\(s\)/word\(s\) mapped to <unk>: 'Ω'"):
+        char_model.generate("the Ωmega", 5, seed=0)
+    with pytest.warns(UnknownTokensWarning, match="'Ω'"):
+        char_model.complete("the Ω fo", k=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownTokensWarning)  # known text: no warning
+        char_model.generate("the lazy dog", 5, seed=0)
+        char_model.complete("the lazy d", k=2)
+    tok = WordTokenizer(eos_token="<eos>").fit("to be or not to be\nthat is the question\n")
+    words = LanguageModel(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, tokenizer=tok).eval()
+    with pytest.warns(UnknownTokensWarning, match="'zzz'"):
+        words.complete("to be zzz or no", k=2)
+    with warnings.catch_warnings():  # the word being typed is matched against the vocabulary, not read
+        warnings.simplefilter("error", UnknownTokensWarning)
+        words.complete("to be or no", k=2)

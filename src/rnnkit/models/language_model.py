@@ -171,8 +171,10 @@ class TextMethods:
     def stream(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling):
         """Yield generated text piece by piece (see :mod:`rnnkit.models.text_generation`)."""
         from rnnkit.models.sampling import SamplingConfig
-        from rnnkit.models.text_generation import stream
-        return stream(self, prompt, max_tokens, SamplingConfig(**sampling), seed)
+        from rnnkit.models.text_generation import stream, warn_unknown
+        config = SamplingConfig(**sampling)  # checked first: a bad option is an error, not a warning
+        warn_unknown(self, prompt)  # read as <unk> and said (UnknownTokensWarning)
+        return stream(self, prompt, max_tokens, config, seed)
 
     def generate(self, prompt: str, max_tokens: int = 200, *, seed: int | None = None, **sampling) -> str:
         """The continuation of ``prompt``: ``temperature``, ``top_k``, ``top_p``,
@@ -181,7 +183,11 @@ class TextMethods:
 
     def complete(self, prefix: str, k: int = 3, **kw):
         """The ``k`` most likely next words after ``prefix`` with their probabilities, best first."""
-        from rnnkit.models.text_generation import complete
+        from rnnkit.data._tokenizer_base import trailing_word
+        from rnnkit.models.text_generation import _tokenizer, complete, warn_unknown
+        if isinstance(prefix, str):  # a word model matches the word being typed against its vocabulary
+            word_model = getattr(_tokenizer(self), "type_name", "") == "word"
+            warn_unknown(self, prefix[: len(prefix) - len(trailing_word(prefix))] if word_model else prefix)
         return complete(self, prefix, k, **kw)
 
 

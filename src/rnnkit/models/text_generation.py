@@ -15,12 +15,13 @@ characters named.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterator, NamedTuple
 
 import torch
 
 from rnnkit.data._tokenizer_base import is_word_char, trailing_word
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, UnknownTokensWarning
 from rnnkit.models.sampling import SamplingConfig, sample_next
 
 __all__ = ["Completion", "stream", "generate", "complete", "unknown_in", "prompt_ids"]
@@ -45,6 +46,27 @@ def _tokenizer(model):
 def unknown_in(model, text: str) -> set[str]:
     """Characters (or words) of ``text`` the model's tokenizer does not know."""
     return set(_tokenizer(model).unknown_tokens(text))
+
+
+def unknown_note(model, text: str) -> str | None:
+    """``"N unknown character(s)/word(s) mapped to <unk>: 'x' 'y'"`` for the part of ``text`` the model
+    reads (a word model's completion prefix without the word being typed, which is matched, not read),
+    or ``None`` when every token is known or the vocabulary has no ``<unk>`` (encoding then refuses)."""
+    tok = _tokenizer(model)
+    if not isinstance(text, str) or not text or getattr(tok, "unk_id", None) is None:
+        return None
+    unknown = unknown_in(model, text)
+    if not unknown:
+        return None
+    return (f"{len(unknown)} unknown character(s)/word(s) mapped to <unk>: "
+            + " ".join(repr(u) for u in sorted(unknown)[:10]))
+
+
+def warn_unknown(model, text: str, stacklevel: int = 3) -> None:
+    """The documented policy for unknown input, in Python: read as ``<unk>`` and say so."""
+    note = unknown_note(model, text)
+    if note:
+        warnings.warn(note, UnknownTokensWarning, stacklevel=stacklevel)
 
 
 def prompt_ids(model, prompt: str) -> list[int]:
