@@ -34,17 +34,17 @@ def test_each_row_runs_the_path_it_names(script, monkeypatch):
     with script.without_step():
         for model, per_call in ((kept, False), (every, True)):
             builds.clear()
-            text = model.generate("ab", 6, seed=0)
+            text = model.generate("AB", 6, seed=0)
             assert len(builds) == (layers * 7 if per_call else layers)  # the prompt's call + 6 one-token calls
-        want = kept.generate("ab", 20, seed=1)  # through the fused kernels
-        assert want == every.generate("ab", 20, seed=1) and len(text) == 6
+        want = kept.generate("AB", 20, seed=1)  # through the fused kernels
+        assert want == every.generate("AB", 20, seed=1) and len(text) == 6
     default = script.build(True, 0)
     builds.clear()
     steps = []
     real_try = script.one_step.try_step
     monkeypatch.setattr("rnnkit.layers.recurrent.try_step",
                         lambda *a, **k: steps.append(1) or real_try(*a, **k))
-    assert default.generate("ab", 20, seed=1) == want  # the one-step path writes the same text
+    assert default.generate("AB", 20, seed=1) == want  # the one-step path writes the same text
     if script.one_step._cpp_step() is not None:  # with a C++ compiler: only the prompt's call prepares
         assert len(builds) == layers and len(steps) >= 19 * layers
 
