@@ -133,10 +133,9 @@ def complete(bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A langua
              k: int = typer.Option(3, "-k", help="How many suggestions.")) -> None:
     """Suggest the k most likely next words (the whole word when the prefix ends inside one)."""
     from rnnkit.data._tokenizer_base import trailing_word
+    from rnnkit.models.text_generation import read_part
     model = _load_lm(bundle)
-    # the word being typed is not fed to a word model (its candidates are matched against it)
-    word_model = getattr(model.tokenizer, "type_name", "") == "word"
-    _note_unknown(model, prefix[: len(prefix) - len(trailing_word(prefix))] if word_model else prefix)
+    _note_unknown(model, read_part(model, prefix))  # a word model does not read the word being typed
     found = model.complete(prefix, k)
     if not found:
         err.print(f"note: no word the model knows continues {trailing_word(prefix)!r}")

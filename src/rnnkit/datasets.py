@@ -3,8 +3,8 @@
 >>> from rnnkit.datasets import list_datasets, load_dataset
 >>> text = load_dataset("pydocs", "train")  # doctest: +SKIP
 
-``load_dataset`` reads local files only (Python's own docs, package data, ``RNNKIT_DATA``); it never
-downloads (``tests/data/test_registry.py`` loads every set with the network cut).
+``load_dataset`` reads local files only (Python's own docs, package data, ``RNNKIT_DATA``) and has no
+network code (``tests/data/test_registry.py`` loads every set with the network cut).
 """
 
 from __future__ import annotations

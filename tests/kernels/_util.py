@@ -171,3 +171,14 @@ def cpp_recorder(module, monkeypatch):
     rec = Recorder(_cpp.ops())
     monkeypatch.setattr(module._cpp, "ops", lambda: rec)
     return rec
+
+
+def float64_twins(module, tensors):
+    """A float64 copy of ``module`` and float64 leaf copies of ``tensors`` (the float64 truth's inputs;
+    an ``LSTMState`` stays one)."""
+    import copy
+
+    from rnnkit.cells import LSTMState
+    leaf = lambda t: t.detach().double().requires_grad_()  # noqa: E731
+    return copy.deepcopy(module).double(), [LSTMState(*map(leaf, t)) if isinstance(t, tuple) else leaf(t)
+                                            for t in tensors]

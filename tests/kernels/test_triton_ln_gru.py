@@ -5,8 +5,6 @@ here: Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors, tiny shapes 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from rnnkit import cells as C
 from rnnkit.kernels import _fused_common as fc
 from rnnkit.kernels import fused_gru, triton_ln_gru
 from tests.kernels._util import (assert_as_accurate, assert_close, needs_triton, run_in_triton_child, triton_recorder,
-                                 random_gains, values_and_grads)
+                                 float64_twins, random_gains, values_and_grads)
 
 
 @needs_triton
@@ -58,11 +56,6 @@ def test_triton_gru_row_passes_equal_the_reference(triton_ops, dtype, tol):
     assert len(triton_ops.calls) == 4
 
 
-def _float64_twins(module, tensors):
-    """A float64 copy of ``module`` and float64 leaf copies of ``tensors``."""
-    return copy.deepcopy(module).double(), [t.detach().double().requires_grad_() for t in tensors]
-
-
 @needs_triton
 @pytest.mark.parametrize("B,T,H", [(1, 1, 3), (1, 6, 5), (3, 1, 7)], ids=str)
 def test_float32_at_b1_t1_and_odd_h_is_as_accurate_as_the_reference(triton_ops, B, T, H):
@@ -70,7 +63,7 @@ def test_float32_at_b1_t1_and_odd_h_is_as_accurate_as_the_reference(triton_ops, 
     state and every parameter within 1e-5 of the float64 truth (the reference on float64 copies), or as
     close to it as the float32 reference itself is (``assert_as_accurate``)."""
     cell, x, h0 = _case(torch.float32, B=B, T=T, I=2, H=H, seed=5)
-    twin, (xd, hd) = _float64_twins(cell, [x, h0])
+    twin, (xd, hd) = float64_twins(cell, [x, h0])
     fast = values_and_grads(lambda: fused_gru.gru_sequence(cell, x, h0), [x, h0], list(cell.parameters()))
     assert triton_ops.calls == ["ln_gru_fwd_chunk", "ln_gru_bwd_chunk"]
     same = values_and_grads(lambda: cell.reference_forward(x, h0), [x, h0], list(cell.parameters()))
@@ -90,7 +83,7 @@ def test_float32_stacked_bidirectional_layer_through_the_triton_gru_row_passes(t
     for B, T, lengths in ((1, 1, None), (2, 4, torch.tensor([1, 4]))):
         x = torch.randn(B, T, 2, requires_grad=True)
         h0 = torch.randn(4, B, 3, requires_grad=True)
-        twin, (xd, hd) = _float64_twins(ref, [x, h0])
+        twin, (xd, hd) = float64_twins(ref, [x, h0])
         n = len(triton_ops.calls)
         got = values_and_grads(lambda: fast(x, h0, lengths=lengths), [x, h0], list(fast.parameters()))
         assert triton_ops.calls[n:] == ["ln_gru_fwd_chunk"] * 4 + ["ln_gru_bwd_chunk"] * 4

@@ -5,8 +5,6 @@ here: Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors, tiny shapes 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -14,7 +12,7 @@ import rnnkit
 from rnnkit import cells as C
 from rnnkit.kernels import fused_lstm, triton_ln_lstm
 from tests.kernels._util import (assert_as_accurate, assert_close, needs_triton, run_in_triton_child, triton_recorder,
-                                 ln_lstm_case, lstm_gradcheck_inputs, values_and_grads)
+                                 float64_twins, ln_lstm_case, lstm_gradcheck_inputs, values_and_grads)
 
 
 @needs_triton
@@ -43,13 +41,6 @@ def test_triton_row_passes_equal_the_reference(triton_ops, dtype, tol):
     assert_close(fast[1], ref[1], tol)
 
 
-def _float64_twins(module, tensors):
-    """A float64 copy of ``module`` and float64 leaf copies of ``tensors`` (an LSTMState stays one)."""
-    leaf = lambda t: t.detach().double().requires_grad_()  # noqa: E731
-    return copy.deepcopy(module).double(), [C.LSTMState(*map(leaf, t)) if isinstance(t, tuple) else leaf(t)
-                                            for t in tensors]
-
-
 @needs_triton
 @pytest.mark.parametrize("B,T,H", [(1, 1, 3), (1, 6, 5), (3, 1, 7)], ids=str)
 def test_float32_at_b1_t1_and_odd_h_is_as_accurate_as_the_reference(triton_ops, B, T, H):
@@ -57,7 +48,7 @@ def test_float32_at_b1_t1_and_odd_h_is_as_accurate_as_the_reference(triton_ops, 
     states and every parameter within 1e-5 of the float64 truth (the reference on float64 copies), or as
     close to it as the float32 reference itself is (``assert_as_accurate``)."""
     cell, x, state = _case(torch.float32, B=B, T=T, I=2, H=H, seed=5)
-    twin, (xd, sd) = _float64_twins(cell, [x, state])
+    twin, (xd, sd) = float64_twins(cell, [x, state])
     fast = values_and_grads(lambda: fused_lstm.lstm_sequence(cell, x, state), [x, *state], list(cell.parameters()))
     assert triton_ops.calls == ["ln_lstm_fwd_chunk", "ln_lstm_bwd_chunk"]
     same = values_and_grads(lambda: cell.reference_forward(x, state), [x, *state], list(cell.parameters()))
@@ -77,7 +68,7 @@ def test_float32_stacked_bidirectional_layer_through_the_triton_row_passes(trito
     for B, T, lengths in ((1, 1, None), (2, 4, torch.tensor([1, 4]))):
         x = torch.randn(B, T, 2, requires_grad=True)
         h0 = C.LSTMState(*(torch.randn(4, B, 3, requires_grad=True) for _ in range(2)))
-        twin, (xd, hd) = _float64_twins(ref, [x, h0])
+        twin, (xd, hd) = float64_twins(ref, [x, h0])
         n = len(triton_ops.calls)
         got = values_and_grads(lambda: fast(x, h0, lengths=lengths), [x, *h0], list(fast.parameters()))
         assert triton_ops.calls[n:] == ["ln_lstm_fwd_chunk"] * 4 + ["ln_lstm_bwd_chunk"] * 4

@@ -183,11 +183,9 @@ class TextMethods:
 
     def complete(self, prefix: str, k: int = 3, **kw):
         """The ``k`` most likely next words after ``prefix`` with their probabilities, best first."""
-        from rnnkit.data._tokenizer_base import trailing_word
-        from rnnkit.models.text_generation import _tokenizer, complete, warn_unknown
-        if isinstance(prefix, str):  # a word model matches the word being typed against its vocabulary
-            word_model = getattr(_tokenizer(self), "type_name", "") == "word"
-            warn_unknown(self, prefix[: len(prefix) - len(trailing_word(prefix))] if word_model else prefix)
+        from rnnkit.models.text_generation import complete, read_part, warn_unknown
+        if isinstance(prefix, str):
+            warn_unknown(self, read_part(self, prefix))
         return complete(self, prefix, k, **kw)
 
 

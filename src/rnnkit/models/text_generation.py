@@ -62,6 +62,13 @@ def unknown_note(model, text: str) -> str | None:
             + " ".join(repr(u) for u in sorted(unknown)[:10]))
 
 
+def read_part(model, prefix: str) -> str:
+    """The part of a completion ``prefix`` the model reads: a word model matches the word being typed
+    against its vocabulary instead of reading it."""
+    word_model = getattr(_tokenizer(model), "type_name", "") == "word"
+    return prefix[: len(prefix) - len(trailing_word(prefix))] if word_model else prefix
+
+
 def warn_unknown(model, text: str, stacklevel: int = 3) -> None:
     """The documented policy for unknown input, in Python: read as ``<unk>`` and say so."""
     note = unknown_note(model, text)

@@ -365,7 +365,7 @@ def _detect_data(data: DetectDataConfig) -> tuple[pd.Series | pd.DataFrame, list
         kind, _, series = data.dataset.partition("/")
         if kind != "nab" or not series:
             raise ConfigError(f"data.dataset: expected 'nab/<series>', got {data.dataset!r}")
-        item = load_dataset("nab", series)  # $RNNKIT_DATA/nab on disk, never a download
+        item = load_dataset("nab", series)  # local files only: $RNNKIT_DATA/nab on disk
         return item.data["value"], list(item.windows)
     frame = _read(data.csv, data.time_col, _cols(data.target), data.nan, duplicates="keep")
     y = frame.iloc[:, 0] if frame.shape[1] == 1 else frame

@@ -110,7 +110,7 @@ def load_lm_text(data: LMDataConfig, split: str = "validation") -> tuple[str, st
             raise ConfigError(f"data set {data.dataset!r} is {info.kind} data, not text; "
                               "choose a text data set (rnnkit datasets) or a text file (--data.text to "
                               "train, --text to evaluate)")
-        splits = load_dataset(data.dataset)  # local files only (RNNKIT_DATA or package data), no download
+        splits = load_dataset(data.dataset)  # local files only: RNNKIT_DATA or package data
         train, val = splits["train"], splits.get("val") or splits.get("valid")
         if split != "validation":
             if split not in splits:
